@@ -1,0 +1,562 @@
+//! Domain types shared by the pure core (events, selectors, planner) and the edges (Azure client, host,
+//! telemetry). Data only: nothing here performs I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// An ARM resource id (or scope). Azure compares ids case-insensitively and returns them in varying case
+/// (`resourcegroups` vs `resourceGroups`), so equality, ordering and hashing ignore ASCII case while the
+/// original spelling is kept for display.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ResourceId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceIdError {
+    #[error("resource id is empty")]
+    Empty,
+    #[error("resource id `{0}` does not start with /subscriptions/{{id}}")]
+    NoSubscription(String),
+    #[error("resource id `{0}` has an empty segment")]
+    EmptySegment(String),
+}
+
+impl ResourceId {
+    /// Parses an ARM id. Surrounding whitespace and a trailing `/` are dropped; the id must start with
+    /// `/subscriptions/{id}` and have no empty segment.
+    pub fn parse(raw: &str) -> Result<Self, ResourceIdError> {
+        let trimmed = raw.trim().trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Err(ResourceIdError::Empty);
+        }
+        let with_slash = if trimmed.starts_with('/') {
+            trimmed.to_owned()
+        } else {
+            format!("/{trimmed}")
+        };
+        let mut segments = with_slash[1..].split('/');
+        let first = segments.next().unwrap_or_default();
+        let sub = segments.next().unwrap_or_default();
+        if !first.eq_ignore_ascii_case("subscriptions") || sub.is_empty() {
+            return Err(ResourceIdError::NoSubscription(raw.to_owned()));
+        }
+        if with_slash[1..].split('/').any(str::is_empty) {
+            return Err(ResourceIdError::EmptySegment(raw.to_owned()));
+        }
+        Ok(Self(with_slash))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id lower-cased: the key for maps and for the deterministic assignment name.
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+
+    fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0[1..].split('/')
+    }
+
+    pub fn subscription_id(&self) -> &str {
+        self.segments().nth(1).unwrap_or_default()
+    }
+
+    /// The resource group name, when the id lies inside one.
+    pub fn resource_group(&self) -> Option<&str> {
+        let mut it = self.segments().skip(2);
+        match (it.next(), it.next()) {
+            (Some(k), Some(v)) if k.eq_ignore_ascii_case("resourcegroups") => Some(v),
+            _ => None,
+        }
+    }
+
+    /// `namespace/type[/childType…]` lower-cased, e.g. `microsoft.containerservice/managedclusters`;
+    /// `None` for a subscription or resource group scope.
+    pub fn resource_type(&self) -> Option<String> {
+        let segs: Vec<&str> = self.segments().collect();
+        let p = segs.iter().rposition(|s| s.eq_ignore_ascii_case("providers"))?;
+        let rest = &segs[p + 1..];
+        if rest.len() < 3 {
+            return None;
+        }
+        let mut t = rest[0].to_ascii_lowercase();
+        for (i, s) in rest[1..].iter().enumerate() {
+            if i % 2 == 0 {
+                t.push('/');
+                t.push_str(&s.to_ascii_lowercase());
+            }
+        }
+        Some(t)
+    }
+
+    /// The last segment (the resource's name).
+    pub fn name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// The subscription scope `/subscriptions/{id}` in the id's own spelling.
+    pub fn subscription_scope(&self) -> String {
+        format!("/subscriptions/{}", self.subscription_id())
+    }
+
+    /// The resource group scope, when the id lies inside one.
+    pub fn resource_group_scope(&self) -> Option<String> {
+        self.resource_group()
+            .map(|rg| format!("/subscriptions/{}/resourceGroups/{rg}", self.subscription_id()))
+    }
+
+    /// True when `scope` is this id or one of its ancestors (compared case-insensitively, on segment
+    /// boundaries). `/` (the root / a management group path that does not start with /subscriptions) is not
+    /// handled here.
+    pub fn is_within(&self, scope: &str) -> bool {
+        let scope = scope.trim().trim_end_matches('/').to_ascii_lowercase();
+        let me = self.key();
+        me == scope || (me.starts_with(&scope) && me.as_bytes().get(scope.len()) == Some(&b'/'))
+    }
+}
+
+impl TryFrom<String> for ResourceId {
+    type Error = ResourceIdError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ResourceId> for String {
+    fn from(value: ResourceId) -> Self {
+        value.0
+    }
+}
+
+impl PartialEq for ResourceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+impl Eq for ResourceId {}
+impl Hash for ResourceId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for b in self.0.bytes() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+    }
+}
+impl PartialOrd for ResourceId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ResourceId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResourceId({})", self.0)
+    }
+}
+
+/// Resource tags. Keys compare case-insensitively (as Azure does), values case-sensitively.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Tags(BTreeMap<String, String>);
+
+impl Tags {
+    pub fn new(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Tags {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// What `az`/the handler runs in: `enforce` creates what is missing, `audit` only verifies and reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+/// A registry's `properties.roleAssignmentMode` (2025-11-01 and later; absent means legacy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RoleAssignmentMode {
+    #[default]
+    LegacyRegistryPermissions,
+    AbacRepositoryPermissions,
+}
+
+/// The only roles this project ever assigns: a hard allow-list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PullRole {
+    AcrPull,
+    #[serde(rename = "Container Registry Repository Reader")]
+    RepositoryReader,
+}
+
+pub const ACR_PULL_GUID: &str = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
+pub const REPOSITORY_READER_GUID: &str = "b93aa761-3e63-49ed-ac28-beffa264f7ac";
+
+impl PullRole {
+    /// The role a registry in `mode` honours for pulls.
+    pub fn for_mode(mode: RoleAssignmentMode) -> Self {
+        match mode {
+            RoleAssignmentMode::LegacyRegistryPermissions => Self::AcrPull,
+            RoleAssignmentMode::AbacRepositoryPermissions => Self::RepositoryReader,
+        }
+    }
+
+    /// The built-in role definition GUID (lower-case).
+    pub fn definition_guid(self) -> &'static str {
+        match self {
+            Self::AcrPull => ACR_PULL_GUID,
+            Self::RepositoryReader => REPOSITORY_READER_GUID,
+        }
+    }
+
+    /// The full role definition id to send in a PUT at a registry in `subscription_id`.
+    pub fn definition_id(self, subscription_id: &str) -> String {
+        format!(
+            "/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{}",
+            self.definition_guid()
+        )
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::AcrPull => "AcrPull",
+            Self::RepositoryReader => "Container Registry Repository Reader",
+        }
+    }
+
+    /// The allow-list check: `Some` only for one of the two pull roles.
+    pub fn from_definition_guid(guid: &str) -> Option<Self> {
+        let g = role_guid(guid);
+        if g == ACR_PULL_GUID {
+            Some(Self::AcrPull)
+        } else if g == REPOSITORY_READER_GUID {
+            Some(Self::RepositoryReader)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for PullRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.display_name())
+    }
+}
+
+/// The trailing GUID of a role definition id in any of the forms ARM returns, lower-cased.
+pub fn role_guid(role_definition_id: &str) -> String {
+    role_definition_id
+        .trim()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// Who must be granted pull access for a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClusterPrincipal {
+    /// `identityProfile.kubeletidentity` of a managed-identity cluster.
+    Kubelet {
+        object_id: String,
+        client_id: Option<String>,
+    },
+    /// A service-principal cluster: the application (client) id; the object id comes from Microsoft Graph.
+    ServicePrincipal { client_id: String },
+    /// No kubelet identity yet (the cluster is still being created).
+    NotYetKnown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: ResourceId,
+    pub location: String,
+    /// The tenant the cluster lives in, when known (from the subscription or the event).
+    pub tenant_id: Option<String>,
+    pub tags: Tags,
+    /// `properties.provisioningState` as ARM reports it.
+    pub provisioning_state: String,
+    pub principal: ClusterPrincipal,
+}
+
+impl Cluster {
+    /// Ready for attachment: provisioning has succeeded and the kubelet identity (or SP) is known.
+    pub fn is_ready(&self) -> bool {
+        self.provisioning_state.eq_ignore_ascii_case("Succeeded")
+            && !matches!(self.principal, ClusterPrincipal::NotYetKnown)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    pub id: ResourceId,
+    pub location: String,
+    pub tenant_id: Option<String>,
+    pub tags: Tags,
+    pub mode: RoleAssignmentMode,
+}
+
+/// A role assignment as ARM (or Resource Graph's `authorizationresources`) reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleAssignment {
+    /// Full id: `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`.
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    /// The trailing GUID of `roleDefinitionId`, lower-cased (see [`role_guid`]).
+    pub role_definition_guid: String,
+    pub principal_id: String,
+    pub principal_type: Option<String>,
+    pub description: Option<String>,
+    pub condition: Option<String>,
+}
+
+/// The ownership mark every assignment made by this project carries at the start of its description.
+pub const OWNERSHIP_MARK: &str = "managed-by: acr-autoattach";
+
+/// The description written on an assignment made for `cluster`: the mark, then the cluster id, so that clean-up
+/// finds its assignments without any directory permission.
+pub fn ownership_description(cluster: &ResourceId) -> String {
+    format!("{OWNERSHIP_MARK} cluster={cluster}")
+}
+
+impl RoleAssignment {
+    /// True when the description carries the ownership mark.
+    pub fn is_owned(&self) -> bool {
+        self.description
+            .as_deref()
+            .is_some_and(|d| d.trim_start().starts_with(OWNERSHIP_MARK))
+    }
+
+    /// The cluster an owned assignment was made for.
+    pub fn owner_cluster(&self) -> Option<ResourceId> {
+        let d = self.description.as_deref()?.trim_start();
+        let rest = d.strip_prefix(OWNERSHIP_MARK)?;
+        let id = rest.trim().strip_prefix("cluster=")?;
+        ResourceId::parse(id.split_whitespace().next()?).ok()
+    }
+}
+
+/// Fixed namespace for deterministic assignment names (UUID v5). Never change it: names already in Azure
+/// depend on it.
+pub const ASSIGNMENT_NAME_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a7e_5d3b_4c8a_9e21_7b0d_3f4a_ac12);
+
+/// The deterministic name of the assignment of `role` on `registry` to `principal_id`: the same pair always
+/// maps to the same name, so a retried or duplicated PUT is idempotent.
+pub fn assignment_name(registry: &ResourceId, principal_id: &str, role: PullRole) -> Uuid {
+    let input = format!(
+        "{}|{}|{}",
+        registry.key(),
+        principal_id.trim().to_ascii_lowercase(),
+        role.definition_guid()
+    );
+    Uuid::new_v5(&ASSIGNMENT_NAME_NAMESPACE, input.as_bytes())
+}
+
+/// A role definition as far as pull coverage is concerned (custom roles are judged by their actions).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleDefinition {
+    /// Lower-cased GUID.
+    pub guid: String,
+    pub role_name: String,
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+    pub data_actions: Vec<String>,
+    pub not_data_actions: Vec<String>,
+}
+
+/// The verification result of one (cluster, registry) pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairStatus {
+    Compliant,
+    Repaired,
+    Missing,
+    Pending,
+    Failed,
+    Detached,
+}
+
+impl PairStatus {
+    pub const ALL: [Self; 6] = [
+        Self::Compliant,
+        Self::Repaired,
+        Self::Missing,
+        Self::Pending,
+        Self::Failed,
+        Self::Detached,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compliant => "compliant",
+            Self::Repaired => "repaired",
+            Self::Missing => "missing",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::Detached => "detached",
+        }
+    }
+
+    /// Whether the pair ends the run with pull access in place (or correctly without it).
+    pub fn is_healthy(self) -> bool {
+        matches!(self, Self::Compliant | Self::Repaired | Self::Detached)
+    }
+}
+
+impl fmt::Display for PairStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairResult {
+    pub cluster_id: ResourceId,
+    pub registry_id: ResourceId,
+    pub principal_id: Option<String>,
+    pub role: Option<PullRole>,
+    pub status: PairStatus,
+    pub reason: Option<String>,
+    /// The assignment that satisfies (or was removed for) the pair, when there is one.
+    pub assignment_id: Option<String>,
+    /// Seconds from the triggering event's time to the verified attach (event path only).
+    pub latency_seconds: Option<f64>,
+}
+
+/// Per-registry verification results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryStatus {
+    InvalidSelector,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistryResult {
+    pub registry_id: ResourceId,
+    pub status: RegistryStatus,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> ResourceId {
+        ResourceId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn resource_ids_compare_case_insensitively_and_keep_spelling() {
+        let a = id("/subscriptions/S1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1");
+        let b = id("/subscriptions/s1/resourceGroups/RG/providers/microsoft.containerservice/managedclusters/AKS1/");
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "/subscriptions/S1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1");
+        assert_eq!(a.subscription_id(), "S1");
+        assert_eq!(a.resource_group(), Some("rg"));
+        assert_eq!(a.name(), "aks1");
+        assert_eq!(a.resource_type().as_deref(), Some("microsoft.containerservice/managedclusters"));
+        assert!(a.is_within("/subscriptions/s1/resourceGroups/RG"));
+        assert!(a.is_within("/subscriptions/s1"));
+        assert!(!a.is_within("/subscriptions/s"));
+        assert!(!a.is_within("/subscriptions/s1/resourceGroups/R"));
+    }
+
+    #[test]
+    fn child_resource_types_and_bad_ids() {
+        let t = id("/subscriptions/s/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/a/agentPools/p");
+        assert_eq!(t.resource_type().as_deref(), Some("microsoft.containerservice/managedclusters/agentpools"));
+        assert!(ResourceId::parse("").is_err());
+        assert!(ResourceId::parse("/resourceGroups/x").is_err());
+        assert!(ResourceId::parse("/subscriptions//x").is_err());
+        assert!(id("/subscriptions/s").resource_type().is_none());
+    }
+
+    #[test]
+    fn assignment_names_are_deterministic_and_case_insensitive() {
+        let r1 = id("/subscriptions/S/resourceGroups/R/providers/Microsoft.ContainerRegistry/registries/Acr");
+        let r2 = id("/subscriptions/s/resourcegroups/r/providers/microsoft.containerregistry/registries/acr");
+        let a = assignment_name(&r1, "ABC", PullRole::AcrPull);
+        assert_eq!(a, assignment_name(&r2, "abc", PullRole::AcrPull));
+        assert_ne!(a, assignment_name(&r1, "abc", PullRole::RepositoryReader));
+        assert_eq!(a.get_version_num(), 5);
+    }
+
+    #[test]
+    fn ownership_mark_round_trips() {
+        let c = id("/subscriptions/s/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/a");
+        let ra = RoleAssignment {
+            id: "x".into(),
+            name: "x".into(),
+            scope: "/".into(),
+            role_definition_guid: ACR_PULL_GUID.into(),
+            principal_id: "p".into(),
+            principal_type: None,
+            description: Some(ownership_description(&c)),
+            condition: None,
+        };
+        assert!(ra.is_owned());
+        assert_eq!(ra.owner_cluster(), Some(c));
+        let human = RoleAssignment { description: Some("made by alice".into()), ..ra };
+        assert!(!human.is_owned());
+        assert_eq!(human.owner_cluster(), None);
+    }
+
+    #[test]
+    fn role_allow_list() {
+        assert_eq!(
+            PullRole::from_definition_guid("/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/7F951DDA-4ED3-4680-A7CA-43FE172D538D"),
+            Some(PullRole::AcrPull)
+        );
+        assert_eq!(PullRole::from_definition_guid("8311e382-0749-4cb8-b61a-304f252e45ec"), None);
+        assert_eq!(PullRole::for_mode(RoleAssignmentMode::AbacRepositoryPermissions), PullRole::RepositoryReader);
+    }
+
+    #[test]
+    fn tags_keys_case_insensitive_values_case_sensitive() {
+        let t: Tags = [("Env", "Prod")].into_iter().collect();
+        assert_eq!(t.get("env"), Some("Prod"));
+        assert_ne!(t.get("ENV"), Some("prod"));
+    }
+}
