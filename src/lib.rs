@@ -1,4 +1,12 @@
 //! acr-autoattach: grants AKS kubelet identities pull access to the container registries whose opt-in tag
 //! selects them, verifies it continuously and repairs drift.
 
+pub mod azure;
+pub mod config;
+pub mod events;
+pub mod functions;
+pub mod host;
 pub mod model;
+pub mod ncrontab;
+pub mod selector;
+pub mod telemetry;

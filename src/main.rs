@@ -1,1 +1,138 @@
-fn main() {}
+//! The `acr-autoattach` binary: the Functions custom handler (`serve`) and operator commands.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use acr_autoattach::config::{Config, ConfigError, Env, ProcessEnv};
+use acr_autoattach::functions::Handler;
+use acr_autoattach::host;
+
+/// Attach Azure Container Registries to AKS clusters by opt-in tags, verify continuously, repair drift.
+///
+/// Registries opt in with a tag (default `acr-autoattach`) whose value selects clusters (`*`, or a label
+/// selector over cluster tags such as `env=prod`). Each selected cluster's kubelet identity gets AcrPull
+/// (or Container Registry Repository Reader on ABAC registries) on the registry.
+#[derive(Debug, Parser)]
+#[command(name = "acr-autoattach", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run as the Azure Functions custom handler: an HTTP server on 127.0.0.1 that the Functions host
+    /// invokes for OnResourceEvent (Event Grid) and VerifyAttachments (timer).
+    ///
+    /// The port comes from FUNCTIONS_CUSTOMHANDLER_PORT (set by the host) unless --port is given.
+    /// Configuration comes from app settings (environment); `acr-autoattach config` shows it.
+    Serve {
+        /// Port to listen on (default: $FUNCTIONS_CUSTOMHANDLER_PORT).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Print the effective configuration (from the environment), validated, with secrets redacted.
+    Config,
+}
+
+/// Exit code for a configuration or usage error.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { port } => serve(port),
+        Command::Config => match load_config(&ProcessEnv) {
+            Ok(config) => {
+                for (key, value) in config.describe() {
+                    println!("{key}={value}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn load_config(env: &dyn Env) -> Result<Config, ExitCode> {
+    Config::from_env(env).map_err(|e: ConfigError| {
+        eprintln!("acr-autoattach: configuration error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn serve_port(flag: Option<u16>, env: &dyn Env) -> Result<u16, ConfigError> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    for key in ["FUNCTIONS_CUSTOMHANDLER_PORT", "FUNCTIONS_HTTPWORKER_PORT"] {
+        if let Some(raw) = env.var(key).filter(|v| !v.trim().is_empty()) {
+            return raw
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or(ConfigError {
+                    setting: "FUNCTIONS_CUSTOMHANDLER_PORT",
+                    reason: format!("`{raw}` is not a port number"),
+                });
+        }
+    }
+    Err(ConfigError {
+        setting: "FUNCTIONS_CUSTOMHANDLER_PORT",
+        reason: "not set (the Functions host sets it); pass --port to run by hand".into(),
+    })
+}
+
+fn serve(port_flag: Option<u16>) -> ExitCode {
+    let env = ProcessEnv;
+    let port = match serve_port(port_flag, &env) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("acr-autoattach: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = match load_config(&env) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("acr-autoattach: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        // Bind before anything slow: the host's readiness probe starts at once.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        init_logging();
+        tracing::info!(port, mode = ?config.mode, "acr-autoattach handler listening on 127.0.0.1");
+        let handler = Arc::new(Handler::new(config));
+        host::serve(listener, handler, host::shutdown_signal()).await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("acr-autoattach: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOATTACH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}

@@ -1,0 +1,388 @@
+//! The Azure Functions custom-handler contract (see `docs/functions-host.md` of the shared material): the
+//! readiness probe, one `POST /{FunctionName}` per invocation with the `{"Data","Metadata"}` envelope, and the
+//! `{"Outputs","Logs","ReturnValue"}` answer.
+//!
+//! The host treats any non-2xx as a failed invocation (Event Grid then redelivers), and a 2xx with an empty
+//! body makes it wait until `functionTimeout`, so every 2xx here carries a JSON object.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, Limited};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::functions::{FunctionName, Handler};
+
+/// The largest invocation body accepted. Event Grid caps one event at 1 MB and the host sends one event per
+/// invocation, so anything larger is not a real invocation.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `{"Data": {binding: value}, "Metadata": {...}}` as the host sends it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct InvocationRequest {
+    #[serde(rename = "Data", alias = "data", default)]
+    pub data: Map<String, Value>,
+    #[serde(rename = "Metadata", alias = "metadata", default)]
+    pub metadata: InvocationMetadata,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct InvocationMetadata {
+    #[serde(default)]
+    pub sys: Option<SysMetadata>,
+    #[serde(rename = "RetryContext", default)]
+    pub retry_context: Option<RetryContext>,
+    /// For Event Grid: the event's `data` again.
+    #[serde(default)]
+    pub data: Option<Value>,
+    /// Trigger metadata the handler does not use by name.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct SysMetadata {
+    #[serde(rename = "MethodName", default)]
+    pub method_name: Option<String>,
+    #[serde(rename = "UtcNow", default)]
+    pub utc_now: Option<String>,
+    #[serde(rename = "RandGuid", default)]
+    pub rand_guid: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RetryContext {
+    #[serde(rename = "MaxRetryCount", default)]
+    pub max_retry_count: i64,
+    #[serde(rename = "RetryCount", default)]
+    pub retry_count: i64,
+    #[serde(rename = "Exception", default)]
+    pub exception: Option<Value>,
+}
+
+/// Why a trigger value could not be read from the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    #[error("the body is not an invocation envelope {{\"Data\",\"Metadata\"}}: {0}")]
+    NotAnEnvelope(String),
+    #[error("Data has no `{0}` binding")]
+    MissingBinding(String),
+    #[error("binding `{binding}` holds a string that is not JSON: {reason}")]
+    StringNotJson { binding: String, reason: String },
+}
+
+impl EnvelopeError {
+    /// Stable label for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotJson(_) => "not_json",
+            Self::NotAnEnvelope(_) => "not_an_envelope",
+            Self::MissingBinding(_) => "missing_binding",
+            Self::StringNotJson { .. } => "binding_string_not_json",
+        }
+    }
+}
+
+impl InvocationRequest {
+    /// Parses a request body. A body that is JSON but not an object with an object `Data` is not an envelope.
+    pub fn from_body(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(EnvelopeError::NotAnEnvelope(format!(
+                "expected an object, found {}",
+                kind(&value)
+            )));
+        }
+        serde_json::from_value(value).map_err(|e| EnvelopeError::NotAnEnvelope(e.to_string()))
+    }
+
+    /// The trigger value of `binding` (matched case-insensitively, as the host matches names). A plain string
+    /// arrives JSON-encoded a second time, so a string holding JSON is decoded; an object is taken as it is.
+    pub fn trigger_value(&self, binding: &str) -> Result<Value, EnvelopeError> {
+        let raw = self
+            .data
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(binding))
+            .map(|(_, v)| v)
+            .ok_or_else(|| EnvelopeError::MissingBinding(binding.to_owned()))?;
+        match raw {
+            Value::String(s) => serde_json::from_str(s).map_err(|e| EnvelopeError::StringNotJson {
+                binding: binding.to_owned(),
+                reason: e.to_string(),
+            }),
+            other => Ok(other.clone()),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One invocation as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub function: FunctionName,
+    /// `X-Azure-Functions-InvocationId` (or a fresh id when a caller sends none).
+    pub invocation_id: String,
+    /// W3C `traceparent`, when the host sends one.
+    pub traceparent: Option<String>,
+    /// The parsed envelope, or why the body is not one (answered with a recorded rejection, never a crash).
+    pub request: Result<InvocationRequest, EnvelopeError>,
+}
+
+/// A successful answer: `200 {"Outputs":{},"Logs":[...],"ReturnValue":...}`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct InvocationAnswer {
+    #[serde(rename = "Outputs")]
+    pub outputs: Map<String, Value>,
+    #[serde(rename = "Logs")]
+    pub logs: Vec<String>,
+    #[serde(rename = "ReturnValue")]
+    pub return_value: Value,
+}
+
+/// An invocation that must fail so the platform retries (Event Grid redelivers; a timer waits for its next
+/// occurrence). Answered with 500; the host discards the body, which still says why for anyone debugging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationFailure {
+    pub reason: String,
+    pub logs: Vec<String>,
+}
+
+impl IntoResponse for InvocationAnswer {
+    fn into_response(self) -> Response {
+        json_response(
+            StatusCode::OK,
+            &serde_json::to_value(&self).unwrap_or_else(|_| json!({})),
+        )
+    }
+}
+
+impl IntoResponse for InvocationFailure {
+    fn into_response(self) -> Response {
+        json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": {"code": "InvocationFailed", "message": self.reason}, "Logs": self.logs}),
+        )
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+/// The router: `GET /` for readiness, `POST /{function}` per invocation, JSON 404 for anything else.
+pub fn app(handler: Arc<Handler>) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route("/{function}", post(invoke))
+        .fallback(not_found)
+        .with_state(handler)
+}
+
+/// The host polls this every 25 ms until it answers; any answer means ready.
+async fn ready() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ready"}))
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "no such route; functions are POST /{FunctionName}",
+    )
+}
+
+async fn invoke(
+    State(handler): State<Arc<Handler>>,
+    Path(function): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(function) = FunctionName::parse(&function) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "FunctionNotFound",
+            &format!(
+                "no function named `{}`; this handler serves {}",
+                function.chars().take(128).collect::<String>(),
+                FunctionName::ALL.map(FunctionName::as_str).join(", ")
+            ),
+        );
+    };
+    // Read the (possibly chunked) body with a hard cap, so an oversized body is refused without buffering it.
+    let bytes: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            tracing::warn!(
+                function = function.as_str(),
+                limit = MAX_BODY_BYTES,
+                "invocation body too large"
+            );
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                &format!("the invocation body exceeds {MAX_BODY_BYTES} bytes"),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(function = function.as_str(), error = %e, "could not read the invocation body");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BodyReadFailed",
+                "the invocation body could not be read",
+            );
+        }
+    };
+    let invocation = Invocation {
+        function,
+        invocation_id: header_str(&headers, "x-azure-functions-invocationid")
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+        traceparent: header_str(&headers, "traceparent").map(str::to_owned),
+        request: InvocationRequest::from_body(&bytes),
+    };
+    let started = Instant::now();
+    let outcome = handler.invoke(invocation).await;
+    tracing::debug!(
+        function = function.as_str(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "invocation done"
+    );
+    match outcome {
+        Ok(answer) => answer.into_response(),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+}
+
+/// Binds `127.0.0.1:port` (the host connects over IPv4 loopback only) and serves until `shutdown` resolves;
+/// in-flight invocations finish before it returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handler: Arc<Handler>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(handler))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM (what the host and the platform send) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight invocations");
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_value_accepts_object_and_json_string() {
+        let obj = InvocationRequest::from_body(br#"{"Data":{"event":{"id":"1"}},"Metadata":{}}"#)
+            .unwrap();
+        assert_eq!(obj.trigger_value("event").unwrap(), json!({"id":"1"}));
+        let s =
+            InvocationRequest::from_body(br#"{"Data":{"Event":"{\"id\":\"1\"}"},"Metadata":{}}"#)
+                .unwrap();
+        assert_eq!(s.trigger_value("event").unwrap(), json!({"id":"1"}));
+        assert!(matches!(
+            s.trigger_value("timer"),
+            Err(EnvelopeError::MissingBinding(_))
+        ));
+        let bad = InvocationRequest::from_body(br#"{"Data":{"event":"{not json"}}"#).unwrap();
+        assert!(matches!(
+            bad.trigger_value("event"),
+            Err(EnvelopeError::StringNotJson { .. })
+        ));
+    }
+
+    #[test]
+    fn envelope_errors() {
+        assert!(matches!(
+            InvocationRequest::from_body(b"{"),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            InvocationRequest::from_body(b"[1]"),
+            Err(EnvelopeError::NotAnEnvelope(_))
+        ));
+        assert!(matches!(
+            InvocationRequest::from_body(br#"{"Data":5}"#),
+            Err(EnvelopeError::NotAnEnvelope(_))
+        ));
+    }
+
+    #[test]
+    fn metadata_reads_sys_and_retry_context() {
+        let r = InvocationRequest::from_body(
+            br#"{"Data":{},"Metadata":{"sys":{"MethodName":"VerifyAttachments","UtcNow":"2026-01-04T10:20:00.004Z","RandGuid":"x"},"RetryContext":{"MaxRetryCount":3,"RetryCount":1,"Exception":null},"data":{"a":1},"extra":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.metadata.sys.unwrap().method_name.as_deref(),
+            Some("VerifyAttachments")
+        );
+        assert_eq!(r.metadata.retry_context.unwrap().retry_count, 1);
+        assert_eq!(r.metadata.data, Some(json!({"a":1})));
+        assert_eq!(r.metadata.other.get("extra"), Some(&json!(2)));
+    }
+}

@@ -1,0 +1,195 @@
+//! The custom-handler wire contract (shared docs/functions-host.md), through `app().oneshot` and through a real
+//! socket: exact statuses and answer bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use acr_autoattach::config::{Config, MapEnv};
+use acr_autoattach::functions::Handler;
+use acr_autoattach::host::{self, MAX_BODY_BYTES};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// The timer example of functions-host.md, verbatim.
+const TIMER_EXAMPLE: &str = r#"{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2026-01-04T10:15:00+00:00","Next":"2026-01-04T10:20:00+00:00","LastUpdated":"2026-01-04T10:16:00+00:00"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"VerifyAttachments","UtcNow":"2026-01-04T10:20:00.004Z","RandGuid":"35e6e68c-5583-436c-a277-5aec2b416ba8"}}}"#;
+
+fn handler() -> Arc<Handler> {
+    // Azure is unreachable on purpose: nothing in these tests may call it.
+    let config = Config::from_env(&MapEnv::new([
+        ("AUTOATTACH_ARM_ENDPOINT", "http://127.0.0.1:9"),
+        ("AUTOATTACH_GRAPH_ENDPOINT", "http://127.0.0.1:9"),
+        ("AUTOATTACH_MODE", "audit"),
+    ]))
+    .unwrap();
+    Arc::new(Handler::new(config))
+}
+
+async fn call(method: &str, path: &str, body: impl Into<Body>) -> (StatusCode, String, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json; charset=utf-8")
+        .header(
+            "x-azure-functions-invocationid",
+            "0f1e2d3c-0000-4000-8000-000000000001",
+        )
+        .body(body.into())
+        .unwrap();
+    let resp = host::app(handler()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, ctype, value)
+}
+
+#[tokio::test]
+async fn readiness_probe_answers() {
+    let (status, ctype, body) = call("GET", "/", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ctype, "application/json");
+    assert_eq!(body, json!({"status": "ready"}));
+}
+
+#[tokio::test]
+async fn timer_example_is_answered() {
+    let (status, ctype, body) = call("POST", "/VerifyAttachments", TIMER_EXAMPLE).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ctype, "application/json");
+    assert_eq!(body["Outputs"], json!({}));
+    assert!(
+        body["Logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("verify")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_json_is_a_recorded_rejection() {
+    let (status, _, body) = call("POST", "/OnResourceEvent", "{not json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["Outputs"], json!({}));
+    assert_eq!(body["ReturnValue"], json!({"rejected": "not_json"}));
+    let log = body["Logs"][0].as_str().unwrap();
+    assert!(
+        log.starts_with("rejected (not_json): the body is not JSON"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_envelopes_are_recorded_rejections() {
+    for (body, code) in [
+        (r#"[1,2]"#, "not_an_envelope"),
+        (r#"{"Data":"x","Metadata":{}}"#, "not_an_envelope"),
+        (r#"{"Data":{"timer":{}},"Metadata":{}}"#, "missing_binding"),
+        (
+            r#"{"Data":{"event":"{oops"},"Metadata":{}}"#,
+            "binding_string_not_json",
+        ),
+    ] {
+        let (status, _, answer) = call("POST", "/OnResourceEvent", body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            answer["ReturnValue"],
+            json!({"rejected": code}),
+            "{body}: {answer}"
+        );
+        assert_eq!(answer["Logs"].as_array().unwrap().len(), 1);
+    }
+    let (status, _, answer) = call(
+        "POST",
+        "/VerifyAttachments",
+        r#"{"Data":{"timer":{"IsPastDue":"yes"}}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["ReturnValue"], json!({"rejected": "not_a_timer"}));
+}
+
+#[tokio::test]
+async fn unknown_function_is_a_json_404() {
+    let (status, ctype, body) = call("POST", "/NoSuchFunction", "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(ctype, "application/json");
+    assert_eq!(body["error"]["code"], "FunctionNotFound");
+    assert_eq!(
+        body["error"]["message"],
+        "no function named `NoSuchFunction`; this handler serves OnResourceEvent, VerifyAttachments"
+    );
+    let (status, _, body) = call("GET", "/a/b/c", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "NotFound");
+}
+
+#[tokio::test]
+async fn two_mebibyte_body_is_refused_with_413() {
+    let big = format!(
+        r#"{{"Data":{{"event":"{}"}}}}"#,
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let (status, ctype, body) = call("POST", "/OnResourceEvent", big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(ctype, "application/json");
+    assert_eq!(
+        body,
+        json!({"error": {"code": "PayloadTooLarge", "message": format!("the invocation body exceeds {MAX_BODY_BYTES} bytes")}})
+    );
+}
+
+/// Through a real socket: the host sends bodies chunked, without Content-Length.
+#[tokio::test]
+async fn real_socket_chunked_body_and_oversized_stream() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(host::serve(listener, handler(), async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let chunks: Vec<Result<&'static str, std::io::Error>> = TIMER_EXAMPLE
+        .as_bytes()
+        .chunks(37)
+        .map(|c| Ok(std::str::from_utf8(c).unwrap()))
+        .collect();
+    let resp = client
+        .post(format!("{base}/VerifyAttachments"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["Outputs"], json!({}));
+
+    // 2 MiB streamed without a length: refused once the cap is crossed.
+    let piece = "a".repeat(64 * 1024);
+    let stream =
+        futures::stream::iter((0..32).map(move |_| Ok::<_, std::io::Error>(piece.clone())));
+    let resp = client
+        .post(format!("{base}/OnResourceEvent"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+
+    let resp = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
