@@ -80,7 +80,9 @@ impl ResourceId {
     /// `None` for a subscription or resource group scope.
     pub fn resource_type(&self) -> Option<String> {
         let segs: Vec<&str> = self.segments().collect();
-        let p = segs.iter().rposition(|s| s.eq_ignore_ascii_case("providers"))?;
+        let p = segs
+            .iter()
+            .rposition(|s| s.eq_ignore_ascii_case("providers"))?;
         let rest = &segs[p + 1..];
         if rest.len() < 3 {
             return None;
@@ -107,8 +109,12 @@ impl ResourceId {
 
     /// The resource group scope, when the id lies inside one.
     pub fn resource_group_scope(&self) -> Option<String> {
-        self.resource_group()
-            .map(|rg| format!("/subscriptions/{}/resourceGroups/{rg}", self.subscription_id()))
+        self.resource_group().map(|rg| {
+            format!(
+                "/subscriptions/{}/resourceGroups/{rg}",
+                self.subscription_id()
+            )
+        })
     }
 
     /// True when `scope` is this id or one of its ancestors (compared case-insensitively, on segment
@@ -200,7 +206,11 @@ impl Tags {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Tags {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -380,7 +390,8 @@ impl RoleAssignment {
 
 /// Fixed namespace for deterministic assignment names (UUID v5). Never change it: names already in Azure
 /// depend on it.
-pub const ASSIGNMENT_NAME_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a7e_5d3b_4c8a_9e21_7b0d_3f4a_ac12);
+pub const ASSIGNMENT_NAME_NAMESPACE: Uuid =
+    Uuid::from_u128(0x6f1c_2a7e_5d3b_4c8a_9e21_7b0d_3f4a_ac12);
 
 /// The deterministic name of the assignment of `role` on `registry` to `principal_id`: the same pair always
 /// maps to the same name, so a retried or duplicated PUT is idempotent.
@@ -489,14 +500,24 @@ mod tests {
 
     #[test]
     fn resource_ids_compare_case_insensitively_and_keep_spelling() {
-        let a = id("/subscriptions/S1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1");
-        let b = id("/subscriptions/s1/resourceGroups/RG/providers/microsoft.containerservice/managedclusters/AKS1/");
+        let a = id(
+            "/subscriptions/S1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1",
+        );
+        let b = id(
+            "/subscriptions/s1/resourceGroups/RG/providers/microsoft.containerservice/managedclusters/AKS1/",
+        );
         assert_eq!(a, b);
-        assert_eq!(a.as_str(), "/subscriptions/S1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1");
+        assert_eq!(
+            a.as_str(),
+            "/subscriptions/S1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1"
+        );
         assert_eq!(a.subscription_id(), "S1");
         assert_eq!(a.resource_group(), Some("rg"));
         assert_eq!(a.name(), "aks1");
-        assert_eq!(a.resource_type().as_deref(), Some("microsoft.containerservice/managedclusters"));
+        assert_eq!(
+            a.resource_type().as_deref(),
+            Some("microsoft.containerservice/managedclusters")
+        );
         assert!(a.is_within("/subscriptions/s1/resourceGroups/RG"));
         assert!(a.is_within("/subscriptions/s1"));
         assert!(!a.is_within("/subscriptions/s"));
@@ -505,8 +526,13 @@ mod tests {
 
     #[test]
     fn child_resource_types_and_bad_ids() {
-        let t = id("/subscriptions/s/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/a/agentPools/p");
-        assert_eq!(t.resource_type().as_deref(), Some("microsoft.containerservice/managedclusters/agentpools"));
+        let t = id(
+            "/subscriptions/s/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/a/agentPools/p",
+        );
+        assert_eq!(
+            t.resource_type().as_deref(),
+            Some("microsoft.containerservice/managedclusters/agentpools")
+        );
         assert!(ResourceId::parse("").is_err());
         assert!(ResourceId::parse("/resourceGroups/x").is_err());
         assert!(ResourceId::parse("/subscriptions//x").is_err());
@@ -515,8 +541,12 @@ mod tests {
 
     #[test]
     fn assignment_names_are_deterministic_and_case_insensitive() {
-        let r1 = id("/subscriptions/S/resourceGroups/R/providers/Microsoft.ContainerRegistry/registries/Acr");
-        let r2 = id("/subscriptions/s/resourcegroups/r/providers/microsoft.containerregistry/registries/acr");
+        let r1 = id(
+            "/subscriptions/S/resourceGroups/R/providers/Microsoft.ContainerRegistry/registries/Acr",
+        );
+        let r2 = id(
+            "/subscriptions/s/resourcegroups/r/providers/microsoft.containerregistry/registries/acr",
+        );
         let a = assignment_name(&r1, "ABC", PullRole::AcrPull);
         assert_eq!(a, assignment_name(&r2, "abc", PullRole::AcrPull));
         assert_ne!(a, assignment_name(&r1, "abc", PullRole::RepositoryReader));
@@ -525,7 +555,9 @@ mod tests {
 
     #[test]
     fn ownership_mark_round_trips() {
-        let c = id("/subscriptions/s/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/a");
+        let c = id(
+            "/subscriptions/s/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/a",
+        );
         let ra = RoleAssignment {
             id: "x".into(),
             name: "x".into(),
@@ -538,7 +570,10 @@ mod tests {
         };
         assert!(ra.is_owned());
         assert_eq!(ra.owner_cluster(), Some(c));
-        let human = RoleAssignment { description: Some("made by alice".into()), ..ra };
+        let human = RoleAssignment {
+            description: Some("made by alice".into()),
+            ..ra
+        };
         assert!(!human.is_owned());
         assert_eq!(human.owner_cluster(), None);
     }
@@ -546,11 +581,19 @@ mod tests {
     #[test]
     fn role_allow_list() {
         assert_eq!(
-            PullRole::from_definition_guid("/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/7F951DDA-4ED3-4680-A7CA-43FE172D538D"),
+            PullRole::from_definition_guid(
+                "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/7F951DDA-4ED3-4680-A7CA-43FE172D538D"
+            ),
             Some(PullRole::AcrPull)
         );
-        assert_eq!(PullRole::from_definition_guid("8311e382-0749-4cb8-b61a-304f252e45ec"), None);
-        assert_eq!(PullRole::for_mode(RoleAssignmentMode::AbacRepositoryPermissions), PullRole::RepositoryReader);
+        assert_eq!(
+            PullRole::from_definition_guid("8311e382-0749-4cb8-b61a-304f252e45ec"),
+            None
+        );
+        assert_eq!(
+            PullRole::for_mode(RoleAssignmentMode::AbacRepositoryPermissions),
+            PullRole::RepositoryReader
+        );
     }
 
     #[test]
