@@ -603,3 +603,45 @@ mod tests {
         assert_ne!(t.get("ENV"), Some("prod"));
     }
 }
+
+/// The outcome of one verification run over a scope (the timer, or `acr-autoattach verify`): what the report,
+/// the CLI's exit code, telemetry and alerting are made from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerificationReport {
+    /// RFC 3339 time the run started.
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub mode: Mode,
+    /// Every cluster and registry in scope (registries: the opted-in ones), so a matrix can show unselected
+    /// pairs too.
+    pub clusters: Vec<ResourceId>,
+    pub registries: Vec<ResourceId>,
+    /// One result per selected (cluster, registry) pair the run reached.
+    pub pairs: Vec<PairResult>,
+    pub registry_results: Vec<RegistryResult>,
+    /// False when the run stopped early (deadline) and some pairs were not verified.
+    pub complete: bool,
+    /// Pairs in scope that the run did not reach (only when `complete` is false).
+    pub unverified_pairs: usize,
+    /// Azure requests the run made.
+    pub azure_requests: u64,
+    /// Where the inventory came from (`resource_graph` or `arm`).
+    pub inventory_source: String,
+}
+
+impl VerificationReport {
+    /// Counts by status, every status present (zero included), in a stable order.
+    pub fn counts(&self) -> Vec<(PairStatus, usize)> {
+        PairStatus::ALL
+            .iter()
+            .map(|s| (*s, self.pairs.iter().filter(|p| p.status == *s).count()))
+            .collect()
+    }
+
+    /// True when every verified pair is healthy, no registry has an invalid selector, and the run was complete.
+    pub fn all_compliant(&self) -> bool {
+        self.complete
+            && self.registry_results.is_empty()
+            && self.pairs.iter().all(|p| p.status.is_healthy())
+    }
+}
