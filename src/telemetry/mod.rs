@@ -1,0 +1,738 @@
+//! One OpenTelemetry setup for the handler: resource, exporters (OTLP over http/protobuf, http/json or gRPC;
+//! Application Insights), the tracing subscriber (JSON logs on stdout always, plus the OTel span and log
+//! bridges when an exporter is configured), metric instruments, the `AttachmentVerification` log record, span
+//! helpers, and a bounded flush that never fails an invocation.
+//!
+//! The contract (names of metrics, attributes, records, spans) is documented in docs/telemetry.md.
+
+pub mod config;
+pub mod metrics;
+mod records;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, metrics::MeterProvider as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+pub use config::{
+    AppInsightsConnectionString, OtlpConfig, OtlpProtocol, OtlpSignalConfig, Signal,
+    TelemetryConfig, TelemetryConfigError, redact_url,
+};
+pub use metrics::{AssignmentOutcome, EventOutcome, Metrics, RunOutcomeLabel, status_class};
+pub use records::{
+    ATTACHMENT_VERIFICATION, REGISTRY_VERIFICATION, Trigger, azure_request_span, invocation_span,
+    pair_span, record_http_status,
+};
+
+/// Targets whose own events must not be fed back into the OTel log/span bridges (an exporter logging about
+/// its export would export that log, and so on).
+const EXPORTER_TARGETS_OFF: &str = "opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,\
+opentelemetry_http=off,opentelemetry_application_insights=off,hyper=off,hyper_util=off,reqwest=off,h2=off,\
+tonic=off,tower=off,rustls=off";
+
+/// How often metrics are exported between flushes. Every invocation flushes anyway, so this only matters for
+/// a long-running process.
+const METRIC_EXPORT_INTERVAL: Duration = Duration::from_mins(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error(transparent)]
+    Config(#[from] TelemetryConfigError),
+    /// `detail` is scrubbed of every configured secret before it is stored.
+    #[error("building the {exporter} {signal} exporter failed: {detail}")]
+    Exporter {
+        exporter: &'static str,
+        signal: &'static str,
+        detail: String,
+    },
+    #[error("building the HTTP client for telemetry export failed: {0}")]
+    HttpClient(String),
+    #[error("starting the runtime for the gRPC exporter failed: {0}")]
+    Runtime(String),
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberAlreadySet,
+}
+
+/// What the resource says about this process (besides `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// `faas.name`: the function app's name.
+    pub faas_name: String,
+    /// `faas.instance`: this instance of the app.
+    pub faas_instance: String,
+    pub service_version: String,
+}
+
+impl ProcessInfo {
+    /// From the App Service variables the Functions host passes on (`WEBSITE_SITE_NAME`,
+    /// `WEBSITE_INSTANCE_ID`), falling back to the worker id and the process id.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        Self {
+            faas_name: get("WEBSITE_SITE_NAME")
+                .unwrap_or_else(|| config::DEFAULT_SERVICE_NAME.to_owned()),
+            faas_instance: get("WEBSITE_INSTANCE_ID")
+                .or_else(|| get("FUNCTIONS_CUSTOMHANDLER_WORKER_ID"))
+                .unwrap_or_else(|| format!("pid-{}", std::process::id())),
+            service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// The resource every signal carries. Precedence (later wins): built-in attributes, `OTEL_RESOURCE_ATTRIBUTES`,
+/// `OTEL_SERVICE_NAME` (or its default) for `service.name`.
+pub fn build_resource(config: &TelemetryConfig, info: &ProcessInfo) -> Resource {
+    let mut attrs = vec![
+        KeyValue::new("service.version", info.service_version.clone()),
+        KeyValue::new("cloud.provider", "azure"),
+        KeyValue::new("cloud.platform", "azure_functions"),
+        KeyValue::new("faas.name", info.faas_name.clone()),
+        KeyValue::new("faas.instance", info.faas_instance.clone()),
+    ];
+    for (k, v) in &config.resource_attributes {
+        if k != "service.name" {
+            attrs.push(KeyValue::new(k.clone(), v.clone()));
+        }
+    }
+    // `OTEL_RESOURCE_ATTRIBUTES` may name the service when `OTEL_SERVICE_NAME` is unset (specification order).
+    let explicit_name_in_attrs = config
+        .resource_attributes
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "service.name")
+        .map(|(_, v)| v.clone());
+    let service_name = if config.service_name == config::DEFAULT_SERVICE_NAME {
+        explicit_name_in_attrs.unwrap_or_else(|| config.service_name.clone())
+    } else {
+        config.service_name.clone()
+    };
+    Resource::builder_empty()
+        .with_detector(Box::new(
+            opentelemetry_sdk::resource::TelemetryResourceDetector,
+        ))
+        .with_attributes(attrs)
+        .with_service_name(service_name)
+        .build()
+}
+
+/// The providers behind a running telemetry setup. Dropping it shuts them down; call [`TelemetryGuard::flush`]
+/// before each invocation answers and [`TelemetryGuard::shutdown`] on exit.
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    logger_provider: Option<SdkLoggerProvider>,
+    metrics: Metrics,
+    flush_timeout: Duration,
+    // Owns the runtime the gRPC channel's connection task runs on (the SDK exports from its own threads).
+    grpc_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("traces", &self.tracer_provider.is_some())
+            .field("metrics", &self.meter_provider.is_some())
+            .field("logs", &self.logger_provider.is_some())
+            .field("flush_timeout", &self.flush_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a flush achieved. Informational only: telemetry never fails an invocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// False when the bounded wait ran out; the export continues in the background.
+    pub completed: bool,
+    /// Export errors (already free of configured secrets).
+    pub errors: Vec<String>,
+}
+
+impl TelemetryGuard {
+    /// The metric instruments, bound to this setup's meter provider (no-op without a metrics exporter).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Pushes every buffered span, metric and log record to the exporters, waiting at most the configured
+    /// flush timeout. Blocking: from async code call [`TelemetryGuard::flush_async`] instead.
+    pub fn flush(&self) -> FlushReport {
+        self.run_bounded(false)
+    }
+
+    /// [`TelemetryGuard::flush`] off the async worker threads.
+    pub async fn flush_async(&self) -> FlushReport {
+        let providers = self.providers();
+        let timeout = self.flush_timeout;
+        match tokio::task::spawn_blocking(move || run_bounded(providers, timeout, false)).await {
+            Ok(report) => report,
+            Err(_) => FlushReport {
+                completed: false,
+                errors: vec!["flush task did not finish".to_owned()],
+            },
+        }
+    }
+
+    /// Flushes and stops the exporters (bounded like `flush`).
+    pub fn shutdown(mut self) -> FlushReport {
+        let report = self.run_bounded(true);
+        self.tracer_provider = None;
+        self.meter_provider = None;
+        self.logger_provider = None;
+        report
+    }
+
+    fn providers(&self) -> Providers {
+        Providers {
+            traces: self.tracer_provider.clone(),
+            metrics: self.meter_provider.clone(),
+            logs: self.logger_provider.clone(),
+        }
+    }
+
+    fn run_bounded(&self, shutdown: bool) -> FlushReport {
+        run_bounded(self.providers(), self.flush_timeout, shutdown)
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.grpc_runtime.take() {
+            // `shutdown_background` is the one way to drop a runtime that is allowed inside async code.
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Providers {
+    traces: Option<SdkTracerProvider>,
+    metrics: Option<SdkMeterProvider>,
+    logs: Option<SdkLoggerProvider>,
+}
+
+/// Runs the flush (or shutdown) on its own thread so the caller waits at most `timeout`; a slow or dead
+/// backend then costs one timeout, never the invocation.
+fn run_bounded(providers: Providers, timeout: Duration, shutdown: bool) -> FlushReport {
+    if providers.traces.is_none() && providers.metrics.is_none() && providers.logs.is_none() {
+        return FlushReport {
+            completed: true,
+            errors: Vec::new(),
+        };
+    }
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("telemetry-flush".to_owned())
+        .spawn(move || {
+            let mut errors = Vec::new();
+            // Spans first: their end may still add log records and metric points.
+            if let Some(p) = &providers.traces {
+                let r = if shutdown {
+                    p.shutdown()
+                } else {
+                    p.force_flush()
+                };
+                if let Err(e) = r {
+                    errors.push(format!("traces: {e}"));
+                }
+            }
+            if let Some(p) = &providers.logs {
+                let r = if shutdown {
+                    p.shutdown()
+                } else {
+                    p.force_flush()
+                };
+                if let Err(e) = r {
+                    errors.push(format!("logs: {e}"));
+                }
+            }
+            if let Some(p) = &providers.metrics {
+                let r = if shutdown {
+                    p.shutdown()
+                } else {
+                    p.force_flush()
+                };
+                if let Err(e) = r {
+                    errors.push(format!("metrics: {e}"));
+                }
+            }
+            let _ = tx.send(errors);
+        });
+    if spawned.is_err() {
+        return FlushReport {
+            completed: false,
+            errors: vec!["could not start the flush thread".to_owned()],
+        };
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(errors) => FlushReport {
+            completed: true,
+            errors,
+        },
+        Err(_) => FlushReport {
+            completed: false,
+            errors: vec![format!("telemetry flush exceeded {timeout:?}")],
+        },
+    }
+}
+
+/// Installs the global tracing subscriber (JSON on stdout, plus the OTel bridges when an exporter is
+/// configured), the global tracer and meter providers and the W3C trace-context propagator. Call once at
+/// start-up; tests use [`init_scoped`].
+pub fn init(
+    config: &TelemetryConfig,
+    info: &ProcessInfo,
+) -> Result<TelemetryGuard, TelemetryError> {
+    let guard = build_guard(config, info)?;
+    let subscriber = build_subscriber(config, &guard, std::io::stdout);
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
+    if let Some(tp) = &guard.tracer_provider {
+        opentelemetry::global::set_tracer_provider(tp.clone());
+    }
+    if let Some(mp) = &guard.meter_provider {
+        opentelemetry::global::set_meter_provider(mp.clone());
+    }
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    Ok(guard)
+}
+
+/// Like [`init`], but the subscriber is installed only for the current thread until the returned
+/// `DefaultGuard` drops, log lines go to `log_writer`, and nothing process-global is touched: parallel tests
+/// each get their own setup (use [`TelemetryGuard::metrics`] rather than the global meter).
+pub fn init_scoped<W>(
+    config: &TelemetryConfig,
+    info: &ProcessInfo,
+    log_writer: W,
+) -> Result<(TelemetryGuard, tracing::subscriber::DefaultGuard), TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let guard = build_guard(config, info)?;
+    let subscriber = build_subscriber(config, &guard, log_writer);
+    let default = tracing::subscriber::set_default(subscriber);
+    Ok((guard, default))
+}
+
+fn env_filter(directives: &str, extra: Option<&str>) -> EnvFilter {
+    let combined = match extra {
+        Some(x) => format!("{directives},{x}"),
+        None => directives.to_owned(),
+    };
+    EnvFilter::try_new(&combined)
+        .or_else(|_| {
+            EnvFilter::try_new(extra.map_or_else(|| "info".to_owned(), |x| format!("info,{x}")))
+        })
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn build_subscriber<W>(
+    config: &TelemetryConfig,
+    guard: &TelemetryGuard,
+    log_writer: W,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let stdout = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(true)
+        .with_writer(log_writer)
+        .with_filter(env_filter(&config.log_filter, None));
+
+    let spans = guard.tracer_provider.as_ref().map(|tp| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tp.tracer(metrics::SCOPE))
+            .with_filter(env_filter(&config.log_filter, Some(EXPORTER_TARGETS_OFF)))
+    });
+    let logs = guard.logger_provider.as_ref().map(|lp| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(lp)
+            .with_filter(env_filter(&config.log_filter, Some(EXPORTER_TARGETS_OFF)))
+    });
+
+    tracing_subscriber::registry()
+        .with(stdout)
+        .with(spans)
+        .with(logs)
+}
+
+/// Every configured secret, for scrubbing error texts that an exporter might have built from its config.
+fn secrets_of(config: &TelemetryConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for signal in [Signal::Traces, Signal::Metrics, Signal::Logs] {
+        if let Some(s) = config.otlp.signal(signal) {
+            out.extend(s.headers.iter().map(|(_, v)| v.clone()));
+            out.push(s.endpoint.clone());
+        }
+    }
+    if let Some(cs) = &config.app_insights {
+        out.push(cs.expose().to_owned());
+        out.extend(
+            cs.expose()
+                .split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(_, v)| v.to_owned()),
+        );
+    }
+    out.retain(|s| s.len() >= 4);
+    // Longest first, so a secret containing another is replaced whole.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+fn scrub(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_owned(), |acc, s| {
+        acc.replace(s.as_str(), "<redacted>")
+    })
+}
+
+fn build_http_client(timeout: Duration) -> Result<reqwest::blocking::Client, TelemetryError> {
+    // The blocking client owns a runtime of its own and panics when built inside an async context:
+    // build it on a plain thread.
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| TelemetryError::HttpClient(e.without_url().to_string()))
+    })
+    .join()
+    .map_err(|_| TelemetryError::HttpClient("client construction panicked".to_owned()))?
+}
+
+fn is_loopback_http(endpoint: &str) -> bool {
+    url::Url::parse(endpoint).is_ok_and(|u| {
+        u.scheme() == "http"
+            && matches!(
+                u.host(),
+                Some(url::Host::Ipv4(ip)) if ip.is_loopback()
+            )
+            || u.scheme() == "http"
+                && matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+            || u.scheme() == "http" && u.host_str() == Some("localhost")
+    })
+}
+
+type AppInsightsExporter = opentelemetry_application_insights::Exporter<reqwest::blocking::Client>;
+
+fn app_insights_exporter(
+    cs: &AppInsightsConnectionString,
+    client: reqwest::blocking::Client,
+    secrets: &[String],
+) -> Result<AppInsightsExporter, TelemetryError> {
+    let err = |signal: &'static str, e: &dyn std::fmt::Display| TelemetryError::Exporter {
+        exporter: "application_insights",
+        signal,
+        detail: scrub(&e.to_string(), secrets),
+    };
+    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
+        cs.expose(),
+        client,
+    )
+    .map_err(|e| err("all", &e))?;
+    // The exporter upgrades http:// ingestion endpoints to https://. A plain-http endpoint is only ever a
+    // local test receiver, so keep it as given there and nowhere else.
+    match cs.ingestion_endpoint() {
+        Some(endpoint) if is_loopback_http(endpoint) => {
+            #[allow(deprecated)]
+            let exporter = exporter
+                .with_endpoint(endpoint.trim_end_matches('/'))
+                .map_err(|e| err("all", &e))?;
+            Ok(exporter)
+        }
+        _ => Ok(exporter),
+    }
+}
+
+fn otlp_protocol(p: OtlpProtocol) -> opentelemetry_otlp::Protocol {
+    match p {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+        OtlpProtocol::Grpc => opentelemetry_otlp::Protocol::Grpc,
+    }
+}
+
+fn grpc_metadata(
+    headers: &[(String, String)],
+) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+    let mut http_headers = http::HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            http_headers.insert(name, value);
+        }
+    }
+    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(http_headers)
+}
+
+fn header_map(headers: &[(String, String)]) -> std::collections::HashMap<String, String> {
+    headers.iter().cloned().collect()
+}
+
+#[allow(clippy::too_many_lines)]
+fn build_guard(
+    config: &TelemetryConfig,
+    info: &ProcessInfo,
+) -> Result<TelemetryGuard, TelemetryError> {
+    let resource = build_resource(config, info);
+    let secrets = secrets_of(config);
+    let exporter_err = |signal: &'static str, e: &dyn std::fmt::Display| TelemetryError::Exporter {
+        exporter: "otlp",
+        signal,
+        detail: scrub(&e.to_string(), &secrets),
+    };
+
+    let needs_grpc = [Signal::Traces, Signal::Metrics, Signal::Logs]
+        .iter()
+        .any(|s| {
+            config
+                .otlp
+                .signal(*s)
+                .is_some_and(|c| c.protocol == OtlpProtocol::Grpc)
+        });
+    let grpc_runtime = if needs_grpc {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("telemetry-grpc")
+                .enable_all()
+                .build()
+                .map_err(|e| TelemetryError::Runtime(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    // Tonic channels spawn their connection task on the runtime current at construction.
+    let grpc_enter = grpc_runtime.as_ref().map(tokio::runtime::Runtime::enter);
+
+    let max_timeout = [Signal::Traces, Signal::Metrics, Signal::Logs]
+        .iter()
+        .filter_map(|s| config.otlp.signal(*s).map(|c| c.timeout))
+        .max()
+        .unwrap_or(Duration::from_secs(10));
+    let client = if config.exports() {
+        Some(build_http_client(max_timeout)?)
+    } else {
+        None
+    };
+    let app_insights = match (&config.app_insights, &client) {
+        (Some(cs), Some(c)) => Some(app_insights_exporter(cs, c.clone(), &secrets)?),
+        _ => None,
+    };
+
+    // Traces.
+    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut any_traces = false;
+    if let (Some(sc), Some(client)) = (&config.otlp.traces, &client) {
+        let exporter = if sc.protocol == OtlpProtocol::Grpc {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_metadata(grpc_metadata(&sc.headers))
+                .build()
+        } else {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(otlp_protocol(sc.protocol))
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_headers(header_map(&sc.headers))
+                .with_http_client(client.clone())
+                .build()
+        }
+        .map_err(|e| exporter_err("traces", &e))?;
+        tracer_builder = tracer_builder.with_batch_exporter(exporter);
+        any_traces = true;
+    }
+    if let Some(ai) = &app_insights {
+        tracer_builder = tracer_builder.with_batch_exporter(ai.clone());
+        any_traces = true;
+    }
+    let tracer_provider = any_traces.then(|| tracer_builder.build());
+
+    // Metrics.
+    let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
+    let mut any_metrics = false;
+    if let (Some(sc), Some(client)) = (&config.otlp.metrics, &client) {
+        let exporter = if sc.protocol == OtlpProtocol::Grpc {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_metadata(grpc_metadata(&sc.headers))
+                .build()
+        } else {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(otlp_protocol(sc.protocol))
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_headers(header_map(&sc.headers))
+                .with_http_client(client.clone())
+                .build()
+        }
+        .map_err(|e| exporter_err("metrics", &e))?;
+        meter_builder = meter_builder.with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(METRIC_EXPORT_INTERVAL)
+                .build(),
+        );
+        any_metrics = true;
+    }
+    if let Some(ai) = &app_insights {
+        meter_builder = meter_builder.with_reader(
+            PeriodicReader::builder(ai.clone())
+                .with_interval(METRIC_EXPORT_INTERVAL)
+                .build(),
+        );
+        any_metrics = true;
+    }
+    let meter_provider = any_metrics.then(|| meter_builder.build());
+
+    // Logs.
+    let mut logger_builder = SdkLoggerProvider::builder().with_resource(resource);
+    let mut any_logs = false;
+    if let (Some(sc), Some(client)) = (&config.otlp.logs, &client) {
+        let exporter = if sc.protocol == OtlpProtocol::Grpc {
+            opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_metadata(grpc_metadata(&sc.headers))
+                .build()
+        } else {
+            opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_protocol(otlp_protocol(sc.protocol))
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_headers(header_map(&sc.headers))
+                .with_http_client(client.clone())
+                .build()
+        }
+        .map_err(|e| exporter_err("logs", &e))?;
+        logger_builder = logger_builder.with_batch_exporter(exporter);
+        any_logs = true;
+    }
+    if let Some(ai) = app_insights {
+        logger_builder = logger_builder.with_batch_exporter(ai);
+        any_logs = true;
+    }
+    let logger_provider = any_logs.then(|| logger_builder.build());
+
+    let metrics = match &meter_provider {
+        Some(mp) => Metrics::new(&mp.meter(metrics::SCOPE)),
+        None => Metrics::noop(),
+    };
+    drop(grpc_enter);
+
+    Ok(TelemetryGuard {
+        tracer_provider,
+        meter_provider,
+        logger_provider,
+        metrics,
+        flush_timeout: config.flush_timeout,
+        grpc_runtime,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_precedence() {
+        let config = TelemetryConfig {
+            resource_attributes: vec![
+                ("deployment.environment".into(), "prod".into()),
+                ("faas.name".into(), "override".into()),
+                ("service.name".into(), "from-attrs".into()),
+            ],
+            ..TelemetryConfig::default()
+        };
+        let info = ProcessInfo {
+            faas_name: "func-app".into(),
+            faas_instance: "i-1".into(),
+            service_version: "1.2.3".into(),
+        };
+        let r = build_resource(&config, &info);
+        let get = |k: &'static str| {
+            r.get(&opentelemetry::Key::from_static_str(k))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(get("service.name").as_deref(), Some("from-attrs"));
+        assert_eq!(get("faas.name").as_deref(), Some("override"));
+        assert_eq!(get("faas.instance").as_deref(), Some("i-1"));
+        assert_eq!(get("cloud.provider").as_deref(), Some("azure"));
+        assert_eq!(get("service.version").as_deref(), Some("1.2.3"));
+        assert_eq!(get("deployment.environment").as_deref(), Some("prod"));
+
+        let named = TelemetryConfig {
+            service_name: "explicit".into(),
+            ..config
+        };
+        let r = build_resource(&named, &info);
+        assert_eq!(
+            r.get(&opentelemetry::Key::from_static_str("service.name"))
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("explicit")
+        );
+    }
+
+    #[test]
+    fn scrub_replaces_every_secret() {
+        let config = TelemetryConfig::from_env(&|k: &str| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://127.0.0.1:1".into()),
+            "OTEL_EXPORTER_OTLP_HEADERS" => Some("authorization=Bearer tok123".into()),
+            "APPLICATIONINSIGHTS_CONNECTION_STRING" => {
+                Some("InstrumentationKey=ikey-42;IngestionEndpoint=http://127.0.0.1:2".into())
+            }
+            _ => None,
+        })
+        .unwrap();
+        let s = scrub(
+            "failed with Bearer tok123 and ikey-42",
+            &secrets_of(&config),
+        );
+        assert!(!s.contains("tok123") && !s.contains("ikey-42"), "{s}");
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_http("http://127.0.0.1:8080/"));
+        assert!(is_loopback_http("http://localhost:1"));
+        assert!(is_loopback_http("http://[::1]:1"));
+        assert!(!is_loopback_http("https://127.0.0.1:1"));
+        assert!(!is_loopback_http("http://10.0.0.1"));
+    }
+
+    #[test]
+    fn no_exporter_means_no_providers_and_instant_flush() {
+        let (guard, _d) = init_scoped(
+            &TelemetryConfig::default(),
+            &ProcessInfo::from_env(&|_| None),
+            std::io::sink,
+        )
+        .unwrap();
+        assert!(guard.tracer_provider.is_none() && guard.meter_provider.is_none());
+        let report = guard.flush();
+        assert!(report.completed && report.errors.is_empty());
+    }
+}
