@@ -9,5 +9,6 @@ pub mod functions;
 pub mod host;
 pub mod model;
 pub mod ncrontab;
+pub mod planner;
 pub mod selector;
 pub mod telemetry;

@@ -1,0 +1,991 @@
+//! Desired state: one pure function from an observed snapshot to the actions that make every selected
+//! (cluster, registry) pair pull-capable (kube-rs style `reconcile`). No I/O, no clock.
+//!
+//! # Rules (design.md "Behaviour", arm.md)
+//! - A registry's opt-in tag ([`PlanSettings::tag_name`]) decides which clusters it selects
+//!   ([`crate::selector`]); a value that does not parse yields [`RegistryStatus::InvalidSelector`] and no
+//!   action at all for that registry (neither grants nor removals: a typo must not revoke access either).
+//! - A cluster carrying the same tag with `off`/`false` is never selected.
+//! - Per selected pair: refused when the cluster's and the registry's tenants are both known and differ (or
+//!   either differs from the handler's tenant); pending while the principal is unknown; already covered when
+//!   an assignment of a pull-capable role for the registry's mode exists for the principal at the registry or
+//!   an ancestor scope ([`pull_coverage`]); pending while the cluster is not ready; otherwise a create
+//!   ([`Mode::Enforce`]) or a report of the gap ([`Mode::Audit`]). The role is [`PullRole::for_mode`]: the
+//!   types admit no other.
+//! - With `detach` (enforce mode only: audit writes nothing), an assignment is removed only when it carries the
+//!   ownership mark, has one of the two pull roles, names its cluster, and: the cluster is known-deleted or (full
+//!   inventory only) absent, or the cluster opted out, or the registry no longer selects it, or the cluster's
+//!   current principal differs, or the registry's mode no longer honours the role. Never an unmarked one.
+//!   A cluster present in the snapshot is never treated as deleted, whatever `deleted_clusters` says: removing a
+//!   live cluster's access is worse than keeping a stale assignment one more run.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::hash::BuildHasher;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::model::{
+    ACR_PULL_GUID, Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, PullRole,
+    REPOSITORY_READER_GUID, Registry, RegistryResult, RegistryStatus, ResourceId, RoleAssignment,
+    RoleAssignmentMode, RoleDefinition, assignment_name, ownership_description, role_guid,
+};
+use crate::selector::{OptIn, cluster_opted_out, registry_opt_in};
+
+/// `principalType` of every assignment this project writes (lets ARM skip the directory look-up that fails
+/// during replication).
+pub const PRINCIPAL_TYPE_SERVICE_PRINCIPAL: &str = "ServicePrincipal";
+
+/// The control-plane action that grants pull in `LegacyRegistryPermissions` mode.
+pub const LEGACY_PULL_ACTION: &str = "Microsoft.ContainerRegistry/registries/pull/read";
+/// The data action that grants pull in `AbacRepositoryPermissions` mode.
+pub const ABAC_PULL_DATA_ACTION: &str =
+    "Microsoft.ContainerRegistry/registries/repositories/content/read";
+
+/// (GUID, name) of built-in roles.
+type BuiltIns = &'static [(&'static str, &'static str)];
+
+/// Built-in roles that include pull, per registry mode (arm.md). Never assigned, only recognised.
+const LEGACY_BUILT_INS: [(&str, &str); 4] = [
+    ("8311e382-0749-4cb8-b61a-304f252e45ec", "AcrPush"),
+    ("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner"),
+    ("b24988ac-6180-42a0-ab88-20f7382dd24c", "Contributor"),
+    ("acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader"),
+];
+const ABAC_BUILT_INS: [(&str, &str); 2] = [
+    (
+        "2a1e307c-b015-4ebd-883e-5b7698a07328",
+        "Container Registry Repository Writer",
+    ),
+    (
+        "2efddaa5-3f1f-4df3-97df-af3f13818f4c",
+        "Container Registry Repository Contributor",
+    ),
+];
+
+// ---------------------------------------------------------------------------------------------------------
+// Input
+// ---------------------------------------------------------------------------------------------------------
+
+/// Everything the edges observed. Clusters and registries are the ones in scope; `assignments` are those at,
+/// above and below the registries' scopes (or for the clusters' principals) as listed.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub clusters: Vec<Cluster>,
+    pub registries: Vec<Registry>,
+    pub assignments: Vec<RoleAssignment>,
+    /// Role definitions seen (custom roles, or any built-in not known by GUID here), keyed by lower-cased GUID.
+    pub role_definitions: HashMap<String, RoleDefinition>,
+    /// For service-principal clusters: the principal's object id from Microsoft Graph, or why it is unknown.
+    pub principals: HashMap<ResourceId, Result<String, String>>,
+    /// Tenant of each subscription (key: lower-cased subscription id), when known.
+    pub subscription_tenants: HashMap<String, String>,
+    /// Management groups above each subscription (key: lower-cased subscription id; values: names or ids).
+    /// Unknown ancestry means a management-group assignment is not counted (at worst a redundant grant).
+    pub management_groups: HashMap<String, Vec<String>>,
+}
+
+/// Whether the snapshot holds every cluster in scope (timer) or only some (event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inventory {
+    Full,
+    Partial,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanSettings {
+    pub tag_name: String,
+    pub mode: Mode,
+    pub detach: bool,
+    /// The tenant the handler's identity lives in, when known.
+    pub handler_tenant: Option<String>,
+    /// Clusters confirmed gone (delete event and GET 404).
+    pub deleted_clusters: BTreeSet<ResourceId>,
+    pub inventory: Inventory,
+}
+
+impl PlanSettings {
+    /// Enforce mode, no detach, partial inventory, no tenant or deletions known.
+    pub fn new(tag_name: impl Into<String>) -> Self {
+        Self {
+            tag_name: tag_name.into(),
+            mode: Mode::Enforce,
+            detach: false,
+            handler_tenant: None,
+            deleted_clusters: BTreeSet::new(),
+            inventory: Inventory::Partial,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Sorted by registry, then cluster, then action kind.
+    pub items: Vec<PlanItem>,
+    pub registry_results: Vec<RegistryResult>,
+}
+
+impl Plan {
+    /// Items that need a write (create or remove).
+    pub fn writes(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| i.action.needs_write())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanItem {
+    pub cluster: ResourceId,
+    pub registry: ResourceId,
+    pub principal_id: Option<String>,
+    pub role: Option<PullRole>,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// An existing assignment already gives the principal pull access.
+    AlreadyCovered {
+        assignment_id: String,
+        how: Coverage,
+    },
+    /// Enforce mode: PUT this assignment.
+    Create(AssignmentSpec),
+    /// Audit mode: this assignment is missing; nothing is written.
+    ReportMissing(AssignmentSpec),
+    Pending {
+        reason: PendingReason,
+    },
+    Refused {
+        reason: RefusalReason,
+    },
+    /// Detach: DELETE this owned assignment.
+    Remove {
+        assignment: RoleAssignment,
+        reason: RemovalReason,
+    },
+}
+
+impl Action {
+    pub fn needs_write(&self) -> bool {
+        matches!(self, Self::Create(_) | Self::Remove { .. })
+    }
+
+    /// A label for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::AlreadyCovered { .. } => "already_covered",
+            Self::Create(_) => "create",
+            Self::ReportMissing(_) => "report_missing",
+            Self::Pending { .. } => "pending",
+            Self::Refused { .. } => "refused",
+            Self::Remove { .. } => "remove",
+        }
+    }
+
+    /// Orders several removals for one pair.
+    fn tie_break(&self) -> String {
+        match self {
+            Self::Remove { assignment, .. } => assignment.id.to_ascii_lowercase(),
+            _ => String::new(),
+        }
+    }
+
+    fn order(&self) -> u8 {
+        match self {
+            Self::Remove { .. } => 0,
+            Self::AlreadyCovered { .. } => 1,
+            Self::Create(_) => 2,
+            Self::ReportMissing(_) => 3,
+            Self::Pending { .. } => 4,
+            Self::Refused { .. } => 5,
+        }
+    }
+}
+
+/// The role assignment to PUT, exactly as arm.md prescribes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AssignmentSpec {
+    /// The registry.
+    pub scope: ResourceId,
+    /// Deterministic ([`assignment_name`]): a duplicate PUT is idempotent.
+    pub name: Uuid,
+    pub role: PullRole,
+    /// Full id in the registry's subscription.
+    pub role_definition_id: String,
+    pub principal_id: String,
+    pub principal_type: &'static str,
+    /// The ownership mark and the cluster id ([`ownership_description`]).
+    pub description: String,
+}
+
+impl AssignmentSpec {
+    pub fn new(
+        registry: &ResourceId,
+        principal_id: &str,
+        role: PullRole,
+        cluster: &ResourceId,
+    ) -> Self {
+        Self {
+            scope: registry.clone(),
+            name: assignment_name(registry, principal_id, role),
+            role,
+            role_definition_id: role.definition_id(registry.subscription_id()),
+            principal_id: principal_id.trim().to_owned(),
+            principal_type: PRINCIPAL_TYPE_SERVICE_PRINCIPAL,
+            description: ownership_description(cluster),
+        }
+    }
+
+    /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`: the PUT target.
+    pub fn assignment_id(&self) -> String {
+        format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments/{}",
+            self.scope, self.name
+        )
+    }
+
+    /// The PUT body.
+    pub fn request_body(&self) -> Value {
+        json!({
+            "properties": {
+                "roleDefinitionId": self.role_definition_id,
+                "principalId": self.principal_id,
+                "principalType": self.principal_type,
+                "description": self.description,
+            }
+        })
+    }
+}
+
+/// How an existing assignment covers a pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    pub grant: Grant,
+    pub scope: ScopeLevel,
+}
+
+impl fmt::Display for Coverage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {} scope", self.grant, self.scope.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Grant {
+    /// The pull role itself (the one this project would assign).
+    PullRole { role: PullRole },
+    /// A built-in role known to include pull for the registry's mode (AcrPush, Owner, …).
+    BuiltIn { role_name: &'static str },
+    /// A role definition whose (data) actions include pull, wildcards and exclusions applied.
+    ByActions { role_name: String },
+}
+
+impl Grant {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::PullRole { .. } => 0,
+            Self::BuiltIn { .. } => 1,
+            Self::ByActions { .. } => 2,
+        }
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PullRole { role } => write!(f, "{role}"),
+            Self::BuiltIn { role_name } => write!(f, "{role_name} (built-in, includes pull)"),
+            Self::ByActions { role_name } => write!(f, "{role_name} (its actions include pull)"),
+        }
+    }
+}
+
+/// Where an assignment sits relative to the registry. Ordered from the registry outwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeLevel {
+    Registry,
+    ResourceGroup,
+    Subscription,
+    ManagementGroup,
+    Root,
+}
+
+impl ScopeLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registry => "registry",
+            Self::ResourceGroup => "resource_group",
+            Self::Subscription => "subscription",
+            Self::ManagementGroup => "management_group",
+            Self::Root => "root",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PendingReason {
+    /// Provisioning has not succeeded, or the kubelet identity is not there yet.
+    ClusterNotReady { provisioning_state: String },
+    /// A service-principal cluster whose object id Graph did not give.
+    ServicePrincipalUnresolved { reason: String },
+    /// A service-principal cluster whose object id was not looked up.
+    ServicePrincipalNotLookedUp,
+}
+
+impl PendingReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ClusterNotReady { .. } => "cluster_not_ready",
+            Self::ServicePrincipalUnresolved { .. } => "service_principal_unresolved",
+            Self::ServicePrincipalNotLookedUp => "service_principal_not_looked_up",
+        }
+    }
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClusterNotReady { provisioning_state } => write!(
+                f,
+                "cluster not ready (provisioningState {provisioning_state}, kubelet identity required)"
+            ),
+            Self::ServicePrincipalUnresolved { reason } => {
+                write!(f, "service principal object id unresolved: {reason}")
+            }
+            Self::ServicePrincipalNotLookedUp => {
+                f.write_str("service principal object id not looked up yet")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// The cluster and the registry live in different tenants.
+    OtherTenant {
+        cluster_tenant: String,
+        registry_tenant: String,
+    },
+    /// The cluster or the registry lives outside the handler's tenant.
+    OutsideHandlerTenant { tenant: String },
+}
+
+impl RefusalReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::OtherTenant { .. } => "other_tenant",
+            Self::OutsideHandlerTenant { .. } => "outside_handler_tenant",
+        }
+    }
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OtherTenant {
+                cluster_tenant,
+                registry_tenant,
+            } => write!(
+                f,
+                "refused: cluster tenant {cluster_tenant} differs from registry tenant {registry_tenant}"
+            ),
+            Self::OutsideHandlerTenant { tenant } => {
+                write!(f, "refused: tenant {tenant} is not the handler's tenant")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RemovalReason {
+    /// The registry's tag no longer selects the cluster (or the registry is no longer opted in).
+    NoLongerSelected,
+    /// The cluster opted out.
+    ClusterOptedOut,
+    /// The cluster is confirmed deleted.
+    ClusterDeleted,
+    /// The cluster is missing from a full inventory.
+    ClusterAbsent,
+    /// The cluster's current principal is another one (kubelet identity changed).
+    PrincipalChanged { current_principal_id: String },
+    /// The registry's mode no longer honours this role (e.g. AcrPull after a switch to ABAC).
+    RoleNotHonoured,
+}
+
+impl RemovalReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NoLongerSelected => "no_longer_selected",
+            Self::ClusterOptedOut => "cluster_opted_out",
+            Self::ClusterDeleted => "cluster_deleted",
+            Self::ClusterAbsent => "cluster_absent",
+            Self::PrincipalChanged { .. } => "principal_changed",
+            Self::RoleNotHonoured => "role_not_honoured",
+        }
+    }
+}
+
+impl fmt::Display for RemovalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoLongerSelected => {
+                f.write_str("the registry's tag no longer selects the cluster")
+            }
+            Self::ClusterOptedOut => f.write_str("the cluster opted out"),
+            Self::ClusterDeleted => f.write_str("the cluster was deleted"),
+            Self::ClusterAbsent => f.write_str("the cluster is absent from the inventory"),
+            Self::PrincipalChanged {
+                current_principal_id,
+            } => write!(
+                f,
+                "the cluster's principal changed (now {current_principal_id})"
+            ),
+            Self::RoleNotHonoured => f.write_str("the registry's mode does not honour this role"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Coverage
+// ---------------------------------------------------------------------------------------------------------
+
+/// Whether `assignment` gives pull access on `registry` to its principal (the caller matches the principal):
+/// its scope is the registry or an ancestor (`management_groups`: the management groups above the registry's
+/// subscription, names or ids), its role includes pull for the registry's mode, and in ABAC mode it carries no
+/// condition (a condition may limit pull to some repositories).
+pub fn pull_coverage<S: BuildHasher>(
+    assignment: &RoleAssignment,
+    registry: &Registry,
+    role_definitions: &HashMap<String, RoleDefinition, S>,
+    management_groups: &[String],
+) -> Option<Coverage> {
+    let scope = scope_level(&assignment.scope, &registry.id, management_groups)?;
+    if registry.mode == RoleAssignmentMode::AbacRepositoryPermissions
+        && assignment
+            .condition
+            .as_deref()
+            .is_some_and(|c| !c.trim().is_empty())
+    {
+        return None;
+    }
+    let grant = role_grants_pull(
+        &assignment.role_definition_guid,
+        registry.mode,
+        role_definitions,
+    )?;
+    Some(Coverage { grant, scope })
+}
+
+/// Where `scope` lies relative to `registry`, or `None` when it is not the registry or an ancestor.
+pub fn scope_level(
+    scope: &str,
+    registry: &ResourceId,
+    management_groups: &[String],
+) -> Option<ScopeLevel> {
+    let scope = scope.trim().trim_end_matches('/');
+    if scope.is_empty() {
+        return Some(ScopeLevel::Root);
+    }
+    let lower = scope.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("/providers/microsoft.management/managementgroups/") {
+        let name = rest.split('/').next().unwrap_or_default();
+        let known = management_groups.iter().any(|mg| {
+            mg.trim()
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        });
+        return (known && !name.is_empty() && !rest.contains('/'))
+            .then_some(ScopeLevel::ManagementGroup);
+    }
+    if !registry.is_within(scope) {
+        return None;
+    }
+    if lower == registry.key() {
+        Some(ScopeLevel::Registry)
+    } else if lower == registry.subscription_scope().to_ascii_lowercase() {
+        Some(ScopeLevel::Subscription)
+    } else if registry
+        .resource_group_scope()
+        .is_some_and(|rg| rg.eq_ignore_ascii_case(&lower))
+    {
+        Some(ScopeLevel::ResourceGroup)
+    } else {
+        // Between the resource group and the registry there is no real scope (e.g. `.../providers`).
+        None
+    }
+}
+
+/// Whether a role (by definition GUID) includes pull on a registry in `mode`.
+pub fn role_grants_pull<S: BuildHasher>(
+    role_definition: &str,
+    mode: RoleAssignmentMode,
+    role_definitions: &HashMap<String, RoleDefinition, S>,
+) -> Option<Grant> {
+    let guid = role_guid(role_definition);
+    let (own_role, built_ins, other_built_ins): (PullRole, BuiltIns, BuiltIns) = match mode {
+        RoleAssignmentMode::LegacyRegistryPermissions => {
+            (PullRole::AcrPull, &LEGACY_BUILT_INS, &ABAC_BUILT_INS)
+        }
+        RoleAssignmentMode::AbacRepositoryPermissions => (
+            PullRole::RepositoryReader,
+            &ABAC_BUILT_INS,
+            &LEGACY_BUILT_INS,
+        ),
+    };
+    if guid == own_role.definition_guid() {
+        return Some(Grant::PullRole { role: own_role });
+    }
+    if let Some((_, name)) = built_ins.iter().find(|(g, _)| *g == guid) {
+        return Some(Grant::BuiltIn { role_name: name });
+    }
+    // A known built-in of the other mode (incl. the other pull role) does not grant pull in this one.
+    if guid == ACR_PULL_GUID
+        || guid == REPOSITORY_READER_GUID
+        || other_built_ins.iter().any(|(g, _)| *g == guid)
+    {
+        return None;
+    }
+    let definition = role_definitions.get(&guid)?;
+    let grants = match mode {
+        RoleAssignmentMode::LegacyRegistryPermissions => permits(
+            &definition.actions,
+            &definition.not_actions,
+            LEGACY_PULL_ACTION,
+        ),
+        RoleAssignmentMode::AbacRepositoryPermissions => permits(
+            &definition.data_actions,
+            &definition.not_data_actions,
+            ABAC_PULL_DATA_ACTION,
+        ),
+    };
+    grants.then(|| Grant::ByActions {
+        role_name: definition.role_name.clone(),
+    })
+}
+
+/// Azure's permission check for one operation: some allowed pattern matches and no excluded pattern does.
+pub fn permits(allowed: &[String], excluded: &[String], operation: &str) -> bool {
+    allowed.iter().any(|p| action_matches(p, operation))
+        && !excluded.iter().any(|p| action_matches(p, operation))
+}
+
+/// Case-insensitive match of an action pattern where `*` stands for any run of characters.
+pub fn action_matches(pattern: &str, operation: &str) -> bool {
+    let pattern: Vec<char> = pattern.trim().to_lowercase().chars().collect();
+    let text: Vec<char> = operation.trim().to_lowercase().chars().collect();
+    // Iterative glob match with back-tracking to the last `*`.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Planning
+// ---------------------------------------------------------------------------------------------------------
+
+/// The principal that must hold pull access, or why it is not known.
+fn current_principal(cluster: &Cluster, observed: &Observed) -> Result<String, PendingReason> {
+    match &cluster.principal {
+        ClusterPrincipal::Kubelet { object_id, .. } if !object_id.trim().is_empty() => {
+            Ok(object_id.trim().to_owned())
+        }
+        ClusterPrincipal::Kubelet { .. } | ClusterPrincipal::NotYetKnown => {
+            Err(PendingReason::ClusterNotReady {
+                provisioning_state: cluster.provisioning_state.clone(),
+            })
+        }
+        ClusterPrincipal::ServicePrincipal { .. } => match observed.principals.get(&cluster.id) {
+            Some(Ok(id)) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+            Some(Ok(_)) => Err(PendingReason::ServicePrincipalUnresolved {
+                reason: "empty object id".to_owned(),
+            }),
+            Some(Err(reason)) => Err(PendingReason::ServicePrincipalUnresolved {
+                reason: reason.clone(),
+            }),
+            None => Err(PendingReason::ServicePrincipalNotLookedUp),
+        },
+    }
+}
+
+fn tenant_of<'a>(
+    own: Option<&'a String>,
+    id: &ResourceId,
+    observed: &'a Observed,
+) -> Option<&'a str> {
+    own.map(String::as_str)
+        .or_else(|| {
+            observed
+                .subscription_tenants
+                .get(&id.subscription_id().to_ascii_lowercase())
+                .map(String::as_str)
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn refusal(
+    cluster: &Cluster,
+    registry: &Registry,
+    observed: &Observed,
+    settings: &PlanSettings,
+) -> Option<RefusalReason> {
+    let cluster_tenant = tenant_of(cluster.tenant_id.as_ref(), &cluster.id, observed);
+    let registry_tenant = tenant_of(registry.tenant_id.as_ref(), &registry.id, observed);
+    if let (Some(c), Some(r)) = (cluster_tenant, registry_tenant)
+        && !c.eq_ignore_ascii_case(r)
+    {
+        return Some(RefusalReason::OtherTenant {
+            cluster_tenant: c.to_owned(),
+            registry_tenant: r.to_owned(),
+        });
+    }
+    let handler = settings
+        .handler_tenant
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())?;
+    [registry_tenant, cluster_tenant]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.eq_ignore_ascii_case(handler))
+        .map(|t| RefusalReason::OutsideHandlerTenant {
+            tenant: t.to_owned(),
+        })
+}
+
+fn management_groups_of<'a>(registry: &Registry, observed: &'a Observed) -> &'a [String] {
+    observed
+        .management_groups
+        .get(&registry.id.subscription_id().to_ascii_lowercase())
+        .map_or(&[], Vec::as_slice)
+}
+
+fn pair_item(
+    cluster: &Cluster,
+    registry: &Registry,
+    observed: &Observed,
+    by_principal: &HashMap<String, Vec<&RoleAssignment>>,
+    settings: &PlanSettings,
+) -> PlanItem {
+    let role = PullRole::for_mode(registry.mode);
+    let item = |principal_id: Option<String>, action| PlanItem {
+        cluster: cluster.id.clone(),
+        registry: registry.id.clone(),
+        principal_id,
+        role: Some(role),
+        action,
+    };
+    if let Some(reason) = refusal(cluster, registry, observed, settings) {
+        return item(None, Action::Refused { reason });
+    }
+    let principal = match current_principal(cluster, observed) {
+        Ok(p) => p,
+        Err(reason) => return item(None, Action::Pending { reason }),
+    };
+    let mgs = management_groups_of(registry, observed);
+    let covered = by_principal
+        .get(&principal.to_ascii_lowercase())
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            pull_coverage(a, registry, &observed.role_definitions, mgs).map(|c| (*a, c))
+        })
+        .min_by(|(a1, c1), (a2, c2)| {
+            (c1.scope, c1.grant.rank(), a1.id.to_ascii_lowercase()).cmp(&(
+                c2.scope,
+                c2.grant.rank(),
+                a2.id.to_ascii_lowercase(),
+            ))
+        });
+    if let Some((assignment, how)) = covered {
+        return item(
+            Some(principal),
+            Action::AlreadyCovered {
+                assignment_id: assignment.id.clone(),
+                how,
+            },
+        );
+    }
+    if !cluster.is_ready() {
+        let reason = PendingReason::ClusterNotReady {
+            provisioning_state: cluster.provisioning_state.clone(),
+        };
+        return item(Some(principal), Action::Pending { reason });
+    }
+    let spec = AssignmentSpec::new(&registry.id, &principal, role, &cluster.id);
+    let action = match settings.mode {
+        Mode::Enforce => Action::Create(spec),
+        Mode::Audit => Action::ReportMissing(spec),
+    };
+    item(Some(principal), action)
+}
+
+/// What detach judges an owned assignment against.
+struct DetachContext<'a> {
+    clusters: HashMap<&'a ResourceId, &'a Cluster>,
+    /// Observed registries with their opt-in (`None`: invalid selector).
+    registries: HashMap<&'a ResourceId, (&'a Registry, Option<OptIn>)>,
+    observed: &'a Observed,
+    settings: &'a PlanSettings,
+}
+
+/// Why an owned assignment should go, or `None` to keep it.
+fn removal_reason(
+    cx: &DetachContext<'_>,
+    assignment: &RoleAssignment,
+    role: PullRole,
+    owner: &ResourceId,
+    registry_id: &ResourceId,
+) -> Option<RemovalReason> {
+    let (observed, settings) = (cx.observed, cx.settings);
+    let Some(cluster) = cx.clusters.get(owner) else {
+        if settings.deleted_clusters.contains(owner) {
+            return Some(RemovalReason::ClusterDeleted);
+        }
+        return (settings.inventory == Inventory::Full).then_some(RemovalReason::ClusterAbsent);
+    };
+    // The registry must be observed with a valid opt-in to judge selection.
+    let (registry, Some(opt_in)) = cx.registries.get(registry_id)? else {
+        return None;
+    };
+    if cluster_opted_out(cluster, &settings.tag_name) {
+        return Some(RemovalReason::ClusterOptedOut);
+    }
+    if !opt_in.selects(cluster) {
+        return Some(RemovalReason::NoLongerSelected);
+    }
+    if let Ok(current) = current_principal(cluster, observed)
+        && !current.eq_ignore_ascii_case(assignment.principal_id.trim())
+    {
+        return Some(RemovalReason::PrincipalChanged {
+            current_principal_id: current,
+        });
+    }
+    (role != PullRole::for_mode(registry.mode)).then_some(RemovalReason::RoleNotHonoured)
+}
+
+/// Observed state in, actions out. Deterministic: the same snapshot always gives the same plan.
+pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
+    let mut seen_clusters = HashSet::new();
+    let mut clusters: Vec<&Cluster> = observed
+        .clusters
+        .iter()
+        .filter(|c| seen_clusters.insert(&c.id))
+        .collect();
+    clusters.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut seen_registries = HashSet::new();
+    let mut registries: Vec<&Registry> = observed
+        .registries
+        .iter()
+        .filter(|r| seen_registries.insert(&r.id))
+        .collect();
+    registries.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut seen_assignments = HashSet::new();
+    let assignments: Vec<&RoleAssignment> = observed
+        .assignments
+        .iter()
+        .filter(|a| seen_assignments.insert(a.id.to_ascii_lowercase()))
+        .collect();
+    let mut by_principal: HashMap<String, Vec<&RoleAssignment>> = HashMap::new();
+    for a in &assignments {
+        by_principal
+            .entry(a.principal_id.trim().to_ascii_lowercase())
+            .or_default()
+            .push(a);
+    }
+
+    let mut out = Plan::default();
+    let mut opt_ins: HashMap<&ResourceId, (&Registry, Option<OptIn>)> = HashMap::new();
+    for registry in &registries {
+        let opt_in = match registry_opt_in(&registry.tags, &settings.tag_name) {
+            Ok(o) => o,
+            Err(e) => {
+                out.registry_results.push(RegistryResult {
+                    registry_id: registry.id.clone(),
+                    status: RegistryStatus::InvalidSelector,
+                    reason: format!(
+                        "tag `{}` value `{}`: {e}; it selects no cluster",
+                        settings.tag_name,
+                        registry.tags.get(&settings.tag_name).unwrap_or_default()
+                    ),
+                });
+                opt_ins.insert(&registry.id, (registry, None));
+                continue;
+            }
+        };
+        for cluster in &clusters {
+            if cluster_opted_out(cluster, &settings.tag_name) || !opt_in.selects(cluster) {
+                continue;
+            }
+            out.items.push(pair_item(
+                cluster,
+                registry,
+                observed,
+                &by_principal,
+                settings,
+            ));
+        }
+        opt_ins.insert(&registry.id, (registry, Some(opt_in)));
+    }
+
+    if settings.detach && settings.mode == Mode::Enforce {
+        let cx = DetachContext {
+            clusters: clusters.iter().map(|c| (&c.id, *c)).collect(),
+            registries: opt_ins,
+            observed,
+            settings,
+        };
+        for assignment in &assignments {
+            if !assignment.is_owned() {
+                continue;
+            }
+            let Some(role) = PullRole::from_definition_guid(&assignment.role_definition_guid)
+            else {
+                continue;
+            };
+            let (Some(owner), Ok(registry_id)) = (
+                assignment.owner_cluster(),
+                ResourceId::parse(&assignment.scope),
+            ) else {
+                continue;
+            };
+            let Some(reason) = removal_reason(&cx, assignment, role, &owner, &registry_id) else {
+                continue;
+            };
+            out.items.push(PlanItem {
+                cluster: owner,
+                registry: registry_id,
+                principal_id: Some(assignment.principal_id.clone()),
+                role: Some(role),
+                action: Action::Remove {
+                    assignment: (*assignment).clone(),
+                    reason,
+                },
+            });
+        }
+    }
+
+    out.items.sort_by(|a, b| {
+        (
+            &a.registry,
+            &a.cluster,
+            a.action.order(),
+            a.action.tie_break(),
+        )
+            .cmp(&(
+                &b.registry,
+                &b.cluster,
+                b.action.order(),
+                b.action.tie_break(),
+            ))
+    });
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------------------
+
+/// What the edge did with an item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Nothing was sent: the action needs no write (covered, audit, pending, refused) or was skipped.
+    NotApplied,
+    /// The PUT succeeded and the read-back found the assignment.
+    Created { assignment_id: String },
+    /// `409 RoleAssignmentExists`: the same principal, role and scope exist under another name.
+    AlreadyExists,
+    /// The DELETE succeeded (or the assignment was already gone).
+    Removed,
+    /// The write or its read-back failed.
+    Failed { reason: String },
+}
+
+/// The verification result of an item after apply. Latency is left for the caller (it owns the clock).
+pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
+    let (status, reason, assignment_id) = match (&item.action, outcome) {
+        (_, ApplyOutcome::Failed { reason }) => (PairStatus::Failed, Some(reason.clone()), None),
+        (Action::AlreadyCovered { assignment_id, how }, _) => (
+            PairStatus::Compliant,
+            Some(format!("covered by {how}")),
+            Some(assignment_id.clone()),
+        ),
+        (Action::Create(_), ApplyOutcome::Created { assignment_id }) => {
+            (PairStatus::Repaired, None, Some(assignment_id.clone()))
+        }
+        (Action::Create(spec), ApplyOutcome::AlreadyExists) => (
+            PairStatus::Compliant,
+            Some(format!(
+                "{} already assigned (RoleAssignmentExists)",
+                spec.role
+            )),
+            None,
+        ),
+        (Action::Create(_), _) => (
+            PairStatus::Failed,
+            Some("the assignment was not created".to_owned()),
+            None,
+        ),
+        (Action::ReportMissing(spec), _) => (
+            PairStatus::Missing,
+            Some(format!(
+                "no pull-capable assignment; {} needed (audit mode writes nothing)",
+                spec.role
+            )),
+            None,
+        ),
+        (Action::Pending { reason }, _) => (PairStatus::Pending, Some(reason.to_string()), None),
+        (Action::Refused { reason }, _) => (PairStatus::Failed, Some(reason.to_string()), None),
+        (Action::Remove { assignment, reason }, ApplyOutcome::Removed) => (
+            PairStatus::Detached,
+            Some(reason.to_string()),
+            Some(assignment.id.clone()),
+        ),
+        (Action::Remove { assignment, .. }, _) => (
+            PairStatus::Failed,
+            Some("the owned assignment was not removed".to_owned()),
+            Some(assignment.id.clone()),
+        ),
+    };
+    PairResult {
+        cluster_id: item.cluster.clone(),
+        registry_id: item.registry.clone(),
+        principal_id: item.principal_id.clone(),
+        role: item.role,
+        status,
+        reason,
+        assignment_id,
+        latency_seconds: None,
+    }
+}
