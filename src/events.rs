@@ -25,8 +25,9 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::model::ResourceId;
 
@@ -645,8 +646,24 @@ pub fn parse_event_resource_id(raw: &str) -> Option<ResourceId> {
     ResourceId::parse(&cleaned.join("/")).ok()
 }
 
+/// RFC 3339; failing that, an ISO 8601 date-time without offset read as UTC (what .NET writes for a
+/// `DateTime` of unspecified kind when the host re-serialises `eventTime`).
+pub fn parse_event_time(raw: &str) -> Option<OffsetDateTime> {
+    let raw = raw.trim();
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Some(t);
+    }
+    let without_offset = format_description!(
+        version = 2,
+        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    PrimitiveDateTime::parse(raw, &without_offset)
+        .ok()
+        .map(PrimitiveDateTime::assume_utc)
+}
+
 fn parse_time(raw: Option<&str>) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(raw?.trim(), &Rfc3339).ok()
+    parse_event_time(raw?)
 }
 
 /// Classifies one event and extracts its metadata. Never fails: anything not actionable is `Ignored`.
@@ -1057,6 +1074,18 @@ mod tests {
             parse_trigger(&triple),
             Err(EventRejection::TooDeeplyEncoded)
         );
+    }
+
+    #[test]
+    fn event_times_in_the_forms_hosts_send() {
+        let utc = |s: &str| parse_event_time(s).map(|t| (t.unix_timestamp(), t.nanosecond()));
+        let want = Some((1_767_521_700, 123_456_700));
+        assert_eq!(utc("2026-01-04T10:15:00.1234567Z"), want);
+        assert_eq!(utc("2026-01-04T11:15:00.1234567+01:00"), want);
+        assert_eq!(utc(" 2026-01-04T10:15:00.1234567 "), want);
+        assert_eq!(utc("2026-01-04T10:15:00"), Some((1_767_521_700, 0)));
+        assert_eq!(utc("04/01/2026 10:15"), None);
+        assert_eq!(utc(""), None);
     }
 
     #[test]
