@@ -4,7 +4,8 @@
 //! # Rules (design.md "Behaviour", arm.md)
 //! - A registry's opt-in tag ([`PlanSettings::tag_name`]) decides which clusters it selects
 //!   ([`crate::selector`]); a value that does not parse yields [`RegistryStatus::InvalidSelector`] and no
-//!   action at all for that registry (neither grants nor removals: a typo must not revoke access either).
+//!   pair action for that registry (neither grants nor selection-based removals: a typo must not revoke
+//!   access either; only a deleted cluster's owned assignments there still go, as that needs no selector).
 //! - A cluster carrying the same tag with `off`/`false` is never selected.
 //! - Per selected pair: refused when the cluster's and the registry's tenants are both known and differ (or
 //!   either differs from the handler's tenant); pending while the principal is unknown; already covered when
@@ -14,7 +15,7 @@
 //!   types admit no other.
 //! - With `detach` (enforce mode only: audit writes nothing), an assignment is removed only when it carries the
 //!   ownership mark, has one of the two pull roles, names its cluster, and: the cluster is known-deleted or (full
-//!   inventory only) absent, or the cluster opted out, or the registry no longer selects it, or the cluster's
+//!   inventory only, and only in a subscription the inventory covered) absent, or the cluster opted out, or the registry no longer selects it, or the cluster's
 //!   current principal differs, or the registry's mode no longer honours the role. Never an unmarked one.
 //!   A cluster present in the snapshot is never treated as deleted, whatever `deleted_clusters` says: removing a
 //!   live cluster's access is worse than keeping a stale assignment one more run.
@@ -495,9 +496,13 @@ pub fn scope_level(
     registry: &ResourceId,
     management_groups: &[String],
 ) -> Option<ScopeLevel> {
+    // Only a literal `/` is the root: an empty scope is a missing field and must not read as "everything".
+    if scope.trim() == "/" {
+        return Some(ScopeLevel::Root);
+    }
     let scope = scope.trim().trim_end_matches('/');
     if scope.is_empty() {
-        return Some(ScopeLevel::Root);
+        return None;
     }
     let lower = scope.to_ascii_lowercase();
     if let Some(rest) = lower.strip_prefix("/providers/microsoft.management/managementgroups/") {
@@ -772,7 +777,23 @@ fn removal_reason(
         if settings.deleted_clusters.contains(owner) {
             return Some(RemovalReason::ClusterDeleted);
         }
-        return (settings.inventory == Inventory::Full).then_some(RemovalReason::ClusterAbsent);
+        // Absent means gone only where the inventory looked: a cluster in a subscription outside the scope
+        // (e.g. after a scope change) is merely unseen.
+        let sub = owner.subscription_id();
+        let inventoried = observed
+            .subscription_tenants
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case(sub))
+            || cx
+                .clusters
+                .keys()
+                .any(|c| c.subscription_id().eq_ignore_ascii_case(sub))
+            || cx
+                .registries
+                .keys()
+                .any(|r| r.subscription_id().eq_ignore_ascii_case(sub));
+        return (settings.inventory == Inventory::Full && inventoried)
+            .then_some(RemovalReason::ClusterAbsent);
     };
     // The registry must be observed with a valid opt-in to judge selection.
     let (registry, Some(opt_in)) = cx.registries.get(registry_id)? else {

@@ -306,6 +306,11 @@ fn unrelated_assignments_do_not_cover() {
             "kubelet-aks1",
             "n5",
         ),
+        // a missing scope is not the root
+        RoleAssignment {
+            scope: String::new(),
+            ..assignment("", ACR_PULL_GUID, "kubelet-aks1", "n7")
+        },
         // a management group not known to be above the subscription
         assignment(
             "/providers/Microsoft.Management/managementGroups/mg1",
@@ -795,6 +800,31 @@ fn detach_on_deleted_absent_opted_out_clusters() {
 }
 
 #[test]
+fn a_cluster_in_a_subscription_outside_the_inventory_is_not_absent() {
+    let elsewhere = cluster(SUB2, "aks-elsewhere", &[]);
+    let r = registry(SUB1, "acr1", Some("*"));
+    let ours = owned(
+        &r,
+        PullRole::AcrPull,
+        "kubelet-aks-elsewhere",
+        &elsewhere.id,
+    );
+    let mut o = observed(vec![], vec![r], vec![ours]);
+    let full = detach_settings(Inventory::Full);
+    assert!(plan(&o, &full).items.is_empty());
+    // Once SUB2 is known to be inventoried, the cluster's absence counts.
+    o.subscription_tenants.insert(SUB2.into(), "t".into());
+    let p = plan(&o, &full);
+    assert!(matches!(
+        only(&p).action,
+        Action::Remove {
+            reason: RemovalReason::ClusterAbsent,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn a_present_cluster_is_never_treated_as_deleted() {
     let c = cluster(SUB1, "aks1", &[]);
     let r = registry(SUB1, "acr1", Some("*"));
@@ -1073,7 +1103,14 @@ proptest! {
             let invalid = r.tags.get(TAG).is_some_and(|v| v.starts_with("env in (") || v == "@subscription=");
             prop_assert_eq!(invalid, p.registry_results.iter().any(|x| x.registry_id == r.id));
             if invalid {
-                prop_assert!(!p.items.iter().any(|i| i.registry == r.id));
+                // Only a gone cluster's assignments may still go: that does not depend on the selector.
+                let selector_based = p.items.iter().filter(|i| i.registry == r.id).any(|i| {
+                    !matches!(
+                        &i.action,
+                        Action::Remove { reason: RemovalReason::ClusterDeleted | RemovalReason::ClusterAbsent, .. }
+                    )
+                });
+                prop_assert!(!selector_based);
             }
         }
     }
