@@ -3,3 +3,5 @@
 //! Functions host. Every server binds 127.0.0.1 only.
 
 pub mod bus;
+pub mod eventgrid;
+pub mod functions_host;

@@ -1,0 +1,732 @@
+//! The Functions host simulator against a recording test handler: the requests the handler receives must match
+//! `../shared/docs/functions-host.md` field by field, and the host must react to failures as the real one does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use azure_emulator::functions_host::{
+    FunctionsHost, HostError, HostOptions, InvocationStatus, OutputStream, RunningHost,
+};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const HANDLER: &str = env!("CARGO_BIN_EXE_recording-handler");
+
+struct App {
+    dir: tempfile::TempDir,
+}
+
+impl App {
+    /// An app root with `OnResourceEvent` (Event Grid) and `VerifyAttachments` (timer on `%VERIFY_SCHEDULE%`).
+    fn new(host_json: &Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("host.json"), host_json.to_string()).unwrap();
+        let app = Self { dir };
+        app.function(
+            "OnResourceEvent",
+            &json!({"bindings": [{"name": "event", "type": "eventGridTrigger", "direction": "in"}]}),
+        );
+        app.function(
+            "VerifyAttachments",
+            &json!({"bindings": [{"name": "timer", "type": "timerTrigger", "direction": "in", "schedule": "%VERIFY_SCHEDULE%", "runOnStartup": false, "useMonitor": true}]}),
+        );
+        app
+    }
+
+    fn standard() -> Self {
+        Self::new(&json!({
+            "version": "2.0",
+            "extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"},
+            "customHandler": {"description": {"defaultExecutablePath": HANDLER, "arguments": ["serve", "--flag=%APP_ARGUMENT%", "%UNSET_VARIABLE_X%"]}, "enableForwardingHttpRequest": false}
+        }))
+    }
+
+    fn function(&self, name: &str, json: &Value) {
+        let folder = self.dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("function.json"), json.to_string()).unwrap();
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn recording(&self) -> PathBuf {
+        self.dir.path().join("recording.jsonl")
+    }
+
+    fn options(&self, extra: &[(&str, &str)]) -> HostOptions {
+        let mut options = HostOptions::new(self.path());
+        options.run_timers = false;
+        options.settings = BTreeMap::from([
+            (
+                "RECORDING_FILE".to_owned(),
+                self.recording().display().to_string(),
+            ),
+            ("VERIFY_SCHEDULE".to_owned(), "0 0 0 1 1 *".to_owned()),
+            ("APP_ARGUMENT".to_owned(), "expanded".to_owned()),
+            ("APP_SECRET_SETTING".to_owned(), "s3cret".to_owned()),
+        ]);
+        for (key, value) in extra {
+            options
+                .settings
+                .insert((*key).to_owned(), (*value).to_owned());
+        }
+        options
+    }
+
+    fn records(&self, kind: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.recording())
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|record| record["kind"] == kind)
+            .collect()
+    }
+}
+
+fn shared_fixture(name: &str) -> Option<Value> {
+    let path = format!(
+        "{}/../../shared/fixtures/events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
+        Err(error) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "shared fixture {path} is missing: {error}"
+            );
+            eprintln!("skipping: shared fixture {path} is missing ({error})");
+            None
+        }
+    }
+}
+
+async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+async fn post_event(
+    host: &RunningHost,
+    function: &str,
+    event_type: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut request = client.post(host.eventgrid_webhook_url(function)).json(body);
+    if let Some(event_type) = event_type {
+        request = request.header("aeg-event-type", event_type);
+    }
+    request.send().await.unwrap()
+}
+
+fn assert_host_headers(request: &Value, invocation_id: &str) {
+    let headers = &request["headers"];
+    assert_eq!(request["method"], "POST");
+    assert_eq!(headers["x-azure-functions-invocationid"], invocation_id);
+    assert!(
+        headers["x-azure-functions-hostversion"]
+            .as_str()
+            .unwrap()
+            .starts_with("4.")
+    );
+    assert_eq!(
+        headers["user-agent"].as_str().unwrap(),
+        format!(
+            "Azure-Functions-Host/{}",
+            headers["x-azure-functions-hostversion"].as_str().unwrap()
+        )
+    );
+    assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+    assert_eq!(
+        headers["transfer-encoding"], "chunked",
+        "the body must be sent chunked"
+    );
+    assert!(
+        headers.get("content-length").is_none(),
+        "no Content-Length on a chunked body"
+    );
+    let traceparent = headers["traceparent"].as_str().unwrap();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+        ("00", 32, 16, "01")
+    );
+}
+
+fn assert_sys(metadata: &Value, function: &str) {
+    let sys = &metadata["sys"];
+    assert_eq!(sys["MethodName"], function);
+    let now = OffsetDateTime::parse(sys["UtcNow"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert!((OffsetDateTime::now_utc() - now).whole_seconds().abs() < 60);
+    uuid::Uuid::parse_str(sys["RandGuid"].as_str().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn timer_invocation_and_process_environment_match_the_host() {
+    let app = App::standard();
+    let host = FunctionsHost::start(app.options(&[])).await.unwrap();
+
+    let record = host.invoke_timer("VerifyAttachments").await.unwrap();
+    assert_eq!(record.status, InvocationStatus::Succeeded);
+    assert_eq!(record.http_status, Some(200));
+    assert_eq!(
+        record.logs,
+        vec![format!(
+            "recording-handler handled VerifyAttachments {}",
+            record.invocation_id
+        )]
+    );
+
+    let requests = app.records("request");
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request["path"], "/VerifyAttachments");
+    assert_host_headers(request, &record.invocation_id);
+    let body = &request["body"];
+    assert_eq!(
+        body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["Data", "Metadata"]
+    );
+    let timer = &body["Data"]["timer"];
+    assert_eq!(timer["Schedule"], json!({"AdjustForDST": true}));
+    assert_eq!(timer["IsPastDue"], false);
+    for field in ["Last", "Next", "LastUpdated"] {
+        let text = timer["ScheduleStatus"][field].as_str().unwrap();
+        assert!(text.ends_with("+00:00"), "{field}: {text}");
+    }
+    // Next is the schedule's next occurrence: 1 January, midnight.
+    assert!(
+        timer["ScheduleStatus"]["Next"]
+            .as_str()
+            .unwrap()
+            .contains("-01-01T00:00:00+00:00")
+    );
+    assert_eq!(
+        body["Metadata"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["sys"]
+    );
+    assert_sys(&body["Metadata"], "VerifyAttachments");
+    assert_eq!(body, &record.request);
+
+    let start = &app.records("start")[0];
+    let env = &start["env"];
+    assert_eq!(
+        env["FUNCTIONS_CUSTOMHANDLER_PORT"],
+        env["FUNCTIONS_HTTPWORKER_PORT"]
+    );
+    env["FUNCTIONS_CUSTOMHANDLER_PORT"]
+        .as_str()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    uuid::Uuid::parse_str(env["FUNCTIONS_CUSTOMHANDLER_WORKER_ID"].as_str().unwrap()).unwrap();
+    assert_eq!(env["FUNCTIONS_WORKER_RUNTIME"], "custom");
+    assert_eq!(
+        Path::new(env["FUNCTIONS_APP_ROOT_PATH"].as_str().unwrap()),
+        app.path()
+    );
+    assert_eq!(
+        env["APP_SECRET_SETTING"], "s3cret",
+        "app settings reach the handler"
+    );
+    assert_eq!(start["args"], json!(["serve", "--flag=expanded", ""]));
+    assert_eq!(
+        Path::new(start["cwd"].as_str().unwrap())
+            .canonicalize()
+            .unwrap(),
+        app.path().canonicalize().unwrap()
+    );
+
+    assert!(wait_until(Duration::from_secs(2), || host.handler_output().len() >= 2).await);
+    let output = host.handler_output();
+    assert!(
+        output
+            .iter()
+            .any(|l| l.stream == OutputStream::Stdout && l.line.contains("listening on 127.0.0.1"))
+    );
+    assert!(
+        output
+            .iter()
+            .any(|l| l.stream == OutputStream::Stderr && l.line.contains("goes to stderr"))
+    );
+    assert!(
+        !format!("{:?}", app.options(&[])).contains("s3cret"),
+        "Debug must not print settings values"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn eventgrid_webhook_validates_handshakes_and_invokes_once_per_element_in_parallel() {
+    let Some(fixture) =
+        shared_fixture("docs_subscription-topic_eventgrid-schema_write_success.json")
+    else {
+        return;
+    };
+    let Some(validation) = shared_fixture("docs_subscription_validation_event.json") else {
+        return;
+    };
+    let app = App::standard();
+    let host =
+        FunctionsHost::start(app.options(&[("RECORDING_MODE_OnResourceEvent", "sleep:400")]))
+            .await
+            .unwrap();
+
+    assert_eq!(
+        post_event(&host, "OnResourceEvent", None, &fixture)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post_event(&host, "OnResourceEvent", Some("Bogus"), &fixture)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post_event(&host, "NoSuchFunction", Some("Notification"), &fixture)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        post_event(&host, "VerifyAttachments", Some("Notification"), &fixture)
+            .await
+            .status(),
+        404
+    );
+
+    let answer = post_event(
+        &host,
+        "OnResourceEvent",
+        Some("SubscriptionValidation"),
+        &validation,
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap(),
+        shared_fixture("docs_subscription_validation_response.json").unwrap()
+    );
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let options = client
+        .request(
+            reqwest::Method::OPTIONS,
+            host.eventgrid_webhook_url("OnResourceEvent"),
+        )
+        .header("WebHook-Request-Origin", "eventgrid.azure.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 200);
+    assert_eq!(
+        options.headers()["webhook-allowed-origin"],
+        "eventgrid.azure.net"
+    );
+    assert!(
+        app.records("request").is_empty(),
+        "handshakes never reach the handler"
+    );
+
+    let mut second = fixture[0].clone();
+    second["id"] = json!("second-event");
+    let batch = json!([fixture[0].clone(), second.clone()]);
+    let started = Instant::now();
+    let answer = post_event(&host, "OnResourceEvent", Some("Notification"), &batch).await;
+    assert_eq!(answer.status(), 202);
+    assert!(
+        started.elapsed() < Duration::from_millis(780),
+        "two 400 ms invocations must run in parallel: {:?}",
+        started.elapsed()
+    );
+
+    let requests = app.records("request");
+    assert_eq!(requests.len(), 2);
+    let invocations = host.invocations();
+    for expected in [&fixture[0], &second] {
+        let request = requests
+            .iter()
+            .find(|r| r["body"]["Data"]["event"]["id"] == expected["id"])
+            .unwrap();
+        assert_eq!(request["path"], "/OnResourceEvent");
+        let invocation = invocations
+            .iter()
+            .find(|i| i.request["Data"]["event"]["id"] == expected["id"])
+            .unwrap();
+        assert_host_headers(request, &invocation.invocation_id);
+        assert_eq!(
+            &request["body"]["Data"]["event"], expected,
+            "the event reaches the handler as a JSON object"
+        );
+        assert_eq!(request["body"]["Metadata"]["data"], expected["data"]);
+        assert_eq!(
+            request["body"]["Metadata"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["data", "sys"]
+        );
+        assert_sys(&request["body"]["Metadata"], "OnResourceEvent");
+    }
+
+    // A single (non-array) CloudEvents event is accepted too.
+    let Some(cloud) = shared_fixture("specs_cloudevents_resource_write_success.json") else {
+        return;
+    };
+    assert_eq!(
+        post_event(&host, "OnResourceEvent", Some("Notification"), &cloud)
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(app.records("request").len(), 3);
+}
+
+#[tokio::test]
+async fn failing_invocation_answers_event_grid_500_and_4xx_is_a_failure() {
+    let Some(fixture) =
+        shared_fixture("docs_subscription-topic_eventgrid-schema_write_success.json")
+    else {
+        return;
+    };
+    let app = App::standard();
+    let host = FunctionsHost::start(app.options(&[
+        ("RECORDING_MODE_OnResourceEvent", "fail:1"),
+        ("RECORDING_MODE_VerifyAttachments", "status:404"),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(
+        post_event(&host, "OnResourceEvent", Some("Notification"), &fixture)
+            .await
+            .status(),
+        500
+    );
+    assert_eq!(
+        post_event(&host, "OnResourceEvent", Some("Notification"), &fixture)
+            .await
+            .status(),
+        202
+    );
+    let invocations = host.invocations();
+    assert!(
+        matches!(&invocations[0].status, InvocationStatus::Failed { reason } if reason.contains("500"))
+    );
+    assert!(
+        invocations[0].logs.is_empty(),
+        "Logs of a failed answer are discarded"
+    );
+    assert!(invocations[1].succeeded());
+    let timer = host.invoke_timer("VerifyAttachments").await.unwrap();
+    assert_eq!(timer.http_status, Some(404));
+    assert!(!timer.succeeded());
+    assert_eq!(host.restarts(), 0);
+}
+
+#[tokio::test]
+async fn crashed_handler_is_restarted() {
+    let Some(fixture) =
+        shared_fixture("docs_subscription-topic_eventgrid-schema_write_success.json")
+    else {
+        return;
+    };
+    let app = App::standard();
+    let host = FunctionsHost::start(app.options(&[("RECORDING_MODE", "crash:1")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        post_event(&host, "OnResourceEvent", Some("Notification"), &fixture)
+            .await
+            .status(),
+        500
+    );
+    assert!(wait_until(Duration::from_secs(10), || host.restarts() == 1).await);
+    host.wait_ready().await.unwrap();
+    assert_eq!(
+        post_event(&host, "OnResourceEvent", Some("Notification"), &fixture)
+            .await
+            .status(),
+        202
+    );
+    let starts = app.records("start");
+    assert_eq!(starts.len(), 2);
+    assert_ne!(starts[0]["pid"], starts[1]["pid"]);
+    assert_ne!(
+        starts[0]["env"]["FUNCTIONS_CUSTOMHANDLER_WORKER_ID"],
+        starts[1]["env"]["FUNCTIONS_CUSTOMHANDLER_WORKER_ID"]
+    );
+    assert!(
+        host.handler_output()
+            .iter()
+            .any(|l| l.stream == OutputStream::Stderr
+                && l.line.contains("crashing on purpose")
+                && l.generation == 1)
+    );
+    assert_eq!(host.stopped_reason(), None);
+}
+
+#[tokio::test]
+async fn three_crashes_within_the_window_shut_the_host_down() {
+    let app = App::standard();
+    let error = FunctionsHost::start(app.options(&[("RECORDING_CRASH_ON_START", "1")]))
+        .await
+        .unwrap_err();
+    let HostError::Stopped(reason) = error else {
+        panic!("unexpected error {error}")
+    };
+    assert!(reason.contains("failed 3 times"), "{reason}");
+    assert_eq!(app.records("start").len(), 3);
+}
+
+#[tokio::test]
+async fn startup_gives_up_when_the_handler_never_listens() {
+    let app = App::standard();
+    let mut options = app.options(&[("RECORDING_STARTUP_DELAY_MS", "60000")]);
+    options.startup_timeout = Duration::from_millis(300);
+    options.max_crashes = 1;
+    let error = FunctionsHost::start(options).await.unwrap_err().to_string();
+    assert!(
+        error.contains("Initializing HttpWorker timed out"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn empty_2xx_body_hangs_until_function_timeout_and_the_handler_is_restarted() {
+    let app = App::new(&json!({
+        "version": "2.0",
+        "functionTimeout": "00:00:01",
+        "extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"},
+        "customHandler": {"description": {"defaultExecutablePath": HANDLER}}
+    }));
+    let host = FunctionsHost::start(app.options(&[("RECORDING_MODE", "empty:1")]))
+        .await
+        .unwrap();
+    let record = host.invoke_timer("VerifyAttachments").await.unwrap();
+    assert_eq!(record.status, InvocationStatus::TimedOut);
+    assert!(
+        record.duration >= Duration::from_secs(1) && record.duration < Duration::from_secs(3),
+        "{:?}",
+        record.duration
+    );
+    assert!(wait_until(Duration::from_secs(10), || host.restarts() == 1).await);
+    let next = host.invoke_timer("VerifyAttachments").await.unwrap();
+    assert!(next.succeeded(), "{next:?}");
+    assert_eq!(app.records("start").len(), 2);
+}
+
+#[tokio::test]
+async fn timer_fires_on_its_schedule_and_admin_api_runs_it_now() {
+    let app = App::standard();
+    let mut options = app.options(&[("VERIFY_SCHEDULE", "*/1 * * * * *")]);
+    options.run_timers = true;
+    let host = FunctionsHost::start(options).await.unwrap();
+    assert!(wait_until(Duration::from_secs(5), || host.invocations().len() >= 2).await);
+    let invocations = host.invocations();
+    let first = OffsetDateTime::parse(
+        invocations[0].request["Metadata"]["sys"]["UtcNow"]
+            .as_str()
+            .unwrap(),
+        &Rfc3339,
+    )
+    .unwrap();
+    let second = OffsetDateTime::parse(
+        invocations[1].request["Metadata"]["sys"]["UtcNow"]
+            .as_str()
+            .unwrap(),
+        &Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        second - first >= time::Duration::milliseconds(900),
+        "{first} {second}"
+    );
+    assert_eq!(invocations[1].request["Data"]["timer"]["IsPastDue"], false);
+    let status = host.schedule_status("VerifyAttachments").unwrap();
+    assert!(status.next > status.last);
+    assert_eq!(
+        invocations[1].request["Data"]["timer"]["ScheduleStatus"]["Last"]
+            .as_str()
+            .unwrap()
+            .len(),
+        "2026-01-04T10:15:00+00:00".len()
+    );
+
+    let before = host.invocations().len();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let answer = client
+        .post(format!(
+            "{}/admin/functions/VerifyAttachments",
+            host.base_url()
+        ))
+        .json(&json!({"input": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let answer = client
+        .post(format!("{}/admin/functions/Nope", host.base_url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(wait_until(Duration::from_secs(3), || host.invocations().len() > before).await);
+    let status = client
+        .get(format!("{}/admin/host/status", host.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "Running");
+}
+
+#[tokio::test]
+async fn a_run_missed_while_the_host_was_down_is_past_due() {
+    let app = App::standard();
+    let state = tempfile::tempdir().unwrap();
+    let missed = (OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .replace_nanosecond(0)
+        .unwrap();
+    let format = |at: OffsetDateTime| at.format(&Rfc3339).unwrap();
+    std::fs::write(
+        state.path().join("VerifyAttachments.status.json"),
+        json!({"Last": format(missed - time::Duration::days(1)), "Next": format(missed), "LastUpdated": format(missed - time::Duration::days(1))}).to_string(),
+    )
+    .unwrap();
+    let mut options = app.options(&[]);
+    options.run_timers = true;
+    options.schedule_state_dir = Some(state.path().to_owned());
+    let host = FunctionsHost::start(options).await.unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !host.invocations().is_empty()).await);
+    let timer = &host.invocations()[0].request["Data"]["timer"];
+    assert_eq!(timer["IsPastDue"], true);
+    assert_eq!(
+        timer["ScheduleStatus"]["Next"].as_str().unwrap(),
+        azure_emulator::functions_host::wire::format_datetime_offset(missed)
+    );
+    // The status is brought up to date and persisted.
+    assert!(
+        wait_until(Duration::from_secs(2), || host
+            .schedule_status("VerifyAttachments")
+            .is_some_and(|s| s.next > OffsetDateTime::now_utc()))
+        .await
+    );
+    let stored: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join("VerifyAttachments.status.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        OffsetDateTime::parse(stored["Next"].as_str().unwrap(), &Rfc3339).unwrap()
+            > OffsetDateTime::now_utc()
+    );
+}
+
+#[tokio::test]
+async fn repository_layout_and_invalid_apps() {
+    // This repository's layout: host.json at the root, function folders under function-app/.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("host.json"),
+        json!({"version": "2.0", "extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"},
+               "customHandler": {"description": {"defaultExecutablePath": "does-not-matter"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let folder = dir.path().join("function-app").join("OnResourceEvent");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("function.json"),
+        json!({"bindings": [{"name": "event", "type": "eventGridTrigger", "direction": "in"}]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("local.settings.json"), json!({"IsEncrypted": false, "Values": {"FUNCTIONS_WORKER_RUNTIME": "custom", "FROM_FILE": "yes"}}).to_string()).unwrap();
+    let recording = dir.path().join("recording.jsonl");
+    let mut options = HostOptions::new(dir.path());
+    options.handler_command = Some(vec![HANDLER.to_owned(), "serve".to_owned()]);
+    options
+        .settings
+        .insert("RECORDING_FILE".into(), recording.display().to_string());
+    let host = FunctionsHost::start(options.clone()).await.unwrap();
+    assert_eq!(
+        host.functions()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["OnResourceEvent"]
+    );
+    let start: Value = serde_json::from_str(
+        std::fs::read_to_string(&recording)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(start["args"], json!(["serve"]));
+    drop(host);
+
+    std::fs::write(
+        folder.join("function.json"),
+        json!({"bindings": [{"name": "q", "type": "queueTrigger", "direction": "in"}]}).to_string(),
+    )
+    .unwrap();
+    let error = FunctionsHost::start(options.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("OnResourceEvent") && error.contains("'queueTrigger' are not registered"),
+        "{error}"
+    );
+    std::fs::write(
+        folder.join("function.json"),
+        json!({"bindings": []}).to_string(),
+    )
+    .unwrap();
+    let error = FunctionsHost::start(options.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no trigger binding"), "{error}");
+    std::fs::write(folder.join("function.json"), "{not json").unwrap();
+    assert!(matches!(
+        FunctionsHost::start(options.clone()).await,
+        Err(HostError::Config(_))
+    ));
+    std::fs::write(
+        folder.join("function.json"),
+        json!({"bindings": [{"name": "event", "type": "eventGridTrigger"}]}).to_string(),
+    )
+    .unwrap();
+    options
+        .settings
+        .insert("FUNCTIONS_WORKER_RUNTIME".into(), "dotnet".into());
+    assert!(matches!(
+        FunctionsHost::start(options.clone()).await,
+        Err(HostError::WorkerRuntime(_))
+    ));
+}
