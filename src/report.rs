@@ -150,7 +150,7 @@ fn group_name(id: &ResourceId) -> String {
     format!("{}/{}", id.resource_group().unwrap_or("-"), id.name())
 }
 
-/// Clusters and registries of the report, de-duplicated (ids compare case-insensitively), sorted by id, and
+/// Clusters and registries of the report, de-duplicated (ids compare case-insensitively), sorted by name, and
 /// widened by any id that only appears in a result, so every result has a row and a column.
 struct Axes<'a> {
     clusters: Vec<&'a ResourceId>,
@@ -162,7 +162,8 @@ impl<'a> Axes<'a> {
         fn collect<'a>(ids: impl Iterator<Item = &'a ResourceId>) -> Vec<&'a ResourceId> {
             let mut seen = HashSet::new();
             let mut out: Vec<&ResourceId> = ids.filter(|id| seen.insert(*id)).collect();
-            out.sort();
+            // Operators look resources up by name; the id breaks ties deterministically.
+            out.sort_by_cached_key(|id| (id.name().to_ascii_lowercase(), id.key()));
             out
         }
         Self {
@@ -181,6 +182,11 @@ impl<'a> Axes<'a> {
             ),
         }
     }
+}
+
+/// Position of each id on its axis, for ordering results the way the axes are ordered.
+fn rank<'a>(axis: &[&'a ResourceId]) -> HashMap<&'a ResourceId, usize> {
+    axis.iter().enumerate().map(|(i, id)| (*id, i)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -237,8 +243,15 @@ pub fn render_table(report: &VerificationReport) -> String {
         terminal_safe(labels.get(id).map_or(id.as_str(), String::as_str))
     };
 
+    let cluster_rank = rank(&axes.clusters);
+    let registry_rank = rank(&axes.registries);
     let mut pairs: Vec<&PairResult> = report.pairs.iter().collect();
-    pairs.sort_by(|a, b| (&a.cluster_id, &a.registry_id).cmp(&(&b.cluster_id, &b.registry_id)));
+    pairs.sort_by_key(|p| {
+        (
+            cluster_rank.get(&p.cluster_id),
+            registry_rank.get(&p.registry_id),
+        )
+    });
     let rows: Vec<[String; 5]> = pairs
         .iter()
         .map(|p| {
@@ -410,6 +423,7 @@ var(--line)}
 .matrix th.reg>div{writing-mode:vertical-rl;transform:rotate(180deg);max-height:11em;overflow:hidden;
 text-overflow:ellipsis;white-space:nowrap;margin:0 auto;font-size:12px}
 .matrix th.reg.invalid{background:#ffebee;color:#b71c1c}
+.matrix th.reg .flag{display:block;font-size:13px;line-height:14px}
 .matrix th.cl{position:sticky;left:0;text-align:right;padding:0 8px;white-space:nowrap;max-width:22em;
 overflow:hidden;text-overflow:ellipsis;font-size:12px;border-right:1px solid var(--line)}
 .matrix tbody tr:hover th.cl{background:#e3f2fd}
@@ -572,14 +586,14 @@ pub fn render_html(report: &VerificationReport) -> String {
         let (class, flag, note) = match invalid.get(reg) {
             Some(r) => (
                 "reg invalid",
-                "⚠ ",
+                "<span class=\"flag\">⚠</span>",
                 format!("\ninvalid selector: {}", r.reason),
             ),
             None => ("reg", "", String::new()),
         };
         let _ = write!(
             h,
-            "<th class=\"{class}\" scope=\"col\" data-registry=\"{id}\" title=\"{title}\"><div>{flag}{label}</div></th>",
+            "<th class=\"{class}\" scope=\"col\" data-registry=\"{id}\" title=\"{title}\"><div>{label}</div>{flag}</th>",
             id = escape_html(reg.as_str()),
             title = escape_html(&format!("{reg}{note}")),
             label = escape_html(label),
@@ -637,8 +651,14 @@ pub fn render_html(report: &VerificationReport) -> String {
         .iter()
         .filter(|p| !p.status.is_healthy())
         .collect();
-    attention.sort_by(|a, b| {
-        (a.status, &a.cluster_id, &a.registry_id).cmp(&(b.status, &b.cluster_id, &b.registry_id))
+    let cluster_rank = rank(&axes.clusters);
+    let registry_rank = rank(&axes.registries);
+    attention.sort_by_key(|p| {
+        (
+            p.status,
+            cluster_rank.get(&p.cluster_id),
+            registry_rank.get(&p.registry_id),
+        )
     });
     if !attention.is_empty() {
         let _ = writeln!(
