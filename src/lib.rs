@@ -10,5 +10,6 @@ pub mod host;
 pub mod model;
 pub mod ncrontab;
 pub mod planner;
+pub mod report;
 pub mod selector;
 pub mod telemetry;
