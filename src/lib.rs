@@ -3,6 +3,7 @@
 
 pub mod alerting;
 pub mod azure;
+pub mod bootstrap;
 pub mod config;
 pub mod events;
 pub mod functions;
@@ -10,6 +11,7 @@ pub mod host;
 pub mod model;
 pub mod ncrontab;
 pub mod planner;
+pub mod reconcile;
 pub mod report;
 pub mod selector;
 pub mod telemetry;

@@ -1,0 +1,517 @@
+//! ARM operations (arm.md: paths and api-versions).
+
+use std::collections::HashSet;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use url::Url;
+use uuid::Uuid;
+
+use super::ScopedClient;
+use super::error::AzureError;
+use super::http::{Audience, Call, Operation, join, same_origin, set_query};
+use super::wire::{self, Subscription};
+use crate::model::{
+    Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition, assignment_name,
+    ownership_description,
+};
+
+pub mod api_versions {
+    pub const MANAGED_CLUSTERS: &str = "2026-02-01";
+    pub const REGISTRIES: &str = "2025-11-01";
+    pub const AUTHORIZATION: &str = "2022-04-01";
+    pub const SUBSCRIPTIONS: &str = "2022-12-01";
+    pub const RESOURCE_GRAPH: &str = "2024-04-01";
+}
+
+const ROLE_ASSIGNMENTS: &str = "/providers/Microsoft.Authorization/roleAssignments";
+
+/// Which role assignments to list at a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentFilter {
+    /// `atScope()`: at the scope or above it.
+    AtScope,
+    /// `principalId eq '{id}'`: at, above or below the scope.
+    Principal(String),
+    /// No filter: at, above and below.
+    All,
+}
+
+/// A role assignment to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAssignment {
+    /// Where: the registry id.
+    pub scope: ResourceId,
+    /// The deterministic name ([`assignment_name`]).
+    pub name: Uuid,
+    /// The full role definition id, `/subscriptions/{registry's sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
+    pub role_definition_id: String,
+    pub principal_id: String,
+    /// Starts with the ownership mark.
+    pub description: String,
+}
+
+impl NewAssignment {
+    /// The assignment this project makes for (cluster, registry): deterministic name, full role id, mark.
+    pub fn for_pair(
+        cluster: &ResourceId,
+        registry: &ResourceId,
+        principal_id: &str,
+        role: PullRole,
+    ) -> Self {
+        Self {
+            scope: registry.clone(),
+            name: assignment_name(registry, principal_id, role),
+            role_definition_id: role.definition_id(registry.subscription_id()),
+            principal_id: principal_id.trim().to_owned(),
+            description: ownership_description(cluster),
+        }
+    }
+
+    /// The role assignment's full id.
+    pub fn id(&self) -> String {
+        format!("{}{ROLE_ASSIGNMENTS}/{}", self.scope, self.name)
+    }
+
+    /// The PUT body, exactly as arm.md prescribes.
+    pub fn body(&self) -> Value {
+        json!({
+            "properties": {
+                "roleDefinitionId": self.role_definition_id,
+                "principalId": self.principal_id,
+                "principalType": "ServicePrincipal",
+                "description": self.description,
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// 201: created now.
+    Created(RoleAssignment),
+    /// 200: an identical assignment with this name was already there.
+    Unchanged(RoleAssignment),
+    /// 409 `RoleAssignmentExists`: the same principal, role and scope exist under another name.
+    AlreadyExists,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// 204/404: nothing to delete.
+    AlreadyGone,
+}
+
+fn is_guid_like(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// A scope we are willing to put in a URL: a subscription-rooted id or a management group.
+fn check_scope(scope: &str) -> Result<&str, AzureError> {
+    let s = scope.trim().trim_end_matches('/');
+    let lower = s.to_ascii_lowercase();
+    let rooted = lower.starts_with("/subscriptions/")
+        || lower.starts_with("/providers/microsoft.management/managementgroups/");
+    if !rooted
+        || s.contains(['?', '#', ' '])
+        || s.split('/')
+            .skip(1)
+            .any(|seg| seg.is_empty() || seg == "..")
+    {
+        return Err(AzureError::InvalidRequest(format!(
+            "not an ARM scope: `{scope}`"
+        )));
+    }
+    Ok(s)
+}
+
+impl ScopedClient {
+    pub(crate) fn arm_url(
+        &self,
+        path: &str,
+        api_version: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Url, AzureError> {
+        let mut url = join(&self.inner().arm, path)?;
+        let mut pairs = vec![("api-version", api_version)];
+        pairs.extend_from_slice(extra);
+        set_query(&mut url, &pairs);
+        Ok(url)
+    }
+
+    async fn get_json(&self, op: Operation, url: Url) -> Result<Value, AzureError> {
+        let call = Call {
+            op,
+            method: Method::GET,
+            url,
+            body: None,
+            audience: Audience::Arm,
+            retry_principal_not_found: false,
+        };
+        self.execute(&call).await?.json(op)
+    }
+
+    /// GET an ARM object; 404 becomes `None`.
+    async fn get_optional(&self, op: Operation, url: Url) -> Result<Option<Value>, AzureError> {
+        match self.get_json(op, url).await {
+            Ok(v) => Ok(Some(v)),
+            Err(AzureError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every item of a list, following `nextLink` to the end (bounded; never to another origin).
+    pub(crate) async fn get_all_pages(
+        &self,
+        op: Operation,
+        first: Url,
+    ) -> Result<Vec<Value>, AzureError> {
+        let mut items = Vec::new();
+        let mut url = first.clone();
+        let mut seen = HashSet::new();
+        for _ in 0..self.inner().max_pages {
+            let page = self.get_json(op, url.clone()).await?;
+            let (mut values, next) = wire::list_page(&page).ok_or_else(|| AzureError::Decode {
+                operation: op.as_str(),
+                message: "no `value` array".into(),
+            })?;
+            items.append(&mut values);
+            let Some(next) = next else { return Ok(items) };
+            let next = Url::parse(&next).map_err(|e| AzureError::Decode {
+                operation: op.as_str(),
+                message: format!("bad nextLink: {e}"),
+            })?;
+            if !same_origin(&first, &next) {
+                return Err(AzureError::Decode {
+                    operation: op.as_str(),
+                    message: "nextLink points to another host".into(),
+                });
+            }
+            if !seen.insert(next.as_str().to_owned()) {
+                return Err(AzureError::Decode {
+                    operation: op.as_str(),
+                    message: "nextLink loops".into(),
+                });
+            }
+            url = next;
+        }
+        Err(AzureError::Decode {
+            operation: op.as_str(),
+            message: format!("more than {} pages", self.inner().max_pages),
+        })
+    }
+
+    fn parse_items<T>(
+        op: Operation,
+        items: &[Value],
+        parse: impl Fn(&Value) -> Result<T, wire::WireError>,
+    ) -> Vec<T> {
+        items
+            .iter()
+            .filter_map(|v| match parse(v) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    // One odd item must not hide the others; it is logged, not fatal.
+                    tracing::warn!(azure.operation = op.as_str(), error = %e, "skipping an item Azure returned");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The cluster, or `None` when it does not exist (any more).
+    pub async fn get_cluster(&self, id: &ResourceId) -> Result<Option<Cluster>, AzureError> {
+        if id.resource_type().as_deref() != Some(wire::MANAGED_CLUSTER_TYPE) {
+            return Err(AzureError::InvalidRequest(format!(
+                "not a managed cluster id: `{id}`"
+            )));
+        }
+        let url = self.arm_url(
+            check_scope(id.as_str())?,
+            api_versions::MANAGED_CLUSTERS,
+            &[],
+        )?;
+        let Some(v) = self.get_optional(Operation::GetCluster, url).await? else {
+            return Ok(None);
+        };
+        wire::cluster_from_arm(&v)
+            .map(Some)
+            .map_err(|e| AzureError::Decode {
+                operation: Operation::GetCluster.as_str(),
+                message: e.to_string(),
+            })
+    }
+
+    pub async fn list_clusters(&self, subscription_id: &str) -> Result<Vec<Cluster>, AzureError> {
+        let path = format!(
+            "{}/providers/Microsoft.ContainerService/managedClusters",
+            subscription_path(subscription_id)?
+        );
+        let url = self.arm_url(&path, api_versions::MANAGED_CLUSTERS, &[])?;
+        let items = self.get_all_pages(Operation::ListClusters, url).await?;
+        Ok(Self::parse_items(
+            Operation::ListClusters,
+            &items,
+            wire::cluster_from_arm,
+        ))
+    }
+
+    pub async fn get_registry(&self, id: &ResourceId) -> Result<Option<Registry>, AzureError> {
+        if id.resource_type().as_deref() != Some(wire::REGISTRY_TYPE) {
+            return Err(AzureError::InvalidRequest(format!(
+                "not a registry id: `{id}`"
+            )));
+        }
+        let url = self.arm_url(check_scope(id.as_str())?, api_versions::REGISTRIES, &[])?;
+        let Some(v) = self.get_optional(Operation::GetRegistry, url).await? else {
+            return Ok(None);
+        };
+        wire::registry_from_arm(&v)
+            .map(Some)
+            .map_err(|e| AzureError::Decode {
+                operation: Operation::GetRegistry.as_str(),
+                message: e.to_string(),
+            })
+    }
+
+    pub async fn list_registries(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Vec<Registry>, AzureError> {
+        let path = format!(
+            "{}/providers/Microsoft.ContainerRegistry/registries",
+            subscription_path(subscription_id)?
+        );
+        let url = self.arm_url(&path, api_versions::REGISTRIES, &[])?;
+        let items = self.get_all_pages(Operation::ListRegistries, url).await?;
+        Ok(Self::parse_items(
+            Operation::ListRegistries,
+            &items,
+            wire::registry_from_arm,
+        ))
+    }
+
+    /// The subscriptions the identity can see (all states; see [`Subscription::is_enabled`]).
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, AzureError> {
+        let url = self.arm_url("/subscriptions", api_versions::SUBSCRIPTIONS, &[])?;
+        let items = self
+            .get_all_pages(Operation::ListSubscriptions, url)
+            .await?;
+        Ok(Self::parse_items(
+            Operation::ListSubscriptions,
+            &items,
+            wire::subscription_from_arm,
+        ))
+    }
+
+    pub async fn list_role_assignments(
+        &self,
+        scope: &str,
+        filter: &AssignmentFilter,
+    ) -> Result<Vec<RoleAssignment>, AzureError> {
+        let path = format!("{}{ROLE_ASSIGNMENTS}", check_scope(scope)?);
+        let filter_text = match filter {
+            AssignmentFilter::AtScope => Some("atScope()".to_owned()),
+            AssignmentFilter::Principal(id) => {
+                if !is_guid_like(id) {
+                    return Err(AzureError::InvalidRequest(format!(
+                        "not a principal id: `{id}`"
+                    )));
+                }
+                Some(format!("principalId eq '{id}'"))
+            }
+            AssignmentFilter::All => None,
+        };
+        let extra: Vec<(&str, &str)> = filter_text
+            .as_deref()
+            .map(|f| ("$filter", f))
+            .into_iter()
+            .collect();
+        let url = self.arm_url(&path, api_versions::AUTHORIZATION, &extra)?;
+        let items = self
+            .get_all_pages(Operation::ListRoleAssignments, url)
+            .await?;
+        Ok(Self::parse_items(
+            Operation::ListRoleAssignments,
+            &items,
+            wire::role_assignment_from_arm,
+        ))
+    }
+
+    /// PUT a role assignment. Only the two pull roles are ever sent (an allow-list at the edge, on top of
+    /// the planner's). `PrincipalNotFound` is retried with back-off, bounded.
+    pub async fn put_role_assignment(&self, new: &NewAssignment) -> Result<PutOutcome, AzureError> {
+        if PullRole::from_definition_guid(&new.role_definition_id).is_none() {
+            return Err(AzureError::InvalidRequest(format!(
+                "refusing to assign role `{}`: only AcrPull and Container Registry Repository Reader are allowed",
+                new.role_definition_id
+            )));
+        }
+        if !is_guid_like(&new.principal_id) {
+            return Err(AzureError::InvalidRequest(format!(
+                "not a principal id: `{}`",
+                new.principal_id
+            )));
+        }
+        let path = format!(
+            "{}{ROLE_ASSIGNMENTS}/{}",
+            check_scope(new.scope.as_str())?,
+            new.name
+        );
+        let url = self.arm_url(&path, api_versions::AUTHORIZATION, &[])?;
+        let body = new.body();
+        let call = Call {
+            op: Operation::PutRoleAssignment,
+            method: Method::PUT,
+            url,
+            body: Some(&body),
+            audience: Audience::Arm,
+            retry_principal_not_found: true,
+        };
+        match self.execute(&call).await {
+            Ok(reply) => {
+                let assignment =
+                    wire::role_assignment_from_arm(&reply.json(call.op)?).map_err(|e| {
+                        AzureError::Decode {
+                            operation: call.op.as_str(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                Ok(if reply.status == 201 {
+                    PutOutcome::Created(assignment)
+                } else {
+                    PutOutcome::Unchanged(assignment)
+                })
+            }
+            Err(AzureError::Conflict { code, .. })
+                if code.eq_ignore_ascii_case("RoleAssignmentExists") =>
+            {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// DELETE a role assignment by its full id (nothing but a role assignment id is accepted).
+    pub async fn delete_role_assignment(
+        &self,
+        assignment_id: &str,
+    ) -> Result<DeleteOutcome, AzureError> {
+        let id = check_scope(assignment_id)?;
+        let lower = id.to_ascii_lowercase();
+        let marker = "/providers/microsoft.authorization/roleassignments/";
+        let is_assignment = lower.rfind(marker).is_some_and(|p| {
+            let name = &id[p + marker.len()..];
+            is_guid_like(name)
+        });
+        if !is_assignment {
+            return Err(AzureError::InvalidRequest(format!(
+                "not a role assignment id: `{assignment_id}`"
+            )));
+        }
+        let url = self.arm_url(id, api_versions::AUTHORIZATION, &[])?;
+        let call = Call {
+            op: Operation::DeleteRoleAssignment,
+            method: Method::DELETE,
+            url,
+            body: None,
+            audience: Audience::Arm,
+            retry_principal_not_found: false,
+        };
+        match self.execute(&call).await {
+            Ok(reply) if reply.status == 204 => Ok(DeleteOutcome::AlreadyGone),
+            Ok(_) => Ok(DeleteOutcome::Deleted),
+            Err(AzureError::NotFound { .. }) => Ok(DeleteOutcome::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A role definition by GUID, read at `scope` (a subscription for custom roles); `None` when unknown.
+    pub async fn get_role_definition(
+        &self,
+        scope: &str,
+        guid: &str,
+    ) -> Result<Option<RoleDefinition>, AzureError> {
+        if !is_guid_like(guid) {
+            return Err(AzureError::InvalidRequest(format!(
+                "not a role definition GUID: `{guid}`"
+            )));
+        }
+        let path = format!(
+            "{}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+            check_scope(scope)?
+        );
+        let url = self.arm_url(&path, api_versions::AUTHORIZATION, &[])?;
+        let Some(v) = self.get_optional(Operation::GetRoleDefinition, url).await? else {
+            return Ok(None);
+        };
+        wire::role_definition_from_arm(&v)
+            .map(Some)
+            .map_err(|e| AzureError::Decode {
+                operation: Operation::GetRoleDefinition.as_str(),
+                message: e.to_string(),
+            })
+    }
+}
+
+fn subscription_path(subscription_id: &str) -> Result<String, AzureError> {
+    if !is_guid_like(subscription_id) {
+        return Err(AzureError::InvalidRequest(format!(
+            "not a subscription id: `{subscription_id}`"
+        )));
+    }
+    Ok(format!("/subscriptions/{subscription_id}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_assignment_body_follows_arm_md() {
+        let cluster = ResourceId::parse("/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks").unwrap();
+        let registry = ResourceId::parse("/subscriptions/s2/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr").unwrap();
+        let a = NewAssignment::for_pair(
+            &cluster,
+            &registry,
+            " 0000-oid ",
+            PullRole::RepositoryReader,
+        );
+        assert_eq!(
+            a.name,
+            assignment_name(&registry, "0000-oid", PullRole::RepositoryReader)
+        );
+        assert_eq!(
+            a.body(),
+            json!({"properties": {
+                "roleDefinitionId": "/subscriptions/s2/providers/Microsoft.Authorization/roleDefinitions/b93aa761-3e63-49ed-ac28-beffa264f7ac",
+                "principalId": "0000-oid",
+                "principalType": "ServicePrincipal",
+                "description": format!("managed-by: acr-autoattach cluster={cluster}"),
+            }})
+        );
+        assert!(a.id().starts_with(registry.as_str()));
+        assert!(a.id().ends_with(&a.name.to_string()));
+    }
+
+    #[test]
+    fn scopes_are_checked_before_they_reach_a_url() {
+        assert!(check_scope("/subscriptions/s/resourceGroups/rg").is_ok());
+        assert!(check_scope("/providers/Microsoft.Management/managementGroups/mg").is_ok());
+        for bad in [
+            "",
+            "/",
+            "subscriptions/s",
+            "/subscriptions/s?x",
+            "/subscriptions//x",
+            "/subscriptions/s/../t",
+            "/other/x",
+        ] {
+            assert!(check_scope(bad).is_err(), "{bad}");
+        }
+        assert!(is_guid_like("7f951dda-4ed3-4680-a7ca-43fe172d538d"));
+        assert!(!is_guid_like("x' or 1 eq 1"));
+    }
+}

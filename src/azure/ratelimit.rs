@@ -1,0 +1,505 @@
+//! Client-side rate limiting: token buckets per (principal, subscription, class) sized a margin below ARM's
+//! own buckets, and a sliding window per principal for Resource Graph. Callers *wait* for capacity instead of
+//! sending into a 429. The bucket arithmetic is pure (time is an argument); [`RateLimiter`] adds the map and
+//! the waiting.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::AzureError;
+
+/// ARM's throttling classes (arm.md): reads, writes and deletes are counted in separate buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestClass {
+    Read,
+    Write,
+    Delete,
+}
+
+impl RequestClass {
+    pub fn for_method(method: &reqwest::Method) -> Self {
+        match *method {
+            reqwest::Method::DELETE => Self::Delete,
+            reqwest::Method::PUT | reqwest::Method::PATCH | reqwest::Method::POST => Self::Write,
+            _ => Self::Read,
+        }
+    }
+
+    /// The suffix of ARM's `x-ms-ratelimit-remaining-subscription-*` header for this class.
+    pub fn remaining_header(self) -> &'static str {
+        match self {
+            Self::Read => "x-ms-ratelimit-remaining-subscription-reads",
+            Self::Write => "x-ms-ratelimit-remaining-subscription-writes",
+            Self::Delete => "x-ms-ratelimit-remaining-subscription-deletes",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketSpec {
+    pub capacity: f64,
+    pub refill_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowSpec {
+    pub limit: usize,
+    pub window: Duration,
+}
+
+/// Limits per (principal, subscription). Defaults stay 10 % below ARM's published buckets
+/// (250 + 25/s reads, 200 + 10/s writes and deletes) and Resource Graph's 15 queries per 5 s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub reads: BucketSpec,
+    pub writes: BucketSpec,
+    pub deletes: BucketSpec,
+    pub resource_graph: WindowSpec,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reads: BucketSpec {
+                capacity: 225.0,
+                refill_per_sec: 22.5,
+            },
+            writes: BucketSpec {
+                capacity: 180.0,
+                refill_per_sec: 9.0,
+            },
+            deletes: BucketSpec {
+                capacity: 180.0,
+                refill_per_sec: 9.0,
+            },
+            resource_graph: WindowSpec {
+                limit: 13,
+                window: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+impl RateLimits {
+    /// No client-side limiting at all (429s are still honoured by the retry policy).
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    fn spec(&self, class: RequestClass) -> BucketSpec {
+        match class {
+            RequestClass::Read => self.reads,
+            RequestClass::Write => self.writes,
+            RequestClass::Delete => self.deletes,
+        }
+    }
+}
+
+/// A token bucket that hands out reservations: a caller takes a token now and waits until the moment it
+/// would have been available, so waiters are served in order and never spin.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    spec: BucketSpec,
+    /// May go negative: tokens already promised to waiting callers.
+    tokens: f64,
+    /// The instant `tokens` refers to; it lies in the future while the bucket is blocked by a `Retry-After`.
+    at: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(spec: BucketSpec, now: Instant) -> Self {
+        Self {
+            spec,
+            tokens: spec.capacity,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if now > self.at {
+            let gained = (now - self.at).as_secs_f64() * self.spec.refill_per_sec;
+            self.tokens = (self.tokens + gained).min(self.spec.capacity);
+            self.at = now;
+        }
+    }
+
+    /// Reserves one token. `Ok(wait)`: go after `wait`. `Err(wait)`: it would take longer than `max_wait`;
+    /// nothing was reserved.
+    pub fn reserve(&mut self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
+        self.refill(now);
+        let deficit = 1.0 - self.tokens;
+        let ready_at = if deficit <= 0.0 {
+            self.at
+        } else if self.spec.refill_per_sec > 0.0 {
+            self.at + Duration::from_secs_f64(deficit / self.spec.refill_per_sec)
+        } else {
+            // A bucket that never refills: nothing more will come.
+            return Err(Duration::MAX);
+        };
+        let wait = ready_at.saturating_duration_since(now);
+        if wait > max_wait {
+            return Err(wait);
+        }
+        self.tokens -= 1.0;
+        Ok(wait)
+    }
+
+    /// Azure said how much is left (`x-ms-ratelimit-remaining-*`): never believe we have more than that.
+    pub fn observe_remaining(&mut self, now: Instant, remaining: f64) {
+        self.refill(now);
+        if remaining < self.tokens {
+            self.tokens = remaining;
+        }
+    }
+
+    /// Azure answered 429 with `Retry-After`: nothing goes out before `until`.
+    pub fn block_until(&mut self, now: Instant, until: Instant) {
+        self.refill(now);
+        self.tokens = self.tokens.min(0.0);
+        if until > self.at {
+            self.at = until;
+        }
+    }
+
+    pub fn available(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.tokens
+    }
+}
+
+/// At most `limit` requests in any `window` (Resource Graph's quota is a window, not a bucket).
+#[derive(Debug, Clone)]
+pub struct SlidingWindow {
+    spec: WindowSpec,
+    /// Start times of requests sent or promised, non-decreasing.
+    starts: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+impl SlidingWindow {
+    pub fn new(spec: WindowSpec) -> Self {
+        Self {
+            spec,
+            starts: VecDeque::new(),
+            blocked_until: None,
+        }
+    }
+
+    pub fn reserve(&mut self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
+        while self
+            .starts
+            .front()
+            .is_some_and(|&t| t + self.spec.window <= now)
+        {
+            self.starts.pop_front();
+        }
+        let mut at = now;
+        if let Some(b) = self.blocked_until {
+            at = at.max(b);
+        }
+        if let Some(&last) = self.starts.back() {
+            at = at.max(last);
+        }
+        let limit = self.spec.limit.max(1);
+        if self.starts.len() >= limit {
+            // The request `limit` places back must have left the window first.
+            let idx = self.starts.len() - limit;
+            at = at.max(self.starts[idx] + self.spec.window);
+        }
+        let wait = at.saturating_duration_since(now);
+        if wait > max_wait {
+            return Err(wait);
+        }
+        self.starts.push_back(at);
+        Ok(wait)
+    }
+
+    pub fn block_until(&mut self, until: Instant) {
+        if self.blocked_until.is_none_or(|b| b < until) {
+            self.blocked_until = Some(until);
+        }
+    }
+}
+
+/// What to wait for before sending.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    Arm {
+        principal: String,
+        subscription: String,
+        class: RequestClass,
+    },
+    ResourceGraph {
+        principal: String,
+    },
+}
+
+/// All buckets of one client.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limits: RateLimits,
+    buckets: Mutex<HashMap<LimitKey, Limiter>>,
+}
+
+#[derive(Debug)]
+enum Limiter {
+    Bucket(TokenBucket),
+    Window(SlidingWindow),
+}
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> Self {
+        Self {
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
+    }
+
+    fn with<R>(&self, key: &LimitKey, now: Instant, f: impl FnOnce(&mut Limiter) -> R) -> R {
+        let mut map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let limiter = map.entry(key.clone()).or_insert_with(|| match key {
+            LimitKey::Arm { class, .. } => {
+                Limiter::Bucket(TokenBucket::new(self.limits.spec(*class), now))
+            }
+            LimitKey::ResourceGraph { .. } => {
+                Limiter::Window(SlidingWindow::new(self.limits.resource_graph))
+            }
+        });
+        f(limiter)
+    }
+
+    /// Reserves capacity, without waiting: the wait the caller must observe, or `DeadlineExceeded` at once
+    /// when the wait would end after `deadline`.
+    pub fn reserve(
+        &self,
+        key: &LimitKey,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<Duration, AzureError> {
+        if !self.limits.enabled {
+            return Ok(Duration::ZERO);
+        }
+        let max_wait = deadline.saturating_duration_since(now);
+        self.with(key, now, |l| match l {
+            Limiter::Bucket(b) => b.reserve(now, max_wait),
+            Limiter::Window(w) => w.reserve(now, max_wait),
+        })
+        .map_err(|_| AzureError::DeadlineExceeded {
+            during: "waiting for the client-side rate limit",
+        })
+    }
+
+    /// Waits until a request under `key` may go, or fails when that would pass the deadline.
+    pub async fn acquire(&self, key: &LimitKey, deadline: Instant) -> Result<Duration, AzureError> {
+        let wait = self.reserve(key, Instant::now(), deadline)?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(wait)
+    }
+
+    pub fn observe_remaining(&self, key: &LimitKey, now: Instant, remaining: f64) {
+        if !self.limits.enabled {
+            return;
+        }
+        self.with(key, now, |l| {
+            if let Limiter::Bucket(b) = l {
+                b.observe_remaining(now, remaining);
+            }
+        });
+    }
+
+    /// Applies a server-side pause (429 `Retry-After`, or Resource Graph's exhausted quota) to everyone.
+    pub fn block_until(&self, key: &LimitKey, now: Instant, until: Instant) {
+        if !self.limits.enabled {
+            return;
+        }
+        self.with(key, now, |l| match l {
+            Limiter::Bucket(b) => b.block_until(now, until),
+            Limiter::Window(w) => w.block_until(until),
+        });
+    }
+}
+
+/// Resource Graph's `x-ms-user-quota-resets-after` (`hh:mm:ss`).
+pub fn parse_quota_resets_after(value: &str) -> Option<Duration> {
+    let mut parts = value.trim().split(':');
+    let h: u64 = parts.next()?.parse().ok()?;
+    let m: u64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !s.is_finite() || s < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs(h * 3600 + m * 60) + Duration::from_secs_f64(s))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const SPEC: BucketSpec = BucketSpec {
+        capacity: 3.0,
+        refill_per_sec: 2.0,
+    };
+    const FAR: Duration = Duration::from_hours(1);
+
+    #[test]
+    fn bucket_serves_a_burst_then_paces_at_the_refill_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(SPEC, t0);
+        for _ in 0..3 {
+            assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
+        }
+        // Fourth, fifth: one token every 500 ms, reservations queue up behind each other.
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_millis(500)));
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_secs(1)));
+        // Too long a wait: refused and nothing reserved.
+        assert_eq!(
+            b.reserve(t0, Duration::from_millis(1200)),
+            Err(Duration::from_millis(1500))
+        );
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_millis(1500)));
+        // Much later the bucket is full again, but never above capacity.
+        let later = t0 + Duration::from_secs(100);
+        assert!((b.available(later) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bucket_never_issues_more_than_capacity_plus_refill() {
+        let t0 = Instant::now();
+        let spec = BucketSpec {
+            capacity: 10.0,
+            refill_per_sec: 5.0,
+        };
+        let mut b = TokenBucket::new(spec, t0);
+        // Simulate 200 callers arriving over 4 s; count how many may go within the first 2 s.
+        let mut go_times = Vec::new();
+        for i in 0..200u64 {
+            let now = t0 + Duration::from_millis(i * 20);
+            let wait = b.reserve(now, FAR).unwrap();
+            go_times.push(now + wait);
+        }
+        let within = |secs: u64| {
+            go_times
+                .iter()
+                .filter(|&&t| t <= t0 + Duration::from_secs(secs))
+                .count()
+        };
+        assert!(within(2) <= 10 + 10 + 1, "{}", within(2));
+        assert!(within(10) <= 10 + 50 + 1);
+        assert!(go_times.windows(2).all(|w| w[0] <= w[1]), "served in order");
+    }
+
+    #[test]
+    fn remaining_header_and_retry_after_lower_the_bucket() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(SPEC, t0);
+        b.observe_remaining(t0, 1.0);
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_millis(500)));
+        let mut b = TokenBucket::new(SPEC, t0);
+        b.observe_remaining(t0, 500.0); // more than we think: ignored
+        assert!((b.available(t0) - 3.0).abs() < 1e-9);
+        b.block_until(t0, t0 + Duration::from_secs(4));
+        let w = b.reserve(t0 + Duration::from_secs(1), FAR).unwrap();
+        assert!(w >= Duration::from_secs(3), "{w:?}");
+    }
+
+    #[test]
+    fn sliding_window_allows_limit_per_window() {
+        let t0 = Instant::now();
+        let mut w = SlidingWindow::new(WindowSpec {
+            limit: 3,
+            window: Duration::from_secs(5),
+        });
+        assert_eq!(w.reserve(t0, FAR), Ok(Duration::ZERO));
+        assert_eq!(
+            w.reserve(t0 + Duration::from_secs(1), FAR),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            w.reserve(t0 + Duration::from_secs(2), FAR),
+            Ok(Duration::ZERO)
+        );
+        // The fourth must wait until the first leaves the window (t0 + 5 s).
+        assert_eq!(
+            w.reserve(t0 + Duration::from_secs(2), FAR),
+            Ok(Duration::from_secs(3))
+        );
+        // The fifth until the second leaves (t0 + 6 s).
+        assert_eq!(
+            w.reserve(t0 + Duration::from_secs(2), FAR),
+            Ok(Duration::from_secs(4))
+        );
+        assert_eq!(
+            w.reserve(t0 + Duration::from_secs(2), Duration::from_secs(1)),
+            Err(Duration::from_secs(5))
+        );
+        w.block_until(t0 + Duration::from_mins(1));
+        assert_eq!(
+            w.reserve(t0 + Duration::from_secs(59), FAR),
+            Ok(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn limiter_keys_are_independent_and_deadline_is_enforced() {
+        let limits = RateLimits {
+            reads: BucketSpec {
+                capacity: 1.0,
+                refill_per_sec: 1.0,
+            },
+            ..RateLimits::default()
+        };
+        let l = RateLimiter::new(limits);
+        let t0 = Instant::now();
+        let k = |sub: &str| LimitKey::Arm {
+            principal: "p".into(),
+            subscription: sub.into(),
+            class: RequestClass::Read,
+        };
+        assert_eq!(l.reserve(&k("a"), t0, t0 + FAR).unwrap(), Duration::ZERO);
+        assert_eq!(l.reserve(&k("b"), t0, t0 + FAR).unwrap(), Duration::ZERO);
+        let e = l
+            .reserve(&k("a"), t0, t0 + Duration::from_millis(10))
+            .unwrap_err();
+        assert_eq!(e.kind(), "deadline_exceeded");
+        assert_eq!(
+            l.reserve(&k("a"), t0, t0 + FAR).unwrap(),
+            Duration::from_secs(1)
+        );
+        let off = RateLimiter::new(RateLimits::disabled());
+        for _ in 0..1000 {
+            assert_eq!(off.reserve(&k("a"), t0, t0).unwrap(), Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn quota_reset_parses() {
+        assert_eq!(
+            parse_quota_resets_after("00:00:03"),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_quota_resets_after("01:02:03.5"),
+            Some(Duration::from_secs_f64(3723.5))
+        );
+        assert_eq!(parse_quota_resets_after("3"), None);
+    }
+}

@@ -1,0 +1,423 @@
+//! ARM JSON → domain types. Pure and tolerant of extra fields; the event handler also feeds Azure Resource
+//! Notifications bodies (same resource shape) through [`cluster_from_arm`] and [`registry_from_arm`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{
+    Cluster, ClusterPrincipal, Registry, ResourceId, RoleAssignment, RoleAssignmentMode,
+    RoleDefinition, Tags, role_guid,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("`{0}` is missing or not a string")]
+    Missing(&'static str),
+    #[error("`id` is not a valid resource id: {0}")]
+    BadId(String),
+    #[error("the resource `{id}` is a {found}, not a {expected}")]
+    WrongType {
+        id: String,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("unknown roleAssignmentMode `{0}`")]
+    UnknownMode(String),
+}
+
+/// A subscription visible to the identity (`GET /subscriptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub subscription_id: String,
+    pub tenant_id: Option<String>,
+    pub display_name: Option<String>,
+    /// `Enabled`, `Disabled`, `Warned`, `PastDue`, `Deleted`.
+    pub state: Option<String>,
+}
+
+impl Subscription {
+    pub fn is_enabled(&self) -> bool {
+        self.state
+            .as_deref()
+            .is_none_or(|s| s.eq_ignore_ascii_case("Enabled"))
+    }
+}
+
+pub const MANAGED_CLUSTER_TYPE: &str = "microsoft.containerservice/managedclusters";
+pub const REGISTRY_TYPE: &str = "microsoft.containerregistry/registries";
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for key in path {
+        cur = get_ci(cur, key)?;
+    }
+    cur.as_str()
+}
+
+/// Object member by name, exact first, then ignoring ASCII case (Resource Graph and notifications differ
+/// from ARM in casing now and then).
+fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+fn parse_id(v: &Value, expected: &'static str) -> Result<ResourceId, WireError> {
+    let raw = str_at(v, &["id"]).ok_or(WireError::Missing("id"))?;
+    let id = ResourceId::parse(raw).map_err(|e| WireError::BadId(e.to_string()))?;
+    let found = id.resource_type().unwrap_or_default();
+    if found != expected {
+        return Err(WireError::WrongType {
+            id: raw.to_owned(),
+            found,
+            expected,
+        });
+    }
+    Ok(id)
+}
+
+fn tags(v: &Value) -> Tags {
+    // Tag values are strings in ARM; anything else (null, numbers from hand-made bodies) is kept as text
+    // rather than dropped, so a selector never silently loses a key.
+    get_ci(v, "tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let value = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn non_empty(s: Option<&str>) -> Option<String> {
+    s.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// A managed cluster (ARM GET/list item, Resource Graph row, or notification resource body).
+/// The principal is the kubelet identity; a cluster without one is a service-principal cluster only when
+/// it has no managed identity and `servicePrincipalProfile.clientId` is a real client id (not `msi`).
+/// `identity.principalId` (the control plane) is never used.
+pub fn cluster_from_arm(v: &Value) -> Result<Cluster, WireError> {
+    let id = parse_id(v, MANAGED_CLUSTER_TYPE)?;
+    let props = get_ci(v, "properties").unwrap_or(&Value::Null);
+    let kubelet = ["identityProfile", "kubeletidentity"];
+    let kubelet_object = non_empty(str_at(props, &[kubelet[0], kubelet[1], "objectId"]));
+    let kubelet_client = non_empty(str_at(props, &[kubelet[0], kubelet[1], "clientId"]));
+    let sp_client = non_empty(str_at(props, &["servicePrincipalProfile", "clientId"]));
+    let identity_type = str_at(v, &["identity", "type"]).unwrap_or("None");
+    let has_managed_identity = identity_type.to_ascii_lowercase().contains("assigned");
+    let principal = match (kubelet_object, sp_client) {
+        (Some(object_id), _) => ClusterPrincipal::Kubelet {
+            object_id,
+            client_id: kubelet_client,
+        },
+        (None, Some(client_id))
+            if !client_id.eq_ignore_ascii_case("msi") && !has_managed_identity =>
+        {
+            ClusterPrincipal::ServicePrincipal { client_id }
+        }
+        _ => ClusterPrincipal::NotYetKnown,
+    };
+    Ok(Cluster {
+        location: str_at(v, &["location"]).unwrap_or_default().to_owned(),
+        tenant_id: non_empty(str_at(v, &["tenantId"])),
+        tags: tags(v),
+        provisioning_state: str_at(props, &["provisioningState"])
+            .unwrap_or_default()
+            .to_owned(),
+        principal,
+        id,
+    })
+}
+
+/// A container registry; `properties.roleAssignmentMode` absent means legacy (its documented default).
+pub fn registry_from_arm(v: &Value) -> Result<Registry, WireError> {
+    let id = parse_id(v, REGISTRY_TYPE)?;
+    let mode = match str_at(v, &["properties", "roleAssignmentMode"]).map(str::trim) {
+        None | Some("") => RoleAssignmentMode::LegacyRegistryPermissions,
+        Some(m) if m.eq_ignore_ascii_case("LegacyRegistryPermissions") => {
+            RoleAssignmentMode::LegacyRegistryPermissions
+        }
+        Some(m) if m.eq_ignore_ascii_case("AbacRepositoryPermissions") => {
+            RoleAssignmentMode::AbacRepositoryPermissions
+        }
+        // An unknown mode could mean AcrPull is not honoured: refuse rather than guess a role.
+        Some(other) => return Err(WireError::UnknownMode(other.to_owned())),
+    };
+    Ok(Registry {
+        location: str_at(v, &["location"]).unwrap_or_default().to_owned(),
+        tenant_id: non_empty(str_at(v, &["tenantId"])),
+        tags: tags(v),
+        mode,
+        id,
+    })
+}
+
+const ROLE_ASSIGNMENTS_SEGMENT: &str = "/providers/microsoft.authorization/roleassignments/";
+
+/// A role assignment from ARM or Resource Graph's `authorizationresources`. When `properties.scope` is
+/// missing it is derived from the id.
+pub fn role_assignment_from_arm(v: &Value) -> Result<RoleAssignment, WireError> {
+    let id = str_at(v, &["id"])
+        .ok_or(WireError::Missing("id"))?
+        .to_owned();
+    let lower = id.to_ascii_lowercase();
+    let Some(pos) = lower.rfind(ROLE_ASSIGNMENTS_SEGMENT) else {
+        return Err(WireError::WrongType {
+            id,
+            found: "resource".into(),
+            expected: "microsoft.authorization/roleassignments",
+        });
+    };
+    let name = non_empty(str_at(v, &["name"]))
+        .unwrap_or_else(|| id[pos + ROLE_ASSIGNMENTS_SEGMENT.len()..].to_owned());
+    let props = get_ci(v, "properties").unwrap_or(&Value::Null);
+    let scope = non_empty(str_at(props, &["scope"])).unwrap_or_else(|| {
+        let s = &id[..pos];
+        if s.is_empty() {
+            "/".to_owned()
+        } else {
+            s.to_owned()
+        }
+    });
+    let role_definition_id = str_at(props, &["roleDefinitionId"])
+        .ok_or(WireError::Missing("properties.roleDefinitionId"))?;
+    let principal_id = non_empty(str_at(props, &["principalId"]))
+        .ok_or(WireError::Missing("properties.principalId"))?;
+    Ok(RoleAssignment {
+        role_definition_guid: role_guid(role_definition_id),
+        principal_id,
+        principal_type: non_empty(str_at(props, &["principalType"])),
+        description: non_empty(str_at(props, &["description"])),
+        condition: non_empty(str_at(props, &["condition"])),
+        id,
+        name,
+        scope,
+    })
+}
+
+/// A role definition; the permissions of all its permission blocks are merged.
+pub fn role_definition_from_arm(v: &Value) -> Result<RoleDefinition, WireError> {
+    let raw_guid = non_empty(str_at(v, &["name"]))
+        .or_else(|| non_empty(str_at(v, &["id"])))
+        .ok_or(WireError::Missing("name"))?;
+    let props = get_ci(v, "properties").unwrap_or(&Value::Null);
+    let mut def = RoleDefinition {
+        guid: role_guid(&raw_guid),
+        role_name: str_at(props, &["roleName"]).unwrap_or_default().to_owned(),
+        ..RoleDefinition::default()
+    };
+    let strings = |p: &Value, key: &str| -> Vec<String> {
+        get_ci(p, key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for p in get_ci(props, "permissions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        def.actions.extend(strings(p, "actions"));
+        def.not_actions.extend(strings(p, "notActions"));
+        def.data_actions.extend(strings(p, "dataActions"));
+        def.not_data_actions.extend(strings(p, "notDataActions"));
+    }
+    Ok(def)
+}
+
+pub fn subscription_from_arm(v: &Value) -> Result<Subscription, WireError> {
+    let subscription_id = non_empty(str_at(v, &["subscriptionId"]))
+        .or_else(|| {
+            str_at(v, &["id"])
+                .and_then(|id| ResourceId::parse(id).ok())
+                .map(|id| id.subscription_id().to_owned())
+        })
+        .ok_or(WireError::Missing("subscriptionId"))?;
+    Ok(Subscription {
+        subscription_id,
+        tenant_id: non_empty(str_at(v, &["tenantId"])),
+        display_name: non_empty(str_at(v, &["displayName"])),
+        state: non_empty(str_at(v, &["state"])),
+    })
+}
+
+/// One page of an ARM list: its items and the absolute `nextLink`, if any.
+pub fn list_page(v: &Value) -> Option<(Vec<Value>, Option<String>)> {
+    let items = get_ci(v, "value")?.as_array()?.clone();
+    let next = non_empty(str_at(v, &["nextLink"]));
+    Some((items, next))
+}
+
+/// One page of a Resource Graph answer: rows (`objectArray`, or `table` converted to objects) and the
+/// `$skipToken`, if any.
+pub fn resource_graph_page(v: &Value) -> Option<(Vec<Value>, Option<String>)> {
+    let data = get_ci(v, "data")?;
+    let rows = if let Some(rows) = data.as_array() {
+        rows.clone()
+    } else {
+        // `resultFormat: table`: {columns: [{name}], rows: [[...]]}.
+        let columns: Vec<&str> = get_ci(data, "columns")?
+            .as_array()?
+            .iter()
+            .filter_map(|c| str_at(c, &["name"]))
+            .collect();
+        get_ci(data, "rows")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_array)
+            .map(|row| {
+                Value::Object(
+                    columns
+                        .iter()
+                        .map(|c| (*c).to_owned())
+                        .zip(row.iter().cloned())
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let token = non_empty(str_at(v, &["$skipToken"]));
+    Some((rows, token))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kubelet_identity_wins_and_control_plane_identity_is_ignored() {
+        let v = json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/a",
+            "location": "westeurope",
+            "tags": {"env": "prod", "n": 3, "e": null},
+            "identity": {"type": "SystemAssigned", "principalId": "CONTROL-PLANE"},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "servicePrincipalProfile": {"clientId": "msi"},
+                "identityProfile": {"kubeletidentity": {"objectId": "kubelet-oid", "clientId": "kubelet-cid", "resourceId": "/x"}}
+            }
+        });
+        let c = cluster_from_arm(&v).unwrap();
+        assert_eq!(
+            c.principal,
+            ClusterPrincipal::Kubelet {
+                object_id: "kubelet-oid".into(),
+                client_id: Some("kubelet-cid".into())
+            }
+        );
+        assert!(c.is_ready());
+        assert_eq!(c.tags.get("ENV"), Some("prod"));
+        assert_eq!(c.tags.get("n"), Some("3"));
+        assert_eq!(c.tags.get("e"), Some(""));
+    }
+
+    #[test]
+    fn creating_managed_identity_cluster_has_no_principal_yet() {
+        let v = json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/a",
+            "identity": {"type": "SystemAssigned", "principalId": "CONTROL-PLANE"},
+            "properties": {"provisioningState": "Creating", "servicePrincipalProfile": {"clientId": "msi"}}
+        });
+        let c = cluster_from_arm(&v).unwrap();
+        assert_eq!(c.principal, ClusterPrincipal::NotYetKnown);
+        assert!(!c.is_ready());
+    }
+
+    #[test]
+    fn wrong_types_and_garbage_are_errors_not_panics() {
+        let registry = json!({"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/r"});
+        assert!(matches!(
+            cluster_from_arm(&registry),
+            Err(WireError::WrongType { .. })
+        ));
+        for garbage in [
+            json!(null),
+            json!(3),
+            json!([]),
+            json!({"id": 5}),
+            json!({"id": "x"}),
+        ] {
+            assert!(cluster_from_arm(&garbage).is_err());
+            assert!(registry_from_arm(&garbage).is_err());
+            assert!(role_assignment_from_arm(&garbage).is_err());
+        }
+        let unknown_mode = json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/r",
+            "properties": {"roleAssignmentMode": "Something"}
+        });
+        assert_eq!(
+            registry_from_arm(&unknown_mode),
+            Err(WireError::UnknownMode("Something".into()))
+        );
+    }
+
+    #[test]
+    fn role_assignment_scope_is_derived_from_the_id_when_absent() {
+        let v = json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/n1",
+            "properties": {"roleDefinitionId": "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/7F951DDA-4ED3-4680-A7CA-43FE172D538D", "principalId": "p"}
+        });
+        let a = role_assignment_from_arm(&v).unwrap();
+        assert_eq!(a.scope, "/subscriptions/s/resourceGroups/rg");
+        assert_eq!(a.name, "n1");
+        assert_eq!(a.role_definition_guid, crate::model::ACR_PULL_GUID);
+    }
+
+    #[test]
+    fn role_definitions_merge_permission_blocks() {
+        let v = json!({
+            "id": "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/ABC",
+            "name": "ABC",
+            "properties": {"roleName": "puller", "permissions": [
+                {"actions": ["Microsoft.ContainerRegistry/registries/pull/read"], "notActions": [], "dataActions": []},
+                {"actions": [], "dataActions": ["Microsoft.ContainerRegistry/registries/repositories/content/read"], "notDataActions": ["x"]}
+            ]}
+        });
+        let d = role_definition_from_arm(&v).unwrap();
+        assert_eq!(d.guid, "abc");
+        assert_eq!(
+            d.actions,
+            vec!["Microsoft.ContainerRegistry/registries/pull/read"]
+        );
+        assert_eq!(d.data_actions.len(), 1);
+        assert_eq!(d.not_data_actions, vec!["x"]);
+    }
+
+    #[test]
+    fn resource_graph_table_format_is_converted() {
+        let v = json!({"data": {"columns": [{"name": "id"}, {"name": "name"}], "rows": [["/subscriptions/s", "n"]]}, "$skipToken": "t"});
+        let (rows, token) = resource_graph_page(&v).unwrap();
+        assert_eq!(rows, vec![json!({"id": "/subscriptions/s", "name": "n"})]);
+        assert_eq!(token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn subscriptions_parse() {
+        let s = subscription_from_arm(
+            &json!({"id": "/subscriptions/abc", "tenantId": "t", "state": "Disabled"}),
+        )
+        .unwrap();
+        assert_eq!(s.subscription_id, "abc");
+        assert!(!s.is_enabled());
+    }
+}
