@@ -959,6 +959,27 @@ mod tests {
     }
 
     #[test]
+    fn tags_api_delete_is_a_write_of_the_target() {
+        // DELETE on the Tags API removes every tag (the opt-in with them); the registry itself remains.
+        let uri = format!("{REGISTRY}/providers/Microsoft.Resources/tags/default");
+        let c = classify_one(&eg(
+            "Microsoft.Resources.ResourceDeleteSuccess",
+            "Microsoft.Resources/tags/delete",
+            &uri,
+        ));
+        assert!(matches!(
+            c.classification,
+            Classification::RegistryWrite { .. }
+        ));
+        let c = classify_one(&eg(
+            "Microsoft.Resources.ResourceActionSuccess",
+            "Microsoft.Resources/tags/write",
+            &uri,
+        ));
+        assert_eq!(c.classification, ignored(IgnoreReason::ResourceAction));
+    }
+
+    #[test]
     fn irrelevant_operations_have_precise_reasons() {
         let cases = [
             (

@@ -115,7 +115,7 @@ fn selects(value: &str, cluster: &Cluster) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn printed_selectors_parse_back_equal(s in selector()) {
