@@ -39,6 +39,16 @@ const EXPORTER_TARGETS_OFF: &str = "opentelemetry=off,opentelemetry_sdk=off,open
 opentelemetry_http=off,opentelemetry_application_insights=off,hyper=off,hyper_util=off,reqwest=off,h2=off,\
 tonic=off,tower=off,rustls=off";
 
+fn is_exporter_target(target: &str) -> bool {
+    EXPORTER_TARGETS_OFF.split(',').any(|directive| {
+        let name = directive.trim().trim_end_matches("=off");
+        target == name
+            || target
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with("::"))
+    })
+}
+
 /// How often metrics are exported between flushes. Every invocation flushes anyway, so this only matters for
 /// a long-running process.
 const METRIC_EXPORT_INTERVAL: Duration = Duration::from_mins(1);
@@ -353,10 +363,17 @@ where
         .with_writer(log_writer)
         .with_filter(env_filter(&config.log_filter, None));
 
+    let span_level = env_filter(&config.log_filter, None)
+        .max_level_hint()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     let spans = guard.tracer_provider.as_ref().map(|tp| {
         tracing_opentelemetry::layer()
             .with_tracer(tp.tracer(metrics::SCOPE))
-            .with_filter(env_filter(&config.log_filter, Some(EXPORTER_TARGETS_OFF)))
+            // Events travel as log records (with the span's trace context); as span events too, Application
+            // Insights would store every `AttachmentVerification` twice.
+            .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
+                m.is_span() && *m.level() <= span_level && !is_exporter_target(m.target())
+            }))
     });
     let logs = guard.logger_provider.as_ref().map(|lp| {
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(lp)

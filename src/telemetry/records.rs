@@ -83,7 +83,7 @@ pub fn azure_request_span(operation: &str, method: &str, url: &url::Url) -> Span
         http.request.method = %method,
         url.full = %clean,
         server.address = %server,
-        server.port = port,
+        server.port = i64::from(port),
         http.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
     )
@@ -92,7 +92,7 @@ pub fn azure_request_span(operation: &str, method: &str, url: &url::Url) -> Span
 /// Records the answer on a span from [`azure_request_span`] (`None`: no response arrived).
 pub fn record_http_status(span: &Span, status: Option<u16>) {
     if let Some(code) = status {
-        span.record("http.response.status_code", code);
+        span.record("http.response.status_code", i64::from(code));
         if code >= 400 {
             span.record("error.type", code.to_string().as_str());
             span.record("otel.status_code", "ERROR");
