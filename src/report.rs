@@ -623,9 +623,14 @@ pub fn render_html(report: &VerificationReport) -> String {
                         p.reason.as_deref().unwrap_or(describe(status))
                     );
                 }
-                None => {
-                    let _ = write!(title, "\n{}", describe(None));
-                }
+                None => match invalid.get(reg) {
+                    Some(r) => {
+                        let _ = write!(title, "\ninvalid selector, nothing written: {}", r.reason);
+                    }
+                    None => {
+                        let _ = write!(title, "\n{}", describe(None));
+                    }
+                },
             }
             let inv = if status.is_none() && invalid.contains_key(reg) {
                 " inv"
@@ -962,7 +967,7 @@ mod tests {
         r.registry_results.push(RegistryResult {
             registry_id: z.clone(),
             status: RegistryStatus::InvalidSelector,
-            reason: "bad".into(),
+            reason: "bad <op>".into(),
         });
         r.complete = false;
         r.unverified_pairs = 2;
@@ -973,6 +978,9 @@ mod tests {
         assert_eq!(h.matches("<td class=\"cell s-not_selected").count(), 5);
         assert_eq!(h.matches("class=\"cell s-not_selected inv\"").count(), 3);
         assert!(h.contains("class=\"reg invalid\""));
+        assert!(
+            h.contains("acrz\nnot_selected\ninvalid selector, nothing written: bad &lt;op&gt;\"")
+        );
         assert!(h.contains("class=\"banner partial\""));
         assert!(h.contains("<b data-count=\"failed\">1</b>"));
         assert!(h.contains("<b data-count=\"not_selected\">5</b>"));
