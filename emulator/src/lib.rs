@@ -2,6 +2,27 @@
 //! Graph, the App Service managed-identity endpoint, Resource Graph, Event Grid delivery and the Azure
 //! Functions host. Every server binds 127.0.0.1 only.
 
+mod app;
+pub mod arm;
 pub mod bus;
+pub mod cli;
+pub mod config;
+mod crypto;
 pub mod eventgrid;
 pub mod functions_host;
+pub mod limits;
+pub mod rbac;
+pub mod resource_graph;
+mod server;
+pub mod stats;
+pub mod store;
+pub mod token;
+
+pub use app::PrincipalSpec;
+pub use config::{
+    BucketLimit, ClusterEventTiming, EmulatorConfig, FaultConfig, HandlerRights, Settings,
+    SubscriptionConfig,
+};
+pub use server::{Emulator, EmulatorControl, EmulatorError, RunningEmulator};
+pub use stats::{StatEntry, StatsSnapshot};
+pub use store::{Principal, PrincipalKind};

@@ -1,0 +1,437 @@
+//! The emulator's state: subscriptions, resource groups, clusters, registries, role assignments, role definitions,
+//! the directory of principals, and Resource Graph's delayed view. Plain data plus small queries; the HTTP
+//! semantics live in `arm`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::rbac::{self, RoleDefinition};
+
+/// What kind of directory object a principal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum PrincipalKind {
+    User,
+    Group,
+    ServicePrincipal,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Group => "Group",
+            Self::ServicePrincipal => "ServicePrincipal",
+        }
+    }
+}
+
+/// A directory object (Microsoft Entra ID): user, group, application service principal or managed identity.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Principal {
+    pub object_id: String,
+    /// Application (client) id for service principals and managed identities; empty otherwise.
+    pub app_id: String,
+    pub display_name: String,
+    pub kind: PrincipalKind,
+    /// `Application` or `ManagedIdentity` for service principals.
+    pub service_principal_type: String,
+    pub tenant_id: String,
+    /// The user-assigned identity resource id, for managed identities.
+    pub managed_identity_resource_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_time: OffsetDateTime,
+    #[serde(skip)]
+    pub created_at: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub id: String,
+    pub tenant_id: String,
+    pub display_name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Subscription {
+    pub fn to_arm(&self) -> Value {
+        json!({
+            "id": format!("/subscriptions/{}", self.id),
+            "authorizationSource": "RoleBased",
+            "managedByTenants": [],
+            "tags": self.tags,
+            "subscriptionId": self.id,
+            "tenantId": self.tenant_id,
+            "displayName": self.display_name,
+            "state": "Enabled",
+            "subscriptionPolicies": {
+                "locationPlacementId": "Public_2014-09-01",
+                "quotaId": "EnterpriseAgreement_2014-09-01",
+                "spendingLimit": "Off"
+            }
+        })
+    }
+}
+
+/// A stored ARM resource: its GET body plus what the emulator needs to know about it.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub body: Value,
+    pub subscription: String,
+    pub resource_group: String,
+    pub kind: ResourceKind,
+    /// Bumped on every PUT so a stale provisioning task does not overwrite a newer state.
+    pub generation: u64,
+    /// Object id of the kubelet identity (clusters) once provisioned.
+    pub kubelet_object_id: Option<String>,
+    /// Object id of the system-assigned control-plane identity (clusters).
+    pub control_plane_object_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    ResourceGroup,
+    Cluster,
+    Registry,
+}
+
+impl ResourceKind {
+    pub fn arm_type(self) -> &'static str {
+        match self {
+            Self::ResourceGroup => "Microsoft.Resources/resourceGroups",
+            Self::Cluster => "Microsoft.ContainerService/managedClusters",
+            Self::Registry => "Microsoft.ContainerRegistry/registries",
+        }
+    }
+
+    /// The operation label segment used by stats (`GET managedClusters`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ResourceGroup => "resourceGroups",
+            Self::Cluster => "managedClusters",
+            Self::Registry => "registries",
+        }
+    }
+
+    /// The action prefix (`{prefix}/read|write|delete`).
+    pub fn action_prefix(self) -> &'static str {
+        match self {
+            Self::ResourceGroup => "Microsoft.Resources/subscriptions/resourceGroups",
+            Self::Cluster => "Microsoft.ContainerService/managedClusters",
+            Self::Registry => "Microsoft.ContainerRegistry/registries",
+        }
+    }
+}
+
+/// A role assignment as stored.
+#[derive(Clone, Debug)]
+pub struct RoleAssignment {
+    pub name: String,
+    /// The scope as first written (original case, leading `/`).
+    pub scope: String,
+    pub role_guid: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    pub description: Option<String>,
+    pub condition: Option<String>,
+    pub condition_version: Option<String>,
+    pub delegated_managed_identity_resource_id: Option<String>,
+    pub created_on: OffsetDateTime,
+    pub updated_on: OffsetDateTime,
+    pub created_by: String,
+    pub updated_by: String,
+}
+
+impl RoleAssignment {
+    pub fn id(&self) -> String {
+        let scope = if self.scope == "/" {
+            ""
+        } else {
+            self.scope.as_str()
+        };
+        format!(
+            "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+            self.name
+        )
+    }
+
+    pub fn scope_key(&self) -> String {
+        rbac::normalize_scope(&self.scope)
+    }
+
+    /// The ARM body. `roleDefinitionId` is given in the tenant-level form, as the spec's examples show:
+    /// clients must compare by the trailing GUID.
+    pub fn to_arm(&self) -> Value {
+        let mut properties = json!({
+            "roleDefinitionId": format!("/providers/Microsoft.Authorization/roleDefinitions/{}", self.role_guid),
+            "principalId": self.principal_id,
+            "principalType": self.principal_type,
+            "scope": self.scope,
+            "createdOn": rfc3339(self.created_on),
+            "updatedOn": rfc3339(self.updated_on),
+            "createdBy": self.created_by,
+            "updatedBy": self.updated_by,
+        });
+        if let Some(map) = properties.as_object_mut() {
+            if let Some(d) = &self.description {
+                map.insert("description".into(), json!(d));
+            }
+            if let Some(c) = &self.condition {
+                map.insert("condition".into(), json!(c));
+            }
+            if let Some(v) = &self.condition_version {
+                map.insert("conditionVersion".into(), json!(v));
+            }
+            if let Some(d) = &self.delegated_managed_identity_resource_id {
+                map.insert("delegatedManagedIdentityResourceId".into(), json!(d));
+            }
+        }
+        json!({
+            "id": self.id(),
+            "name": self.name,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": properties,
+        })
+    }
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// One version of a row in Resource Graph's delayed view (`None` = deleted).
+#[derive(Clone, Debug)]
+struct GraphVersion {
+    at: Instant,
+    row: Option<Value>,
+}
+
+/// Which Resource Graph table a row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GraphTable {
+    Resources,
+    AuthorizationResources,
+}
+
+#[derive(Default)]
+pub struct Store {
+    pub subscriptions: BTreeMap<String, Subscription>,
+    /// Keyed by lower-case resource id.
+    pub resources: BTreeMap<String, Resource>,
+    /// Keyed by lower-case name (role-assignment names are unique tenant-wide).
+    pub role_assignments: BTreeMap<String, RoleAssignment>,
+    pub role_definitions: BTreeMap<String, RoleDefinition>,
+    /// Keyed by object id (lower case).
+    pub principals: BTreeMap<String, Principal>,
+    graph: BTreeMap<(GraphTable, String), Vec<GraphVersion>>,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let mut store = Self::default();
+        for role in rbac::built_in_roles() {
+            store.role_definitions.insert(role.name.clone(), role);
+        }
+        store
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<&Subscription> {
+        self.subscriptions.get(&id.to_ascii_lowercase())
+    }
+
+    pub fn resource_group_id(sub: &str, rg: &str) -> String {
+        format!("/subscriptions/{sub}/resourceGroups/{rg}")
+    }
+
+    pub fn resource_group(&self, sub: &str, rg: &str) -> Option<&Resource> {
+        self.resources
+            .get(&Self::resource_group_id(sub, rg).to_ascii_lowercase())
+    }
+
+    pub fn principal(&self, object_id: &str) -> Option<&Principal> {
+        self.principals.get(&object_id.to_ascii_lowercase())
+    }
+
+    pub fn principal_by_app_id(&self, app_id: &str) -> Option<&Principal> {
+        self.principals
+            .values()
+            .find(|p| !p.app_id.is_empty() && p.app_id.eq_ignore_ascii_case(app_id))
+    }
+
+    pub fn principal_by_resource_id(&self, resource_id: &str) -> Option<&Principal> {
+        self.principals.values().find(|p| {
+            p.managed_identity_resource_id
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case(resource_id))
+        })
+    }
+
+    /// Whether `object_id` may perform `action` at `scope`. `request_role` / `existing_role` feed the
+    /// constrained-roles condition of role-assignment writes and deletes.
+    pub fn is_allowed(
+        &self,
+        object_id: &str,
+        action: &str,
+        scope: &str,
+        request_role: Option<&str>,
+        existing_role: Option<&str>,
+    ) -> bool {
+        let scope = rbac::normalize_scope(scope);
+        let action_lower = action.to_ascii_lowercase();
+        self.role_assignments.values().any(|a| {
+            if !a.principal_id.eq_ignore_ascii_case(object_id)
+                || !rbac::is_at_or_above(&a.scope_key(), &scope)
+            {
+                return false;
+            }
+            let Some(role) = self.role_definitions.get(&a.role_guid) else {
+                return false;
+            };
+            if !role.allows(action) {
+                return false;
+            }
+            match &a.condition {
+                None => true,
+                Some(condition) => {
+                    let constrained = rbac::parse_constrained_roles(condition);
+                    let (list, role_guid) =
+                        if action_lower == "microsoft.authorization/roleassignments/write" {
+                            (constrained.write, request_role)
+                        } else if action_lower == "microsoft.authorization/roleassignments/delete" {
+                            (constrained.delete, existing_role)
+                        } else {
+                            return true;
+                        };
+                    match list {
+                        None => true,
+                        Some(list) => role_guid
+                            .is_some_and(|g| list.iter().any(|x| x.eq_ignore_ascii_case(g))),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Whether `object_id` holds any assignment at, above or below `scope`.
+    pub fn has_any_access(&self, object_id: &str, scope: &str) -> bool {
+        let scope = rbac::normalize_scope(scope);
+        self.role_assignments.values().any(|a| {
+            let s = a.scope_key();
+            a.principal_id.eq_ignore_ascii_case(object_id)
+                && (rbac::is_at_or_above(&s, &scope) || rbac::is_at_or_above(&scope, &s))
+        })
+    }
+
+    /// Records a new version of a row for Resource Graph.
+    pub fn graph_write(
+        &mut self,
+        table: GraphTable,
+        id: &str,
+        row: Option<Value>,
+        now: Instant,
+        keep: Duration,
+    ) {
+        let versions = self
+            .graph
+            .entry((table, id.to_ascii_lowercase()))
+            .or_default();
+        versions.push(GraphVersion { at: now, row });
+        // Versions older than the newest one that is already visible can never be seen again.
+        if let Some(cut) = now.checked_sub(keep) {
+            let visible = versions.iter().rposition(|v| v.at <= cut);
+            if let Some(idx) = visible {
+                versions.drain(..idx);
+            }
+        }
+    }
+
+    /// The rows of `table` as Resource Graph sees them at `as_of`.
+    pub fn graph_rows(&self, table: GraphTable, as_of: Option<Instant>) -> Vec<Value> {
+        self.graph
+            .iter()
+            .filter(|((t, _), _)| *t == table)
+            .filter_map(|(_, versions)| {
+                let visible = match as_of {
+                    Some(cut) => versions.iter().rev().find(|v| v.at <= cut),
+                    None => versions.last(),
+                };
+                visible.and_then(|v| v.row.clone())
+            })
+            .collect()
+    }
+
+    pub fn clear_graph(&mut self) {
+        self.graph.clear();
+    }
+
+    pub fn assignments_in_subscription(&self, sub: &str) -> usize {
+        self.role_assignments
+            .values()
+            .filter(|a| rbac::subscription_of(&a.scope).as_deref() == Some(sub))
+            .count()
+    }
+}
+
+/// The Resource Graph row of a resource (`resources` table): the ARM body plus the columns ARG adds.
+pub fn resource_graph_row(resource: &Resource, tenant_id: &str) -> Value {
+    let mut row = resource.body.clone();
+    if let Some(map) = row.as_object_mut() {
+        let ty = map
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        map.insert("type".into(), json!(ty));
+        map.insert("tenantId".into(), json!(tenant_id));
+        map.insert("subscriptionId".into(), json!(resource.subscription));
+        map.insert(
+            "resourceGroup".into(),
+            json!(resource.resource_group.to_ascii_lowercase()),
+        );
+        map.entry("tags").or_insert_with(|| json!({}));
+        map.entry("kind").or_insert_with(|| json!(""));
+    }
+    row
+}
+
+/// The Resource Graph row of a role assignment (`authorizationresources` table).
+pub fn assignment_graph_row(assignment: &RoleAssignment, tenant_id: &str) -> Value {
+    let mut row = assignment.to_arm();
+    if let Some(map) = row.as_object_mut() {
+        map.insert(
+            "type".into(),
+            json!("microsoft.authorization/roleassignments"),
+        );
+        map.insert("tenantId".into(), json!(tenant_id));
+        map.insert(
+            "subscriptionId".into(),
+            json!(rbac::subscription_of(&assignment.scope).unwrap_or_default()),
+        );
+        map.insert(
+            "resourceGroup".into(),
+            json!(
+                rbac::resource_group_of(&assignment.scope)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase()
+            ),
+        );
+        if let Some(props) = map.get_mut("properties").and_then(Value::as_object_mut) {
+            // Resource Graph gives the role definition id with the subscription, as ARG's table does.
+            if let Some(sub) = rbac::subscription_of(&assignment.scope) {
+                props.insert(
+                    "roleDefinitionId".into(),
+                    json!(format!(
+                        "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{}",
+                        assignment.role_guid
+                    )),
+                );
+            }
+        }
+    }
+    row
+}

@@ -1,0 +1,203 @@
+//! Access tokens: JWTs (`header.claims.signature`, base64url) signed with HS256 under a key made fresh for each
+//! run, so a token from another run, an edited token or a hand-made one is refused.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{constant_time_eq, hmac_sha256};
+
+pub const ARM_AUDIENCES: [&str; 4] = [
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+    "https://management.azure.com/",
+    "https://management.azure.com",
+];
+pub const GRAPH_AUDIENCES: [&str; 3] = [
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.com/",
+    "00000003-0000-0000-c000-000000000000",
+];
+
+/// The claims the emulator puts into (and reads from) a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub aud: String,
+    pub iss: String,
+    pub tid: String,
+    pub oid: String,
+    pub sub: String,
+    pub appid: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    #[serde(default)]
+    pub idtyp: String,
+    #[serde(default)]
+    pub xms_mirid: Option<String>,
+}
+
+impl Claims {
+    /// The claims as the string map Event Grid puts into `data.claims`.
+    pub fn as_event_claims(&self) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        map.insert("aud".to_owned(), self.aud.clone());
+        map.insert("iss".to_owned(), self.iss.clone());
+        map.insert("iat".to_owned(), self.iat.to_string());
+        map.insert("nbf".to_owned(), self.nbf.to_string());
+        map.insert("exp".to_owned(), self.exp.to_string());
+        map.insert("appid".to_owned(), self.appid.clone());
+        map.insert(
+            "http://schemas.microsoft.com/identity/claims/objectidentifier".to_owned(),
+            self.oid.clone(),
+        );
+        map.insert(
+            "http://schemas.microsoft.com/identity/claims/tenantid".to_owned(),
+            self.tid.clone(),
+        );
+        map.insert("oid".to_owned(), self.oid.clone());
+        map.insert("tid".to_owned(), self.tid.clone());
+        if let Some(mirid) = &self.xms_mirid {
+            map.insert("xms_mirid".to_owned(), mirid.clone());
+        }
+        map
+    }
+}
+
+/// Why a presented token is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token signature is invalid")]
+    BadSignature,
+    #[error("the token expired at {exp}")]
+    Expired { exp: i64 },
+    #[error("the token is not valid before {nbf}")]
+    NotYetValid { nbf: i64 },
+}
+
+/// Signs and verifies tokens. `Debug` never shows the key.
+#[derive(Clone)]
+pub struct TokenSigner {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSigner { key: <redacted> }")
+    }
+}
+
+impl TokenSigner {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let signing_input = format!("{header}.{body}");
+        let signature = URL_SAFE_NO_PAD.encode(hmac_sha256(&self.key, signing_input.as_bytes()));
+        format!("{signing_input}.{signature}")
+    }
+
+    /// Checks shape, signature and validity window (at `now`, unix seconds, with no clock skew allowance).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(body), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
+        let expected = hmac_sha256(&self.key, format!("{header}.{body}").as_bytes());
+        if !constant_time_eq(&signature, &expected) {
+            return Err(TokenError::BadSignature);
+        }
+        let body = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Malformed)?;
+        let claims: Claims = serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired { exp: claims.exp });
+        }
+        if claims.nbf > now {
+            return Err(TokenError::NotYetValid { nbf: claims.nbf });
+        }
+        Ok(claims)
+    }
+}
+
+/// Reads a token's claims without verifying it (as azure-cli does to learn the tenant).
+pub fn decode_unverified(token: &str) -> Option<Claims> {
+    let body = token.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
+}
+
+pub fn is_arm_audience(aud: &str) -> bool {
+    ARM_AUDIENCES.contains(&aud)
+}
+
+pub fn is_graph_audience(aud: &str) -> bool {
+    GRAPH_AUDIENCES.contains(&aud)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> Claims {
+        Claims {
+            aud: "https://management.azure.com".into(),
+            iss: "https://sts.windows.net/t/".into(),
+            tid: "t".into(),
+            oid: "o".into(),
+            sub: "o".into(),
+            appid: "a".into(),
+            iat: 100,
+            nbf: 100,
+            exp,
+            idtyp: "app".into(),
+            xms_mirid: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let signer = TokenSigner::new([7; 32]);
+        let token = signer.sign(&claims(200));
+        assert_eq!(signer.verify(&token, 150).unwrap(), claims(200));
+        assert_eq!(decode_unverified(&token).unwrap().oid, "o");
+        assert_eq!(
+            signer.verify(&token, 200),
+            Err(TokenError::Expired { exp: 200 })
+        );
+        assert_eq!(
+            signer.verify(&token, 50),
+            Err(TokenError::NotYetValid { nbf: 100 })
+        );
+        let other = TokenSigner::new([8; 32]);
+        assert_eq!(other.verify(&token, 150), Err(TokenError::BadSignature));
+        // Editing the claims (e.g. another oid) breaks the signature.
+        let forged_body = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&Claims {
+                oid: "x".into(),
+                ..claims(200)
+            })
+            .unwrap(),
+        );
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = &forged_body;
+        assert_eq!(
+            signer.verify(&parts.join("."), 150),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(signer.verify("abc", 150), Err(TokenError::Malformed));
+    }
+}
