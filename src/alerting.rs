@@ -150,6 +150,54 @@ pub struct AzureFailureCount {
     pub count: u32,
 }
 
+/// Counts the Azure failures that alert (403, 429, 5xx, no response) per operation and status, as the
+/// Azure client reports them. Attach it to the client next to the metrics and [`AzureFailureTally::drain`]
+/// it at the end of each run. Concurrent invocations share it, so a run may see another's failures: that
+/// errs towards alerting.
+#[derive(Clone, Debug, Default)]
+pub struct AzureFailureTally(
+    std::sync::Arc<std::sync::Mutex<BTreeMap<(&'static str, Option<u16>), u32>>>,
+);
+
+impl AzureFailureTally {
+    pub fn record(&self, operation: &'static str, status: Option<u16>) {
+        if !matches!(status, None | Some(403 | 429 | 500..=599)) {
+            return;
+        }
+        if let Ok(mut counts) = self.0.lock() {
+            let c = counts.entry((operation, status)).or_default();
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// The counts so far, emptying the tally.
+    pub fn drain(&self) -> Vec<AzureFailureCount> {
+        let Ok(mut counts) = self.0.lock() else {
+            return Vec::new();
+        };
+        std::mem::take(&mut *counts)
+            .into_iter()
+            .map(|((operation, status), count)| AzureFailureCount {
+                operation: operation.to_owned(),
+                status,
+                count,
+            })
+            .collect()
+    }
+}
+
+impl crate::azure::RequestObserver for AzureFailureTally {
+    fn on_request(
+        &self,
+        operation: &'static str,
+        status: Option<u16>,
+        _throttled: bool,
+        _elapsed: Duration,
+    ) {
+        self.record(operation, status);
+    }
+}
+
 /// Everything one run found, as the alerter needs it.
 #[derive(Clone, Debug)]
 pub struct AlertRun<'a> {
@@ -879,6 +927,33 @@ mod tests {
             3,
             "a complete run also resolves pairs it no longer sees"
         );
+    }
+
+    #[test]
+    fn tally_counts_only_alerting_failures_and_drains() {
+        let t = AzureFailureTally::default();
+        for s in [
+            Some(200),
+            Some(403),
+            Some(403),
+            Some(404),
+            Some(429),
+            None,
+            Some(503),
+        ] {
+            t.record("put_role_assignment", s);
+        }
+        let counts = t.drain();
+        let got: Vec<(Option<u16>, u32)> = counts.iter().map(|c| (c.status, c.count)).collect();
+        assert_eq!(
+            got,
+            [(None, 1), (Some(403), 2), (Some(429), 1), (Some(503), 1)]
+        );
+        assert!(t.drain().is_empty());
+        let pairs: [PairResult; 0] = [];
+        let firing = plan_firing(&run(&pairs, &[], &counts, true), 3);
+        let statuses: Vec<&str> = firing.iter().map(|a| a.labels["status"].as_str()).collect();
+        assert_eq!(statuses, ["forbidden", "transient"]);
     }
 
     #[test]

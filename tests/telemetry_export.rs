@@ -732,3 +732,56 @@ fn planted_secrets_reach_no_exported_byte_and_no_log_line() {
         assert!(!log_text.contains(secret), "{secret} found in a log line");
     }
 }
+
+#[test]
+fn a_dead_backend_costs_at_most_one_bounded_flush_and_never_an_error() {
+    // A port where nothing listens any more.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for protocol in ["http/protobuf", "http/json", "grpc"] {
+        let env = env_of(vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{dead}")),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "800".to_owned()),
+            ("AUTOATTACH_TELEMETRY_FLUSH_TIMEOUT_MS", "1500".to_owned()),
+        ]);
+        let config = TelemetryConfig::from_env(&env).unwrap();
+        let (guard, _default) = telemetry::init_scoped(&config, &info(), std::io::sink).unwrap();
+        let m = guard.metrics();
+        {
+            let _inv =
+                telemetry::invocation_span("VerifyAttachments", "inv-dead", Trigger::Timer, None)
+                    .entered();
+            m.record_verification(
+                &pair("aks-1", "acr", PairStatus::Compliant, None, None),
+                "inv-dead",
+            );
+            m.record_run(RunOutcomeLabel::Healthy);
+        }
+        let started = std::time::Instant::now();
+        let report = guard.flush();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(2500),
+            "{protocol}: flush took {took:?}"
+        );
+        assert!(
+            !report.completed || !report.errors.is_empty(),
+            "{protocol}: a dead backend cannot have succeeded: {report:?}"
+        );
+
+        // From async code: flush off the worker threads, and dropping the guard there must not panic.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let started = std::time::Instant::now();
+            let _ = guard.flush_async().await;
+            assert!(started.elapsed() < Duration::from_millis(2500));
+            drop(guard);
+        });
+    }
+}

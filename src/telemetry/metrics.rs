@@ -106,16 +106,10 @@ impl RunOutcomeLabel {
     }
 }
 
-/// `status_class` of an Azure request: `2xx` … `5xx`, or `error` when no response arrived.
+/// `status_class` of an Azure request: `2xx`, `3xx`, `4xx`, `429`, `5xx`, or `no_response` — the same
+/// classes the Azure client's own statistics use, so reports and dashboards agree.
 pub fn status_class(status: Option<u16>) -> &'static str {
-    match status {
-        Some(100..=199) => "1xx",
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(500..=599) => "5xx",
-        Some(_) | None => "error",
-    }
+    crate::azure::http::status_class(status)
 }
 
 /// Handles to every instrument; cheap to clone (the SDK instruments are `Arc`s inside).
@@ -301,6 +295,19 @@ impl Metrics {
     }
 }
 
+/// The Azure client reports every attempt here (`autoattach.azure.*`).
+impl crate::azure::RequestObserver for Metrics {
+    fn on_request(
+        &self,
+        operation: &'static str,
+        status: Option<u16>,
+        throttled: bool,
+        elapsed: Duration,
+    ) {
+        self.record_azure_request(operation, status, throttled, elapsed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,8 +317,8 @@ mod tests {
         assert_eq!(status_class(Some(200)), "2xx");
         assert_eq!(status_class(Some(409)), "4xx");
         assert_eq!(status_class(Some(503)), "5xx");
-        assert_eq!(status_class(None), "error");
-        assert_eq!(status_class(Some(999)), "error");
+        assert_eq!(status_class(Some(429)), "429");
+        assert_eq!(status_class(None), "no_response");
     }
 
     #[test]
