@@ -155,9 +155,10 @@ pub struct AzureFailureCount {
 /// it at the end of each run. Concurrent invocations share it, so a run may see another's failures: that
 /// errs towards alerting.
 #[derive(Clone, Debug, Default)]
-pub struct AzureFailureTally(
-    std::sync::Arc<std::sync::Mutex<BTreeMap<(&'static str, Option<u16>), u32>>>,
-);
+pub struct AzureFailureTally(std::sync::Arc<std::sync::Mutex<FailureCounts>>);
+
+/// (operation, status) → failures.
+type FailureCounts = BTreeMap<(&'static str, Option<u16>), u32>;
 
 impl AzureFailureTally {
     pub fn record(&self, operation: &'static str, status: Option<u16>) {

@@ -233,8 +233,8 @@ async fn invalid_selector_and_repeated_transient_failures_alert_a_status_change_
     assert_eq!(
         got,
         [
-            ("".into(), "".into(), "transient".into()),
-            ("".into(), "acrbad".into(), "invalid_selector".into()),
+            (String::new(), String::new(), "transient".into()),
+            (String::new(), "acrbad".into(), "invalid_selector".into()),
             ("aks-1".into(), "acrshared".into(), "missing".into()),
         ]
     );
@@ -253,8 +253,8 @@ async fn invalid_selector_and_repeated_transient_failures_alert_a_status_change_
     assert_eq!(
         got,
         [
-            ("".into(), "".into(), "transient".into()), // an event run does not resolve run-level alerts
-            ("".into(), "acrbad".into(), "invalid_selector".into()),
+            (String::new(), String::new(), "transient".into()), // an event run does not resolve run-level alerts
+            (String::new(), "acrbad".into(), "invalid_selector".into()),
             ("aks-1".into(), "acrshared".into(), "failed".into()),
         ]
     );

@@ -227,7 +227,11 @@ fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn otlp_env(receiver: &TelemetryReceiver, protocol: &str) -> Vec<(&'static str, String)> {
@@ -523,7 +527,7 @@ fn otlp_http_json_exports_the_same_contract() {
     assert!(guard.shutdown().completed);
 }
 
-fn props<'a>(e: &'a serde_json::Value) -> &'a serde_json::Value {
+fn props(e: &serde_json::Value) -> &serde_json::Value {
     &e["data"]["baseData"]["properties"]
 }
 

@@ -131,9 +131,7 @@ async fn record(
     let path = received.path.clone();
     let json = received.is_json();
     let items = if path.ends_with("/v2/track") {
-        serde_json::from_slice::<Vec<serde_json::Value>>(&received.body)
-            .map(|v| v.len())
-            .unwrap_or(0)
+        serde_json::from_slice::<Vec<serde_json::Value>>(&received.body).map_or(0, |v| v.len())
     } else {
         0
     };
@@ -309,8 +307,7 @@ async fn am_post(State(st): State<AmState>, uri: Uri, body: Bytes) -> impl IntoR
         let starts = a
             .get("startsAt")
             .and_then(|v| v.as_str())
-            .map(parse_time)
-            .unwrap_or(now);
+            .map_or(now, parse_time);
         let ends = a
             .get("endsAt")
             .and_then(|v| v.as_str())
