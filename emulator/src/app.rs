@@ -179,7 +179,7 @@ impl App {
                         rbac::RBAC_ADMINISTRATOR,
                         &scope,
                         "ServicePrincipal",
-                        None,
+                        Some(rbac::pull_roles_only_condition()),
                     );
                 }
                 HandlerRights::ReadOnly => {

@@ -1362,8 +1362,7 @@ fn put_cluster(
                 .as_ref()
                 .and_then(|e| e.control_plane_object_id.clone())
                 .unwrap_or_else(|| {
-                    let p =
-                        new_identity_principal(app, &mut store, name, None, &tenant);
+                    let p = new_identity_principal(app, &mut store, name, None, &tenant);
                     p.object_id
                 });
             id_value = json!({"type": "SystemAssigned", "principalId": oid, "tenantId": tenant});
@@ -2637,7 +2636,9 @@ fn put_role_assignment(
                         );
                     }
                 }
-                p.kind.as_str().to_owned()
+                declared
+                    .clone()
+                    .unwrap_or_else(|| p.kind.as_str().to_owned())
             }
             _ => {
                 return Outcome::error(

@@ -305,6 +305,15 @@ pub fn resource_group_of(scope: &str) -> Option<String> {
     }
 }
 
+/// The ABAC condition of the handler's Role Based Access Control Administrator assignment (as the design's
+/// infrastructure writes it): it may only write and delete assignments of AcrPull and Container Registry
+/// Repository Reader.
+pub fn pull_roles_only_condition() -> String {
+    format!(
+        "((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/write'}})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{ACR_PULL}, {REPOSITORY_READER}}})) AND ((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/delete'}})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{ACR_PULL}, {REPOSITORY_READER}}}))"
+    )
+}
+
 /// A role-assignment condition of the restricted form Azure's "constrain roles" option writes for Role Based
 /// Access Control Administrator: which role GUIDs may be written and deleted. `None` when the condition has
 /// another shape (then the emulator refuses to evaluate it and denies, as an unknown condition cannot widen access).
@@ -424,6 +433,10 @@ mod tests {
     #[test]
     fn constrained_roles_condition() {
         let c = "((!(ActionMatches{'Microsoft.Authorization/roleAssignments/write'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {7f951dda-4ed3-4680-a7ca-43fe172d538d, b93aa761-3e63-49ed-ac28-beffa264f7ac})) AND ((!(ActionMatches{'Microsoft.Authorization/roleAssignments/delete'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {7f951dda-4ed3-4680-a7ca-43fe172d538d}))";
+        assert_eq!(
+            parse_constrained_roles(&pull_roles_only_condition()).write,
+            Some(vec![ACR_PULL.to_owned(), REPOSITORY_READER.to_owned()])
+        );
         let parsed = parse_constrained_roles(c);
         assert_eq!(
             parsed.write,
