@@ -333,3 +333,135 @@ async fn json_format_posts_one_message_per_run_and_only_for_problems() {
     assert_eq!(alerts[0]["severity"], "critical");
     assert_eq!(alerts[1]["status"], "missing");
 }
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) on loopback, stopped when dropped.
+struct RealAlertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RealAlertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_alertmanager() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .flat_map(|d| [d.join("prometheus-alertmanager"), d.join("alertmanager")])
+            .find(|p| p.is_file())
+    })
+}
+
+async fn start_real_alertmanager(binary: &std::path::Path) -> RealAlertmanager {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = std::process::Command::new(binary)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--config.file={}", config.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let am = RealAlertmanager {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("{}/-/ready", am.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return am;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("alertmanager did not become ready");
+}
+
+async fn real_active(url: &str) -> Vec<serde_json::Value> {
+    let mut u = url::Url::parse(&format!("{url}/api/v2/alerts")).unwrap();
+    u.query_pairs_mut()
+        .append_pair("filter", &format!("alertname=\"{ALERT_NAME}\""))
+        .append_pair("active", "true");
+    reqwest::get(u).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn against_a_real_alertmanager_the_alert_fires_then_resolves() {
+    let Some(binary) = find_alertmanager() else {
+        eprintln!(
+            "skipping: prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)"
+        );
+        return;
+    };
+    let am = start_real_alertmanager(&binary).await;
+    let alerter = alerter(&am.url, AlertFormat::Alertmanager);
+
+    let broken = [pair(
+        "aks-1",
+        "acrshared",
+        PairStatus::Failed,
+        "assignment removed; repair refused: 403 AuthorizationFailed",
+    )];
+    let forbidden = [AzureFailureCount {
+        operation: "put_role_assignment".into(),
+        status: Some(403),
+        count: 1,
+    }];
+    let d = alerter
+        .send(&run("inv-1", &broken, &[], &forbidden, true))
+        .await;
+    assert!(d.failures.is_empty(), "{d:?}");
+    assert_eq!(d.firing, 2);
+    let active = real_active(&am.url).await;
+    let mut got: Vec<(String, String, String)> = active.iter().map(labels_of).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (String::new(), String::new(), "forbidden".into()),
+            ("aks-1".into(), "acrshared".into(), "failed".into()),
+        ]
+    );
+    let pair_alert = active
+        .iter()
+        .find(|a| a["labels"]["status"] == "failed")
+        .unwrap();
+    assert_eq!(pair_alert["labels"]["severity"], "critical");
+    assert!(
+        pair_alert["annotations"]["explain"]
+            .as_str()
+            .unwrap()
+            .starts_with("acr-autoattach explain")
+    );
+
+    // The repair succeeds at the next timer run: Alertmanager's own listing shows nothing active any more.
+    let healed = [pair("aks-1", "acrshared", PairStatus::Repaired, "")];
+    let d = alerter.send(&run("inv-2", &healed, &[], &[], true)).await;
+    assert!(d.failures.is_empty(), "{d:?}");
+    assert_eq!((d.firing, d.resolved), (0, 2));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(real_active(&am.url).await.is_empty());
+}
