@@ -76,9 +76,12 @@ async fn handler_queries_page_with_skip_token() {
     assert_eq!(all.body["totalRecords"], 4, "3 bootstrap + 1: {}", all.body);
     let by_principal = format!(
         "authorizationresources | where type =~ 'microsoft.authorization/roleassignments' and tolower(tostring(properties.principalId)) in ('{}', '{}') | project id, name, properties | order by id asc",
-        kubelet.object_id.to_uppercase(),
+        kubelet.object_id,
         uuid::Uuid::new_v4()
     );
+    // `in` is case-sensitive: the handler lower-cases both sides; an upper-case id in the list matches nothing.
+    let upper = by_principal.replace(&kubelet.object_id, &kubelet.object_id.to_uppercase());
+    assert_eq!(query(&h, &handler, &[&sub], &upper, json!({})).await.body["count"], 0);
     let mine = query(&h, &handler, &[&sub], &by_principal, json!({})).await;
     assert_eq!(mine.status, 200, "{}", mine.body);
     assert_eq!(mine.body["count"], 1);
