@@ -1,10 +1,30 @@
-//! The two functions of the app and what each does with an invocation.
+//! The two functions of the app and what each does with an invocation: parse and validate the trigger,
+//! hand it to the engine, report every result in `Logs`, `ReturnValue` and telemetry, and decide between an
+//! answer (200) and a failed invocation (500, so the platform retries).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::alerting::{AlertRun, Alerter};
 use crate::config::Config;
+use crate::events::{self, EventRejection};
 use crate::host::{Invocation, InvocationAnswer, InvocationFailure};
+use crate::model::{PairResult, RegistryResult, VerificationReport};
+use crate::reconcile::{Engine, EventReport};
+use crate::telemetry::{
+    EventOutcome, Metrics, RunOutcomeLabel, TelemetryGuard, Trigger, invocation_span,
+};
+
+/// The most per-pair lines one answer's `Logs` carries; the rest are counted (every result still reaches
+/// telemetry as an `AttachmentVerification` record). Each `Logs` entry becomes a host log line, and a
+/// 10,000-cluster estate must not produce an answer of hundreds of megabytes.
+pub const MAX_PAIR_LOG_LINES: usize = 1_000;
 
 /// The functions this handler serves (folder names under `function-app/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +57,13 @@ impl FunctionName {
             Self::VerifyAttachments => "timer",
         }
     }
+
+    fn trigger(self) -> Trigger {
+        match self {
+            Self::OnResourceEvent => Trigger::PubSub,
+            Self::VerifyAttachments => Trigger::Timer,
+        }
+    }
 }
 
 /// The timer trigger's value.
@@ -60,52 +87,200 @@ pub struct ScheduleStatus {
     pub last_updated: Option<String>,
 }
 
+/// Telemetry and alerting of the process.
+#[derive(Clone)]
+pub struct Observability {
+    pub metrics: Metrics,
+    /// Flushed before each answer (Flex/Consumption instances freeze between invocations).
+    pub guard: Option<Arc<TelemetryGuard>>,
+    pub alerter: Option<Alerter>,
+}
+
+impl Observability {
+    /// Metrics that go nowhere, no flushing, no alerts.
+    pub fn none() -> Self {
+        Self {
+            metrics: Metrics::noop(),
+            guard: None,
+            alerter: None,
+        }
+    }
+}
+
 /// Everything an invocation needs; one per process, shared by all invocations.
 pub struct Handler {
-    pub config: Config,
+    engine: Engine,
+    observability: Observability,
 }
 
 impl Handler {
-    pub fn new(config: Config) -> Self {
-        Self { config }
+    pub fn new(engine: Engine, observability: Observability) -> Self {
+        Self {
+            engine,
+            observability,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        self.engine.config()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub async fn invoke(
         &self,
         invocation: Invocation,
     ) -> Result<InvocationAnswer, InvocationFailure> {
-        match invocation.function {
-            FunctionName::OnResourceEvent => Ok(self.on_resource_event(&invocation)),
-            FunctionName::VerifyAttachments => Ok(self.verify_attachments(&invocation)),
+        let function = invocation.function;
+        let span = invocation_span(
+            function.as_str(),
+            &invocation.invocation_id,
+            function.trigger(),
+            invocation.traceparent.as_deref(),
+        );
+        let outcome = async {
+            match function {
+                FunctionName::OnResourceEvent => self.on_resource_event(&invocation).await,
+                FunctionName::VerifyAttachments => Ok(self.verify_attachments(&invocation).await),
+            }
         }
+        .instrument(span)
+        .await;
+        if let Some(guard) = &self.observability.guard {
+            let flushed = guard.flush_async().await;
+            if !flushed.completed {
+                tracing::warn!(errors = ?flushed.errors, "telemetry flush did not complete before the answer");
+            }
+        }
+        outcome
     }
 
-    fn on_resource_event(&self, invocation: &Invocation) -> InvocationAnswer {
-        let _ = &self.config;
-        let value = match invocation
-            .request
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|r| r.trigger_value("event"))
-        {
-            Ok(v) => v,
-            Err(e) => return rejected(invocation, e.as_str(), &e.to_string()),
+    async fn on_resource_event(
+        &self,
+        invocation: &Invocation,
+    ) -> Result<InvocationAnswer, InvocationFailure> {
+        let started = Instant::now();
+        let metrics = &self.observability.metrics;
+        let raw = match invocation.request.as_ref() {
+            Ok(request) => match request.trigger_raw(FunctionName::OnResourceEvent.binding()) {
+                Ok(v) => v,
+                Err(e) => return Ok(rejected(invocation, e.as_str(), &e.to_string(), metrics)),
+            },
+            Err(e) => return Ok(rejected(invocation, e.as_str(), &e.to_string(), metrics)),
         };
-        InvocationAnswer {
-            logs: vec![format!("received {}", kind_of(&value))],
-            ..InvocationAnswer::default()
+        let elements = match events::parse_trigger(raw) {
+            Ok(elements) => elements,
+            Err(e) => return Ok(rejected(invocation, e.as_str(), &e.to_string(), metrics)),
+        };
+        let mut logs = Vec::new();
+        let mut rejections = Vec::new();
+        let mut classified = Vec::new();
+        for element in elements {
+            match element {
+                Ok(event) => classified.push(events::classify(&event)),
+                Err(rejection) => {
+                    record_rejection(invocation, &rejection, metrics);
+                    logs.push(format!("rejected ({}): {rejection}", rejection.as_str()));
+                    rejections.push(
+                        json!({"rejected": rejection.as_str(), "reason": rejection.to_string()}),
+                    );
+                }
+            }
         }
+        let reports = futures::future::join_all(
+            classified
+                .iter()
+                .map(|e| self.engine.handle_event(e, started)),
+        )
+        .await;
+        let mut pair_lines = 0usize;
+        for report in &reports {
+            metrics.record_event(&report.event_type, event_outcome(report));
+            logs.push(event_line(report));
+            for pair in &report.pairs {
+                self.record_pair(pair, &invocation.invocation_id);
+                if pair_lines < MAX_PAIR_LOG_LINES {
+                    logs.push(pair_line(pair));
+                }
+                pair_lines += 1;
+            }
+            for registry in &report.registry_results {
+                self.record_registry(registry, &invocation.invocation_id);
+                logs.push(registry_line(registry));
+            }
+        }
+        if pair_lines > MAX_PAIR_LOG_LINES {
+            logs.push(format!(
+                "… {} more pair results in telemetry",
+                pair_lines - MAX_PAIR_LOG_LINES
+            ));
+        }
+        self.alert(invocation, &reports).await;
+        let return_value = json!({"events": reports, "rejections": rejections});
+        if let Some(retry) = reports.iter().find_map(|r| r.retry_reason.clone()) {
+            tracing::warn!(invocation_id = %invocation.invocation_id, reason = %retry, "invocation fails so Event Grid retries");
+            return Err(InvocationFailure {
+                reason: retry,
+                logs,
+            });
+        }
+        Ok(InvocationAnswer {
+            logs,
+            return_value,
+            ..InvocationAnswer::default()
+        })
     }
 
-    fn verify_attachments(&self, invocation: &Invocation) -> InvocationAnswer {
+    async fn alert(&self, invocation: &Invocation, reports: &[EventReport]) {
+        let Some(alerter) = &self.observability.alerter else {
+            return;
+        };
+        let pairs: Vec<PairResult> = reports
+            .iter()
+            .flat_map(|r| r.pairs.iter().cloned())
+            .collect();
+        let registries: Vec<RegistryResult> = reports
+            .iter()
+            .flat_map(|r| r.registry_results.iter().cloned())
+            .collect();
+        if pairs.is_empty() && registries.is_empty() {
+            return;
+        }
+        let run = AlertRun {
+            invocation_id: &invocation.invocation_id,
+            pairs: &pairs,
+            registries: &registries,
+            azure_failures: &[],
+            complete_scope: false,
+            now: OffsetDateTime::now_utc(),
+        };
+        alerter.send(&run).await;
+    }
+
+    fn record_pair(&self, pair: &PairResult, invocation_id: &str) {
+        self.observability
+            .metrics
+            .record_verification(pair, invocation_id);
+    }
+
+    fn record_registry(&self, registry: &RegistryResult, invocation_id: &str) {
+        self.observability
+            .metrics
+            .record_registry_result(registry, invocation_id);
+    }
+
+    async fn verify_attachments(&self, invocation: &Invocation) -> InvocationAnswer {
+        let metrics = &self.observability.metrics;
         let value = match invocation
             .request
             .as_ref()
             .map_err(Clone::clone)
-            .and_then(|r| r.trigger_value("timer"))
+            .and_then(|r| r.trigger_value(FunctionName::VerifyAttachments.binding()))
         {
             Ok(v) => v,
-            Err(e) => return rejected(invocation, e.as_str(), &e.to_string()),
+            Err(e) => return rejected(invocation, e.as_str(), &e.to_string(), metrics),
         };
         let timer: TimerInfo = match serde_json::from_value(value) {
             Ok(t) => t,
@@ -114,6 +289,7 @@ impl Handler {
                     invocation,
                     "not_a_timer",
                     &format!("the timer value is not a TimerInfo: {e}"),
+                    metrics,
                 );
             }
         };
@@ -124,36 +300,171 @@ impl Handler {
                     .to_owned(),
             );
         }
-        logs.push(format!(
-            "would verify every (cluster, registry) pair in {} in {} mode",
-            if self.config.subscriptions.is_empty() {
-                "every visible subscription".to_owned()
+        let config = self.engine.config();
+        let report = self.engine.verify(config.verify_budget, &[], None).await;
+        for pair in &report.pairs {
+            self.record_pair(pair, &invocation.invocation_id);
+        }
+        for registry in &report.registry_results {
+            self.record_registry(registry, &invocation.invocation_id);
+        }
+        metrics.record_run(
+            if !report.inventory_source.starts_with("failed") && report.complete {
+                if report.all_compliant() {
+                    RunOutcomeLabel::Healthy
+                } else {
+                    RunOutcomeLabel::Unhealthy
+                }
             } else {
-                format!("subscriptions {}", self.config.subscriptions.join(", "))
+                RunOutcomeLabel::Failed
             },
-            match self.config.mode {
-                crate::model::Mode::Enforce => "enforce",
-                crate::model::Mode::Audit => "audit",
-            }
-        ));
+        );
+        if let Some(alerter) = &self.observability.alerter {
+            let run = AlertRun::from_report(
+                &report,
+                &invocation.invocation_id,
+                &[],
+                OffsetDateTime::now_utc(),
+            );
+            alerter.send(&run).await;
+        }
+        logs.push(summary_line(&report));
+        for pair in report.pairs.iter().take(MAX_PAIR_LOG_LINES) {
+            logs.push(pair_line(pair));
+        }
+        if report.pairs.len() > MAX_PAIR_LOG_LINES {
+            logs.push(format!(
+                "… {} more pair results in telemetry",
+                report.pairs.len() - MAX_PAIR_LOG_LINES
+            ));
+        }
+        for registry in &report.registry_results {
+            logs.push(registry_line(registry));
+        }
+        let summary = summary_json(&report, timer.is_past_due);
         InvocationAnswer {
             logs,
-            return_value: json!({"pastDue": timer.is_past_due}),
+            return_value: summary,
             ..InvocationAnswer::default()
         }
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    if v.is_array() {
-        "an event array"
-    } else {
-        "an event"
+fn event_outcome(report: &EventReport) -> EventOutcome {
+    match report.outcome {
+        "ignored" => EventOutcome::Ignored,
+        "retry" => EventOutcome::Retried,
+        _ => EventOutcome::Processed,
     }
 }
 
+/// One line per event: what it was and what happened.
+pub fn event_line(report: &EventReport) -> String {
+    let mut line = format!(
+        "event {} ({}): {}",
+        report.event_id, report.event_type, report.class
+    );
+    if let Some(resource) = &report.resource {
+        let _ = write!(line, " {resource}");
+    }
+    let _ = write!(line, " → {}", report.outcome);
+    if !report.notes.is_empty() {
+        let _ = write!(line, ": {}", report.notes.join("; "));
+    }
+    line
+}
+
+/// One line per pair result.
+pub fn pair_line(pair: &PairResult) -> String {
+    let mut line = format!(
+        "{} cluster={} registry={}",
+        pair.status, pair.cluster_id, pair.registry_id
+    );
+    if let Some(role) = pair.role {
+        let _ = write!(line, " role=\"{role}\"");
+    }
+    if let Some(p) = &pair.principal_id {
+        let _ = write!(line, " principal={p}");
+    }
+    if let Some(l) = pair.latency_seconds {
+        let _ = write!(line, " latency={l:.1}s");
+    }
+    if let Some(r) = &pair.reason {
+        let _ = write!(line, " reason=\"{r}\"");
+    }
+    line
+}
+
+fn registry_line(r: &RegistryResult) -> String {
+    format!(
+        "invalid_selector registry={} reason=\"{}\"",
+        r.registry_id, r.reason
+    )
+}
+
+fn summary_line(report: &VerificationReport) -> String {
+    let counts: Vec<String> = report
+        .counts()
+        .iter()
+        .map(|(s, n)| format!("{s}={n}"))
+        .collect();
+    format!(
+        "verification {}: {} clusters, {} registries, {} pairs ({}), invalid_selector={}, {} Azure requests, {:.1}s, inventory from {}",
+        if report.complete {
+            "complete"
+        } else {
+            "PARTIAL"
+        },
+        report.clusters.len(),
+        report.registries.len(),
+        report.pairs.len(),
+        counts.join(" "),
+        report.registry_results.len(),
+        report.azure_requests,
+        report.duration_seconds,
+        report.inventory_source,
+    )
+}
+
+fn summary_json(report: &VerificationReport, past_due: bool) -> Value {
+    let counts: serde_json::Map<String, Value> = report
+        .counts()
+        .iter()
+        .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+        .collect();
+    json!({
+        "complete": report.complete,
+        "pastDue": past_due,
+        "clusters": report.clusters.len(),
+        "registries": report.registries.len(),
+        "pairs": report.pairs.len(),
+        "counts": counts,
+        "invalidSelectors": report.registry_results.len(),
+        "unverifiedPairs": report.unverified_pairs,
+        "azureRequests": report.azure_requests,
+        "durationSeconds": report.duration_seconds,
+        "inventorySource": report.inventory_source,
+    })
+}
+
+fn record_rejection(invocation: &Invocation, rejection: &EventRejection, metrics: &Metrics) {
+    tracing::warn!(
+        function = invocation.function.as_str(),
+        invocation_id = %invocation.invocation_id,
+        rejection = rejection.as_str(),
+        reason = %rejection,
+        "event rejected"
+    );
+    metrics.record_event("unparsed", EventOutcome::Rejected);
+}
+
 /// A malformed or irrelevant input: answered with success (retrying cannot help) and a recorded rejection.
-fn rejected(invocation: &Invocation, code: &str, reason: &str) -> InvocationAnswer {
+fn rejected(
+    invocation: &Invocation,
+    code: &str,
+    reason: &str,
+    metrics: &Metrics,
+) -> InvocationAnswer {
     tracing::warn!(
         function = invocation.function.as_str(),
         invocation_id = %invocation.invocation_id,
@@ -161,6 +472,9 @@ fn rejected(invocation: &Invocation, code: &str, reason: &str) -> InvocationAnsw
         reason,
         "invocation rejected"
     );
+    if invocation.function == FunctionName::OnResourceEvent {
+        metrics.record_event("unparsed", EventOutcome::Rejected);
+    }
     InvocationAnswer {
         logs: vec![format!("rejected ({code}): {reason}")],
         return_value: json!({"rejected": code}),

@@ -106,16 +106,19 @@ impl InvocationRequest {
         serde_json::from_value(value).map_err(|e| EnvelopeError::NotAnEnvelope(e.to_string()))
     }
 
-    /// The trigger value of `binding` (matched case-insensitively, as the host matches names). A plain string
-    /// arrives JSON-encoded a second time, so a string holding JSON is decoded; an object is taken as it is.
-    pub fn trigger_value(&self, binding: &str) -> Result<Value, EnvelopeError> {
-        let raw = self
-            .data
+    /// The raw value of `binding` (matched case-insensitively), for parsers that decode strings themselves.
+    pub fn trigger_raw(&self, binding: &str) -> Result<&Value, EnvelopeError> {
+        self.data
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(binding))
             .map(|(_, v)| v)
-            .ok_or_else(|| EnvelopeError::MissingBinding(binding.to_owned()))?;
-        match raw {
+            .ok_or_else(|| EnvelopeError::MissingBinding(binding.to_owned()))
+    }
+
+    /// The trigger value of `binding` (matched case-insensitively, as the host matches names). A plain string
+    /// arrives JSON-encoded a second time, so a string holding JSON is decoded; an object is taken as it is.
+    pub fn trigger_value(&self, binding: &str) -> Result<Value, EnvelopeError> {
+        match self.trigger_raw(binding)? {
             Value::String(s) => serde_json::from_str(s).map_err(|e| EnvelopeError::StringNotJson {
                 binding: binding.to_owned(),
                 reason: e.to_string(),

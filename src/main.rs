@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use acr_autoattach::config::{Config, ConfigError, Env, ProcessEnv};
-use acr_autoattach::functions::Handler;
+use acr_autoattach::bootstrap::{self, Settings};
+use acr_autoattach::config::{ConfigError, Env, ProcessEnv};
 use acr_autoattach::host;
+use acr_autoattach::telemetry::{self, ProcessInfo};
 
 /// Attach Azure Container Registries to AKS clusters by opt-in tags, verify continuously, repair drift.
 ///
@@ -44,9 +45,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => serve(port),
-        Command::Config => match load_config(&ProcessEnv) {
-            Ok(config) => {
-                for (key, value) in config.describe() {
+        Command::Config => match load_settings(&ProcessEnv) {
+            Ok(settings) => {
+                for (key, value) in settings.config.describe() {
                     println!("{key}={value}");
                 }
                 ExitCode::SUCCESS
@@ -56,8 +57,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(env: &dyn Env) -> Result<Config, ExitCode> {
-    Config::from_env(env).map_err(|e: ConfigError| {
+fn load_settings(env: &dyn Env) -> Result<Settings, ExitCode> {
+    Settings::from_env(env).map_err(|e: ConfigError| {
         eprintln!("acr-autoattach: configuration error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })
@@ -95,8 +96,8 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let config = match load_config(&env) {
-        Ok(c) => c,
+    let settings = match load_settings(&env) {
+        Ok(s) => s,
         Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -112,10 +113,21 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async move {
         // Bind before anything slow: the host's readiness probe starts at once.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        init_logging();
-        tracing::info!(port, mode = ?config.mode, "acr-autoattach handler listening on 127.0.0.1");
-        let handler = Arc::new(Handler::new(config));
+        let lookup = |k: &str| env.var(k);
+        let guard = match telemetry::init(&settings.telemetry, &ProcessInfo::from_env(&lookup)) {
+            Ok(g) => Some(Arc::new(g)),
+            Err(e) => {
+                eprintln!("acr-autoattach: telemetry disabled: {e}");
+                None
+            }
+        };
+        tracing::info!(port, mode = ?settings.config.mode, "acr-autoattach handler listening on 127.0.0.1");
+        let handler = Arc::new(bootstrap::handler(&settings, &env, guard.clone())?);
         host::serve(listener, handler, host::shutdown_signal()).await?;
+        if let Some(guard) = guard {
+            // Last flush on the way out (SIGTERM); bounded by the exporters' own timeout.
+            let _ = tokio::task::spawn_blocking(move || guard.flush()).await;
+        }
         Ok(())
     });
     match result {
@@ -125,14 +137,4 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOATTACH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .try_init();
 }

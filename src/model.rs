@@ -491,6 +491,7 @@ pub struct RegistryResult {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

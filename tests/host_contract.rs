@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
-use acr_autoattach::config::{Config, MapEnv};
+use acr_autoattach::bootstrap::{self, Settings};
+use acr_autoattach::config::MapEnv;
 use acr_autoattach::functions::Handler;
 use acr_autoattach::host::{self, MAX_BODY_BYTES};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use azure_emulator::credential::AppServiceCredential;
+use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -16,18 +19,19 @@ use tower::ServiceExt;
 /// The timer example of functions-host.md, verbatim.
 const TIMER_EXAMPLE: &str = r#"{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2026-01-04T10:15:00+00:00","Next":"2026-01-04T10:20:00+00:00","LastUpdated":"2026-01-04T10:16:00+00:00"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"VerifyAttachments","UtcNow":"2026-01-04T10:20:00.004Z","RandGuid":"35e6e68c-5583-436c-a277-5aec2b416ba8"}}}"#;
 
-fn handler() -> Arc<Handler> {
-    // Azure is unreachable on purpose: nothing in these tests may call it.
-    let config = Config::from_env(&MapEnv::new([
-        ("AUTOATTACH_ARM_ENDPOINT", "http://127.0.0.1:9"),
-        ("AUTOATTACH_GRAPH_ENDPOINT", "http://127.0.0.1:9"),
-        ("AUTOATTACH_MODE", "audit"),
-    ]))
-    .unwrap();
-    Arc::new(Handler::new(config))
+/// A handler wired to a fresh emulator (an empty estate), in audit mode.
+async fn setup() -> (Arc<Handler>, RunningEmulator) {
+    let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
+    let mut env: Vec<(String, String)> = emulator.env();
+    env.push(("AUTOATTACH_MODE".into(), "audit".into()));
+    let settings = Settings::from_env(&MapEnv::new(env.clone())).unwrap();
+    let credential = Arc::new(AppServiceCredential::from_env_pairs(&env).unwrap());
+    let handler = bootstrap::handler_with_credential(&settings, credential, None).unwrap();
+    (Arc::new(handler), emulator)
 }
 
 async fn call(method: &str, path: &str, body: impl Into<Body>) -> (StatusCode, String, Value) {
+    let (handler, _emulator) = setup().await;
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -38,7 +42,7 @@ async fn call(method: &str, path: &str, body: impl Into<Body>) -> (StatusCode, S
         )
         .body(body.into())
         .unwrap();
-    let resp = host::app(handler()).oneshot(req).await.unwrap();
+    let resp = host::app(handler).oneshot(req).await.unwrap();
     let status = resp.status();
     let ctype = resp
         .headers()
@@ -64,14 +68,17 @@ async fn timer_example_is_answered() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ctype, "application/json");
     assert_eq!(body["Outputs"], json!({}));
+    let logs = body["Logs"].as_array().unwrap();
     assert!(
-        body["Logs"]
-            .as_array()
+        logs[0]
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("verify")),
+            .starts_with("verification complete: 0 clusters, 0 registries, 0 pairs"),
         "{body}"
     );
+    assert_eq!(body["ReturnValue"]["complete"], json!(true));
+    assert_eq!(body["ReturnValue"]["pastDue"], json!(false));
+    assert_eq!(body["ReturnValue"]["pairs"], json!(0));
 }
 
 #[tokio::test]
@@ -93,10 +100,8 @@ async fn wrong_envelopes_are_recorded_rejections() {
         (r#"[1,2]"#, "not_an_envelope"),
         (r#"{"Data":"x","Metadata":{}}"#, "not_an_envelope"),
         (r#"{"Data":{"timer":{}},"Metadata":{}}"#, "missing_binding"),
-        (
-            r#"{"Data":{"event":"{oops"},"Metadata":{}}"#,
-            "binding_string_not_json",
-        ),
+        (r#"{"Data":{"event":"{oops"},"Metadata":{}}"#, "not_json"),
+        (r#"{"Data":{"event":42},"Metadata":{}}"#, "not_an_event"),
     ] {
         let (status, _, answer) = call("POST", "/OnResourceEvent", body).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -153,7 +158,8 @@ async fn real_socket_chunked_body_and_oversized_stream() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(host::serve(listener, handler(), async move {
+    let (handler, _emulator) = setup().await;
+    let server = tokio::spawn(host::serve(listener, handler, async move {
         let _ = stop_rx.await;
     }));
     let client = reqwest::Client::new();

@@ -7,6 +7,7 @@ pub mod arm;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod credential;
 mod crypto;
 pub mod eventgrid;
 pub mod functions_host;

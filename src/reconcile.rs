@@ -1,0 +1,931 @@
+//! The reconciliation engine: observe through the Azure client, plan with the pure planner, apply, read back,
+//! and turn the outcome into verification results. One engine serves the event path (OnResourceEvent), the
+//! timer (VerifyAttachments) and the operator CLI.
+//!
+//! Request budget of one event (S = subscriptions in scope holding tagged registries, W = writes):
+//! - cluster write: 1 GET cluster (+1 per readiness poll) + S' registry lists (one per subscription in
+//!   scope) + S role-assignment lists filtered by the kubelet principal + W PUTs + one read-back list per
+//!   registry written to; no term grows with the number of registries except through the writes.
+//! - registry write: 1 GET registry + S' cluster lists + 1 role-assignment list at the registry (at and above)
+//!   + one Graph lookup per selected service-principal cluster + W writes + (W > 0 ? 1 : 0) read-back.
+//! - cluster delete (detach on): 1 GET cluster + S' registry lists + S unfiltered role-assignment lists + W.
+//! - everything else: zero requests.
+//!
+//! The subscription list (for scope and tenants) is cached per process for [`SUBSCRIPTION_CACHE_TTL`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use crate::azure::inventory::KNOWN_BUILT_IN_ROLES;
+use crate::azure::{
+    AssignmentFilter, AzureClient, AzureError, DeleteOutcome, InventoryOptions, NewAssignment,
+    PutOutcome, ScopedClient, Subscription,
+};
+use crate::config::Config;
+use crate::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
+use crate::model::{
+    Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, Registry, RegistryResult, ResourceId,
+    RoleAssignment, RoleDefinition, VerificationReport,
+};
+use crate::planner::{
+    self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
+};
+use crate::telemetry::{AssignmentOutcome, Metrics};
+
+/// How long the list of visible subscriptions (scope and tenants) is reused across invocations.
+pub const SUBSCRIPTION_CACHE_TTL: Duration = Duration::from_mins(5);
+/// Event Grid waits 30 s for the whole delivery; an event invocation never plans past this.
+pub const EVENT_HARD_BUDGET: Duration = Duration::from_secs(27);
+/// Time reserved after the readiness wait for planning, writes and read-back.
+pub const AFTER_READY_RESERVE: Duration = Duration::from_secs(7);
+/// A verification run stops issuing writes when less than this is left, so it can still report.
+pub const REPORT_RESERVE: Duration = Duration::from_secs(2);
+
+/// Why an engine run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("Azure: {0}")]
+    Azure(#[from] AzureError),
+    #[error(
+        "cluster {cluster} not ready after {waited_secs} s (provisioningState {state}); Event Grid will retry"
+    )]
+    ClusterNotReady {
+        cluster: String,
+        state: String,
+        waited_secs: u64,
+    },
+}
+
+impl EngineError {
+    /// Whether the platform should retry the invocation.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Azure(e) => e.is_transient(),
+            Self::ClusterNotReady { .. } => true,
+        }
+    }
+
+    /// Stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Azure(e) => e.kind(),
+            Self::ClusterNotReady { .. } => "cluster_not_ready",
+        }
+    }
+}
+
+/// What one event led to.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventReport {
+    pub event_id: String,
+    pub event_type: String,
+    /// `cluster_write`, `registry_write`, …, or the ignore reason.
+    pub class: String,
+    /// `ignored`, `done`, `retry` (the invocation must fail so Event Grid redelivers) or `failed`.
+    pub outcome: &'static str,
+    pub resource: Option<String>,
+    pub notes: Vec<String>,
+    pub pairs: Vec<PairResult>,
+    pub registry_results: Vec<RegistryResult>,
+    /// Why the invocation must be retried, when it must.
+    pub retry_reason: Option<String>,
+    pub azure_requests: u64,
+}
+
+/// The engine. Cheap to share: one per process.
+pub struct Engine {
+    config: Config,
+    client: AzureClient,
+    metrics: Metrics,
+    subscriptions: Mutex<Option<(Instant, Vec<Subscription>)>>,
+}
+
+impl Engine {
+    pub fn new(config: Config, client: AzureClient) -> Self {
+        Self {
+            config,
+            client,
+            metrics: Metrics::noop(),
+            subscriptions: Mutex::new(None),
+        }
+    }
+
+    /// Counts every write (`autoattach.assignments`) in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn client(&self) -> &AzureClient {
+        &self.client
+    }
+
+    fn plan_settings(&self, inventory: Inventory, handler_tenant: Option<String>) -> PlanSettings {
+        PlanSettings {
+            tag_name: self.config.tag.clone(),
+            mode: self.config.mode,
+            detach: self.config.detach,
+            handler_tenant,
+            deleted_clusters: BTreeSet::new(),
+            inventory,
+        }
+    }
+
+    fn in_configured_scope(&self, subscription_id: &str) -> bool {
+        self.config.subscriptions.is_empty()
+            || self
+                .config
+                .subscriptions
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(subscription_id))
+    }
+
+    /// Visible subscriptions, cached for [`SUBSCRIPTION_CACHE_TTL`].
+    async fn visible_subscriptions(
+        &self,
+        azure: &ScopedClient,
+    ) -> Result<Vec<Subscription>, AzureError> {
+        if let Some((at, subs)) = self.lock_subscriptions().as_ref()
+            && at.elapsed() < SUBSCRIPTION_CACHE_TTL
+        {
+            return Ok(subs.clone());
+        }
+        let subs = azure.list_subscriptions().await?;
+        *self.lock_subscriptions() = Some((Instant::now(), subs.clone()));
+        Ok(subs)
+    }
+
+    fn lock_subscriptions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(Instant, Vec<Subscription>)>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Subscriptions in scope (configured ∩ visible, or every enabled visible one) and every visible
+    /// subscription's tenant.
+    async fn scope(
+        &self,
+        azure: &ScopedClient,
+    ) -> Result<(Vec<String>, HashMap<String, String>), AzureError> {
+        let subs = self.visible_subscriptions(azure).await?;
+        let tenants: HashMap<String, String> = subs
+            .iter()
+            .filter_map(|s| Some((s.subscription_id.to_ascii_lowercase(), s.tenant_id.clone()?)))
+            .collect();
+        let scope = subs
+            .iter()
+            .filter(|s| s.is_enabled() && self.in_configured_scope(&s.subscription_id))
+            .map(|s| s.subscription_id.clone())
+            .collect();
+        Ok((scope, tenants))
+    }
+
+    async fn handler_tenant(&self, azure: &ScopedClient) -> Option<String> {
+        self.client
+            .identity(azure.deadline())
+            .await
+            .ok()
+            .and_then(|c| c.tenant_id)
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // Events
+    // -----------------------------------------------------------------------------------------------------
+
+    /// Handles one classified event, starting the clock at `started` (the invocation's arrival).
+    pub async fn handle_event(&self, event: &ClassifiedEvent, started: Instant) -> EventReport {
+        let budget = (self.config.ready_timeout + AFTER_READY_RESERVE).min(EVENT_HARD_BUDGET);
+        let azure = self.client.with_deadline(started + budget);
+        let mut report = EventReport {
+            event_id: event.metadata.id.clone(),
+            event_type: event.metadata.event_type.clone(),
+            class: event.classification.label().to_owned(),
+            outcome: "done",
+            resource: None,
+            notes: Vec::new(),
+            pairs: Vec::new(),
+            registry_results: Vec::new(),
+            retry_reason: None,
+            azure_requests: 0,
+        };
+        let result = match &event.classification {
+            Classification::Ignored { reason } => {
+                report.outcome = "ignored";
+                report.notes.push(format!("ignored: {reason}"));
+                Ok(())
+            }
+            Classification::ClusterWrite {
+                cluster,
+                resource_body,
+            } => {
+                report.resource = Some(cluster.to_string());
+                if self.in_configured_scope(cluster.subscription_id()) {
+                    self.on_cluster_write(
+                        &azure,
+                        cluster,
+                        resource_body.as_ref(),
+                        &event.metadata,
+                        started,
+                        &mut report,
+                    )
+                    .await
+                } else {
+                    out_of_scope(&mut report, cluster);
+                    Ok(())
+                }
+            }
+            Classification::RegistryWrite {
+                registry,
+                resource_body,
+            } => {
+                report.resource = Some(registry.to_string());
+                if self.in_configured_scope(registry.subscription_id()) {
+                    self.on_registry_write(
+                        &azure,
+                        registry,
+                        resource_body.as_ref(),
+                        &event.metadata,
+                        &mut report,
+                    )
+                    .await
+                } else {
+                    out_of_scope(&mut report, registry);
+                    Ok(())
+                }
+            }
+            Classification::ClusterDelete { cluster } => {
+                report.resource = Some(cluster.to_string());
+                if !self.config.detach {
+                    report.notes.push(
+                        "cluster deleted; detach is off (AUTOATTACH_DETACH=false), so its assignments are kept".into(),
+                    );
+                    Ok(())
+                } else if self.in_configured_scope(cluster.subscription_id()) {
+                    self.on_cluster_delete(&azure, cluster, &event.metadata, started, &mut report)
+                        .await
+                } else {
+                    out_of_scope(&mut report, cluster);
+                    Ok(())
+                }
+            }
+            Classification::RegistryDelete { registry } => {
+                report.resource = Some(registry.to_string());
+                report.notes.push(
+                    "registry deleted: nothing to attach; assignments at a deleted scope grant nothing".into(),
+                );
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            report.outcome = if e.is_transient() { "retry" } else { "failed" };
+            report.notes.push(e.to_string());
+            if e.is_transient() {
+                report.retry_reason = Some(e.to_string());
+            }
+        }
+        if report.outcome == "done"
+            && let Some(p) = report
+                .pairs
+                .iter()
+                .find(|p| p.status == PairStatus::Failed && is_transient_reason(p))
+        {
+            report.outcome = "retry";
+            report.retry_reason = Some(format!(
+                "transient failure on {} → {}: {}",
+                p.cluster_id.name(),
+                p.registry_id.name(),
+                p.reason.clone().unwrap_or_default()
+            ));
+        }
+        report.azure_requests = azure.requests_sent();
+        report
+    }
+
+    /// Reads the cluster until it is ready (kubelet identity present, provisioning succeeded) or the
+    /// readiness budget is spent.
+    async fn wait_ready(
+        &self,
+        azure: &ScopedClient,
+        id: &ResourceId,
+        body: Option<&serde_json::Value>,
+        started: Instant,
+    ) -> Result<Option<Cluster>, EngineError> {
+        if let Some(cluster) = body.and_then(|b| crate::azure::cluster_from_arm(b).ok())
+            && cluster.is_ready()
+        {
+            return Ok(Some(cluster));
+        }
+        let ready_deadline = started + self.config.ready_timeout;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let Some(cluster) = azure.get_cluster(id).await? else {
+                return Ok(None);
+            };
+            if cluster.is_ready() {
+                return Ok(Some(cluster));
+            }
+            let now = Instant::now();
+            if now + pause > ready_deadline {
+                return Err(EngineError::ClusterNotReady {
+                    cluster: id.to_string(),
+                    state: cluster.provisioning_state,
+                    waited_secs: (now - started).as_secs(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn on_cluster_write(
+        &self,
+        azure: &ScopedClient,
+        id: &ResourceId,
+        body: Option<&serde_json::Value>,
+        meta: &EventMetadata,
+        started: Instant,
+        report: &mut EventReport,
+    ) -> Result<(), EngineError> {
+        let Some(cluster) = self.wait_ready(azure, id, body, started).await? else {
+            report
+                .notes
+                .push("cluster no longer exists; nothing to attach".into());
+            return Ok(());
+        };
+        let (scope, tenants) = self.scope(azure).await?;
+        let registries = self.tagged_registries(azure, &scope).await?;
+        let mut observed = Observed {
+            subscription_tenants: tenants,
+            ..Observed::default()
+        };
+        let Some(principal) = self
+            .resolve_principal(azure, &cluster, &mut observed)
+            .await?
+        else {
+            // Unresolved principal: the planner reports each selected pair as pending.
+            observed.clusters.push(cluster);
+            observed.registries = registries;
+            return self
+                .plan_apply_report(azure, observed, Inventory::Partial, meta, report)
+                .await;
+        };
+        // Every assignment of the principal (at, above and below each subscription holding a tagged registry):
+        // one list per subscription, whatever the number of registries.
+        let subs: BTreeSet<String> = registries
+            .iter()
+            .map(|r| r.id.subscription_id().to_ascii_lowercase())
+            .collect();
+        let filter = AssignmentFilter::Principal(principal.clone());
+        let lists = subs.iter().map(|s| {
+            let (scope, filter) = (format!("/subscriptions/{s}"), &filter);
+            async move { azure.list_role_assignments(&scope, filter).await }
+        });
+        for list in futures::future::join_all(lists).await {
+            observed.assignments.extend(list?);
+        }
+        observed.role_definitions = self
+            .custom_roles(azure, &observed.assignments, &mut report.notes)
+            .await?;
+        observed.clusters.push(cluster);
+        observed.registries = registries;
+        self.plan_apply_report(azure, observed, Inventory::Partial, meta, report)
+            .await
+    }
+
+    async fn on_registry_write(
+        &self,
+        azure: &ScopedClient,
+        id: &ResourceId,
+        body: Option<&serde_json::Value>,
+        meta: &EventMetadata,
+        report: &mut EventReport,
+    ) -> Result<(), EngineError> {
+        let from_body = body.and_then(|b| crate::azure::registry_from_arm(b).ok());
+        let registry = match from_body {
+            Some(r) => Some(r),
+            None => azure.get_registry(id).await?,
+        };
+        let Some(registry) = registry else {
+            report
+                .notes
+                .push("registry no longer exists; nothing to attach".into());
+            return Ok(());
+        };
+        if !registry.tags.contains_key(&self.config.tag) && !self.config.detach {
+            report.notes.push(format!(
+                "registry has no `{}` tag: not opted in",
+                self.config.tag
+            ));
+            return Ok(());
+        }
+        let (scope, tenants) = self.scope(azure).await?;
+        let mut observed = Observed {
+            subscription_tenants: tenants,
+            ..Observed::default()
+        };
+        let lists = scope.iter().map(|s| azure.list_clusters(s));
+        for list in futures::future::join_all(lists).await {
+            observed.clusters.extend(list?);
+        }
+        observed.assignments = azure
+            .list_role_assignments(registry.id.as_str(), &AssignmentFilter::AtScope)
+            .await?;
+        observed.role_definitions = self
+            .custom_roles(azure, &observed.assignments, &mut report.notes)
+            .await?;
+        // Only selected service-principal clusters need their object id (one Graph request each).
+        let opt_in =
+            crate::selector::parse_opt_in(registry.tags.get(&self.config.tag).unwrap_or_default())
+                .ok();
+        let selected_sp: Vec<Cluster> = observed
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.principal, ClusterPrincipal::ServicePrincipal { .. }))
+            .filter(|c| opt_in.as_ref().is_some_and(|o| o.selects(c)))
+            .cloned()
+            .collect();
+        for cluster in &selected_sp {
+            self.resolve_principal(azure, cluster, &mut observed)
+                .await?;
+        }
+        observed.registries.push(registry);
+        self.plan_apply_report(azure, observed, Inventory::Partial, meta, report)
+            .await
+    }
+
+    async fn on_cluster_delete(
+        &self,
+        azure: &ScopedClient,
+        id: &ResourceId,
+        meta: &EventMetadata,
+        started: Instant,
+        report: &mut EventReport,
+    ) -> Result<(), EngineError> {
+        // Events can be late and reordered: a cluster re-created under the same id is handled as a write.
+        if azure.get_cluster(id).await?.is_some() {
+            report.notes.push(
+                "a cluster with this id exists again (re-created): handled as a write".into(),
+            );
+            return self
+                .on_cluster_write(azure, id, None, meta, started, report)
+                .await;
+        }
+        let (scope, tenants) = self.scope(azure).await?;
+        let registries = self.tagged_registries(azure, &scope).await?;
+        let subs: BTreeSet<String> = registries
+            .iter()
+            .map(|r| r.id.subscription_id().to_ascii_lowercase())
+            .collect();
+        let mut observed = Observed {
+            subscription_tenants: tenants,
+            registries,
+            ..Observed::default()
+        };
+        let lists = subs.iter().map(|s| {
+            let scope = format!("/subscriptions/{s}");
+            async move {
+                azure
+                    .list_role_assignments(&scope, &AssignmentFilter::All)
+                    .await
+            }
+        });
+        for list in futures::future::join_all(lists).await {
+            observed.assignments.extend(
+                list?
+                    .into_iter()
+                    .filter(|a| a.owner_cluster().as_ref() == Some(id)),
+            );
+        }
+        let mut settings = self.plan_settings(Inventory::Partial, None);
+        settings.deleted_clusters.insert(id.clone());
+        let plan = planner::plan(&observed, &settings);
+        if plan.items.is_empty() {
+            report
+                .notes
+                .push("cluster deleted; no assignment of ours names it".into());
+        }
+        let (pairs, _) = self.apply(azure, &plan, meta.event_time).await;
+        report.pairs = pairs;
+        Ok(())
+    }
+
+    /// Tagged registries in `scope` (ARM lists, one per subscription: always current, unlike Resource Graph).
+    async fn tagged_registries(
+        &self,
+        azure: &ScopedClient,
+        scope: &[String],
+    ) -> Result<Vec<Registry>, AzureError> {
+        let lists = scope.iter().map(|s| azure.list_registries(s));
+        let mut out = Vec::new();
+        for list in futures::future::join_all(lists).await {
+            out.extend(
+                list?
+                    .into_iter()
+                    .filter(|r| r.tags.contains_key(&self.config.tag)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The principal that must hold access; a service-principal cluster's object id comes from Graph.
+    async fn resolve_principal(
+        &self,
+        azure: &ScopedClient,
+        cluster: &Cluster,
+        observed: &mut Observed,
+    ) -> Result<Option<String>, AzureError> {
+        match &cluster.principal {
+            ClusterPrincipal::Kubelet { object_id, .. } => Ok(Some(object_id.clone())),
+            ClusterPrincipal::NotYetKnown => Ok(None),
+            ClusterPrincipal::ServicePrincipal { client_id } => {
+                match azure.resolve_service_principal(client_id).await {
+                    Ok(Some(object_id)) => {
+                        observed
+                            .principals
+                            .insert(cluster.id.clone(), Ok(object_id.clone()));
+                        Ok(Some(object_id))
+                    }
+                    Ok(None) => {
+                        observed.principals.insert(
+                            cluster.id.clone(),
+                            Err(format!(
+                                "no service principal with appId {client_id} in the directory"
+                            )),
+                        );
+                        Ok(None)
+                    }
+                    Err(e) if e.is_transient() => Err(e),
+                    Err(e) => {
+                        observed
+                            .principals
+                            .insert(cluster.id.clone(), Err(e.to_string()));
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Definitions of roles referenced by `assignments` whose pull semantics are not known by GUID.
+    async fn custom_roles(
+        &self,
+        azure: &ScopedClient,
+        assignments: &[RoleAssignment],
+        notes: &mut Vec<String>,
+    ) -> Result<HashMap<String, RoleDefinition>, AzureError> {
+        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+        for a in assignments {
+            let guid = a.role_definition_guid.to_ascii_lowercase();
+            if !KNOWN_BUILT_IN_ROLES.contains(&guid.as_str()) {
+                wanted.entry(guid).or_insert_with(|| a.scope.clone());
+            }
+        }
+        let mut out = HashMap::new();
+        for (guid, scope) in wanted {
+            match azure.get_role_definition(&scope, &guid).await {
+                Ok(Some(def)) => {
+                    out.insert(guid, def);
+                }
+                Ok(None) => notes.push(format!(
+                    "role definition {guid} not found; its assignments are not counted"
+                )),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => notes.push(format!(
+                    "role definition {guid} unreadable ({e}); not counted"
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn plan_apply_report(
+        &self,
+        azure: &ScopedClient,
+        observed: Observed,
+        inventory: Inventory,
+        meta: &EventMetadata,
+        report: &mut EventReport,
+    ) -> Result<(), EngineError> {
+        let handler_tenant = self.handler_tenant(azure).await;
+        let plan = planner::plan(&observed, &self.plan_settings(inventory, handler_tenant));
+        if plan.items.is_empty() && plan.registry_results.is_empty() {
+            report.notes.push("no registry selects this cluster".into());
+        }
+        let (pairs, _) = self.apply(azure, &plan, meta.event_time).await;
+        report.pairs = pairs;
+        report.registry_results = plan.registry_results;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // Apply
+    // -----------------------------------------------------------------------------------------------------
+
+    /// Applies the plan's writes with bounded concurrency until the deadline's reserve, reads back what it
+    /// created, and returns one result per item plus how many writes were skipped for lack of time.
+    pub async fn apply(
+        &self,
+        azure: &ScopedClient,
+        plan: &Plan,
+        event_time: Option<OffsetDateTime>,
+    ) -> (Vec<PairResult>, usize) {
+        let mut outcomes: Vec<ApplyOutcome> = vec![ApplyOutcome::NotApplied; plan.items.len()];
+        let mut skipped = 0usize;
+        let mut pending = FuturesUnordered::new();
+        let mut next = plan
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.action.needs_write());
+        loop {
+            while pending.len() < self.config.max_concurrency {
+                let Some((index, item)) = next.next() else {
+                    break;
+                };
+                if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
+                    skipped += 1;
+                    outcomes[index] = ApplyOutcome::Failed {
+                        reason: "not applied: the run's time budget was exhausted".into(),
+                    };
+                    continue;
+                }
+                let metrics = &self.metrics;
+                pending.push(async move { (index, apply_item(azure, item, metrics).await) });
+            }
+            match pending.next().await {
+                Some((index, outcome)) => outcomes[index] = outcome,
+                None => break,
+            }
+        }
+        read_back(azure, plan, &mut outcomes).await;
+        let now = OffsetDateTime::now_utc();
+        let results = plan
+            .items
+            .iter()
+            .zip(&outcomes)
+            .map(|(item, outcome)| {
+                let mut result = planner::result_for(item, outcome);
+                if let Some(t) = event_time
+                    && matches!(result.status, PairStatus::Repaired | PairStatus::Compliant)
+                {
+                    result.latency_seconds = Some(seconds_since(t, now));
+                }
+                result
+            })
+            .collect();
+        (results, skipped)
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // Verification (timer and CLI)
+    // -----------------------------------------------------------------------------------------------------
+
+    /// Inventories the scope and plans, without writing anything.
+    pub async fn observe_and_plan(
+        &self,
+        azure: &ScopedClient,
+        subscriptions: &[String],
+    ) -> Result<(Plan, Observed, crate::azure::Inventory), EngineError> {
+        let mut options = InventoryOptions::new(subscriptions.to_vec(), self.config.tag.clone());
+        options.use_resource_graph = self.config.use_resource_graph;
+        let inventory = azure.inventory_with(&options).await?;
+        let (_, tenants) = self.scope(azure).await?;
+        let mut principals = HashMap::new();
+        for cluster in &inventory.clusters {
+            if let ClusterPrincipal::ServicePrincipal { client_id } = &cluster.principal {
+                let resolved = match inventory.service_principals.get(client_id) {
+                    Some(Some(id)) => Ok(id.clone()),
+                    Some(None) => Err(format!(
+                        "no service principal with appId {client_id} in the directory"
+                    )),
+                    None => Err("service principal not looked up".to_owned()),
+                };
+                principals.insert(cluster.id.clone(), resolved);
+            }
+        }
+        let observed = Observed {
+            clusters: inventory.clusters.clone(),
+            registries: inventory.registries.clone(),
+            assignments: inventory.assignments.clone(),
+            role_definitions: inventory
+                .role_definitions
+                .iter()
+                .map(|d| (d.guid.to_ascii_lowercase(), d.clone()))
+                .collect(),
+            principals,
+            subscription_tenants: tenants,
+            management_groups: HashMap::new(),
+        };
+        let handler_tenant = self.handler_tenant(azure).await;
+        let plan = planner::plan(
+            &observed,
+            &self.plan_settings(Inventory::Full, handler_tenant),
+        );
+        Ok((plan, observed, inventory))
+    }
+
+    /// A full verification run within `budget`: inventory, plan, repair (enforce mode), report.
+    pub async fn verify(
+        &self,
+        budget: Duration,
+        subscriptions: &[String],
+        mode_override: Option<Mode>,
+    ) -> VerificationReport {
+        let started = Instant::now();
+        let started_at = OffsetDateTime::now_utc();
+        let azure = self.client.with_deadline(started + budget);
+        let subs: Vec<String> = if subscriptions.is_empty() {
+            self.config.subscriptions.clone()
+        } else {
+            subscriptions.to_vec()
+        };
+        let mode = mode_override.unwrap_or(self.config.mode);
+        let mut report = VerificationReport {
+            started_at: started_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            duration_seconds: 0.0,
+            mode,
+            clusters: Vec::new(),
+            registries: Vec::new(),
+            pairs: Vec::new(),
+            registry_results: Vec::new(),
+            complete: true,
+            unverified_pairs: 0,
+            azure_requests: 0,
+            inventory_source: String::new(),
+        };
+        match self.observe_and_plan(&azure, &subs).await {
+            Ok((mut plan, observed, inventory)) => {
+                if mode == Mode::Audit {
+                    plan = audit_only(plan);
+                }
+                report.inventory_source = match inventory.source {
+                    crate::azure::InventorySource::ResourceGraph => "resource_graph".into(),
+                    crate::azure::InventorySource::Arm => "arm".into(),
+                };
+                report.clusters = observed.clusters.iter().map(|c| c.id.clone()).collect();
+                report.registries = observed.registries.iter().map(|r| r.id.clone()).collect();
+                let (pairs, skipped) = self.apply(&azure, &plan, None).await;
+                report.pairs = pairs;
+                report.registry_results = plan.registry_results;
+                if skipped > 0 {
+                    report.complete = false;
+                    report.unverified_pairs = skipped;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, error.type = e.kind(), "verification run could not inventory the scope");
+                report.complete = false;
+                report.inventory_source = format!("failed: {e}");
+            }
+        }
+        report.azure_requests = azure.requests_sent();
+        report.duration_seconds = started.elapsed().as_secs_f64();
+        report
+    }
+}
+
+fn out_of_scope(report: &mut EventReport, id: &ResourceId) {
+    report.outcome = "ignored";
+    report.notes.push(format!(
+        "subscription {} is not in AUTOATTACH_SUBSCRIPTIONS: out of scope",
+        id.subscription_id()
+    ));
+}
+
+/// Turns every write of a plan into the audit equivalent (a CLI `--dry-run` or `audit` override).
+pub fn audit_only(mut plan: Plan) -> Plan {
+    plan.items
+        .retain(|i| !matches!(i.action, Action::Remove { .. }));
+    for item in &mut plan.items {
+        if let Action::Create(spec) = &item.action {
+            item.action = Action::ReportMissing(spec.clone());
+        }
+    }
+    plan
+}
+
+fn is_transient_reason(p: &PairResult) -> bool {
+    p.reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("transient:"))
+}
+
+async fn apply_item(azure: &ScopedClient, item: &PlanItem, metrics: &Metrics) -> ApplyOutcome {
+    let outcome = write_item(azure, item).await;
+    if let Some(role) = item.role {
+        let label = match (&item.action, &outcome) {
+            (_, ApplyOutcome::Failed { .. }) => Some(AssignmentOutcome::Failed),
+            (_, ApplyOutcome::Created { .. }) => Some(AssignmentOutcome::Created),
+            (_, ApplyOutcome::AlreadyExists) => Some(AssignmentOutcome::Exists),
+            (_, ApplyOutcome::Removed) => Some(AssignmentOutcome::Removed),
+            (_, ApplyOutcome::NotApplied) => None,
+        };
+        if let Some(label) = label {
+            metrics.record_assignment(label, role);
+        }
+    }
+    outcome
+}
+
+async fn write_item(azure: &ScopedClient, item: &PlanItem) -> ApplyOutcome {
+    match &item.action {
+        Action::Create(spec) => {
+            let new = NewAssignment {
+                scope: spec.scope.clone(),
+                name: spec.name,
+                role_definition_id: spec.role_definition_id.clone(),
+                principal_id: spec.principal_id.clone(),
+                description: spec.description.clone(),
+            };
+            match azure.put_role_assignment(&new).await {
+                Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => ApplyOutcome::Created {
+                    assignment_id: a.id,
+                },
+                Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
+                Err(e) => ApplyOutcome::Failed {
+                    reason: failure_reason(&e),
+                },
+            }
+        }
+        Action::Remove { assignment, .. } => {
+            match azure.delete_role_assignment(&assignment.id).await {
+                Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => ApplyOutcome::Removed,
+                Err(e) => ApplyOutcome::Failed {
+                    reason: failure_reason(&e),
+                },
+            }
+        }
+        _ => ApplyOutcome::NotApplied,
+    }
+}
+
+/// A failure reason that says whether retrying can help (the event path retries on `transient:`).
+fn failure_reason(e: &AzureError) -> String {
+    if e.is_transient() {
+        format!("transient: {e}")
+    } else {
+        format!("{}: {e}", e.kind())
+    }
+}
+
+/// Confirms every created assignment through a fresh ARM read: one list per registry written to (at scope),
+/// so the read-back grows with the writes, never with the pairs observed.
+async fn read_back(azure: &ScopedClient, plan: &Plan, outcomes: &mut [ApplyOutcome]) {
+    let mut by_registry: HashMap<&ResourceId, Vec<usize>> = HashMap::new();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        if matches!(outcome, ApplyOutcome::Created { .. }) {
+            by_registry
+                .entry(&plan.items[index].registry)
+                .or_default()
+                .push(index);
+        }
+    }
+    let lists = by_registry.iter().map(|(registry, indices)| async move {
+        (
+            indices,
+            azure
+                .list_role_assignments(registry.as_str(), &AssignmentFilter::AtScope)
+                .await,
+        )
+    });
+    for (indices, listed) in futures::future::join_all(lists).await {
+        match listed {
+            Ok(found) => {
+                let ids: HashSet<String> =
+                    found.iter().map(|a| a.id.to_ascii_lowercase()).collect();
+                for &index in indices {
+                    if let ApplyOutcome::Created { assignment_id } = &outcomes[index]
+                        && !ids.contains(&assignment_id.to_ascii_lowercase())
+                    {
+                        outcomes[index] = ApplyOutcome::Failed {
+                            reason: "transient: created, but not yet visible on read-back".into(),
+                        };
+                    }
+                }
+            }
+            Err(e) => {
+                for &index in indices {
+                    outcomes[index] = ApplyOutcome::Failed {
+                        reason: format!("transient: read-back failed: {e}"),
+                    };
+                }
+            }
+        }
+    }
+}
