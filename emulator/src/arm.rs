@@ -1559,11 +1559,6 @@ fn put_cluster(
         },
         body.clone(),
     );
-    let op_id = app.new_id();
-    outcome = outcome.header(
-        "Azure-AsyncOperation",
-        format!("{}/subscriptions/{sub_l}/providers/Microsoft.ContainerService/locations/{location}/operations/{op_id}?api-version=2026-02-01", app.base_url),
-    );
     if timing != ClusterEventTiming::OnCompletion {
         outcome.events.push(event(
             app,

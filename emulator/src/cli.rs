@@ -99,7 +99,11 @@ pub enum EventTimingArg {
 impl ServeArgs {
     /// The configuration these flags describe.
     pub fn config(&self) -> Result<EmulatorConfig, String> {
-        let mut config = EmulatorConfig { port: self.port, id_seed: self.id_seed, ..EmulatorConfig::default() };
+        let mut config = EmulatorConfig {
+            port: self.port,
+            id_seed: self.id_seed,
+            ..EmulatorConfig::default()
+        };
         if uuid::Uuid::parse_str(&self.tenant).is_err() {
             return Err(format!("--tenant `{}` is not a GUID", self.tenant));
         }
@@ -138,7 +142,11 @@ impl ServeArgs {
         s.role_assignment_limit = self.role_assignment_limit;
         s.token_lifetime_secs = self.token_lifetime_secs.max(1);
         let f = &mut config.faults;
-        for (name, rate) in [("--error-rate", self.error_rate), ("--reset-rate", self.reset_rate), ("--token-failure-rate", self.token_failure_rate)] {
+        for (name, rate) in [
+            ("--error-rate", self.error_rate),
+            ("--reset-rate", self.reset_rate),
+            ("--token-failure-rate", self.token_failure_rate),
+        ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0 and 1"));
             }

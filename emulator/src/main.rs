@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "azure-emulator", version, about = "Local emulator of ARM, Microsoft Graph, managed-identity tokens and Resource Graph")]
+#[command(
+    name = "azure-emulator",
+    version,
+    about = "Local emulator of ARM, Microsoft Graph, managed-identity tokens and Resource Graph"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -6,8 +6,8 @@ mod arm_common;
 use std::time::{Duration, Instant};
 
 use arm_common::{CLUSTERS, Harness};
-use futures::StreamExt as _;
 use azure_emulator::{EmulatorConfig, FaultConfig};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -26,14 +26,20 @@ async fn three_hundred_reads_give_exactly_250_then_429_and_refill_at_25_per_seco
         .collect()
         .await;
     let elapsed = t0.elapsed();
-    assert!(elapsed < Duration::from_secs(1), "the burst took {elapsed:?}; the machine is too slow for this test");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "the burst took {elapsed:?}; the machine is too slow for this test"
+    );
     let mut ok = 0;
     let mut throttled = Vec::new();
     for a in answers {
         match a.status {
             200 => {
                 ok += 1;
-                assert!(a.header("x-ms-ratelimit-remaining-subscription-reads").is_some());
+                assert!(
+                    a.header("x-ms-ratelimit-remaining-subscription-reads")
+                        .is_some()
+                );
             }
             429 => throttled.push(a),
             other => panic!("unexpected {other}"),
@@ -189,12 +195,12 @@ async fn injected_faults_are_seeded_and_settable_at_run_time() {
             pattern
         }
     };
-    let a = run(7).await;
-    let b = run(7).await;
-    let c = run(8).await;
-    assert_eq!(a, b);
-    assert_ne!(a, c);
-    let failures = a.iter().filter(|s| **s == 503).count();
+    let seven = run(7).await;
+    let seven_again = run(7).await;
+    let eight = run(8).await;
+    assert_eq!(seven, seven_again);
+    assert_ne!(seven, eight);
+    let failures = seven.iter().filter(|s| **s == 503).count();
     assert!((4..=20).contains(&failures), "{failures} of 40");
 
     // Latency through the HTTP control API (merge of a partial body).

@@ -16,7 +16,12 @@ const REGISTRIES_Q: &str = "resources | where type =~ 'microsoft.containerregist
 const ASSIGNMENTS_Q: &str = "authorizationresources | where type =~ 'microsoft.authorization/roleassignments' | project id, name, properties | order by id asc";
 
 async fn query(h: &Harness, token: &str, subs: &[&str], q: &str, options: Value) -> Answer {
-    h.post(token, RG, &json!({"subscriptions": subs, "query": q, "options": options})).await
+    h.post(
+        token,
+        RG,
+        &json!({"subscriptions": subs, "query": q, "options": options}),
+    )
+    .await
 }
 
 fn no_quota() -> EmulatorConfig {
@@ -35,11 +40,19 @@ async fn handler_queries_page_with_skip_token() {
     for name in ["c1", "c2", "c3"] {
         h.wait_succeeded("rg", name).await;
     }
-    h.create_registry("rg", "acrrg1", json!({"acr-autoattach": "*"})).await;
+    h.create_registry("rg", "acrrg1", json!({"acr-autoattach": "*"}))
+        .await;
     let handler = h.emu.handler_token();
     let sub = h.sub.clone();
 
-    let first = query(&h, &handler, &[&sub], CLUSTERS_Q, json!({"$top": 2, "resultFormat": "objectArray"})).await;
+    let first = query(
+        &h,
+        &handler,
+        &[&sub],
+        CLUSTERS_Q,
+        json!({"$top": 2, "resultFormat": "objectArray"}),
+    )
+    .await;
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(first.body["totalRecords"], 3);
     assert_eq!(first.body["count"], 2);
@@ -47,26 +60,61 @@ async fn handler_queries_page_with_skip_token() {
     assert_eq!(first.body["facets"], json!([]));
     let token = first.body["$skipToken"].as_str().unwrap().to_owned();
     let row = &first.body["data"][0];
-    let mut keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["id", "location", "name", "properties", "resourceGroup", "subscriptionId", "tags", "tenantId", "type"]);
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "location",
+            "name",
+            "properties",
+            "resourceGroup",
+            "subscriptionId",
+            "tags",
+            "tenantId",
+            "type"
+        ]
+    );
     assert_eq!(row["name"], "c1");
     assert_eq!(row["type"], "microsoft.containerservice/managedclusters");
     assert_eq!(row["resourceGroup"], "rg");
     assert_eq!(row["tenantId"], h.emu.default_tenant());
     assert!(row["properties"]["identityProfile"]["kubeletidentity"]["objectId"].is_string());
     assert_eq!(first.header("x-ms-user-quota-remaining"), Some("9999"));
-    let second = query(&h, &handler, &[&sub], CLUSTERS_Q, json!({"$top": 2, "$skipToken": token})).await;
+    let second = query(
+        &h,
+        &handler,
+        &[&sub],
+        CLUSTERS_Q,
+        json!({"$top": 2, "$skipToken": token}),
+    )
+    .await;
     assert_eq!(second.body["count"], 1);
     assert_eq!(second.body["data"][0]["name"], "c3");
     assert!(second.body.get("$skipToken").is_none());
     // A token belongs to its query.
-    let misuse = query(&h, &handler, &[&sub], REGISTRIES_Q, json!({"$skipToken": token})).await;
+    let misuse = query(
+        &h,
+        &handler,
+        &[&sub],
+        REGISTRIES_Q,
+        json!({"$skipToken": token}),
+    )
+    .await;
     assert_eq!(misuse.status, 400);
 
     let registries = query(&h, &handler, &[&sub], REGISTRIES_Q, json!({})).await;
     assert_eq!(registries.body["data"][0]["tags"]["acr-autoattach"], "*");
-    assert_eq!(registries.body["data"][0]["properties"]["roleAssignmentMode"], "LegacyRegistryPermissions");
+    assert_eq!(
+        registries.body["data"][0]["properties"]["roleAssignmentMode"],
+        "LegacyRegistryPermissions"
+    );
 
     // Role assignments, all and by principal.
     let kubelet = h.emu.create_service_principal("k");
@@ -81,14 +129,22 @@ async fn handler_queries_page_with_skip_token() {
     );
     // `in` is case-sensitive: the handler lower-cases both sides; an upper-case id in the list matches nothing.
     let upper = by_principal.replace(&kubelet.object_id, &kubelet.object_id.to_uppercase());
-    assert_eq!(query(&h, &handler, &[&sub], &upper, json!({})).await.body["count"], 0);
+    assert_eq!(
+        query(&h, &handler, &[&sub], &upper, json!({})).await.body["count"],
+        0
+    );
     let mine = query(&h, &handler, &[&sub], &by_principal, json!({})).await;
     assert_eq!(mine.status, 200, "{}", mine.body);
     assert_eq!(mine.body["count"], 1);
     let row = &mine.body["data"][0];
     assert_eq!(row["name"], name);
     assert_eq!(row["properties"]["scope"], registry);
-    assert!(row["properties"]["roleDefinitionId"].as_str().unwrap().ends_with(rbac::ACR_PULL));
+    assert!(
+        row["properties"]["roleDefinitionId"]
+            .as_str()
+            .unwrap()
+            .ends_with(rbac::ACR_PULL)
+    );
     assert_eq!(row["properties"]["principalType"], "ServicePrincipal");
     // Another subscription only: nothing.
     let other = h.emu.subscriptions()[1].clone();
@@ -98,7 +154,11 @@ async fn handler_queries_page_with_skip_token() {
 
 #[tokio::test]
 async fn answers_have_the_examples_shape() {
-    let Some(example) = shared("azure-specs/specification/resourcegraph/resource-manager/Microsoft.ResourceGraph/stable/2024-04-01/examples/ResourcesFirstPageQuery.json") else { return };
+    let Some(example) = shared(
+        "azure-specs/specification/resourcegraph/resource-manager/Microsoft.ResourceGraph/stable/2024-04-01/examples/ResourcesFirstPageQuery.json",
+    ) else {
+        return;
+    };
     let example: Value = serde_json::from_str(&example).unwrap();
     let documented = &example["responses"]["200"]["body"];
     let h = Harness::start(no_quota()).await;
@@ -118,10 +178,21 @@ async fn answers_have_the_examples_shape() {
     for key in doc_row {
         assert!(our_row.contains(&key));
     }
-    assert!(a.body["resultTruncated"].is_string() && a.body["totalRecords"].is_u64() && a.body["count"].is_u64());
+    assert!(
+        a.body["resultTruncated"].is_string()
+            && a.body["totalRecords"].is_u64()
+            && a.body["count"].is_u64()
+    );
     assert_eq!(a.body["totalRecords"], 4);
     // Without `id` in the projection there is no stable paging: truncated, no token.
-    let unstable = query(&h, &h.admin(), &[&h.sub], "resources | project name", json!({"$top": 2})).await;
+    let unstable = query(
+        &h,
+        &h.admin(),
+        &[&h.sub],
+        "resources | project name",
+        json!({"$top": 2}),
+    )
+    .await;
     assert_eq!(unstable.body["resultTruncated"], "true");
     assert!(unstable.body.get("$skipToken").is_none());
 }
@@ -140,13 +211,36 @@ async fn unsupported_queries_get_400_listing_what_is_supported() {
         assert_eq!(a.status, 400, "{q}");
         assert_eq!(a.code(), "BadRequest");
         let detail = a.body["error"]["details"][0]["message"].as_str().unwrap();
-        assert!(detail.contains("Supported by this emulator") && detail.contains("authorizationresources"), "{detail}");
+        assert!(
+            detail.contains("Supported by this emulator")
+                && detail.contains("authorizationresources"),
+            "{detail}"
+        );
     }
-    let mg = h.post(&h.admin(), RG, &json!({"managementGroups": ["mg"], "query": "resources"})).await;
+    let mg = h
+        .post(
+            &h.admin(),
+            RG,
+            &json!({"managementGroups": ["mg"], "query": "resources"}),
+        )
+        .await;
     assert_eq!(mg.status, 400);
-    let bad_version = h.post(&h.admin(), "/providers/Microsoft.ResourceGraph/resources?api-version=2019-04-01", &json!({"query": "resources"})).await;
+    let bad_version = h
+        .post(
+            &h.admin(),
+            "/providers/Microsoft.ResourceGraph/resources?api-version=2019-04-01",
+            &json!({"query": "resources"}),
+        )
+        .await;
     assert_eq!(bad_version.code(), "NoRegisteredProviderFound");
-    let no_token = h.send(reqwest::Method::POST, None, RG, Some(&json!({"query": "resources"}))).await;
+    let no_token = h
+        .send(
+            reqwest::Method::POST,
+            None,
+            RG,
+            Some(&json!({"query": "resources"})),
+        )
+        .await;
     assert_eq!(no_token.status, 401);
 }
 
@@ -157,17 +251,34 @@ async fn quota_is_15_queries_per_5_seconds_per_caller() {
     for i in 0..15 {
         let a = query(&h, &handler, &[&h.sub], CLUSTERS_Q, json!({})).await;
         assert_eq!(a.status, 200);
-        assert_eq!(a.header("x-ms-user-quota-remaining").unwrap(), (14 - i).to_string());
+        assert_eq!(
+            a.header("x-ms-user-quota-remaining").unwrap(),
+            (14 - i).to_string()
+        );
         let resets = a.header("x-ms-user-quota-resets-after").unwrap();
-        assert!(resets.starts_with("00:00:0") && resets.len() == 8, "{resets}");
+        assert!(
+            resets.starts_with("00:00:0") && resets.len() == 8,
+            "{resets}"
+        );
     }
     let throttled = query(&h, &handler, &[&h.sub], CLUSTERS_Q, json!({})).await;
     assert_eq!((throttled.status, throttled.code()), (429, "RateLimiting"));
     assert_eq!(throttled.header("x-ms-user-quota-remaining"), Some("0"));
     assert!(throttled.header("x-ms-user-quota-resets-after").is_some());
     // Per caller: the admin still has its own quota.
-    assert_eq!(query(&h, &h.admin(), &[&h.sub], CLUSTERS_Q, json!({})).await.status, 200);
-    assert_eq!(h.emu.stats().for_caller(&h.emu.handler_principal_id()).count_status("POST resourcegraph", 429), 1);
+    assert_eq!(
+        query(&h, &h.admin(), &[&h.sub], CLUSTERS_Q, json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        h.emu
+            .stats()
+            .for_caller(&h.emu.handler_principal_id())
+            .count_status("POST resourcegraph", 429),
+        1
+    );
 }
 
 #[tokio::test]
@@ -176,7 +287,8 @@ async fn results_lag_behind_writes_by_the_configured_freshness() {
     config.settings.resource_graph_lag_ms = 400;
     let h = Harness::start(config).await;
     h.create_rg("rg").await;
-    h.create_registry("rg", "acrlag", json!({"acr-autoattach": "*"})).await;
+    h.create_registry("rg", "acrlag", json!({"acr-autoattach": "*"}))
+        .await;
     let admin = h.admin();
     let now = query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({})).await;
     assert_eq!(now.body["totalRecords"], 0, "not visible yet");
@@ -184,17 +296,36 @@ async fn results_lag_behind_writes_by_the_configured_freshness() {
     let later = query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({})).await;
     assert_eq!(later.body["totalRecords"], 1);
     // A tag change shows the old state during the lag.
-    h.patch(&admin, &format!("{}?api-version=2025-11-01", h.registry_id("rg", "acrlag")), &json!({"tags": {"acr-autoattach": "off"}})).await;
+    h.patch(
+        &admin,
+        &format!("{}?api-version=2025-11-01", h.registry_id("rg", "acrlag")),
+        &json!({"tags": {"acr-autoattach": "off"}}),
+    )
+    .await;
     let stale = query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({})).await;
     assert_eq!(stale.body["data"][0]["tags"]["acr-autoattach"], "*");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fresh = query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({})).await;
     assert_eq!(fresh.body["data"][0]["tags"]["acr-autoattach"], "off");
     // Deletes lag too.
-    h.delete(&admin, &format!("{}?api-version=2025-11-01", h.registry_id("rg", "acrlag"))).await;
-    assert_eq!(query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({})).await.body["totalRecords"], 1);
+    h.delete(
+        &admin,
+        &format!("{}?api-version=2025-11-01", h.registry_id("rg", "acrlag")),
+    )
+    .await;
+    assert_eq!(
+        query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({}))
+            .await
+            .body["totalRecords"],
+        1
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({})).await.body["totalRecords"], 0);
+    assert_eq!(
+        query(&h, &admin, &[&h.sub], REGISTRIES_Q, json!({}))
+            .await
+            .body["totalRecords"],
+        0
+    );
 }
 
 #[tokio::test]

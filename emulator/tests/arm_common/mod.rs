@@ -38,7 +38,11 @@ impl Harness {
     pub async fn start(config: EmulatorConfig) -> Self {
         let emu = Emulator::start(config).await.unwrap();
         let sub = emu.subscriptions()[0].clone();
-        Self { emu, http: reqwest::Client::new(), sub }
+        Self {
+            emu,
+            http: reqwest::Client::new(),
+            sub,
+        }
     }
 
     pub async fn default() -> Self {
@@ -46,10 +50,20 @@ impl Harness {
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
-        if path_and_query.starts_with("http") { path_and_query.to_owned() } else { format!("{}{path_and_query}", self.emu.base_url()) }
+        if path_and_query.starts_with("http") {
+            path_and_query.to_owned()
+        } else {
+            format!("{}{path_and_query}", self.emu.base_url())
+        }
     }
 
-    pub async fn send(&self, method: reqwest::Method, token: Option<&str>, path: &str, body: Option<&Value>) -> Answer {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Answer {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -61,24 +75,37 @@ impl Harness {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Answer { status, headers, body }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, token: &str, path: &str) -> Answer {
-        self.send(reqwest::Method::GET, Some(token), path, None).await
+        self.send(reqwest::Method::GET, Some(token), path, None)
+            .await
     }
     pub async fn put(&self, token: &str, path: &str, body: &Value) -> Answer {
-        self.send(reqwest::Method::PUT, Some(token), path, Some(body)).await
+        self.send(reqwest::Method::PUT, Some(token), path, Some(body))
+            .await
     }
     pub async fn patch(&self, token: &str, path: &str, body: &Value) -> Answer {
-        self.send(reqwest::Method::PATCH, Some(token), path, Some(body)).await
+        self.send(reqwest::Method::PATCH, Some(token), path, Some(body))
+            .await
     }
     pub async fn delete(&self, token: &str, path: &str) -> Answer {
-        self.send(reqwest::Method::DELETE, Some(token), path, None).await
+        self.send(reqwest::Method::DELETE, Some(token), path, None)
+            .await
     }
     pub async fn post(&self, token: &str, path: &str, body: &Value) -> Answer {
-        self.send(reqwest::Method::POST, Some(token), path, Some(body)).await
+        self.send(reqwest::Method::POST, Some(token), path, Some(body))
+            .await
     }
 
     pub fn admin(&self) -> String {
@@ -90,15 +117,27 @@ impl Harness {
     }
 
     pub fn cluster_id(&self, rg: &str, name: &str) -> String {
-        format!("{}/providers/Microsoft.ContainerService/managedClusters/{name}", self.rg_id(rg))
+        format!(
+            "{}/providers/Microsoft.ContainerService/managedClusters/{name}",
+            self.rg_id(rg)
+        )
     }
 
     pub fn registry_id(&self, rg: &str, name: &str) -> String {
-        format!("{}/providers/Microsoft.ContainerRegistry/registries/{name}", self.rg_id(rg))
+        format!(
+            "{}/providers/Microsoft.ContainerRegistry/registries/{name}",
+            self.rg_id(rg)
+        )
     }
 
     pub async fn create_rg(&self, rg: &str) {
-        let a = self.put(&self.admin(), &format!("{}?api-version={GROUPS}", self.rg_id(rg)), &json!({"location": "westeurope"})).await;
+        let a = self
+            .put(
+                &self.admin(),
+                &format!("{}?api-version={GROUPS}", self.rg_id(rg)),
+                &json!({"location": "westeurope"}),
+            )
+            .await;
         assert!(a.status == 201 || a.status == 200, "{}", a.body);
     }
 
@@ -128,7 +167,12 @@ impl Harness {
     /// Polls the cluster until it is `Succeeded` (or panics after ~5 s).
     pub async fn wait_succeeded(&self, rg: &str, name: &str) -> Value {
         for _ in 0..100 {
-            let a = self.get(&self.admin(), &format!("{}?api-version={CLUSTERS}", self.cluster_id(rg, name))).await;
+            let a = self
+                .get(
+                    &self.admin(),
+                    &format!("{}?api-version={CLUSTERS}", self.cluster_id(rg, name)),
+                )
+                .await;
             if a.body["properties"]["provisioningState"] == "Succeeded" {
                 return a.body;
             }
@@ -144,7 +188,10 @@ pub fn shared(relative: &str) -> Option<String> {
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
         Err(e) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "shared file {path} missing under CI: {e}");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "shared file {path} missing under CI: {e}"
+            );
             eprintln!("skipping: shared file {path} is missing ({e})");
             None
         }
@@ -152,11 +199,18 @@ pub fn shared(relative: &str) -> Option<String> {
 }
 
 pub fn shared_dir(relative: &str) -> Option<std::path::PathBuf> {
-    let path = std::path::PathBuf::from(format!("{}/../../shared/{relative}", env!("CARGO_MANIFEST_DIR")));
+    let path = std::path::PathBuf::from(format!(
+        "{}/../../shared/{relative}",
+        env!("CARGO_MANIFEST_DIR")
+    ));
     if path.is_dir() {
         Some(path)
     } else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "shared directory {} missing under CI", path.display());
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "shared directory {} missing under CI",
+            path.display()
+        );
         eprintln!("skipping: shared directory {} is missing", path.display());
         None
     }
