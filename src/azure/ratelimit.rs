@@ -51,7 +51,9 @@ pub struct WindowSpec {
 }
 
 /// Limits per (principal, subscription). Defaults stay 10 % below ARM's published buckets
-/// (250 + 25/s reads, 200 + 10/s writes and deletes) and Resource Graph's 15 queries per 5 s.
+/// (250 + 25/s reads, 200 + 10/s writes and deletes) and Resource Graph's 15 queries per 5 s. A capacity of
+/// at most (ARM capacity - ARM refill per second) keeps the limiter under ARM even when ARM refills in
+/// whole-second steps; the defaults meet that.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimits {
     pub enabled: bool,
@@ -110,24 +112,34 @@ pub struct TokenBucket {
     spec: BucketSpec,
     /// May go negative: tokens already promised to waiting callers.
     tokens: f64,
-    /// The instant `tokens` refers to; it lies in the future while the bucket is blocked by a `Retry-After`.
-    at: Instant,
+    /// Refill is accounted up to this instant.
+    last: Instant,
+    /// No refill before this instant (after a 429, or after Azure reported fewer tokens than we assumed).
+    refill_from: Instant,
 }
+
+/// After Azure reports fewer remaining tokens than we assumed, assume no refill for this long: ARM may
+/// refill in whole-second steps, and our continuous refill must not run ahead of it.
+const CLAMP_REFILL_PAUSE: Duration = Duration::from_secs(1);
 
 impl TokenBucket {
     pub fn new(spec: BucketSpec, now: Instant) -> Self {
         Self {
             spec,
             tokens: spec.capacity,
-            at: now,
+            last: now,
+            refill_from: now,
         }
     }
 
     fn refill(&mut self, now: Instant) {
-        if now > self.at {
-            let gained = (now - self.at).as_secs_f64() * self.spec.refill_per_sec;
+        let start = self.last.max(self.refill_from);
+        if now > start {
+            let gained = (now - start).as_secs_f64() * self.spec.refill_per_sec;
             self.tokens = (self.tokens + gained).min(self.spec.capacity);
-            self.at = now;
+        }
+        if now > self.last {
+            self.last = now;
         }
     }
 
@@ -136,15 +148,16 @@ impl TokenBucket {
     pub fn reserve(&mut self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
         self.refill(now);
         let deficit = 1.0 - self.tokens;
-        let ready_at = if deficit <= 0.0 {
-            self.at
+        let wait = if deficit <= 0.0 {
+            Duration::ZERO
         } else if self.spec.refill_per_sec > 0.0 {
-            self.at + Duration::from_secs_f64(deficit / self.spec.refill_per_sec)
+            let resume = now.max(self.refill_from);
+            (resume + Duration::from_secs_f64(deficit / self.spec.refill_per_sec))
+                .saturating_duration_since(now)
         } else {
             // A bucket that never refills: nothing more will come.
             return Err(Duration::MAX);
         };
-        let wait = ready_at.saturating_duration_since(now);
         if wait > max_wait {
             return Err(wait);
         }
@@ -157,6 +170,7 @@ impl TokenBucket {
         self.refill(now);
         if remaining < self.tokens {
             self.tokens = remaining;
+            self.refill_from = self.refill_from.max(now + CLAMP_REFILL_PAUSE);
         }
     }
 
@@ -164,9 +178,7 @@ impl TokenBucket {
     pub fn block_until(&mut self, now: Instant, until: Instant) {
         self.refill(now);
         self.tokens = self.tokens.min(0.0);
-        if until > self.at {
-            self.at = until;
-        }
+        self.refill_from = self.refill_from.max(until);
     }
 
     pub fn available(&mut self, now: Instant) -> f64 {
@@ -411,14 +423,52 @@ mod tests {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(SPEC, t0);
         b.observe_remaining(t0, 1.0);
-        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
-        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            b.reserve(t0, FAR),
+            Ok(Duration::ZERO),
+            "what Azure says is left is usable now"
+        );
+        // Then no refill for the pause (ARM may refill in whole seconds), then the normal pace.
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_millis(1500)));
         let mut b = TokenBucket::new(SPEC, t0);
         b.observe_remaining(t0, 500.0); // more than we think: ignored
         assert!((b.available(t0) - 3.0).abs() < 1e-9);
         b.block_until(t0, t0 + Duration::from_secs(4));
         let w = b.reserve(t0 + Duration::from_secs(1), FAR).unwrap();
         assert!(w >= Duration::from_secs(3), "{w:?}");
+        assert!(w <= Duration::from_millis(3500), "{w:?}");
+    }
+
+    /// ARM may refill in whole-second steps (the emulator does). With capacity <= server capacity - server
+    /// refill and a slower refill, the limiter never sends a request the server has no token for.
+    #[test]
+    fn defaults_stay_under_a_whole_second_refill_server() {
+        for (ours, server_capacity, server_refill) in [
+            (RateLimits::default().reads, 250u32, 25u32),
+            (RateLimits::default().writes, 200, 10),
+            (RateLimits::default().deletes, 200, 10),
+        ] {
+            let t0 = Instant::now();
+            let mut bucket = TokenBucket::new(ours, t0);
+            let mut server_tokens = server_capacity;
+            let mut server_tick = 0u64;
+            // A greedy caller: always asks for the next token, sends the moment it is granted.
+            let mut now = t0;
+            for _ in 0..2_000 {
+                let wait = bucket.reserve(now, FAR).unwrap();
+                now += wait;
+                let secs = (now - t0).as_secs();
+                if secs > server_tick {
+                    let add =
+                        u32::try_from((secs - server_tick) * u64::from(server_refill)).unwrap();
+                    server_tokens = (server_tokens + add).min(server_capacity);
+                    server_tick = secs;
+                }
+                assert!(server_tokens > 0, "would be throttled at {:?}", now - t0);
+                server_tokens -= 1;
+                bucket.observe_remaining(now, f64::from(server_tokens));
+            }
+        }
     }
 
     #[test]
