@@ -507,6 +507,25 @@ fn otlp_http_protobuf_exports_spans_metrics_and_verification_records() {
             .all(|r| r.header("content-type") == Some("application/x-protobuf"))
     );
     check_otlp(&receiver, &scenario, &logs);
+    // The summary the demo prints counts what reached the collector.
+    let stats = guard.export_stats();
+    let exported_spans: usize = receiver
+        .traces()
+        .iter()
+        .flat_map(|t| &t.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    assert_eq!(stats.spans, exported_spans as u64);
+    assert_eq!(stats.verification_records, scenario.pair_results as u64);
+    assert_eq!(stats.metric_exports, receiver.metrics().len() as u64);
+    assert!(
+        names::ALL_INSTRUMENTS
+            .iter()
+            .all(|n| stats.instruments.contains(*n)),
+        "{stats:?}"
+    );
+    assert_eq!(stats.failed_exports, 0);
     assert!(guard.shutdown().completed);
 }
 
@@ -774,6 +793,11 @@ fn a_dead_backend_costs_at_most_one_bounded_flush_and_never_an_error() {
         assert!(
             !report.completed || !report.errors.is_empty(),
             "{protocol}: a dead backend cannot have succeeded: {report:?}"
+        );
+        assert_eq!(
+            guard.export_stats().spans,
+            0,
+            "{protocol}: nothing was delivered"
         );
 
         // From async code: flush off the worker threads, and dropping the guard there must not panic.

@@ -6,6 +6,7 @@
 //! The contract (names of metrics, attributes, records, spans) is documented in docs/telemetry.md.
 
 pub mod config;
+mod counting;
 pub mod metrics;
 mod records;
 
@@ -27,6 +28,7 @@ pub use config::{
     AppInsightsConnectionString, OtlpConfig, OtlpProtocol, OtlpSignalConfig, Signal,
     TelemetryConfig, TelemetryConfigError, redact_url,
 };
+pub use counting::ExportStats;
 pub use metrics::{AssignmentOutcome, EventOutcome, Metrics, RunOutcomeLabel, status_class};
 pub use records::{
     ATTACHMENT_VERIFICATION, REGISTRY_VERIFICATION, Trigger, azure_request_span, invocation_span,
@@ -144,6 +146,7 @@ pub struct TelemetryGuard {
     flush_timeout: Duration,
     // Owns the runtime the gRPC channel's connection task runs on (the SDK exports from its own threads).
     grpc_runtime: Option<tokio::runtime::Runtime>,
+    counters: std::sync::Arc<counting::Counters>,
 }
 
 impl std::fmt::Debug for TelemetryGuard {
@@ -170,6 +173,11 @@ impl TelemetryGuard {
     /// The metric instruments, bound to this setup's meter provider (no-op without a metrics exporter).
     pub fn metrics(&self) -> Metrics {
         self.metrics.clone()
+    }
+
+    /// What the exporters have delivered so far: the telemetry summary the demo and the CLI print.
+    pub fn export_stats(&self) -> ExportStats {
+        self.counters.snapshot()
     }
 
     /// Pushes every buffered span, metric and log record to the exporters, waiting at most the configured
@@ -546,6 +554,8 @@ fn build_guard(
     } else {
         None
     };
+    let counters = std::sync::Arc::new(counting::Counters::default());
+    let counted = |e| counting::Counting::new(e, counters.clone());
     let app_insights = match (&config.app_insights, &client) {
         (Some(cs), Some(c)) => Some(app_insights_exporter(cs, c.clone(), &secrets)?),
         _ => None,
@@ -573,11 +583,12 @@ fn build_guard(
                 .build()
         }
         .map_err(|e| exporter_err("traces", &e))?;
-        tracer_builder = tracer_builder.with_batch_exporter(exporter);
+        tracer_builder =
+            tracer_builder.with_batch_exporter(counting::Counting::new(exporter, counters.clone()));
         any_traces = true;
     }
     if let Some(ai) = &app_insights {
-        tracer_builder = tracer_builder.with_batch_exporter(ai.clone());
+        tracer_builder = tracer_builder.with_batch_exporter(counted(ai.clone()));
         any_traces = true;
     }
     let tracer_provider = any_traces.then(|| tracer_builder.build());
@@ -605,7 +616,7 @@ fn build_guard(
         }
         .map_err(|e| exporter_err("metrics", &e))?;
         meter_builder = meter_builder.with_reader(
-            PeriodicReader::builder(exporter)
+            PeriodicReader::builder(counting::Counting::new(exporter, counters.clone()))
                 .with_interval(METRIC_EXPORT_INTERVAL)
                 .build(),
         );
@@ -613,7 +624,7 @@ fn build_guard(
     }
     if let Some(ai) = &app_insights {
         meter_builder = meter_builder.with_reader(
-            PeriodicReader::builder(ai.clone())
+            PeriodicReader::builder(counted(ai.clone()))
                 .with_interval(METRIC_EXPORT_INTERVAL)
                 .build(),
         );
@@ -643,11 +654,12 @@ fn build_guard(
                 .build()
         }
         .map_err(|e| exporter_err("logs", &e))?;
-        logger_builder = logger_builder.with_batch_exporter(exporter);
+        logger_builder =
+            logger_builder.with_batch_exporter(counting::Counting::new(exporter, counters.clone()));
         any_logs = true;
     }
     if let Some(ai) = app_insights {
-        logger_builder = logger_builder.with_batch_exporter(ai);
+        logger_builder = logger_builder.with_batch_exporter(counted(ai));
         any_logs = true;
     }
     let logger_provider = any_logs.then(|| logger_builder.build());
@@ -665,6 +677,7 @@ fn build_guard(
         metrics,
         flush_timeout: config.flush_timeout,
         grpc_runtime,
+        counters,
     })
 }
 
