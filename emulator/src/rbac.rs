@@ -315,8 +315,9 @@ pub fn pull_roles_only_condition() -> String {
 }
 
 /// A role-assignment condition of the restricted form Azure's "constrain roles" option writes for Role Based
-/// Access Control Administrator: which role GUIDs may be written and deleted. `None` when the condition has
-/// another shape (then the emulator refuses to evaluate it and denies, as an unknown condition cannot widen access).
+/// Access Control Administrator: which role GUIDs may be written and deleted (`None`: that action is not
+/// constrained). When neither is found the condition has another shape; the store then denies role-assignment
+/// writes and deletes through it, as an unreadable condition must not widen access.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConstrainedRoles {
     pub write: Option<Vec<String>>,

@@ -299,6 +299,7 @@ impl Store {
                 None => true,
                 Some(condition) => {
                     let constrained = rbac::parse_constrained_roles(condition);
+                    let unreadable = constrained.write.is_none() && constrained.delete.is_none();
                     let (list, role_guid) =
                         if action_lower == "microsoft.authorization/roleassignments/write" {
                             (constrained.write, request_role)
@@ -308,7 +309,8 @@ impl Store {
                             return true;
                         };
                     match list {
-                        None => true,
+                        // A condition the emulator cannot read never widens role-assignment rights.
+                        None => !unreadable,
                         Some(list) => role_guid
                             .is_some_and(|g| list.iter().any(|x| x.eq_ignore_ascii_case(g))),
                     }

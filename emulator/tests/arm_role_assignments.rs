@@ -545,6 +545,23 @@ async fn principal_not_found_until_replicated_unless_service_principal() {
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(a.body["properties"]["principalType"], "ServicePrincipal");
+    // Deleting the cluster deletes its kubelet identity; the assignments stay listed, as in Azure.
+    let del = h
+        .delete(
+            &h.admin(),
+            &format!("{}?api-version=2026-02-01", h.cluster_id("rg", "fresh")),
+        )
+        .await;
+    assert_eq!(del.status, 202);
+    assert!(h.emu.principal(&kubelet).is_none());
+    let listed = h.get(&h.admin(), &format!("{scope}/providers/Microsoft.Authorization/roleAssignments?api-version={ASSIGNMENTS}&$filter=atScope()")).await;
+    let of_kubelet = listed.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["properties"]["principalId"] == kubelet.as_str())
+        .count();
+    assert_eq!(of_kubelet, 2);
     // A principal that does not exist at all is never found without principalType.
     let ghost = json!({"properties": {"roleDefinitionId": role, "principalId": uuid::Uuid::new_v4().to_string()}});
     let a = h
@@ -710,6 +727,25 @@ async fn callers_without_rights_get_authorization_failed() {
         handler_write
             .message()
             .contains("'Microsoft.ContainerRegistry/registries/write'")
+    );
+    // A condition of another shape never widens role-assignment rights.
+    let odd = h.emu.create_service_principal("odd");
+    h.emu.grant_with_condition(&odd.object_id, rbac::RBAC_ADMINISTRATOR, &registry, "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:ContainerName] StringEqualsIgnoreCase 'x'");
+    let odd_token = h.emu.arm_token(&odd.object_id).unwrap();
+    let denied = h
+        .put(
+            &odd_token,
+            &assignment_url(&registry, &uuid::Uuid::new_v4().to_string()),
+            &assign(rbac::READER),
+        )
+        .await;
+    assert_eq!((denied.status, denied.code()), (403, "AuthorizationFailed"));
+    assert_eq!(
+        h.get(&odd_token, &format!("{registry}?api-version=2025-11-01"))
+            .await
+            .status,
+        200,
+        "reads are not role-assignment actions"
     );
     // The handler may delete the pull assignment it made.
     handler_write = h.delete(&handler, &assignment_url(&registry, &name)).await;
