@@ -730,3 +730,52 @@ async fn repository_layout_and_invalid_apps() {
         Err(HostError::WorkerRuntime(_))
     ));
 }
+
+#[tokio::test]
+async fn this_repository_app_root_loads_with_its_function_app_layout() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    if !root.join("host.json").is_file() || !root.join("function-app").is_dir() {
+        eprintln!("skipping: the repository has no host.json or function-app/ yet");
+        return;
+    }
+    let recording = tempfile::tempdir().unwrap();
+    let mut options = HostOptions::new(root);
+    options.handler_command = Some(vec![HANDLER.to_owned()]);
+    options.run_timers = false;
+    options.settings = BTreeMap::from([
+        (
+            "AUTOATTACH_VERIFY_SCHEDULE".to_owned(),
+            "0 */30 * * * *".to_owned(),
+        ),
+        (
+            "RECORDING_FILE".to_owned(),
+            recording.path().join("r.jsonl").display().to_string(),
+        ),
+    ]);
+    let host = FunctionsHost::start(options).await.unwrap();
+    let mut names: Vec<(&str, &str, &str)> = host
+        .functions()
+        .iter()
+        .map(|f| (f.name.as_str(), f.trigger_type(), f.binding_name.as_str()))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            ("OnResourceEvent", "eventGridTrigger", "event"),
+            ("VerifyAttachments", "timerTrigger", "timer")
+        ]
+    );
+    let record = host.invoke_timer("VerifyAttachments").await.unwrap();
+    assert!(record.succeeded(), "{record:?}");
+    assert!(
+        record.request["Data"]["timer"]["ScheduleStatus"]["Next"]
+            .as_str()
+            .unwrap()
+            .contains(":00:00+00:00")
+            || record.request["Data"]["timer"]["ScheduleStatus"]["Next"]
+                .as_str()
+                .unwrap()
+                .contains(":30:00+00:00")
+    );
+}

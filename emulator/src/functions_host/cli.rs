@@ -51,6 +51,7 @@ impl FunctionsHostArgs {
 
 /// Runs the host until Ctrl-C or until it gives up on the handler.
 pub async fn run(args: FunctionsHostArgs) -> Result<(), HostError> {
+    init_logging();
     let host = FunctionsHost::start(args.host_options()?).await?;
     println!("Functions host simulator listening on {}", host.base_url());
     for function in host.functions() {
@@ -138,6 +139,8 @@ pub enum UpError {
 pub async fn run_up(args: UpArgs) -> Result<(), UpError> {
     use crate::eventgrid::{EventSubscription, Publisher, PublisherConfig};
     use std::io::Write as _;
+
+    init_logging();
 
     if !(0.0..=1.0).contains(&args.eg_duplicate_rate) {
         return Err(UpError::Config(
@@ -254,4 +257,17 @@ async fn termination() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The host's log (invocations, the handler's relayed stdout and stderr) goes to stderr, so stdout stays the
+/// machine-readable `export` lines. `RUST_LOG` filters it (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A subscriber installed by the caller wins.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
