@@ -26,7 +26,7 @@ impl SubscriptionConfig {
     pub fn new(id: impl Into<String>, tenant_id: impl Into<String>) -> Self {
         let id = id.into();
         Self {
-            display_name: format!("subscription {}", &id[..id.len().min(8)]),
+            display_name: format!("subscription {}", id.chars().take(8).collect::<String>()),
             id,
             tenant_id: tenant_id.into(),
         }

@@ -170,7 +170,11 @@ fn tokenize(input: &str) -> Result<Vec<Tok>, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Function nesting depth, bounded so no query can exhaust the stack.
+    depth: usize,
 }
+
+const MAX_NESTING: usize = 8;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -244,8 +248,13 @@ impl Parser {
         {
             let f = w.to_ascii_lowercase();
             if ["tolower", "toupper", "tostring"].contains(&f.as_str()) {
+                if self.depth >= MAX_NESTING {
+                    return Err(format!("functions nest deeper than {MAX_NESTING}"));
+                }
                 self.pos += 2;
+                self.depth += 1;
                 let inner = self.expr()?;
+                self.depth -= 1;
                 self.expect_sym(")")?;
                 return Ok(Expr::Func(f, Box::new(inner)));
             }
@@ -422,6 +431,7 @@ pub fn parse(query: &str) -> Result<Query, String> {
     let mut p = Parser {
         toks: tokenize(query)?,
         pos: 0,
+        depth: 0,
     };
     let table = match p.ident()?.to_ascii_lowercase().as_str() {
         "resources" => GraphTable::Resources,
@@ -799,7 +809,7 @@ mod tests {
         "resources | where type =~ 'microsoft.containerservice/managedclusters' | project id, name, type, location, tenantId, subscriptionId, resourceGroup, tags, properties | order by id asc",
         "resources | where type =~ 'microsoft.containerregistry/registries' | project id, name, type, location, tenantId, subscriptionId, resourceGroup, tags, properties | order by id asc",
         "authorizationresources | where type =~ 'microsoft.authorization/roleassignments' | project id, name, properties | order by id asc",
-        "authorizationresources | where type =~ 'microsoft.authorization/roleassignments' and tolower(tostring(properties.principalId)) in ('aa', 'BB') | project id, name, properties | order by id asc",
+        "authorizationresources | where type =~ 'microsoft.authorization/roleassignments' and tolower(tostring(properties.principalId)) in ('aa', 'bb') | project id, name, properties | order by id asc",
     ];
 
     #[test]
@@ -821,6 +831,11 @@ mod tests {
             "resources | where a == 'x' or b == 'y'",
             "resources | extend x = 1",
             "resources | where tags['a",
+            &format!(
+                "resources | where {}x{} == 'a'",
+                "tolower(".repeat(10_000),
+                ")".repeat(10_000)
+            ),
         ] {
             assert!(parse(q).is_err(), "{q}");
         }

@@ -398,9 +398,17 @@ async fn service(
     State(app): State<Arc<App>>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // ARM echoes the caller's correlation id (or makes one); events carry the same id.
+    let correlation = headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    if let Ok(v) = HeaderValue::from_str(&correlation) {
+        headers.insert(CORRELATION_HEADER, v);
+    }
     let path = uri.path().to_owned();
     let raw_query = uri.query().unwrap_or_default().to_owned();
     let query = arm::parse_query(&raw_query);
@@ -448,11 +456,14 @@ async fn service(
                 } else {
                     "InternalServerError"
                 };
-                return to_response(Outcome::error(
-                    status,
-                    code,
-                    "The service is temporarily unavailable (injected fault). Please retry.",
-                ));
+                return with_correlation(
+                    to_response(Outcome::error(
+                        status,
+                        code,
+                        "The service is temporarily unavailable (injected fault). Please retry.",
+                    )),
+                    &correlation,
+                );
             }
             FaultDecision::Reset => {
                 lock(&app.stats).record(&label, 0, peek_caller().as_deref());
@@ -487,7 +498,16 @@ async fn service(
             app.publish(&events);
         });
     }
-    to_response(outcome)
+    with_correlation(to_response(outcome), &correlation)
+}
+
+const CORRELATION_HEADER: &str = "x-ms-correlation-request-id";
+
+fn with_correlation(mut response: Response, correlation: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(correlation) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    response
 }
 
 enum ServiceKind {

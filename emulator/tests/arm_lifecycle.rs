@@ -454,3 +454,44 @@ async fn resource_group_delete_removes_its_resources() {
     let list = h.get(&h.admin(), &format!("/subscriptions/{}/providers/Microsoft.ContainerRegistry/registries?api-version={REGISTRIES}", h.sub)).await;
     assert_eq!(list.body["value"], json!([]));
 }
+
+#[tokio::test]
+async fn correlation_ids_are_echoed_and_carried_by_events() {
+    let h = Harness::default().await;
+    let mut events = h.emu.bus().subscribe();
+    let resp = h
+        .http
+        .put(h.url(&format!("{}?api-version={GROUPS}", h.rg_id("corr"))))
+        .bearer_auth(h.admin())
+        .header(
+            "x-ms-correlation-request-id",
+            "3f0c4f6e-0000-4000-8000-000000000abc",
+        )
+        .json(&json!({"location": "westeurope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-ms-correlation-request-id"],
+        "3f0c4f6e-0000-4000-8000-000000000abc"
+    );
+    let e = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.correlation_id, "3f0c4f6e-0000-4000-8000-000000000abc");
+    // Without one, ARM makes one up and the event carries the same.
+    let a = h
+        .put(
+            &h.admin(),
+            &format!("{}?api-version={GROUPS}", h.rg_id("corr2")),
+            &json!({"location": "westeurope"}),
+        )
+        .await;
+    let made = a.header("x-ms-correlation-request-id").unwrap().to_owned();
+    let e = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.correlation_id, made);
+}
