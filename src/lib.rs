@@ -15,3 +15,4 @@ pub mod reconcile;
 pub mod report;
 pub mod selector;
 pub mod telemetry;
+pub mod testbed;

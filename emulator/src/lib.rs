@@ -2,6 +2,7 @@
 //! Graph, the App Service managed-identity endpoint, Resource Graph, Event Grid delivery and the Azure
 //! Functions host. Every server binds 127.0.0.1 only.
 
+pub mod admin;
 mod app;
 pub mod arm;
 pub mod bus;
