@@ -9,6 +9,7 @@ pub mod config;
 mod counting;
 pub mod metrics;
 mod records;
+mod scrub;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -44,10 +45,8 @@ tonic=off,tower=off,rustls=off";
 fn is_exporter_target(target: &str) -> bool {
     EXPORTER_TARGETS_OFF.split(',').any(|directive| {
         let name = directive.trim().trim_end_matches("=off");
-        target == name
-            || target
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with("::"))
+        // Prefix match, as EnvFilter directives do (`opentelemetry` also covers `opentelemetry-otlp`).
+        target.starts_with(name)
     })
 }
 
@@ -309,8 +308,21 @@ pub fn init(
     config: &TelemetryConfig,
     info: &ProcessInfo,
 ) -> Result<TelemetryGuard, TelemetryError> {
+    init_with_writer(config, info, std::io::stdout)
+}
+
+/// [`init`] with log lines going to `log_writer` instead of stdout (a process-wide test of the global setup,
+/// or a binary that wants its logs on stderr).
+pub fn init_with_writer<W>(
+    config: &TelemetryConfig,
+    info: &ProcessInfo,
+    log_writer: W,
+) -> Result<TelemetryGuard, TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let guard = build_guard(config, info)?;
-    let subscriber = build_subscriber(config, &guard, std::io::stdout);
+    let subscriber = build_subscriber(config, &guard, log_writer);
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
     if let Some(tp) = &guard.tracer_provider {
@@ -362,6 +374,7 @@ fn build_subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    let log_writer = scrub::ScrubbingMakeWriter::new(log_writer, scrub::log_secrets_of(config));
     let stdout = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -746,6 +759,9 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
+        assert!(is_exporter_target("opentelemetry-otlp"));
+        assert!(is_exporter_target("opentelemetry_sdk::trace"));
+        assert!(!is_exporter_target("acr_autoattach::telemetry"));
         assert!(is_loopback_http("http://127.0.0.1:8080/"));
         assert!(is_loopback_http("http://localhost:1"));
         assert!(is_loopback_http("http://[::1]:1"));
