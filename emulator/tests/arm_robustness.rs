@@ -4,6 +4,8 @@
 
 mod arm_common;
 
+use std::fmt::Write as _;
+
 use arm_common::Harness;
 use azure_emulator::EmulatorConfig;
 use rand::rngs::StdRng;
@@ -100,14 +102,18 @@ async fn random_requests_never_crash_or_5xx() {
         let mut url = format!("{}{path}", h.emu.base_url());
         match rng.random_range(0..4) {
             0 => {}
-            1 => url.push_str(&format!(
+            1 => write!(
+                url,
                 "?api-version={}",
                 VERSIONS[rng.random_range(0..VERSIONS.len())]
-            )),
-            2 => url.push_str(&format!(
+            )
+            .unwrap(),
+            2 => write!(
+                url,
                 "?api-version={}&$filter=principalId%20eq%20'zz'&$skipToken=%%%",
                 VERSIONS[rng.random_range(0..VERSIONS.len())]
-            )),
+            )
+            .unwrap(),
             _ => url.push_str("?api-version=2022-04-01&$filter=atScope()&$skipToken=b2Zmc2V0OjE"),
         }
         let method = methods[rng.random_range(0..methods.len())].clone();
