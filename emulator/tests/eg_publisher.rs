@@ -580,10 +580,10 @@ async fn a_slow_answer_is_a_timeout_and_is_retried() {
     bus.publish(&cluster_write());
     assert!(publisher.wait_idle(Duration::from_secs(10)).await);
     let outcomes: Vec<DeliveryOutcome> = publisher.deliveries().iter().map(|d| d.outcome).collect();
-    assert_eq!(
-        outcomes,
-        [DeliveryOutcome::TimedOut, DeliveryOutcome::Delivered]
-    );
+    // Only the first answer is slow; a loaded machine may still time out a later one, never deliver the first.
+    assert_eq!(outcomes.first(), Some(&DeliveryOutcome::TimedOut));
+    assert_eq!(outcomes.last(), Some(&DeliveryOutcome::Delivered));
+    assert!(webhook.notifications().len() >= 2);
 }
 
 async fn duplicates_with_seed(seed: u64) -> (usize, usize) {
