@@ -861,3 +861,233 @@ async fn inventory_request_count_does_not_grow_with_pairs() {
         inventory.requests
     );
 }
+
+/// Issue 6's figure: 500 and 1,000 clusters × 10 registries in 5 subscriptions. The inventory's requests do
+/// not depend on the number of pairs (only on subscriptions, pages and custom roles).
+#[tokio::test]
+async fn inventory_at_scale_costs_the_same_for_500_and_1000_clusters() {
+    let tenant = azure_emulator::config::DEFAULT_TENANT;
+    let subs: Vec<String> = (1..=5)
+        .map(|i| format!("{i:08}-0000-4000-8000-00000000000{i}"))
+        .collect();
+    let config = EmulatorConfig {
+        subscriptions: subs
+            .iter()
+            .map(|s| azure_emulator::SubscriptionConfig::new(s.clone(), tenant))
+            .collect(),
+        ..EmulatorConfig::for_tests()
+    };
+    let emu = start(config).await;
+    // Setup is not what is measured: no throttling while the estate is built.
+    emu.update_faults(|f| f.throttling = false);
+    let admin = Admin::new(&emu);
+    for sub in &subs {
+        admin.resource_group(sub, "rg").await;
+        for r in 0..2 {
+            admin
+                .registry(
+                    sub,
+                    "rg",
+                    &format!("acr{}x{r}", &sub[..4]),
+                    json!({"acr-autoattach": "*"}),
+                    r == 1,
+                )
+                .await;
+        }
+    }
+    let client = handler_client(&emu);
+    let mut figures = Vec::new();
+    let mut created = 0usize;
+    for target in [500usize, 1000] {
+        let names: Vec<(String, String)> = (created..target)
+            .map(|i| (subs[i % 5].clone(), format!("aks{i}")))
+            .collect();
+        for chunk in names.chunks(50) {
+            futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|(sub, name)| admin.cluster(sub, "rg", name, json!({"env": "prod"}))),
+            )
+            .await;
+        }
+        created = target;
+        emu.update_faults(|f| f.throttling = true);
+        let rg = client
+            .with_deadline(soon(60))
+            .inventory(&subs, "acr-autoattach")
+            .await
+            .unwrap();
+        assert_eq!(rg.source, InventorySource::ResourceGraph);
+        assert_eq!(rg.clusters.len(), target);
+        assert_eq!(rg.registries.len(), 10);
+
+        let mut options = options_for(&emu, &emu.handler_principal_id());
+        options.resource_graph_endpoint = None;
+        let arm_only = AzureClient::new(options).unwrap();
+        let mut arm_options = InventoryOptions::new(subs.clone(), "acr-autoattach");
+        arm_options.use_resource_graph = false;
+        let arm = arm_only
+            .with_deadline(soon(60))
+            .inventory_with(&arm_options)
+            .await
+            .unwrap();
+        assert_eq!(arm.source, InventorySource::Arm);
+        assert_eq!(arm.clusters.len(), target);
+        assert_eq!(emu.stats().count_status("LIST managedClusters", 429), 0);
+        println!(
+            "inventory {target} clusters x 10 registries, 5 subscriptions ({} pairs): Resource Graph {} requests, ARM lists {} requests",
+            target * 10,
+            rg.requests,
+            arm.requests
+        );
+        figures.push((rg.requests, arm.requests));
+        emu.update_faults(|f| f.throttling = false);
+    }
+    assert_eq!(
+        figures[0], figures[1],
+        "doubling the pairs does not change the request count"
+    );
+    // Resource Graph: 3 queries (one page each at $top 1000 for up to 1000 rows) + the custom reader role.
+    assert_eq!(figures[0].0, 3 + 1);
+    // ARM: subscriptions list + 3 lists per subscription + the custom reader role.
+    assert_eq!(figures[0].1, 1 + 3 * 5 + 1);
+}
+
+/// Span fields and observer calls, as telemetry consumes them.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<SpanFields>>>);
+
+type SpanFields = Vec<(String, String)>;
+
+struct FieldVisitor<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Captured
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "azure.request" {
+            return;
+        }
+        let mut fields = vec![("span.id".to_owned(), id.into_u64().to_string())];
+        attrs.record(&mut FieldVisitor(&mut fields));
+        self.0.lock().unwrap().push(fields);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut spans = self.0.lock().unwrap();
+        let key = id.into_u64().to_string();
+        if let Some(fields) = spans.iter_mut().find(|f| f[0].1 == key) {
+            values.record(&mut FieldVisitor(fields));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally(std::sync::Mutex<Vec<(&'static str, Option<u16>, bool)>>);
+
+impl acr_autoattach::azure::RequestObserver for Tally {
+    fn on_request(
+        &self,
+        operation: &'static str,
+        status: Option<u16>,
+        throttled: bool,
+        _elapsed: Duration,
+    ) {
+        self.0.lock().unwrap().push((operation, status, throttled));
+    }
+}
+
+#[tokio::test]
+async fn each_request_is_a_span_with_http_semantics_and_an_observer_call() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let captured = Captured::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let emu = start(EmulatorConfig::for_tests()).await;
+    let sub = emu.subscriptions()[0].clone();
+    let tally = Arc::new(Tally::default());
+    let mut options = options_for(&emu, &emu.handler_principal_id());
+    options.observer = Some(tally.clone());
+    options.retry.base_delay = Duration::from_millis(10);
+    let client = AzureClient::new(options).unwrap();
+    emu.update_faults(|f| f.fail_next = 1);
+    let azure = client.with_deadline(soon(10));
+    azure
+        .list_role_assignments(&format!("/subscriptions/{sub}"), &AssignmentFilter::AtScope)
+        .await
+        .unwrap();
+
+    let calls = tally.0.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![
+            ("list_role_assignments", Some(503), false),
+            ("list_role_assignments", Some(200), false)
+        ]
+    );
+    let spans = captured.0.lock().unwrap().clone();
+    assert_eq!(spans.len(), 2, "one span per HTTP request: {spans:?}");
+    let field = |span: &Vec<(String, String)>, name: &str| {
+        span.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let port = Url::parse(&emu.base_url())
+        .unwrap()
+        .port()
+        .unwrap()
+        .to_string();
+    for (i, span) in spans.iter().enumerate() {
+        assert_eq!(field(span, "http.request.method").as_deref(), Some("GET"));
+        assert_eq!(field(span, "server.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(field(span, "server.port"), Some(port.clone()));
+        assert_eq!(
+            field(span, "azure.operation").as_deref(),
+            Some("list_role_assignments")
+        );
+        assert_eq!(
+            field(span, "http.request.resend_count"),
+            Some(i.to_string())
+        );
+        let path = field(span, "url.path").unwrap();
+        assert_eq!(
+            path,
+            format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments")
+        );
+        assert!(
+            !span
+                .iter()
+                .any(|(_, v)| v.contains("api-version") || v.contains("Bearer"))
+        );
+    }
+    assert_eq!(
+        field(&spans[0], "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert_eq!(field(&spans[0], "error.type").as_deref(), Some("server"));
+    assert_eq!(
+        field(&spans[1], "http.response.status_code").as_deref(),
+        Some("200")
+    );
+}
