@@ -118,6 +118,11 @@ impl Outcome {
 /// A parsed ARM path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
+    /// The generic resource list (`/subscriptions/{s}[/resourceGroups/{rg}]/resources`).
+    GenericResources {
+        sub: String,
+        rg: Option<String>,
+    },
     Subscriptions,
     Subscription {
         sub: String,
@@ -224,6 +229,18 @@ pub(crate) fn parse_route(path: &str) -> Route {
         [s, sub] if eq(s, "subscriptions") => Route::Subscription {
             sub: (*sub).to_owned(),
         },
+        [s, sub, r] if eq(s, "subscriptions") && eq(r, "resources") => Route::GenericResources {
+            sub: (*sub).to_owned(),
+            rg: None,
+        },
+        [s, sub, g, rg, r]
+            if eq(s, "subscriptions") && eq(g, "resourcegroups") && eq(r, "resources") =>
+        {
+            Route::GenericResources {
+                sub: (*sub).to_owned(),
+                rg: Some((*rg).to_owned()),
+            }
+        }
         [s, sub, r] if eq(s, "subscriptions") && eq(r, "resourcegroups") => Route::ResourceGroups {
             sub: (*sub).to_owned(),
         },
@@ -287,6 +304,7 @@ pub(crate) fn label(method: &Method, route: &Route) -> String {
         Route::RoleAssignment { .. } => (m, "roleAssignments"),
         Route::RoleDefinitions { .. } => ("LIST", "roleDefinitions"),
         Route::RoleDefinition { .. } => (m, "roleDefinitions"),
+        Route::GenericResources { .. } => ("LIST", "resources"),
         Route::Unknown => (m, "unknown"),
     };
     let verb = if verb == "GET"
@@ -449,6 +467,7 @@ fn api_versions(route: &Route) -> (&'static [&'static str], Option<&'static str>
         Route::Subscriptions | Route::Subscription { .. } => (SUBSCRIPTION_API_VERSIONS, None),
         Route::ResourceGroups { .. }
         | Route::ResourceGroup { .. }
+        | Route::GenericResources { .. }
         | Route::Tags { .. }
         | Route::Unknown => (RESOURCES_API_VERSIONS, None),
         Route::Collection { kind, .. } | Route::Item { kind, .. } => match kind {
@@ -512,6 +531,7 @@ fn route_subscription(route: &Route) -> Option<String> {
         Route::Subscriptions | Route::Unknown => None,
         Route::Subscription { sub }
         | Route::ResourceGroups { sub }
+        | Route::GenericResources { sub, .. }
         | Route::ResourceGroup { sub, .. }
         | Route::Collection { sub, .. }
         | Route::Item { sub, .. } => Some(sub.to_ascii_lowercase()),
@@ -774,6 +794,9 @@ fn dispatch(app: &Arc<App>, req: &Request<'_>, route: &Route, claims: &Claims) -
         }
         (Method::DELETE, Route::RoleAssignment { scope, name }) => {
             delete_role_assignment(app, req, claims, scope, name)
+        }
+        (Method::GET, Route::GenericResources { sub, rg }) => {
+            list_generic_resources(app, req, claims, sub, rg.as_deref())
         }
         (Method::GET, Route::RoleDefinitions { scope }) => {
             list_role_definitions(app, req, claims, scope)
@@ -2314,6 +2337,156 @@ fn check_scope_exists(store: &Store, scope: &str) -> Option<Outcome> {
         }
     }
     None
+}
+
+/// One clause of the generic resource list's `$filter`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ResourceFilter {
+    ResourceType(String),
+    Name(String),
+    TagName(String),
+    TagValue(String),
+}
+
+/// Parses `resourceType eq '…'`, `name eq '…'`, `tagName eq '…'`, `tagValue eq '…'` joined by `and`.
+pub(crate) fn parse_resource_filter(raw: Option<&String>) -> Result<Vec<ResourceFilter>, String> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let mut clauses = Vec::new();
+    for part in split_and(raw) {
+        let part = part.trim();
+        let (field, value) = part
+            .split_once(" eq ")
+            .map(|(f, v)| (f.trim().to_ascii_lowercase(), v.trim()))
+            .filter(|(_, v)| v.len() >= 2 && v.starts_with('\'') && v.ends_with('\''))
+            .ok_or_else(|| format!("The filter clause '{part}' is not supported."))?;
+        let value = value[1..value.len() - 1].to_owned();
+        clauses.push(match field.as_str() {
+            "resourcetype" => ResourceFilter::ResourceType(value),
+            "name" => ResourceFilter::Name(value),
+            "tagname" => ResourceFilter::TagName(value),
+            "tagvalue" => ResourceFilter::TagValue(value),
+            _ => return Err(format!("The filter field '{field}' is not supported.")),
+        });
+    }
+    if clauses
+        .iter()
+        .any(|c| matches!(c, ResourceFilter::TagValue(_)))
+        && !clauses
+            .iter()
+            .any(|c| matches!(c, ResourceFilter::TagName(_)))
+    {
+        return Err("tagValue needs tagName.".into());
+    }
+    Ok(clauses)
+}
+
+fn split_and(raw: &str) -> Vec<&str> {
+    // ASCII lower-casing keeps byte offsets, so positions found in `lower` index `raw`.
+    let lower = raw.to_ascii_lowercase();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while let Some(i) = lower[start..].find(" and ") {
+        parts.push(&raw[start..start + i]);
+        start += i + 5;
+    }
+    parts.push(&raw[start..]);
+    parts
+}
+
+fn generic_matches(body: &Value, filters: &[ResourceFilter]) -> bool {
+    let tags = body.get("tags").and_then(Value::as_object);
+    let tag_name = filters.iter().find_map(|f| match f {
+        ResourceFilter::TagName(n) => Some(n),
+        _ => None,
+    });
+    filters.iter().all(|f| match f {
+        ResourceFilter::ResourceType(t) => {
+            str_at(body, &["type"]).is_some_and(|x| x.eq_ignore_ascii_case(t))
+        }
+        ResourceFilter::Name(n) => {
+            str_at(body, &["name"]).is_some_and(|x| x.eq_ignore_ascii_case(n))
+        }
+        ResourceFilter::TagName(n) => {
+            tags.is_some_and(|t| t.keys().any(|k| k.eq_ignore_ascii_case(n)))
+        }
+        ResourceFilter::TagValue(v) => tags.is_some_and(|t| {
+            t.iter().any(|(k, x)| {
+                tag_name.is_some_and(|n| k.eq_ignore_ascii_case(n))
+                    && x.as_str() == Some(v.as_str())
+            })
+        }),
+    })
+}
+
+/// `GET /subscriptions/{s}[/resourceGroups/{rg}]/resources[?$filter=…]`: the generic list (no `properties`), only
+/// what the caller may read.
+fn list_generic_resources(
+    app: &App,
+    req: &Request<'_>,
+    claims: &Claims,
+    sub: &str,
+    rg: Option<&str>,
+) -> Outcome {
+    let filters = match parse_resource_filter(req.query.get("$filter")) {
+        Ok(f) => f,
+        Err(message) => {
+            return Outcome::error(
+                StatusCode::BAD_REQUEST,
+                "UnsupportedFilter",
+                format!(
+                    "{message} Supported: resourceType, name, tagName, tagValue with eq, joined by and."
+                ),
+            );
+        }
+    };
+    let sub_l = sub.to_ascii_lowercase();
+    let items: Vec<Value> = {
+        let store = lock(&app.store);
+        if let Some(rg) = rg {
+            let scope = Store::resource_group_id(&sub_l, rg);
+            if !store.has_any_access(&claims.oid, &scope) {
+                return authorization_failed(
+                    claims,
+                    "Microsoft.Resources/subscriptions/resourceGroups/resources/read",
+                    &scope,
+                );
+            }
+            if store.resource_group(&sub_l, rg).is_none() {
+                return rg_not_found(rg);
+            }
+        }
+        store
+            .resources
+            .values()
+            .filter(|r| r.kind != ResourceKind::ResourceGroup && r.subscription == sub_l)
+            .filter(|r| rg.is_none_or(|rg| r.resource_group.eq_ignore_ascii_case(rg)))
+            .filter(|r| {
+                store.is_allowed(
+                    &claims.oid,
+                    &format!("{}/read", r.kind.action_prefix()),
+                    str_at(&r.body, &["id"]).unwrap_or_default(),
+                    None,
+                    None,
+                )
+            })
+            .filter(|r| generic_matches(&r.body, &filters))
+            .map(|r| {
+                let mut item = Map::new();
+                for key in [
+                    "id", "name", "type", "sku", "kind", "location", "identity", "tags",
+                ] {
+                    if let Some(v) = r.body.get(key) {
+                        item.insert(key.to_owned(), v.clone());
+                    }
+                }
+                Value::Object(item)
+            })
+            .collect()
+    };
+    let size = lock(&app.settings).list_page_size;
+    page(app, req, &items, size)
 }
 
 /// The role-assignment list filter.

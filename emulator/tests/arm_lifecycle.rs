@@ -495,3 +495,45 @@ async fn correlation_ids_are_echoed_and_carried_by_events() {
         .unwrap();
     assert_eq!(e.correlation_id, made);
 }
+
+#[tokio::test]
+async fn generic_resource_list_filters_by_type_name_and_tag() {
+    let h = Harness::default().await;
+    h.create_rg("rg").await;
+    h.create_registry("rg", "acrgeneric", json!({"acr-autoattach": "*"}))
+        .await;
+    h.create_registry("rg", "acrother", json!({})).await;
+    h.create_cluster("rg", "aksgeneric", json!({})).await;
+    let list = |filter: &str| {
+        let h = &h;
+        let url = format!(
+            "/subscriptions/{}/resources?api-version=2024-11-01&$filter={}",
+            h.sub,
+            filter.replace(' ', "%20")
+        );
+        async move { h.get(&h.admin(), &url).await }
+    };
+    let regs = list("resourceType eq 'Microsoft.ContainerRegistry/registries'").await;
+    assert_eq!(regs.status, 200, "{}", regs.body);
+    assert_eq!(regs.body["value"].as_array().unwrap().len(), 2);
+    assert!(
+        regs.body["value"][0].get("properties").is_none(),
+        "the generic list has no properties"
+    );
+    let by_name =
+        list("resourceType eq 'Microsoft.ContainerRegistry/registries' and name eq 'ACRGENERIC'")
+            .await;
+    assert_eq!(by_name.body["value"][0]["name"], "acrgeneric");
+    let tagged = list("tagName eq 'acr-autoattach' and tagValue eq '*'").await;
+    assert_eq!(tagged.body["value"].as_array().unwrap().len(), 1);
+    let all = h
+        .get(
+            &h.admin(),
+            &format!("{}/resources?api-version=2024-11-01", h.rg_id("rg")),
+        )
+        .await;
+    assert_eq!(all.body["value"].as_array().unwrap().len(), 3);
+    let unsupported = list("location eq 'westeurope'").await;
+    assert_eq!(unsupported.status, 400);
+    assert_eq!(h.emu.stats().count("LIST resources"), 5);
+}
