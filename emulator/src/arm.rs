@@ -1338,6 +1338,23 @@ fn put_cluster(
                 ),
             );
         }
+        // AKS refuses a PUT while another operation on the cluster is still running.
+        let state =
+            str_at(&existing.body, &["properties", "provisioningState"]).unwrap_or_default();
+        if state == "Creating" || state == "Updating" {
+            let operation = if state == "Creating" {
+                "create"
+            } else {
+                "update"
+            };
+            return Outcome::error(
+                StatusCode::CONFLICT,
+                "OperationNotAllowed",
+                format!(
+                    "Operation is not allowed because there's an in progress {operation} managed cluster operation. Please wait for it to finish before starting a new operation."
+                ),
+            );
+        }
     }
     let tenant = store
         .subscription(&sub_l)

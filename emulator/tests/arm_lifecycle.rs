@@ -52,6 +52,11 @@ async fn cluster_lifecycle_can_be_watched_and_publishes_two_writes() {
         .await;
     assert_eq!(get.body["properties"]["provisioningState"], "Creating");
 
+    // A second PUT while the first is running is refused, as AKS does.
+    let busy = h
+        .create_cluster("rg1", "aks1", json!({"env": "prod"}))
+        .await;
+    assert_eq!((busy.status, busy.code()), (409, "OperationNotAllowed"));
     let done = h.wait_succeeded("rg1", "aks1").await;
     let kubelet = &done["properties"]["identityProfile"]["kubeletidentity"];
     let rid = kubelet["resourceId"].as_str().unwrap();
