@@ -133,7 +133,7 @@ async fn deliver(inner: &Inner, subscription: &EventSubscription, event: Value) 
             }
             Verdict::Retry => {
                 let wait = inner.config.scale(retry_delay(attempt));
-                if published.elapsed() + wait > ttl {
+                if published.elapsed().saturating_add(wait) > ttl {
                     tokio::time::sleep(ttl.saturating_sub(published.elapsed())).await;
                     lock(&inner.deadletters)
                         .push(dead_letter(DeadLetterReason::TimeToLiveExceeded));

@@ -245,20 +245,22 @@ impl PublisherConfig {
     pub fn scaled(scale: f64, min_timeout: Duration) -> Self {
         Self {
             retry_time_scale: scale,
-            delivery_timeout: Duration::from_secs(30)
-                .mul_f64(scale.max(0.0))
-                .max(min_timeout),
+            delivery_timeout: scale_duration(Duration::from_secs(30), scale).max(min_timeout),
             ..Self::default()
         }
     }
 
     fn scale(&self, duration: Duration) -> Duration {
-        duration.mul_f64(if self.retry_time_scale.is_finite() {
-            self.retry_time_scale.max(0.0)
-        } else {
-            1.0
-        })
+        scale_duration(duration, self.retry_time_scale)
     }
+}
+
+/// `duration × factor` that never panics: a negative or NaN factor gives zero, an overflow gives `Duration::MAX`.
+fn scale_duration(duration: Duration, factor: f64) -> Duration {
+    if factor.is_nan() || factor <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(duration.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -517,6 +519,19 @@ mod tests {
         assert_eq!(
             PublisherConfig::scaled(0.001, Duration::from_secs(2)).delivery_timeout,
             Duration::from_secs(2)
+        );
+        assert_eq!(
+            scale_duration(Duration::from_secs(1), f64::NAN),
+            Duration::ZERO
+        );
+        assert_eq!(scale_duration(Duration::from_secs(1), -1.0), Duration::ZERO);
+        assert_eq!(
+            scale_duration(Duration::from_hours(12), 1e300),
+            Duration::MAX
+        );
+        assert_eq!(
+            scale_duration(Duration::from_secs(1), f64::INFINITY),
+            Duration::MAX
         );
         assert_eq!(
             PublisherConfig::scaled(0.5, Duration::ZERO).delivery_timeout,

@@ -212,8 +212,13 @@ pub fn parse_timespan(text: &str) -> Result<Option<Duration>, String> {
     if minutes > 59 || !(0.0..60.0).contains(&seconds) || hours > 23 && days > 0 {
         return Err("value out of range".into());
     }
-    let total = Duration::from_secs((days * 24 + hours) * 3600 + minutes * 60)
-        + Duration::from_secs_f64(seconds);
+    let whole_seconds = days
+        .checked_mul(24)
+        .and_then(|h| h.checked_add(hours))
+        .and_then(|h| h.checked_mul(3600))
+        .and_then(|s| s.checked_add(minutes * 60))
+        .ok_or_else(|| "value out of range".to_owned())?;
+    let total = Duration::from_secs(whole_seconds).saturating_add(Duration::from_secs_f64(seconds));
     if total.is_zero() {
         return Err("must be greater than zero".into());
     }
@@ -531,6 +536,8 @@ mod tests {
                 .is_err()
         );
         assert_eq!(parse_timespan("-1").unwrap(), None);
+        assert!(parse_timespan("18446744073709551615:00:00").is_err());
+        assert!(parse_timespan("999999999999999.00:00:00").is_err());
         assert_eq!(
             parse_timespan("1.00:00:00").unwrap(),
             Some(Duration::from_hours(24))

@@ -350,7 +350,8 @@ impl Shared {
         };
         let deadline = self
             .function_timeout
-            .map(|timeout| tokio::time::Instant::from_std(start) + timeout);
+            // A timeout too large to represent is no timeout at all.
+            .and_then(|timeout| tokio::time::Instant::from_std(start).checked_add(timeout));
         let outcome = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, exchange).await.ok(),
             None => Some(exchange.await),
@@ -471,7 +472,7 @@ impl FunctionsHost {
             // The real host's HTTP timeout is functionTimeout + 1 minute; functionTimeout is enforced separately.
             .timeout(
                 function_timeout.map_or(Duration::from_hours(365 * 24), |t| {
-                    t + Duration::from_mins(1)
+                    t.saturating_add(Duration::from_mins(1))
                 }),
             )
             .build()
