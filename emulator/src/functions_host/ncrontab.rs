@@ -328,6 +328,66 @@ mod tests {
         );
     }
 
+    /// Minute-by-minute search: the obviously correct (slow) answer.
+    fn brute_force_next(schedule: &CronSchedule, after: OffsetDateTime) -> Option<OffsetDateTime> {
+        let start = after.replace_nanosecond(0).unwrap() + Duration::SECOND;
+        let mut minute = start.replace_second(0).unwrap();
+        for _ in 0..(60 * 24 * 9) {
+            let (hour, min) = (minute.hour(), minute.minute());
+            if schedule.date_matches(minute.date())
+                && schedule.hours.contains(hour)
+                && schedule.minutes.contains(min)
+            {
+                let from = if minute.date() == start.date()
+                    && hour == start.hour()
+                    && min == start.minute()
+                {
+                    start.second()
+                } else {
+                    0
+                };
+                if let Some(second) = schedule.seconds.first_at_or_after(from, 59) {
+                    return Some(minute.replace_second(second).unwrap());
+                }
+            }
+            minute += Duration::MINUTE;
+        }
+        None
+    }
+
+    #[test]
+    fn agrees_with_a_brute_force_search() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let mut field = |max: u8| -> String {
+            match rng.random_range(0..5) {
+                0 => "*".to_owned(),
+                1 => format!("*/{}", rng.random_range(1..=max.max(1))),
+                2 => rng.random_range(0..=max).to_string(),
+                3 => {
+                    let low = rng.random_range(0..=max);
+                    format!("{low}-{}", rng.random_range(low..=max))
+                }
+                _ => format!(
+                    "{},{}",
+                    rng.random_range(0..=max),
+                    rng.random_range(0..=max)
+                ),
+            }
+        };
+        for case in 0..150 {
+            let expression = format!("{} {} {} * * {}", field(59), field(59), field(23), field(6));
+            let schedule = CronSchedule::parse(&expression).unwrap();
+            let after = datetime!(2026-01-01 00:00:00 UTC)
+                + Duration::seconds(i64::from(case) * 7_919 * 61);
+            assert_eq!(
+                schedule.next_after(after),
+                brute_force_next(&schedule, after),
+                "{expression} after {after}"
+            );
+        }
+    }
+
     #[test]
     fn rejects_malformed_expressions() {
         for bad in [
