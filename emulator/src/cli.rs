@@ -3,7 +3,9 @@
 
 use std::io::Write as _;
 
-use crate::config::{ClusterEventTiming, EmulatorConfig, HandlerRights, SubscriptionConfig};
+use crate::config::{
+    BucketLimit, ClusterEventTiming, EmulatorConfig, HandlerRights, SubscriptionConfig,
+};
 use crate::server::{Emulator, EmulatorError};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -77,9 +79,36 @@ pub struct ServeArgs {
     /// Turn ARM's token-bucket throttling off (it is on by default, as in Azure).
     #[arg(long)]
     pub no_throttling: bool,
+    /// ARM read bucket per principal per subscription, `CAPACITY/REFILL_PER_SECOND`.
+    #[arg(long, default_value = "250/25", value_parser = parse_bucket)]
+    pub reads: BucketLimit,
+    /// ARM write bucket, `CAPACITY/REFILL_PER_SECOND`.
+    #[arg(long, default_value = "200/10", value_parser = parse_bucket)]
+    pub writes: BucketLimit,
+    /// ARM delete bucket, `CAPACITY/REFILL_PER_SECOND`.
+    #[arg(long, default_value = "200/10", value_parser = parse_bucket)]
+    pub deletes: BucketLimit,
     /// Resource Graph queries per 5 s per caller.
     #[arg(long, default_value_t = 15)]
     pub resource_graph_quota: u32,
+}
+
+fn parse_bucket(text: &str) -> Result<BucketLimit, String> {
+    let (capacity, refill) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not CAPACITY/REFILL"))?;
+    let capacity = capacity
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{capacity}` is not a count"))?;
+    let refill_per_sec = refill
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{refill}` is not a count"))?;
+    Ok(BucketLimit {
+        capacity,
+        refill_per_sec,
+    })
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -163,6 +192,9 @@ impl ServeArgs {
         f.token_failure_rate = self.token_failure_rate;
         f.throttling = !self.no_throttling;
         f.resource_graph_quota = self.resource_graph_quota;
+        f.reads = self.reads;
+        f.writes = self.writes;
+        f.deletes = self.deletes;
         Ok(config)
     }
 }

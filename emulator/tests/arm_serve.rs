@@ -19,6 +19,8 @@ fn serve_prints_exports_then_ready_and_serves() {
             "--subscription",
             "aaaaaaaa-0000-4000-8000-000000000002@bbbbbbbb-0000-4000-8000-000000000002",
             "--no-throttling",
+            "--writes",
+            "5/1",
             "--cluster-provisioning-ms",
             "10",
         ])
@@ -88,6 +90,14 @@ fn serve_prints_exports_then_ready_and_serves() {
         .json()
         .unwrap();
     assert_eq!(faults["throttling"], false);
+    assert_eq!(
+        faults["writes"],
+        serde_json::json!({"capacity": 5, "refillPerSec": 1})
+    );
+    assert_eq!(
+        faults["reads"],
+        serde_json::json!({"capacity": 250, "refillPerSec": 25})
+    );
     let settings: serde_json::Value = client
         .get(format!("{base}/_emulator/settings"))
         .send()
