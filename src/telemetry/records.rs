@@ -52,7 +52,6 @@ pub fn invocation_span(
         faas.trigger = trigger.as_str(),
         faas.invocation_id = %invocation_id,
         faas.invoked_name = %function_name,
-        faas.coldstart = tracing::field::Empty,
     );
     if let Some(tp) = traceparent {
         let carrier: HashMap<String, String> =
