@@ -443,6 +443,11 @@ impl FunctionsHost {
             _ => {}
         }
         let functions = config::load_functions(&app_root, &host_config, &settings)?;
+        if let Some(zone) = config::lookup_ci(&settings, "WEBSITE_TIME_ZONE")
+            .filter(|zone| !zone.is_empty() && !zone.eq_ignore_ascii_case("UTC"))
+        {
+            tracing::warn!(%zone, "WEBSITE_TIME_ZONE is not supported by the simulator: timers run in UTC");
+        }
         let launch = process::launch_spec(
             &app_root,
             &host_config,
