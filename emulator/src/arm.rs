@@ -2550,11 +2550,12 @@ fn list_role_assignments(app: &App, req: &Request<'_>, claims: &Claims, scope: &
     let action = "Microsoft.Authorization/roleAssignments/read";
     let items: Vec<Value> = {
         let store = lock(&app.store);
-        if let Some(e) = check_scope_exists(&store, scope) {
-            return e;
-        }
+        // Authorization first, then existence, as ARM does.
         if !store.is_allowed(&claims.oid, action, scope, None, None) {
             return authorization_failed(claims, action, scope);
+        }
+        if let Some(e) = check_scope_exists(&store, scope) {
+            return e;
         }
         let target = rbac::normalize_scope(scope);
         let mut list: Vec<&RoleAssignment> = store
@@ -2590,11 +2591,12 @@ fn find_assignment<'a>(store: &'a Store, scope: &str, name: &str) -> Option<&'a 
 fn get_role_assignment(app: &App, claims: &Claims, scope: &str, name: &str) -> Outcome {
     let store = lock(&app.store);
     let action = "Microsoft.Authorization/roleAssignments/read";
-    if let Some(e) = check_scope_exists(&store, scope) {
-        return e;
-    }
+    // Authorization first, then existence, as ARM does.
     if !store.is_allowed(&claims.oid, action, scope, None, None) {
         return authorization_failed(claims, action, scope);
+    }
+    if let Some(e) = check_scope_exists(&store, scope) {
+        return e;
     }
     match find_assignment(&store, scope, name) {
         Some(a) => Outcome::json(StatusCode::OK, a.to_arm()),
@@ -2753,11 +2755,12 @@ fn put_role_assignment(
     let now = OffsetDateTime::now_utc();
     let (status, value, existing_same) = {
         let mut store = lock(&app.store);
-        if let Some(e) = check_scope_exists(&store, scope) {
-            return e;
-        }
+        // Authorization first, then existence, as ARM does.
         if !store.is_allowed(&claims.oid, action, scope, Some(&role_guid), None) {
             return authorization_failed(claims, action, scope);
+        }
+        if let Some(e) = check_scope_exists(&store, scope) {
+            return e;
         }
         if !store.role_definitions.contains_key(&role_guid) {
             return Outcome::error(
