@@ -272,11 +272,9 @@ fn severity_rank(status: PairStatus) -> u8 {
     }
 }
 
-fn explain_command(cluster: Option<&ResourceId>, registry: &ResourceId) -> String {
-    match cluster {
-        Some(c) => format!("acr-autoattach explain --cluster {c} --registry {registry}"),
-        None => format!("acr-autoattach explain --registry {registry}"),
-    }
+/// The operator command that walks through one pair (`explain` takes both ids).
+fn explain_command(cluster: &ResourceId, registry: &ResourceId) -> String {
+    format!("acr-autoattach explain --cluster {cluster} --registry {registry}")
 }
 
 fn base_labels(status: &str, severity: &str) -> BTreeMap<String, String> {
@@ -334,7 +332,7 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
             ("reason".to_owned(), reason),
             (
                 "explain".to_owned(),
-                explain_command(Some(&p.cluster_id), &p.registry_id),
+                explain_command(&p.cluster_id, &p.registry_id),
             ),
             ("invocation_id".to_owned(), run.invocation_id.to_owned()),
         ]);
@@ -363,7 +361,6 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
                 ),
             ),
             ("reason".to_owned(), r.reason.clone()),
-            ("explain".to_owned(), explain_command(None, &r.registry_id)),
             ("invocation_id".to_owned(), run.invocation_id.to_owned()),
         ]);
         alerts.push(Alert {
@@ -876,6 +873,10 @@ mod tests {
         assert_eq!(pair_alert.labels["severity"], "critical");
         assert_eq!(pair_alert.labels["cluster"], cluster("a").key());
         assert!(pair_alert.annotations["explain"].starts_with("acr-autoattach explain --cluster "));
+        assert!(
+            !firing[1].annotations.contains_key("explain"),
+            "`explain` needs a cluster: none for a registry alert"
+        );
         assert_eq!(firing[2].labels["operation"], "arm.get_cluster");
     }
 
