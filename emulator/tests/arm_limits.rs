@@ -321,3 +321,106 @@ async fn reset_clears_state_back_to_the_start() {
     assert!(h.emu.principal(&h.emu.handler_principal_id()).is_some());
     assert_eq!(h.emu.stats().total(), 1);
 }
+
+#[tokio::test]
+async fn control_api_creates_principals_grants_and_tokens_over_http() {
+    let h = Harness::default().await;
+    let info: Value = h
+        .http
+        .get(h.url("/_emulator/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["handlerPrincipalId"], h.emu.handler_principal_id());
+    assert_eq!(info["subscriptions"].as_array().unwrap().len(), 2);
+    // A principal that is not yet replicated.
+    let created = h
+        .http
+        .post(h.url("/_emulator/principals"))
+        .json(&json!({"displayName": "ops", "kind": "User", "replicated": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let principal: Value = created.json().await.unwrap();
+    let oid = principal["objectId"].as_str().unwrap().to_owned();
+    assert!(principal["createdTime"].is_string());
+    let bad = h
+        .http
+        .post(h.url("/_emulator/principals"))
+        .json(&json!({"displayName": "x", "objectId": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // Token for it; no rights yet.
+    let token: Value = h
+        .http
+        .post(h.url("/_emulator/tokens"))
+        .json(&json!({"objectId": oid}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let url = format!(
+        "/subscriptions/{}/resourcegroups?api-version=2024-11-01",
+        h.sub
+    );
+    assert_eq!(h.get(&token, &url).await.code(), "AuthorizationFailed");
+    // Grant Reader at the subscription; now it reads.
+    let grant = h
+        .http
+        .post(h.url("/_emulator/grants"))
+        .json(&json!({"principalId": oid, "roleDefinitionId": azure_emulator::rbac::READER, "scope": format!("/subscriptions/{}", h.sub)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), 201);
+    assert_eq!(h.get(&token, &url).await.status, 200);
+    // Settings over HTTP (partial merge) and the principal list.
+    let settings: Value = h
+        .http
+        .patch(h.url("/_emulator/settings"))
+        .json(&json!({"listPageSize": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["listPageSize"], 1);
+    assert_eq!(settings["clusterProvisioningMs"], 50);
+    assert_eq!(h.emu.settings().list_page_size, 1);
+    let all: Value = h
+        .http
+        .get(h.url("/_emulator/principals"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["objectId"] == oid.as_str())
+    );
+    let wrong: Value = h
+        .http
+        .patch(h.url("/_emulator/faults"))
+        .json(&json!({"errorRate": "lots"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(wrong["error"]["code"], "InvalidControlRequest");
+}
