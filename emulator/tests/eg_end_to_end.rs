@@ -44,7 +44,7 @@ fn host_options(root: &Path, mode: &str) -> (HostOptions, PathBuf) {
     (options, recording)
 }
 
-fn requests(recording: &Path) -> Vec<Value> {
+fn recorded_requests(recording: &Path) -> Vec<Value> {
     std::fs::read_to_string(recording)
         .unwrap_or_default()
         .lines()
@@ -95,7 +95,7 @@ async fn a_failing_function_makes_event_grid_retry_until_it_succeeds() {
         [Some(500), Some(500), Some(202)],
         "the host answers 500 while the function fails"
     );
-    let requests = requests(&recording);
+    let requests = recorded_requests(&recording);
     assert_eq!(requests.len(), 3);
     let ids: Vec<&Value> = requests
         .iter()
@@ -192,8 +192,9 @@ async fn a_cluster_put_in_the_arm_emulator_reaches_the_function_as_a_write_succe
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(publisher.wait_idle(Duration::from_secs(20)).await);
 
-    let requests = requests(&recording);
+    let requests = recorded_requests(&recording);
     assert!(!requests.is_empty(), "the function was never invoked");
+    let cluster_requests = requests.len();
     for request in &requests {
         let event = &request["body"]["Data"]["event"];
         assert_eq!(
@@ -223,6 +224,59 @@ async fn a_cluster_put_in_the_arm_emulator_reaches_the_function_as_a_write_succe
         );
         assert_eq!(request["body"]["Metadata"]["data"], event["data"]);
     }
+    // A registry re-tagged through the Tags API arrives as `Microsoft.Resources/tags/write` on
+    // `{registry}/providers/Microsoft.Resources/tags/default`.
+    let registry_id = format!(
+        "/subscriptions/{sub}/resourceGroups/rg-e2e/providers/Microsoft.ContainerRegistry/registries/acre2e"
+    );
+    let answer = put(
+        format!(
+            "{}{registry_id}?api-version=2025-04-01",
+            emulator.base_url()
+        ),
+        json!({"location": "westeurope", "sku": {"name": "Standard"}}),
+    )
+    .await
+    .unwrap();
+    assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    let answer = put(
+        format!(
+            "{}{registry_id}/providers/Microsoft.Resources/tags/default?api-version=2024-03-01",
+            emulator.base_url()
+        ),
+        json!({"properties": {"tags": {"acr-autoattach": "env=prod"}}}),
+    )
+    .await
+    .unwrap();
+    assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    assert!(publisher.wait_idle(Duration::from_secs(20)).await);
+    let operations: Vec<(String, String)> = recorded_requests(&recording)[cluster_requests..]
+        .iter()
+        .map(|r| {
+            let event = &r["body"]["Data"]["event"];
+            (
+                event["data"]["operationName"].as_str().unwrap().to_owned(),
+                event["subject"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        operations.iter().any(
+            |(op, subject)| op == "Microsoft.ContainerRegistry/registries/write"
+                && subject.eq_ignore_ascii_case(&registry_id)
+        ),
+        "{operations:?}"
+    );
+    assert!(
+        operations
+            .iter()
+            .any(|(op, subject)| op == "Microsoft.Resources/tags/write"
+                && subject.eq_ignore_ascii_case(&format!(
+                    "{registry_id}/providers/Microsoft.Resources/tags/default"
+                ))),
+        "{operations:?}"
+    );
+
     // The resource group write was filtered out by the infra subscription.
     assert!(publisher.deliveries().iter().all(|d| d.status == Some(202)));
     let start: Value = serde_json::from_str(

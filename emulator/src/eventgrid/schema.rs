@@ -138,16 +138,24 @@ pub fn cloud_event(event: &ArmEvent, id: &str) -> Value {
 }
 
 /// Azure Resource Notifications (`Microsoft.ResourceNotifications.Resources.*`), in CloudEvents 1.0 form. Only
-/// resource writes and deletes raise them: actions do not, and a Tags API write is reported by ARN as a change of
-/// the tagged resource, which the bus does not carry (it carries the tags resource), so it raises nothing here.
+/// resource writes and deletes raise them, not actions. A Tags API write is a change of the tagged resource: its
+/// subject is the resource, not `…/providers/Microsoft.Resources/tags/default`, and it needs the resource's body
+/// (which the bus carries for resources; subscription tags raise nothing).
 pub fn resource_notification(event: &ArmEvent, id: &str) -> Option<Value> {
-    if event
-        .resource_uri
-        .to_ascii_lowercase()
-        .ends_with(TAGS_SUFFIX)
-    {
-        return None;
-    }
+    let lower = event.resource_uri.to_ascii_lowercase();
+    let subject = match lower.strip_suffix(TAGS_SUFFIX) {
+        Some(resource) => {
+            let body = event.resource_body.as_ref()?;
+            let is_resource = body.get("type").and_then(Value::as_str).is_some_and(|t| {
+                !t.eq_ignore_ascii_case("Microsoft.Resources/tags") && !t.is_empty()
+            }) && body.get("id").is_some();
+            if !is_resource {
+                return None;
+            }
+            event.resource_uri[..resource.len()].to_owned()
+        }
+        None => event.resource_uri.clone(),
+    };
     let (event_type, resource_info) = match event.kind {
         ArmOperationKind::Write => {
             let body = event.resource_body.as_ref()?.as_object()?;
@@ -157,8 +165,7 @@ pub fn resource_notification(event: &ArmEvent, id: &str) -> Option<Value> {
                     info.insert(key.to_owned(), value.clone());
                 }
             }
-            info.entry("id")
-                .or_insert_with(|| json!(event.resource_uri));
+            info.entry("id").or_insert_with(|| json!(subject));
             info.entry("tags").or_insert_with(|| json!({}));
             (
                 "Microsoft.ResourceNotifications.Resources.CreatedOrUpdated",
@@ -186,7 +193,7 @@ pub fn resource_notification(event: &ArmEvent, id: &str) -> Option<Value> {
         "source": format!("/subscriptions/{}", event.subscription_id),
         "id": id,
         "time": format_event_time(event.time),
-        "subject": event.resource_uri,
+        "subject": subject,
         "data": {
             "resourceInfo": resource_info,
             "operationalInfo": {"resourceEventTime": format_event_time(event.time)},
@@ -375,11 +382,22 @@ mod tests {
             deleted["data"]["resourceInfo"]["type"],
             "Microsoft.ContainerService/managedClusters"
         );
-        let tags = sample(
+        let mut tags = sample(
             ArmOperationKind::Write,
             &format!("{uri}/providers/Microsoft.Resources/tags/default"),
             "Microsoft.Resources/tags/write",
         );
-        assert!(resource_notification(&tags, "id-5").is_none());
+        let retagged = resource_notification(&tags, "id-5").unwrap();
+        assert_eq!(
+            retagged["subject"], uri,
+            "a tags write is a change of the tagged resource"
+        );
+        assert_eq!(retagged["data"]["resourceInfo"]["tags"]["env"], "prod");
+        tags.resource_body =
+            Some(json!({"id": "/subscriptions/sub-1", "subscriptionId": "sub-1", "tags": {}}));
+        assert!(
+            resource_notification(&tags, "id-6").is_none(),
+            "subscription tags raise nothing"
+        );
     }
 }
