@@ -185,8 +185,22 @@ impl ArmAdmin {
         }
     }
 
-    /// Sends one request; a non-2xx answer is an error carrying ARM's code and message.
+    /// Sends one request; a non-2xx answer is an error carrying ARM's code and message. A 429 is retried after
+    /// its `Retry-After` (as `az` does), a few times.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
+        let mut attempt = 0;
+        loop {
+            match self.call_once(method.clone(), path, body).await {
+                Err(AdminError::Status { status: 429, .. }) if attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token);
         if let Some(b) = body {
