@@ -10,6 +10,7 @@ pub mod functions;
 pub mod host;
 pub mod model;
 pub mod ncrontab;
+pub mod operator;
 pub mod planner;
 pub mod reconcile;
 pub mod report;

@@ -36,6 +36,27 @@ enum Command {
     },
     /// Print the effective configuration (from the environment), validated, with secrets redacted.
     Config,
+    /// Audit every (cluster, registry) pair in scope and report; never writes.
+    ///
+    /// Same engine as the timer, in audit mode. Exit 0 when every pair is compliant, 1 when some are not (or a
+    /// selector is invalid, or the run stopped at its deadline), 2 on error. `--output html FILE` writes one
+    /// self-contained page (clusters × registries matrix). Identity: the `az login` session, or the managed
+    /// identity when IDENTITY_ENDPOINT is set (e.g. `eval "$(azure-emulator serve)"`); endpoints and tag come
+    /// from AUTOATTACH_* settings.
+    Verify(acr_autoattach::operator::VerifyArgs),
+    /// Show what would be created and removed in scope, then do it (unless --dry-run), then show the results.
+    ///
+    /// Always enforce mode; removes owned assignments that are no longer wanted only with detach
+    /// (AUTOATTACH_DETACH or --detach), never an assignment without the ownership mark. Exit 0 when everything
+    /// ends compliant (dry run: nothing to do), 1 otherwise, 2 on error.
+    Reconcile(acr_autoattach::operator::ReconcileArgs),
+    /// Explain one (cluster, registry) pair step by step; reads only.
+    ///
+    /// The registry's selector evaluated against the cluster's tags, location, subscription and resource group;
+    /// the cluster's opt-out; tenants; the role the registry's mode needs and why; the principal's assignments at
+    /// registry, resource-group and subscription scope and whether each covers pull; the verdict. Exit 0 when the
+    /// pair is in order, 1 when something is to do, 2 on error.
+    Explain(acr_autoattach::operator::ExplainArgs),
 }
 
 /// Exit code for a configuration or usage error.
@@ -45,6 +66,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => serve(port),
+        Command::Verify(args) => acr_autoattach::operator::verify(&args),
+        Command::Reconcile(args) => acr_autoattach::operator::reconcile(&args),
+        Command::Explain(args) => acr_autoattach::operator::explain(&args),
         Command::Config => match load_settings(&ProcessEnv) {
             Ok(settings) => {
                 for (key, value) in settings.config.describe() {

@@ -67,7 +67,8 @@ pub struct Inventory {
     /// The subscriptions inventoried.
     pub subscriptions: Vec<String>,
     pub clusters: Vec<Cluster>,
-    /// Registries carrying the opt-in tag (whatever its value: the selector decides).
+    /// Registries carrying the opt-in tag (whatever its value: the selector decides), and registries without it
+    /// that hold an owned assignment (so that detach can remove it).
     pub registries: Vec<Registry>,
     /// Assignments at or above any registry in scope (tagged or not), plus every assignment carrying the
     /// ownership mark wherever it is (detach needs them).
@@ -179,10 +180,21 @@ impl ScopedClient {
         };
 
         // Keep what matters: tagged registries, assignments that can cover any registry, owned ones anywhere.
+        // A registry holding an owned assignment is kept even without the tag (it was removed): detach judges
+        // that assignment against the registry's current state, which now selects nothing.
         let all_registries = std::mem::take(&mut raw.registries);
+        let owned_scopes: HashSet<String> = raw
+            .assignments
+            .iter()
+            .filter(|a| a.is_owned())
+            .filter_map(|a| crate::model::ResourceId::parse(&a.scope).ok())
+            .map(|id| id.key())
+            .collect();
         let registries: Vec<Registry> = all_registries
             .iter()
-            .filter(|r| r.tags.contains_key(&options.tag_name))
+            .filter(|r| {
+                r.tags.contains_key(&options.tag_name) || owned_scopes.contains(&r.id.key())
+            })
             .cloned()
             .collect();
         let mut seen = HashSet::new();
