@@ -33,6 +33,8 @@ const OWNER_GUID: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
 struct EmulatorCredential {
     control: EmulatorControl,
     object_id: String,
+    /// Hand out this many invalid tokens first (a revoked or corrupted token).
+    invalid_first: std::sync::atomic::AtomicU32,
 }
 
 impl TokenCredential for EmulatorCredential {
@@ -53,6 +55,18 @@ impl TokenCredential for EmulatorCredential {
             .map(|s| s.trim_end_matches("/.default").to_owned())
             .unwrap_or_default();
         Box::pin(async move {
+            if self
+                .invalid_first
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                let expires = azure_core::time::OffsetDateTime::now_utc() + Duration::from_hours(1);
+                return Ok(AccessToken::new("not.a.token", expires));
+            }
             let token = self
                 .control
                 .token_for(&self.object_id, &audience)
@@ -71,10 +85,19 @@ impl TokenCredential for EmulatorCredential {
 }
 
 fn options_for(emu: &RunningEmulator, object_id: &str) -> ClientOptions {
+    options_with_invalid_tokens(emu, object_id, 0)
+}
+
+fn options_with_invalid_tokens(
+    emu: &RunningEmulator,
+    object_id: &str,
+    invalid_first: u32,
+) -> ClientOptions {
     let base = Url::parse(&emu.base_url()).unwrap();
     let credential = Arc::new(EmulatorCredential {
         control: emu.control(),
         object_id: object_id.to_owned(),
+        invalid_first: invalid_first.into(),
     });
     let mut options = ClientOptions::new(base.clone(), base, credential);
     options.retry = RetryPolicy::default().with_seed(42);
@@ -197,8 +220,20 @@ async fn managed_identity_child() {
         no_retry: true,
         ..ManagedIdentityOptions::from_env(env)
     };
-    let client =
-        AzureClient::new(ClientOptions::managed_identity(arm, graph, &identity).unwrap()).unwrap();
+    let mut options = ClientOptions::managed_identity(arm, graph, &identity).unwrap();
+    options.retry.base_delay = Duration::from_millis(20);
+    let client = AzureClient::new(options).unwrap();
+    // The parent made the token endpoint fail twice: azure_identity (no retry of its own) reports it, our
+    // policy retries with back-off, the third token request succeeds.
+    let subs = client
+        .with_deadline(soon(20))
+        .list_subscriptions()
+        .await
+        .unwrap();
+    assert_eq!(subs.len(), 2, "{subs:?}");
+    let stats = client.stats();
+    assert_eq!(stats.retries, 2, "{stats:?}");
+    assert_eq!(stats.total(), 1, "token failures send no ARM request");
     let claims = client.identity(soon(20)).await.unwrap();
     assert_eq!(
         claims.object_id,
@@ -206,12 +241,6 @@ async fn managed_identity_child() {
         "token issued to the handler identity"
     );
     assert_eq!(claims.tenant_id, env("AZURE_TENANT_ID"));
-    let subs = client
-        .with_deadline(soon(20))
-        .list_subscriptions()
-        .await
-        .unwrap();
-    assert_eq!(subs.len(), 2, "{subs:?}");
     println!("child ok: {} subscriptions", subs.len());
 }
 
@@ -227,6 +256,7 @@ async fn managed_identity_credential_gets_tokens_from_the_emulator() {
             ..EmulatorConfig::for_tests()
         })
         .await;
+        emu.update_faults(|f| f.token_fail_next = 2);
         let env = emu.env();
         assert_eq!(
             env.iter().any(|(k, _)| k == "AZURE_CLIENT_ID"),
@@ -251,7 +281,12 @@ async fn managed_identity_credential_gets_tokens_from_the_emulator() {
             "user_assigned={user_assigned}\n{stdout}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(emu.stats().count("GET token") >= 1);
+        assert_eq!(emu.stats().count_status("GET token", 500), 2);
+        assert_eq!(
+            emu.stats().count_status("GET token", 200),
+            1,
+            "one token, cached"
+        );
     }
 }
 
@@ -1019,6 +1054,27 @@ impl acr_autoattach::azure::RequestObserver for Tally {
 
 #[tokio::test]
 async fn each_request_is_a_span_with_http_semantics_and_an_observer_call() {
+    // tracing caches per-callsite interest process-wide; with other tests hitting the same callsites on
+    // other threads, a thread-scoped subscriber may miss spans. Run alone in a child process.
+    if std::env::var(CHILD_FLAG).is_err() {
+        let output = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "each_request_is_a_span_with_http_semantics_and_an_observer_call",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD_FLAG, "1")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
     use tracing_subscriber::layer::SubscriberExt;
     let captured = Captured::default();
     let _guard =
@@ -1089,5 +1145,53 @@ async fn each_request_is_a_span_with_http_semantics_and_an_observer_call() {
     assert_eq!(
         field(&spans[1], "http.response.status_code").as_deref(),
         Some("200")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_is_replaced_once_then_401_is_final() {
+    let emu = start(EmulatorConfig::for_tests()).await;
+    let sub = emu.subscriptions()[0].clone();
+    let client = AzureClient::new(options_with_invalid_tokens(
+        &emu,
+        &emu.handler_principal_id(),
+        1,
+    ))
+    .unwrap();
+    client
+        .with_deadline(soon(10))
+        .list_clusters(&sub)
+        .await
+        .unwrap();
+    let stats = client.stats();
+    assert_eq!(
+        (stats.by_class("4xx"), stats.by_class("2xx"), stats.retries),
+        (1, 1, 1)
+    );
+
+    let client = AzureClient::new(options_with_invalid_tokens(
+        &emu,
+        &emu.handler_principal_id(),
+        5,
+    ))
+    .unwrap();
+    let err = client
+        .with_deadline(soon(10))
+        .list_clusters(&sub)
+        .await
+        .unwrap_err();
+    let AzureError::Unauthorized { code, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(code.as_deref(), Some("InvalidAuthenticationToken"));
+    assert!(!err.is_transient());
+    assert!(
+        !err.to_string().contains("not.a.token"),
+        "no token in errors"
+    );
+    assert_eq!(
+        client.stats().total(),
+        2,
+        "one retry with a fresh token, no more"
     );
 }

@@ -262,6 +262,7 @@ impl Engine {
             Audience::Graph => GRAPH_SCOPE,
         };
         let mut attempt: u32 = 0;
+        let mut refreshed_token = false;
         loop {
             attempt += 1;
             if Instant::now() >= ctx.deadline {
@@ -278,6 +279,13 @@ impl Engine {
                 && !call.retry_principal_not_found
             {
                 return Err(error);
+            }
+            // A 401 may be a token revoked or expired early: one more try with a fresh token (the cached
+            // one was dropped), as the SDKs' bearer-token policies do.
+            if matches!(error, AzureError::Unauthorized { .. }) && !refreshed_token {
+                refreshed_token = true;
+                self.bump(|s| s.retries += 1);
+                continue;
             }
             match self
                 .retry
