@@ -22,6 +22,7 @@ use azure_emulator::{
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tracing_subscriber::layer::SubscriberExt;
 use url::Url;
 
 const OWNER_GUID: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
@@ -1075,7 +1076,6 @@ async fn each_request_is_a_span_with_http_semantics_and_an_observer_call() {
         );
         return;
     }
-    use tracing_subscriber::layer::SubscriberExt;
     let captured = Captured::default();
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
