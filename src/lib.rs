@@ -5,6 +5,7 @@ pub mod alerting;
 pub mod azure;
 pub mod bootstrap;
 pub mod config;
+pub mod demo;
 pub mod events;
 pub mod functions;
 pub mod host;

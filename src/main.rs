@@ -24,6 +24,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole mission on loopback: the Azure emulator, Event Grid and the Functions host start in this
+    /// process, the host launches this binary as its handler, an estate of 2 subscriptions, 3 registries and 6
+    /// clusters is built through ARM PUTs, events flow by themselves, and every (cluster, registry) pair is
+    /// read back and compared with what it must be. Exit 0 only when every pair ended as expected.
+    Demo {
+        /// Print one JSON document (`pairs`, `summary`) instead of the table; progress goes to stderr.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run as the Azure Functions custom handler: an HTTP server on 127.0.0.1 that the Functions host
     /// invokes for OnResourceEvent (Event Grid) and VerifyAttachments (timer).
     ///
@@ -66,6 +75,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => serve(port),
+        Command::Demo { json } => demo(json),
         Command::Verify(args) => acr_autoattach::operator::verify(&args),
         Command::Reconcile(args) => acr_autoattach::operator::reconcile(&args),
         Command::Explain(args) => acr_autoattach::operator::explain(&args),
@@ -158,6 +168,58 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("acr-autoattach: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(json: bool) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) => {
+            eprintln!("acr-autoattach: cannot find this executable for the host to launch: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("acr-autoattach: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let say = move |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let report = runtime.block_on(acr_autoattach::demo::run(
+        vec![exe, "serve".to_owned()],
+        &say,
+    ));
+    match report {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("acr-autoattach: {e}"),
+                }
+            } else {
+                print!("{}", acr_autoattach::demo::render(&report));
+            }
+            if report.all_as_expected() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("acr-autoattach demo failed: {e}");
             ExitCode::FAILURE
         }
     }

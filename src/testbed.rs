@@ -102,7 +102,10 @@ pub fn assemble_app_root(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("VerifyAttachments"))?;
     std::fs::write(dir.join("host.json"), HOST_JSON)?;
     std::fs::write(dir.join("OnResourceEvent/function.json"), ON_RESOURCE_EVENT)?;
-    std::fs::write(dir.join("VerifyAttachments/function.json"), VERIFY_ATTACHMENTS)?;
+    std::fs::write(
+        dir.join("VerifyAttachments/function.json"),
+        VERIFY_ATTACHMENTS,
+    )?;
     Ok(())
 }
 
@@ -128,11 +131,15 @@ impl Testbed {
         let host = FunctionsHost::start(host_options)
             .await
             .map_err(|e| TestbedError::Host(e.to_string()))?;
-        host.wait_ready().await.map_err(|e| TestbedError::Host(e.to_string()))?;
+        host.wait_ready()
+            .await
+            .map_err(|e| TestbedError::Host(e.to_string()))?;
 
         let publisher = Publisher::start(&emulator.bus(), options.publisher.clone());
-        let mut subscription =
-            EventSubscription::as_infra_configures("acr-autoattach", host.eventgrid_webhook_url("OnResourceEvent"));
+        let mut subscription = EventSubscription::as_infra_configures(
+            "acr-autoattach",
+            host.eventgrid_webhook_url("OnResourceEvent"),
+        );
         subscription.schema = options.schema;
         if options.schema == EventSchema::ResourceNotifications {
             // Resource Notifications events have their own types and no operationName.

@@ -15,25 +15,60 @@ async fn new_cluster_is_attached_to_exactly_the_registries_that_select_it() {
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "platform").await;
     rg(&bed, &s1, "apps").await;
-    let all = registry(&bed, RegistrySpec::new(&s1, "platform", "acrall").tag("acr-autoattach", "*")).await;
-    let prod = registry(&bed, RegistrySpec::new(&s1, "platform", "acrprod").tag("acr-autoattach", "env=prod").abac()).await;
+    let all = registry(
+        &bed,
+        RegistrySpec::new(&s1, "platform", "acrall").tag("acr-autoattach", "*"),
+    )
+    .await;
+    let prod = registry(
+        &bed,
+        RegistrySpec::new(&s1, "platform", "acrprod")
+            .tag("acr-autoattach", "env=prod")
+            .abac(),
+    )
+    .await;
     let off = registry(&bed, RegistrySpec::new(&s1, "platform", "acrprivate")).await;
     settle(&bed).await;
 
-    let (_, dev) = cluster(&bed, ClusterSpec::new(&s1, "apps", "aks-dev").tag("env", "dev")).await;
-    let (_, prd) = cluster(&bed, ClusterSpec::new(&s1, "apps", "aks-prod").tag("env", "prod")).await;
+    let (_, dev) = cluster(
+        &bed,
+        ClusterSpec::new(&s1, "apps", "aks-dev").tag("env", "dev"),
+    )
+    .await;
+    let (_, prd) = cluster(
+        &bed,
+        ClusterSpec::new(&s1, "apps", "aks-prod").tag("env", "prod"),
+    )
+    .await;
     settle(&bed).await;
 
-    let failed = bed.host.invocations().iter().filter(|i| !i.succeeded()).count();
+    let failed = bed
+        .host
+        .invocations()
+        .iter()
+        .filter(|i| !i.succeeded())
+        .count();
     if pulls(&bed, &all, &dev).await.len() != 1 {
         dump(&bed);
     }
-    assert_eq!(pulls(&bed, &all, &dev).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
-    assert_eq!(pulls(&bed, &all, &prd).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
-    assert_eq!(pulls(&bed, &prod, &prd).await, vec![(REPOSITORY_READER_GUID.to_owned(), true)]);
+    assert_eq!(
+        pulls(&bed, &all, &dev).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
+    assert_eq!(
+        pulls(&bed, &all, &prd).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
+    assert_eq!(
+        pulls(&bed, &prod, &prd).await,
+        vec![(REPOSITORY_READER_GUID.to_owned(), true)]
+    );
     assert!(pulls(&bed, &prod, &dev).await.is_empty());
     assert!(pulls(&bed, &off, &dev).await.is_empty() && pulls(&bed, &off, &prd).await.is_empty());
-    eprintln!("invocations: {} ({failed} failed, retried by Event Grid)", bed.host.invocations().len());
+    eprintln!(
+        "invocations: {} ({failed} failed, retried by Event Grid)",
+        bed.host.invocations().len()
+    );
     bed.shutdown().await;
 }
 
@@ -47,7 +82,8 @@ fn handler_writes(bed: &acr_autoattach::testbed::Testbed) -> (u64, u64) {
     let handler = bed.emulator.control().handler_principal_id();
     let stats = bed.stats().for_caller(&handler);
     (
-        stats.count_status("PUT roleAssignments", 201) + stats.count_status("PUT roleAssignments", 200),
+        stats.count_status("PUT roleAssignments", 201)
+            + stats.count_status("PUT roleAssignments", 200),
         stats.count("DELETE roleAssignments"),
     )
 }
@@ -65,12 +101,22 @@ async fn triple_delivery_creates_one_assignment_per_pair() {
     }
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
-    let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "all")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "all"),
+    )
+    .await;
     let (_, kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks1")).await;
     settle(&bed).await;
-    assert_eq!(pulls(&bed, &acr, &kubelet).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
+    assert_eq!(
+        pulls(&bed, &acr, &kubelet).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
     let deliveries = bed.publisher.deliveries().len();
-    assert!(deliveries >= 9, "expected every event three times, saw {deliveries} deliveries");
+    assert!(
+        deliveries >= 9,
+        "expected every event three times, saw {deliveries} deliveries"
+    );
     bed.shutdown().await;
 }
 
@@ -90,15 +136,35 @@ async fn reordered_and_duplicated_events_converge() {
         bed.admin.put_cluster(&spec).await.unwrap();
         kubelets.push(spec.id());
     }
-    let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "env=prod")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "env=prod"),
+    )
+    .await;
     // The registry's tag changes twice quickly; the last write wins whatever order the events arrive in.
-    bed.admin.set_tags(&acr, &[("acr-autoattach", "env=dev")]).await.unwrap();
-    bed.admin.set_tags(&acr, &[("acr-autoattach", "env in (prod,dev)")]).await.unwrap();
+    bed.admin
+        .set_tags(&acr, &[("acr-autoattach", "env=dev")])
+        .await
+        .unwrap();
+    bed.admin
+        .set_tags(&acr, &[("acr-autoattach", "env in (prod,dev)")])
+        .await
+        .unwrap();
     settle(&bed).await;
     for id in &kubelets {
-        let body = bed.admin.wait_cluster_succeeded(id, Duration::from_secs(10)).await.unwrap();
-        let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"].as_str().unwrap();
-        assert_eq!(pulls(&bed, &acr, oid).await, vec![(ACR_PULL_GUID.to_owned(), true)], "{id}");
+        let body = bed
+            .admin
+            .wait_cluster_succeeded(id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            pulls(&bed, &acr, oid).await,
+            vec![(ACR_PULL_GUID.to_owned(), true)],
+            "{id}"
+        );
     }
     bed.shutdown().await;
 }
@@ -112,17 +178,29 @@ async fn cluster_slower_than_the_readiness_budget_is_attached_on_a_retry() {
     let bed = start(opts).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
-    let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*"),
+    )
+    .await;
     settle(&bed).await;
     let spec = ClusterSpec::new(&s1, "rg", "slow");
     bed.admin.put_cluster(&spec).await.unwrap();
     settle(&bed).await;
     let invocations = bed.host.invocations();
     let failed = invocations.iter().filter(|i| !i.succeeded()).count();
-    assert!(failed >= 1, "the first invocation must fail while the cluster is Creating");
+    assert!(
+        failed >= 1,
+        "the first invocation must fail while the cluster is Creating"
+    );
     let body = bed.admin.get_cluster(&spec.id()).await.unwrap();
-    let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"].as_str().unwrap();
-    assert_eq!(pulls(&bed, &acr, oid).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
+    let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        pulls(&bed, &acr, oid).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
     assert!(bed.publisher.deadletters().is_empty());
     bed.shutdown().await;
 }
@@ -131,15 +209,27 @@ async fn cluster_slower_than_the_readiness_budget_is_attached_on_a_retry() {
 async fn throttling_storm_is_ridden_out() {
     let mut opts = options();
     // Tiny ARM buckets: a handful of reads and writes, slow refill. 429s with Retry-After follow quickly.
-    opts.emulator.faults.reads = azure_emulator::BucketLimit { capacity: 6, refill_per_sec: 4 };
-    opts.emulator.faults.writes = azure_emulator::BucketLimit { capacity: 4, refill_per_sec: 2 };
+    opts.emulator.faults.reads = azure_emulator::BucketLimit {
+        capacity: 6,
+        refill_per_sec: 4,
+    };
+    opts.emulator.faults.writes = azure_emulator::BucketLimit {
+        capacity: 4,
+        refill_per_sec: 2,
+    };
     opts.publisher.retry_time_scale = 0.1;
     let bed = start(opts).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
     let mut registries = Vec::new();
     for i in 0..3 {
-        registries.push(registry(&bed, RegistrySpec::new(&s1, "rg", &format!("acrnum{i}")).tag("acr-autoattach", "*")).await);
+        registries.push(
+            registry(
+                &bed,
+                RegistrySpec::new(&s1, "rg", &format!("acrnum{i}")).tag("acr-autoattach", "*"),
+            )
+            .await,
+        );
     }
     let mut clusters = Vec::new();
     for i in 0..3 {
@@ -149,10 +239,20 @@ async fn throttling_storm_is_ridden_out() {
     }
     settle(&bed).await;
     for id in &clusters {
-        let body = bed.admin.wait_cluster_succeeded(id, Duration::from_secs(10)).await.unwrap();
-        let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"].as_str().unwrap();
+        let body = bed
+            .admin
+            .wait_cluster_succeeded(id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
+            .as_str()
+            .unwrap();
         for acr in &registries {
-            assert_eq!(pulls(&bed, acr, oid).await, vec![(ACR_PULL_GUID.to_owned(), true)], "{id} → {acr}");
+            assert_eq!(
+                pulls(&bed, acr, oid).await,
+                vec![(ACR_PULL_GUID.to_owned(), true)],
+                "{id} → {acr}"
+            );
         }
     }
     let handler = bed.emulator.control().handler_principal_id();
@@ -169,12 +269,24 @@ async fn replication_window_does_not_delay_the_attach() {
     let bed = start(opts).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
-    let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*"),
+    )
+    .await;
     let (_, kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks1")).await;
     settle(&bed).await;
-    assert_eq!(pulls(&bed, &acr, &kubelet).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
+    assert_eq!(
+        pulls(&bed, &acr, &kubelet).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
     let handler = bed.emulator.control().handler_principal_id();
-    assert_eq!(bed.stats().for_caller(&handler).count_status("PUT roleAssignments", 400), 0);
+    assert_eq!(
+        bed.stats()
+            .for_caller(&handler)
+            .count_status("PUT roleAssignments", 400),
+        0
+    );
     bed.shutdown().await;
 }
 
@@ -183,12 +295,23 @@ async fn registry_created_after_the_clusters_attaches_them() {
     let bed = start(options()).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
-    let (_, a) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-a").tag("team", "red")).await;
+    let (_, a) = cluster(
+        &bed,
+        ClusterSpec::new(&s1, "rg", "aks-a").tag("team", "red"),
+    )
+    .await;
     let (_, b) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-b")).await;
     settle(&bed).await;
-    let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrlate").tag("acr-autoattach", "team")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrlate").tag("acr-autoattach", "team"),
+    )
+    .await;
     settle(&bed).await;
-    assert_eq!(pulls(&bed, &acr, &a).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
+    assert_eq!(
+        pulls(&bed, &acr, &a).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
     assert!(pulls(&bed, &acr, &b).await.is_empty());
     bed.shutdown().await;
 }
@@ -198,27 +321,65 @@ async fn retagging_with_detach_removes_only_our_assignments() {
     let bed = start(options().setting("AUTOATTACH_DETACH", "true")).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
-    let (_, dev) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-dev").tag("env", "dev")).await;
-    let (_, dev2) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-dev2").tag("env", "dev")).await;
-    let (_, prod) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-prod").tag("env", "prod")).await;
+    let (_, dev) = cluster(
+        &bed,
+        ClusterSpec::new(&s1, "rg", "aks-dev").tag("env", "dev"),
+    )
+    .await;
+    let (_, dev2) = cluster(
+        &bed,
+        ClusterSpec::new(&s1, "rg", "aks-dev2").tag("env", "dev"),
+    )
+    .await;
+    let (_, prod) = cluster(
+        &bed,
+        ClusterSpec::new(&s1, "rg", "aks-prod").tag("env", "prod"),
+    )
+    .await;
     // The registry exists untagged; a person grants dev2 AcrPull by hand; then the registry opts in for dev.
     let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrteam1")).await;
     bed.admin
-        .put_role_assignment(&acr, ACR_PULL_GUID, &dev2, Some("granted by alice for the migration"))
+        .put_role_assignment(
+            &acr,
+            ACR_PULL_GUID,
+            &dev2,
+            Some("granted by alice for the migration"),
+        )
         .await
         .unwrap();
-    bed.admin.set_tags(&acr, &[("acr-autoattach", "env=dev")]).await.unwrap();
+    bed.admin
+        .set_tags(&acr, &[("acr-autoattach", "env=dev")])
+        .await
+        .unwrap();
     settle(&bed).await;
-    assert_eq!(pulls(&bed, &acr, &dev).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
-    assert_eq!(pulls(&bed, &acr, &dev2).await, vec![(ACR_PULL_GUID.to_owned(), false)], "the human grant covers dev2");
-    bed.admin.set_tags(&acr, &[("acr-autoattach", "env=prod")]).await.unwrap();
+    assert_eq!(
+        pulls(&bed, &acr, &dev).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
+    assert_eq!(
+        pulls(&bed, &acr, &dev2).await,
+        vec![(ACR_PULL_GUID.to_owned(), false)],
+        "the human grant covers dev2"
+    );
+    bed.admin
+        .set_tags(&acr, &[("acr-autoattach", "env=prod")])
+        .await
+        .unwrap();
     settle(&bed).await;
-    assert!(pulls(&bed, &acr, &dev).await.is_empty(), "our assignment for dev is removed");
     assert!(
-        pulls(&bed, &acr, &dev2).await.contains(&(ACR_PULL_GUID.to_owned(), false)),
+        pulls(&bed, &acr, &dev).await.is_empty(),
+        "our assignment for dev is removed"
+    );
+    assert!(
+        pulls(&bed, &acr, &dev2)
+            .await
+            .contains(&(ACR_PULL_GUID.to_owned(), false)),
         "the human-made assignment stays"
     );
-    assert_eq!(pulls(&bed, &acr, &prod).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
+    assert_eq!(
+        pulls(&bed, &acr, &prod).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
     bed.shutdown().await;
 }
 
@@ -227,24 +388,56 @@ async fn human_acrpull_at_resource_group_scope_means_nothing_is_created() {
     let bed = start(options()).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "shared").await;
-    let acr = registry(&bed, RegistrySpec::new(&s1, "shared", "acrteam1").tag("acr-autoattach", "*")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "shared", "acrteam1").tag("acr-autoattach", "*"),
+    )
+    .await;
     let spec = ClusterSpec::new(&s1, "shared", "aks1");
     // The cluster exists first (no registry event will pick it up), then a person grants at the group.
     bed.admin.put_cluster(&spec).await.unwrap();
-    let body = bed.admin.wait_cluster_succeeded(&spec.id(), Duration::from_secs(10)).await.unwrap();
-    let kubelet = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"].as_str().unwrap().to_owned();
+    let body = bed
+        .admin
+        .wait_cluster_succeeded(&spec.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let kubelet = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     settle(&bed).await;
     let created_before = handler_writes(&bed).0;
     let group = format!("/subscriptions/{s1}/resourceGroups/shared");
-    bed.admin.put_role_assignment(&group, ACR_PULL_GUID, &kubelet, None).await.unwrap();
+    bed.admin
+        .put_role_assignment(&group, ACR_PULL_GUID, &kubelet, None)
+        .await
+        .unwrap();
     // A tag change on the cluster triggers a fresh evaluation.
-    bed.admin.set_tags(&spec.id(), &[("owner", "team-a")]).await.unwrap();
+    bed.admin
+        .set_tags(&spec.id(), &[("owner", "team-a")])
+        .await
+        .unwrap();
     settle(&bed).await;
     assert!(pulls(&bed, &acr, &kubelet).await.len() <= 1);
     let created_after = handler_writes(&bed).0;
-    assert_eq!(created_after, created_before, "nothing new once the group-scope grant covers the pair");
-    let last = bed.host.invocations().into_iter().rev().find(|i| i.logs.iter().any(|l| l.contains("cluster_write"))).unwrap();
-    assert!(last.logs.iter().any(|l| l.starts_with("compliant") && l.contains("acrteam1")), "{:?}", last.logs);
+    assert_eq!(
+        created_after, created_before,
+        "nothing new once the group-scope grant covers the pair"
+    );
+    let last = bed
+        .host
+        .invocations()
+        .into_iter()
+        .rev()
+        .find(|i| i.logs.iter().any(|l| l.contains("cluster_write")))
+        .unwrap();
+    assert!(
+        last.logs
+            .iter()
+            .any(|l| l.starts_with("compliant") && l.contains("acrteam1")),
+        "{:?}",
+        last.logs
+    );
     bed.shutdown().await;
 }
 
@@ -253,13 +446,26 @@ async fn service_principal_cluster_gets_its_object_id_from_graph() {
     let bed = start(options()).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
-    let sp = bed.emulator.control().create_service_principal("legacy-cluster-sp");
-    let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*")).await;
+    let sp = bed
+        .emulator
+        .control()
+        .create_service_principal("legacy-cluster-sp");
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*"),
+    )
+    .await;
     let spec = ClusterSpec::new(&s1, "rg", "aks-sp").service_principal(&sp.app_id);
     bed.admin.put_cluster(&spec).await.unwrap();
-    bed.admin.wait_cluster_succeeded(&spec.id(), Duration::from_secs(10)).await.unwrap();
+    bed.admin
+        .wait_cluster_succeeded(&spec.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
     settle(&bed).await;
-    assert_eq!(pulls(&bed, &acr, &sp.object_id).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
+    assert_eq!(
+        pulls(&bed, &acr, &sp.object_id).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
     bed.shutdown().await;
 }
 
@@ -269,10 +475,17 @@ async fn cluster_in_another_subscription_is_attached() {
     let (s1, s2) = (sub(&bed, 0), sub(&bed, 1));
     rg(&bed, &s1, "platform").await;
     rg(&bed, &s2, "apps").await;
-    let acr = registry(&bed, RegistrySpec::new(&s1, "platform", "acrshared").tag("acr-autoattach", "*")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "platform", "acrshared").tag("acr-autoattach", "*"),
+    )
+    .await;
     let (_, kubelet) = cluster(&bed, ClusterSpec::new(&s2, "apps", "aks-other-sub")).await;
     settle(&bed).await;
-    assert_eq!(pulls(&bed, &acr, &kubelet).await, vec![(ACR_PULL_GUID.to_owned(), true)]);
+    assert_eq!(
+        pulls(&bed, &acr, &kubelet).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
     bed.shutdown().await;
 }
 
@@ -281,13 +494,20 @@ async fn audit_mode_writes_nothing_and_reports_missing() {
     let bed = start(options().setting("AUTOATTACH_MODE", "audit")).await;
     let s1 = sub(&bed, 0);
     rg(&bed, &s1, "rg").await;
-    let acr = registry(&bed, RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*")).await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*"),
+    )
+    .await;
     let (_, kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks1")).await;
     settle(&bed).await;
     assert!(pulls(&bed, &acr, &kubelet).await.is_empty());
     let handler = bed.emulator.control().handler_principal_id();
     let stats = bed.stats().for_caller(&handler);
-    assert_eq!(stats.count("PUT roleAssignments") + stats.count("DELETE roleAssignments"), 0);
+    assert_eq!(
+        stats.count("PUT roleAssignments") + stats.count("DELETE roleAssignments"),
+        0
+    );
     let missing = bed
         .host
         .invocations()
@@ -307,10 +527,28 @@ async fn irrelevant_events_cost_no_azure_request() {
     let before = bed.stats().for_caller(&handler).total();
     let base = format!("/subscriptions/{s1}/resourceGroups/rg/providers");
     let events = [
-        ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Storage/storageAccounts/write", format!("{base}/Microsoft.Storage/storageAccounts/st1")),
-        ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Authorization/roleAssignments/write", format!("{base}/Microsoft.ContainerRegistry/registries/acr1/providers/Microsoft.Authorization/roleAssignments/0b0d7c4e-0000-4000-8000-000000000001")),
-        ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.ContainerService/managedClusters/agentPools/write", format!("{base}/Microsoft.ContainerService/managedClusters/aks1/agentPools/np1")),
-        ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action", format!("{base}/Microsoft.ContainerService/managedClusters/aks1")),
+        (
+            "Microsoft.Resources.ResourceWriteSuccess",
+            "Microsoft.Storage/storageAccounts/write",
+            format!("{base}/Microsoft.Storage/storageAccounts/st1"),
+        ),
+        (
+            "Microsoft.Resources.ResourceWriteSuccess",
+            "Microsoft.Authorization/roleAssignments/write",
+            format!(
+                "{base}/Microsoft.ContainerRegistry/registries/acr1/providers/Microsoft.Authorization/roleAssignments/0b0d7c4e-0000-4000-8000-000000000001"
+            ),
+        ),
+        (
+            "Microsoft.Resources.ResourceWriteSuccess",
+            "Microsoft.ContainerService/managedClusters/agentPools/write",
+            format!("{base}/Microsoft.ContainerService/managedClusters/aks1/agentPools/np1"),
+        ),
+        (
+            "Microsoft.Resources.ResourceActionSuccess",
+            "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+            format!("{base}/Microsoft.ContainerService/managedClusters/aks1"),
+        ),
     ];
     for (i, (event_type, operation, uri)) in events.iter().enumerate() {
         let event = json!([{
@@ -318,9 +556,17 @@ async fn irrelevant_events_cost_no_azure_request() {
             "eventType": event_type, "eventTime": "2026-11-30T06:00:00.0000000Z", "dataVersion": "2", "metadataVersion": "1",
             "data": {"operationName": operation, "resourceUri": uri, "subscriptionId": s1, "tenantId": "t", "status": "Succeeded"}
         }]);
-        let record = bed.host.invoke_event("OnResourceEvent", event).await.unwrap();
+        let record = bed
+            .host
+            .invoke_event("OnResourceEvent", event)
+            .await
+            .unwrap();
         assert!(record.succeeded(), "{record:?}");
-        assert!(record.logs.iter().any(|l| l.contains("→ ignored")), "{:?}", record.logs);
+        assert!(
+            record.logs.iter().any(|l| l.contains("→ ignored")),
+            "{:?}",
+            record.logs
+        );
     }
     let after = bed.stats().for_caller(&handler).total();
     assert_eq!(after, before, "irrelevant events made Azure requests");
@@ -336,12 +582,19 @@ async fn cluster_event_reads_do_not_grow_with_registries() {
         let s1 = sub(&bed, 0);
         rg(&bed, &s1, "rg").await;
         for i in 0..registries {
-            registry(&bed, RegistrySpec::new(&s1, "rg", &format!("acrnum{i}")).tag("acr-autoattach", "*")).await;
+            registry(
+                &bed,
+                RegistrySpec::new(&s1, "rg", &format!("acrnum{i}")).tag("acr-autoattach", "*"),
+            )
+            .await;
         }
         settle(&bed).await;
         let spec = ClusterSpec::new(&s1, "rg", "aks1");
         bed.admin.put_cluster(&spec).await.unwrap();
-        bed.admin.wait_cluster_succeeded(&spec.id(), Duration::from_secs(10)).await.unwrap();
+        bed.admin
+            .wait_cluster_succeeded(&spec.id(), Duration::from_secs(10))
+            .await
+            .unwrap();
         settle(&bed).await;
         let handler = bed.emulator.control().handler_principal_id();
         let control = bed.emulator.control();
@@ -353,7 +606,11 @@ async fn cluster_event_reads_do_not_grow_with_registries() {
             "dataVersion": "2", "metadataVersion": "1",
             "data": {"operationName": "Microsoft.ContainerService/managedClusters/write", "resourceUri": spec.id(), "subscriptionId": s1, "status": "Succeeded"}
         }]);
-        let record = bed.host.invoke_event("OnResourceEvent", event).await.unwrap();
+        let record = bed
+            .host
+            .invoke_event("OnResourceEvent", event)
+            .await
+            .unwrap();
         assert!(record.succeeded());
         let stats = control.stats().for_caller(&handler);
         let reads: u64 = stats
@@ -368,5 +625,8 @@ async fn cluster_event_reads_do_not_grow_with_registries() {
     for (r, reads, ops) in &figures {
         eprintln!("registries={r}: handler reads={reads} {ops:?}");
     }
-    assert_eq!(figures[0].1, figures[1].1, "reads grew with the number of registries");
+    assert_eq!(
+        figures[0].1, figures[1].1,
+        "reads grew with the number of registries"
+    );
 }

@@ -41,7 +41,9 @@ pub struct ArmAdmin {
 impl fmt::Debug for ArmAdmin {
     // The token is a secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ArmAdmin").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("ArmAdmin")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,7 +103,8 @@ impl ClusterSpec {
         });
         let identity = match &self.service_principal_client_id {
             Some(client_id) => {
-                properties["servicePrincipalProfile"] = json!({"clientId": client_id, "secret": "not-a-real-secret"});
+                properties["servicePrincipalProfile"] =
+                    json!({"clientId": client_id, "secret": "not-a-real-secret"});
                 Value::Null
             }
             None => json!({"type": "SystemAssigned"}),
@@ -173,7 +176,11 @@ impl RegistrySpec {
 }
 
 fn tags_json(tags: &[(String, String)]) -> Value {
-    Value::Object(tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    Value::Object(
+        tags.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 impl ArmAdmin {
@@ -187,7 +194,12 @@ impl ArmAdmin {
 
     /// Sends one request; a non-2xx answer is an error carrying ARM's code and message. A 429 is retried after
     /// its `Retry-After` (as `az` does), a few times.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AdminError> {
         let mut attempt = 0;
         loop {
             match self.call_once(method.clone(), path, body).await {
@@ -200,15 +212,29 @@ impl ArmAdmin {
         }
     }
 
-    async fn call_once(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
+    async fn call_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AdminError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             request = request.json(b);
         }
-        let response = request.send().await.map_err(|e| AdminError::Transport(e.to_string()))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| AdminError::Transport(e.to_string()))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| AdminError::Transport(e.to_string()))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| AdminError::Transport(e.to_string()))?;
         let value: Value = if text.is_empty() {
             Value::Null
         } else {
@@ -221,16 +247,29 @@ impl ArmAdmin {
                 method: method.to_string(),
                 path: path.split('?').next().unwrap_or_default().to_owned(),
                 status,
-                code: value["error"]["code"].as_str().unwrap_or_default().to_owned(),
-                message: value["error"]["message"].as_str().unwrap_or_default().to_owned(),
+                code: value["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                message: value["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             })
         }
     }
 
-    pub async fn put_resource_group(&self, subscription: &str, name: &str, location: &str) -> Result<Value, AdminError> {
+    pub async fn put_resource_group(
+        &self,
+        subscription: &str,
+        name: &str,
+        location: &str,
+    ) -> Result<Value, AdminError> {
         self.call(
             reqwest::Method::PUT,
-            &format!("/subscriptions/{subscription}/resourcegroups/{name}?api-version={GROUPS_API}"),
+            &format!(
+                "/subscriptions/{subscription}/resourcegroups/{name}?api-version={GROUPS_API}"
+            ),
             Some(&json!({"location": location})),
         )
         .await
@@ -255,33 +294,58 @@ impl ArmAdmin {
     }
 
     /// Replaces a resource's tags through the Tags API (`PUT {id}/providers/Microsoft.Resources/tags/default`).
-    pub async fn set_tags(&self, resource_id: &str, tags: &[(&str, &str)]) -> Result<Value, AdminError> {
-        let tags: Vec<(String, String)> = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    pub async fn set_tags(
+        &self,
+        resource_id: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<Value, AdminError> {
+        let tags: Vec<(String, String)> = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         self.call(
             reqwest::Method::PUT,
-            &format!("{resource_id}/providers/Microsoft.Resources/tags/default?api-version={TAGS_API}"),
+            &format!(
+                "{resource_id}/providers/Microsoft.Resources/tags/default?api-version={TAGS_API}"
+            ),
             Some(&json!({"properties": {"tags": tags_json(&tags)}})),
         )
         .await
     }
 
     pub async fn get_cluster(&self, id: &str) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::GET, &format!("{id}?api-version={CLUSTERS_API}"), None)
-            .await
+        self.call(
+            reqwest::Method::GET,
+            &format!("{id}?api-version={CLUSTERS_API}"),
+            None,
+        )
+        .await
     }
 
     pub async fn delete_cluster(&self, id: &str) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::DELETE, &format!("{id}?api-version={CLUSTERS_API}"), None)
-            .await
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("{id}?api-version={CLUSTERS_API}"),
+            None,
+        )
+        .await
     }
 
     pub async fn delete_registry(&self, id: &str) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::DELETE, &format!("{id}?api-version={REGISTRIES_API}"), None)
-            .await
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("{id}?api-version={REGISTRIES_API}"),
+            None,
+        )
+        .await
     }
 
     /// Polls until the cluster is `Succeeded`; returns its body (with the kubelet identity).
-    pub async fn wait_cluster_succeeded(&self, id: &str, timeout: Duration) -> Result<Value, AdminError> {
+    pub async fn wait_cluster_succeeded(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Value, AdminError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let body = self.get_cluster(id).await?;
@@ -322,14 +386,20 @@ impl ArmAdmin {
     }
 
     pub async fn delete_role_assignment(&self, id: &str) -> Result<Value, AdminError> {
-        self.call(reqwest::Method::DELETE, &format!("{id}?api-version={ASSIGNMENTS_API}"), None)
-            .await
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("{id}?api-version={ASSIGNMENTS_API}"),
+            None,
+        )
+        .await
     }
 
     /// Every role assignment at, above and below `scope` (unfiltered list), following `nextLink`.
     pub async fn list_role_assignments(&self, scope: &str) -> Result<Vec<Value>, AdminError> {
         let mut out = Vec::new();
-        let mut path = format!("{scope}/providers/Microsoft.Authorization/roleAssignments?api-version={ASSIGNMENTS_API}");
+        let mut path = format!(
+            "{scope}/providers/Microsoft.Authorization/roleAssignments?api-version={ASSIGNMENTS_API}"
+        );
         loop {
             let page = self.call(reqwest::Method::GET, &path, None).await?;
             out.extend(page["value"].as_array().cloned().unwrap_or_default());

@@ -24,7 +24,10 @@ pub fn sub(bed: &Testbed, index: usize) -> String {
 }
 
 pub async fn rg(bed: &Testbed, subscription: &str, name: &str) {
-    bed.admin.put_resource_group(subscription, name, "westeurope").await.unwrap();
+    bed.admin
+        .put_resource_group(subscription, name, "westeurope")
+        .await
+        .unwrap();
 }
 
 pub async fn registry(bed: &Testbed, spec: RegistrySpec) -> String {
@@ -35,7 +38,11 @@ pub async fn registry(bed: &Testbed, spec: RegistrySpec) -> String {
 /// Creates a cluster and waits until it is provisioned; returns (id, kubelet object id).
 pub async fn cluster(bed: &Testbed, spec: ClusterSpec) -> (String, String) {
     bed.admin.put_cluster(&spec).await.unwrap();
-    let body = bed.admin.wait_cluster_succeeded(&spec.id(), Duration::from_secs(20)).await.unwrap();
+    let body = bed
+        .admin
+        .wait_cluster_succeeded(&spec.id(), Duration::from_secs(20))
+        .await
+        .unwrap();
     let object_id = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
         .as_str()
         .unwrap_or_default()
@@ -45,7 +52,10 @@ pub async fn cluster(bed: &Testbed, spec: ClusterSpec) -> (String, String) {
 
 /// Waits for Event Grid to go idle (every delivery and retry done).
 pub async fn settle(bed: &Testbed) {
-    assert!(bed.wait_idle(Duration::from_secs(60)).await, "event grid did not go idle");
+    assert!(
+        bed.wait_idle(Duration::from_secs(60)).await,
+        "event grid did not go idle"
+    );
 }
 
 /// Role assignments at exactly `scope`.
@@ -55,7 +65,11 @@ pub async fn assignments_at(bed: &Testbed, scope: &str) -> Vec<Value> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|a| a["properties"]["scope"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(scope)))
+        .filter(|a| {
+            a["properties"]["scope"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case(scope))
+        })
         .collect()
 }
 
@@ -70,11 +84,16 @@ pub fn role_guid(a: &Value) -> String {
 }
 
 pub fn principal(a: &Value) -> String {
-    a["properties"]["principalId"].as_str().unwrap_or_default().to_ascii_lowercase()
+    a["properties"]["principalId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
 pub fn is_owned(a: &Value) -> bool {
-    a["properties"]["description"].as_str().is_some_and(|d| d.starts_with(OWNERSHIP_MARK))
+    a["properties"]["description"]
+        .as_str()
+        .is_some_and(|d| d.starts_with(OWNERSHIP_MARK))
 }
 
 /// The pull assignments of `principal_id` at `registry`: (role guid, owned).
