@@ -223,9 +223,9 @@ impl Engine {
             azure_requests: 0,
         };
         let result = match &event.classification {
-            Classification::Ignored { reason } => {
+            Classification::Ignored { .. } => {
+                // The class already names the reason.
                 report.outcome = "ignored";
-                report.notes.push(format!("ignored: {reason}"));
                 Ok(())
             }
             Classification::ClusterWrite {

@@ -199,3 +199,117 @@ async fn real_socket_chunked_body_and_oversized_stream() {
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// Reads a shared fixture in place; under CI=true a missing folder fails loudly, otherwise the test skips.
+fn fixture(name: &str) -> Option<Value> {
+    let path = format!(
+        "{}/../shared/fixtures/events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{path} missing under CI: {e}"
+            );
+            eprintln!("skipping: {path} is missing ({e})");
+            None
+        }
+    }
+}
+
+/// The envelope the host sends for one Event Grid trigger value.
+fn wrap(value: &Value, data: &Value) -> String {
+    json!({
+        "Data": {"event": value},
+        "Metadata": {"data": data, "sys": {"MethodName": "OnResourceEvent", "UtcNow": "2026-11-30T06:00:00.000Z", "RandGuid": "35e6e68c-5583-436c-a277-5aec2b416ba8"}}
+    })
+    .to_string()
+}
+
+/// Every published sample event, wrapped as the host wraps it — as an object and as a JSON string, single and
+/// as an array — gets 200 and exactly the expected answer: none of them concerns a cluster or a registry.
+#[tokio::test]
+async fn every_published_sample_event_is_answered_exactly() {
+    let cases = [
+        (
+            "docs_subscription-topic_eventgrid-schema_write_success.json",
+            "other_resource_type",
+        ),
+        (
+            "docs_subscription-topic_eventgrid-schema_delete_success.json",
+            "other_resource_type",
+        ),
+        (
+            "docs_subscription-topic_eventgrid-schema_action_success.json",
+            "resource_action",
+        ),
+        (
+            "docs_subscription_validation_event.json",
+            "subscription_validation",
+        ),
+        (
+            "specs_eventgrid-schema_resource_write_success.json",
+            "other_resource_type",
+        ),
+        (
+            "specs_cloudevents_resource_write_success.json",
+            "other_resource_type",
+        ),
+        (
+            "specs_arn_resources_created_or_updated.json",
+            "other_resource_type",
+        ),
+    ];
+    for (file, class) in cases {
+        let Some(raw) = fixture(file) else { return };
+        let events: Vec<Value> = match &raw {
+            Value::Array(items) => items.clone(),
+            one => vec![one.clone()],
+        };
+        for event in &events {
+            let id = event["id"].as_str().unwrap();
+            let event_type = event["eventType"]
+                .as_str()
+                .or(event["type"].as_str())
+                .unwrap();
+            let expected_line = format!("event {id} ({event_type}): {class} → ignored");
+            let single_variants = [event.clone(), Value::String(event.to_string())];
+            let array_variants = [json!([event]), Value::String(json!([event]).to_string())];
+            for value in single_variants.iter().chain(&array_variants) {
+                let (status, ctype, body) =
+                    call("POST", "/OnResourceEvent", wrap(value, &event["data"])).await;
+                assert_eq!(status, StatusCode::OK, "{file}");
+                assert_eq!(ctype, "application/json");
+                assert_eq!(body["Outputs"], json!({}));
+                assert_eq!(body["Logs"], json!([expected_line]), "{file}: {body}");
+                let reports = body["ReturnValue"]["events"].as_array().unwrap();
+                assert_eq!(reports.len(), 1);
+                assert_eq!(reports[0]["outcome"], "ignored");
+                assert_eq!(reports[0]["class"], class);
+                assert_eq!(
+                    reports[0]["azure_requests"], 0,
+                    "{file}: an ignored event costs no request"
+                );
+                assert_eq!(body["ReturnValue"]["rejections"], json!([]));
+            }
+        }
+    }
+    // The validation *response* sample is not an event at all: recorded as a rejection, answered 200.
+    if let Some(raw) = fixture("docs_subscription_validation_response.json") {
+        let (status, _, body) = call("POST", "/OnResourceEvent", wrap(&raw, &Value::Null)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body["Logs"],
+            json!([
+                "rejected (unknown_schema): event #0: has neither `eventType` (Event Grid schema) nor `specversion` (CloudEvents)"
+            ])
+        );
+        assert_eq!(body["ReturnValue"]["events"], json!([]));
+        assert_eq!(
+            body["ReturnValue"]["rejections"][0]["rejected"],
+            "unknown_schema"
+        );
+    }
+}
