@@ -12,7 +12,7 @@ use crate::azure::{
     developer_tools_credential, managed_identity_credential,
 };
 use crate::config::{Config, ConfigError, Env};
-use crate::functions::{Handler, Observability};
+use crate::functions::{Handler, InvocationAzureFailures, Observability};
 use crate::reconcile::Engine;
 use crate::telemetry::{Metrics, TelemetryConfig, TelemetryGuard};
 
@@ -101,6 +101,23 @@ impl RequestObserver for MetricsObserver {
     }
 }
 
+/// Tells every observer about each request (the client takes one observer).
+struct FanOut(Vec<Arc<dyn RequestObserver>>);
+
+impl RequestObserver for FanOut {
+    fn on_request(
+        &self,
+        operation: &'static str,
+        status: Option<u16>,
+        throttled: bool,
+        elapsed: Duration,
+    ) {
+        for observer in &self.0 {
+            observer.on_request(operation, status, throttled, elapsed);
+        }
+    }
+}
+
 /// The credential for `identity`.
 pub fn credential(
     config: &Config,
@@ -121,11 +138,24 @@ pub fn credential(
     }
 }
 
-/// The Azure client for `config`'s endpoints.
+/// The Azure client for `config`'s endpoints, feeding every request into `metrics`.
 pub fn azure_client(
     config: &Config,
     credential: Arc<dyn TokenCredential>,
     metrics: &Metrics,
+) -> Result<AzureClient, AzureError> {
+    azure_client_observed(
+        config,
+        credential,
+        Arc::new(MetricsObserver(metrics.clone())),
+    )
+}
+
+/// The Azure client for `config`'s endpoints, telling `observer` about every request.
+pub fn azure_client_observed(
+    config: &Config,
+    credential: Arc<dyn TokenCredential>,
+    observer: Arc<dyn RequestObserver>,
 ) -> Result<AzureClient, AzureError> {
     let mut options = ClientOptions::new(
         config.arm_endpoint.clone(),
@@ -133,7 +163,7 @@ pub fn azure_client(
         credential,
     );
     options.max_concurrency = config.max_concurrency;
-    options.observer = Some(Arc::new(MetricsObserver(metrics.clone())));
+    options.observer = Some(observer);
     AzureClient::new(options)
 }
 
@@ -154,7 +184,12 @@ pub fn handler_with_credential(
     guard: Option<Arc<TelemetryGuard>>,
 ) -> Result<Handler, AzureError> {
     let metrics = guard.as_ref().map_or_else(Metrics::noop, |g| g.metrics());
-    let client = azure_client(&settings.config, credential, &metrics)?;
+    // Metrics, and the invoking run's failure tally that alerts on 403s and repeated transient failures.
+    let observer = FanOut(vec![
+        Arc::new(MetricsObserver(metrics.clone())),
+        Arc::new(InvocationAzureFailures),
+    ]);
+    let client = azure_client_observed(&settings.config, credential, Arc::new(observer))?;
     let engine = Engine::new(settings.config.clone(), client).with_metrics(metrics.clone());
     let alerter = settings
         .alerts

@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::alerting::{AlertRun, Alerter};
+use crate::alerting::{AlertRun, Alerter, AzureFailureCount, AzureFailureTally};
+use crate::azure::RequestObserver;
 use crate::config::Config;
 use crate::events::{self, EventRejection};
 use crate::host::{Invocation, InvocationAnswer, InvocationFailure};
@@ -87,6 +88,45 @@ pub struct ScheduleStatus {
     pub last_updated: Option<String>,
 }
 
+tokio::task_local! {
+    /// The Azure failures (403, 429, 5xx, no response) of the invocation running on this task.
+    static INVOCATION_AZURE_FAILURES: AzureFailureTally;
+}
+
+/// The Azure client's observer for alerting: counts each failed request in the [`AzureFailureTally`] of the
+/// invocation whose task sent it, so concurrent invocations sharing the client do not see each other's
+/// failures. The engine and the client never spawn (requests run on the invocation's task). A request sent
+/// outside an invocation (the operator CLI) is not counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InvocationAzureFailures;
+
+impl RequestObserver for InvocationAzureFailures {
+    fn on_request(
+        &self,
+        operation: &'static str,
+        status: Option<u16>,
+        _throttled: bool,
+        _elapsed: std::time::Duration,
+    ) {
+        let _ = INVOCATION_AZURE_FAILURES.try_with(|tally| tally.record(operation, status));
+    }
+}
+
+/// Runs `work` with a fresh Azure failure tally of its own (drained with [`take_azure_failures`]).
+/// (Not an `async fn`: that would hold `work` twice in its state, once as argument and once in the scope.)
+pub fn with_azure_failure_tally<F: std::future::Future>(
+    work: F,
+) -> impl std::future::Future<Output = F::Output> {
+    INVOCATION_AZURE_FAILURES.scope(AzureFailureTally::default(), work)
+}
+
+/// The Azure failures counted so far on this task's tally, emptying it (empty outside one).
+pub fn take_azure_failures() -> Vec<AzureFailureCount> {
+    INVOCATION_AZURE_FAILURES
+        .try_with(AzureFailureTally::drain)
+        .unwrap_or_default()
+}
+
 /// Telemetry and alerting of the process.
 #[derive(Clone)]
 pub struct Observability {
@@ -140,13 +180,17 @@ impl Handler {
             function.trigger(),
             invocation.traceparent.as_deref(),
         );
-        let outcome = async {
-            match function {
-                FunctionName::OnResourceEvent => self.on_resource_event(&invocation).await,
-                FunctionName::VerifyAttachments => Ok(self.verify_attachments(&invocation).await),
+        let outcome = with_azure_failure_tally(
+            async {
+                match function {
+                    FunctionName::OnResourceEvent => self.on_resource_event(&invocation).await,
+                    FunctionName::VerifyAttachments => {
+                        Ok(self.verify_attachments(&invocation).await)
+                    }
+                }
             }
-        }
-        .instrument(span)
+            .instrument(span),
+        )
         .await;
         if let Some(guard) = &self.observability.guard {
             let flushed = guard.flush_async().await;
@@ -245,14 +289,15 @@ impl Handler {
             .iter()
             .flat_map(|r| r.registry_results.iter().cloned())
             .collect();
-        if pairs.is_empty() && registries.is_empty() {
+        let azure_failures = take_azure_failures();
+        if pairs.is_empty() && registries.is_empty() && azure_failures.is_empty() {
             return;
         }
         let run = AlertRun {
             invocation_id: &invocation.invocation_id,
             pairs: &pairs,
             registries: &registries,
-            azure_failures: &[],
+            azure_failures: &azure_failures,
             complete_scope: false,
             now: OffsetDateTime::now_utc(),
         };
@@ -320,10 +365,11 @@ impl Handler {
             },
         );
         if let Some(alerter) = &self.observability.alerter {
+            let azure_failures = take_azure_failures();
             let run = AlertRun::from_report(
                 &report,
                 &invocation.invocation_id,
-                &[],
+                &azure_failures,
                 OffsetDateTime::now_utc(),
             );
             alerter.send(&run).await;
@@ -479,5 +525,49 @@ fn rejected(
         logs: vec![format!("rejected ({code}): {reason}")],
         return_value: json!({"rejected": code}),
         ..InvocationAnswer::default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn failures(counts: &[AzureFailureCount]) -> Vec<(&str, Option<u16>, u32)> {
+        counts
+            .iter()
+            .map(|c| (c.operation.as_str(), c.status, c.count))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn concurrent_invocations_count_only_their_own_azure_failures() {
+        let observer = InvocationAzureFailures;
+        let first = with_azure_failure_tally(async {
+            observer.on_request("put_role_assignment", Some(403), false, Duration::ZERO);
+            // Let the other invocation run in between, as concurrent invocations interleave.
+            tokio::task::yield_now().await;
+            observer.on_request("put_role_assignment", Some(201), false, Duration::ZERO);
+            observer.on_request("put_role_assignment", Some(403), false, Duration::ZERO);
+            take_azure_failures()
+        });
+        let second = with_azure_failure_tally(async {
+            observer.on_request("list_clusters", Some(503), false, Duration::ZERO);
+            tokio::task::yield_now().await;
+            observer.on_request("list_clusters", None, false, Duration::ZERO);
+            let counted = take_azure_failures();
+            assert!(take_azure_failures().is_empty(), "taking drains the tally");
+            counted
+        });
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!(failures(&first), [("put_role_assignment", Some(403), 2)]);
+        assert_eq!(
+            failures(&second),
+            [("list_clusters", None, 1), ("list_clusters", Some(503), 1)]
+        );
+        // Outside an invocation (the operator CLI) nothing is counted, and nothing panics.
+        observer.on_request("list_clusters", Some(403), false, Duration::ZERO);
+        assert!(take_azure_failures().is_empty());
     }
 }
