@@ -24,8 +24,8 @@ use crate::azure::{AssignmentFilter, AzureClient, AzureError, Operation, ScopedC
 use crate::bootstrap::{self, Identity, Settings};
 use crate::config::{Config, ConfigError, Env, ProcessEnv};
 use crate::model::{
-    ClusterPrincipal, Mode, PairStatus, PullRole, ResourceId, ResourceIdError,
-    RoleAssignment, RoleAssignmentMode, RoleDefinition, VerificationReport,
+    ClusterPrincipal, Mode, PairStatus, PullRole, ResourceId, ResourceIdError, RoleAssignment,
+    RoleAssignmentMode, RoleDefinition, VerificationReport,
 };
 use crate::planner::{self, Action, Inventory, Observed, Plan, PlanSettings, ScopeLevel};
 use crate::reconcile::{Engine, EngineError};
@@ -245,7 +245,10 @@ fn engine(
 pub async fn run_verify(args: &VerifyArgs, env: &dyn Env) -> Result<u8, OperatorError> {
     let (engine, budget) = engine(&args.connection, env, |_| {})?;
     let mut progress = Progress::start(engine.client().clone());
-    progress.stage("verify: inventory, plan and audit of the scope (read only)", None);
+    progress.stage(
+        "verify: inventory, plan and audit of the scope (read only)",
+        None,
+    );
     let report = engine
         .verify(budget, &args.subscriptions, Some(Mode::Audit))
         .await;
@@ -270,19 +273,16 @@ pub async fn run_verify(args: &VerifyArgs, env: &dyn Env) -> Result<u8, Operator
 }
 
 fn emit(destination: Option<&Path>, text: &str) -> Result<(), OperatorError> {
-    match destination {
-        Some(path) => {
-            std::fs::write(path, text).map_err(|source| OperatorError::Write {
-                path: path.display().to_string(),
-                source,
-            })?;
-            eprintln!("report written to {}", path.display());
-        }
-        None => {
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
-            }
+    if let Some(path) = destination {
+        std::fs::write(path, text).map_err(|source| OperatorError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        eprintln!("report written to {}", path.display());
+    } else {
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
         }
     }
     Ok(())
@@ -484,7 +484,9 @@ pub async fn run_explain(args: &ExplainArgs, env: &dyn Env) -> Result<u8, Operat
     let cluster_id = ResourceId::parse(&args.cluster)?;
     let registry_id = ResourceId::parse(&args.registry)?;
     let (engine, _) = engine(&args.connection, env, |_| {})?;
-    let azure = engine.client().with_deadline(Instant::now() + EXPLAIN_BUDGET);
+    let azure = engine
+        .client()
+        .with_deadline(Instant::now() + EXPLAIN_BUDGET);
     let (observed, notes) = observe_pair(&engine, &azure, &cluster_id, &registry_id).await?;
     let handler_tenant = engine
         .client()
@@ -534,7 +536,8 @@ async fn observe_pair(
         azure.get_registry(registry_id),
         azure.list_subscriptions(),
     )?;
-    let cluster = cluster.ok_or_else(|| OperatorError::NotFound(format!("no cluster {cluster_id}")))?;
+    let cluster =
+        cluster.ok_or_else(|| OperatorError::NotFound(format!("no cluster {cluster_id}")))?;
     let registry =
         registry.ok_or_else(|| OperatorError::NotFound(format!("no registry {registry_id}")))?;
     let mut notes = Vec::new();
@@ -562,24 +565,21 @@ async fn observe_pair(
             resolved.ok()
         }
     };
-    observed.assignments = match &principal {
-        Some(p) => {
-            azure
-                .list_role_assignments(
-                    &registry.id.subscription_scope(),
-                    &AssignmentFilter::Principal(p.clone()),
-                )
-                .await?
-        }
-        None => {
-            notes.push(
-                "the cluster's principal is not known yet: listing every assignment at or above the registry"
-                    .into(),
-            );
-            azure
-                .list_role_assignments(registry.id.as_str(), &AssignmentFilter::AtScope)
-                .await?
-        }
+    observed.assignments = if let Some(p) = &principal {
+        azure
+            .list_role_assignments(
+                &registry.id.subscription_scope(),
+                &AssignmentFilter::Principal(p.clone()),
+            )
+            .await?
+    } else {
+        notes.push(
+            "the cluster's principal is not known yet: listing every assignment at or above the registry"
+                .into(),
+        );
+        azure
+            .list_role_assignments(registry.id.as_str(), &AssignmentFilter::AtScope)
+            .await?
     };
     let mut custom: Vec<&str> = observed
         .assignments
@@ -599,7 +599,9 @@ async fn observe_pair(
                 definitions.insert(guid.to_ascii_lowercase(), d);
             }
             Ok(None) => notes.push(format!("role definition {guid} not found; not counted")),
-            Err(e) => notes.push(format!("role definition {guid} unreadable ({e}); not counted")),
+            Err(e) => notes.push(format!(
+                "role definition {guid} unreadable ({e}); not counted"
+            )),
         }
     }
     observed.role_definitions = definitions;
@@ -607,7 +609,10 @@ async fn observe_pair(
         "assignments at management-group scope are not counted (their ancestry is not read)".into(),
     );
     if engine.config().detach {
-        notes.push("detach is on (AUTOATTACH_DETACH): owned assignments no longer wanted are removed".into());
+        notes.push(
+            "detach is on (AUTOATTACH_DETACH): owned assignments no longer wanted are removed"
+                .into(),
+        );
     }
     observed.clusters.push(cluster);
     observed.registries.push(registry);
@@ -791,7 +796,7 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
     }
     assignments.sort_by(|a, b| (a.level, &a.id).cmp(&(b.level, &b.id)));
     let plan = planner::plan(observed, settings);
-    let verdict = verdict(&plan, selects && !opted_out, &parsed);
+    let verdict = verdict(&plan, selects && !opted_out, parsed.as_ref());
     Some(Explanation {
         cluster: ClusterFacts {
             id: cluster.id.clone(),
@@ -876,7 +881,7 @@ fn role_label(a: &RoleAssignment, definitions: &HashMap<String, RoleDefinition>)
 fn verdict(
     plan: &Plan,
     selected: bool,
-    parsed: &Option<Result<OptIn, crate::selector::SelectorError>>,
+    parsed: Option<&Result<OptIn, crate::selector::SelectorError>>,
 ) -> Verdict {
     let v = |status, text: String, in_order| Verdict {
         status,
@@ -892,21 +897,26 @@ fn verdict(
             false,
         );
     }
-    if let Some(item) = plan.items.iter().find(|i| matches!(i.action, Action::Remove { .. })) {
-        if let Action::Remove { assignment, reason } = &item.action {
-            return v(
-                "remove",
-                format!(
-                    "reconcile (detach on) removes the owned assignment {}: {reason}",
-                    assignment.name
-                ),
-                false,
-            );
-        }
+    if let Some((assignment, reason)) = plan.items.iter().find_map(|i| match &i.action {
+        Action::Remove { assignment, reason } => Some((assignment, reason)),
+        _ => None,
+    }) {
+        return v(
+            "remove",
+            format!(
+                "reconcile (detach on) removes the owned assignment {}: {reason}",
+                assignment.name
+            ),
+            false,
+        );
     }
     let Some(item) = plan.items.first() else {
         return if selected {
-            v("unknown", "the planner produced nothing for this pair".into(), false)
+            v(
+                "unknown",
+                "the planner produced nothing for this pair".into(),
+                false,
+            )
         } else {
             v(
                 "not_selected",
@@ -932,7 +942,11 @@ fn verdict(
         ),
         Action::Pending { reason } => v("pending", format!("pending: {reason}"), false),
         Action::Refused { reason } => v("refused", reason.to_string(), false),
-        Action::Remove { .. } => v("remove", "an owned assignment is due for removal".into(), false),
+        Action::Remove { .. } => v(
+            "remove",
+            "an owned assignment is due for removal".into(),
+            false,
+        ),
     }
 }
 
@@ -1032,7 +1046,9 @@ pub fn render_explanation(e: &Explanation) -> String {
     let _ = writeln!(
         out,
         "6. principal: {}{}",
-        e.principal_id.as_deref().map_or_else(|| "unknown".to_owned(), clean),
+        e.principal_id
+            .as_deref()
+            .map_or_else(|| "unknown".to_owned(), clean),
         e.principal_note
             .as_deref()
             .map(|n| format!(" — {}", clean(n)))
@@ -1062,9 +1078,10 @@ pub fn render_explanation(e: &Explanation) -> String {
                 clean(&a.role),
                 if a.owned { " (ours)" } else { "" },
                 clean(&a.principal_id),
-                a.covers_pull
-                    .as_deref()
-                    .map_or_else(|| "does not grant pull here".to_owned(), |c| format!("covers pull: {}", clean(c))),
+                a.covers_pull.as_deref().map_or_else(
+                    || "does not grant pull here".to_owned(),
+                    |c| format!("covers pull: {}", clean(c))
+                ),
                 clean(&a.id)
             );
         }
@@ -1145,7 +1162,10 @@ impl Progress {
         if !self.terminal {
             eprintln!("{label}");
         }
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.label = label;
         state.total_writes = total_writes;
         state.writes_before = u64::MAX; // set by the ticker on its next look
@@ -1167,7 +1187,9 @@ async fn tick(client: AzureClient, state: Arc<Mutex<StageState>>, done: Arc<Atom
     while !done.load(Ordering::Relaxed) {
         interval.tick().await;
         let (label, total, writes_done) = {
-            let mut s = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut s = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if s.writes_before == u64::MAX {
                 s.writes_before = writes_sent(&client);
             }
@@ -1292,7 +1314,10 @@ mod tests {
     fn selector_steps_show_each_requirement_with_the_clusters_value() {
         let o = observed(
             cluster(&[("env", "prod")]),
-            registry(Some("env=prod,team=web"), RoleAssignmentMode::LegacyRegistryPermissions),
+            registry(
+                Some("env=prod,team=web"),
+                RoleAssignmentMode::LegacyRegistryPermissions,
+            ),
             vec![],
         );
         let e = explain_pair(&o, &settings(false)).unwrap();
@@ -1350,7 +1375,10 @@ mod tests {
         let scope = r.id.as_str().to_owned();
         let a = assignment(&scope, crate::model::ACR_PULL_GUID, Some(&c));
         let o = observed(c, r, vec![a]);
-        assert_eq!(explain_pair(&o, &settings(true)).unwrap().verdict.status, "remove");
+        assert_eq!(
+            explain_pair(&o, &settings(true)).unwrap().verdict.status,
+            "remove"
+        );
         let kept = explain_pair(&o, &settings(false)).unwrap();
         assert_eq!(kept.verdict.status, "not_selected");
     }
@@ -1359,7 +1387,10 @@ mod tests {
     fn invalid_selector_and_opt_out_are_reported() {
         let o = observed(
             cluster(&[]),
-            registry(Some("env in (prod"), RoleAssignmentMode::LegacyRegistryPermissions),
+            registry(
+                Some("env in (prod"),
+                RoleAssignmentMode::LegacyRegistryPermissions,
+            ),
             vec![],
         );
         let e = explain_pair(&o, &settings(false)).unwrap();
@@ -1383,7 +1414,10 @@ mod tests {
         let tagged = registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions);
         let plan = planner::plan(&observed(c, tagged, vec![]), &settings(true));
         let text = render_plan(&plan, true, true);
-        assert!(text.starts_with("plan: would create 1, would remove 0"), "{text}");
+        assert!(
+            text.starts_with("plan: would create 1, would remove 0"),
+            "{text}"
+        );
         assert!(text.contains("+ create AcrPull on aks1 → acr1"), "{text}");
     }
 
@@ -1391,8 +1425,14 @@ mod tests {
     fn identity_auto_follows_identity_endpoint() {
         let with = MapEnv::new([("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token")]);
         let without = MapEnv::new([("X", "y")]);
-        assert_eq!(IdentityChoice::Auto.resolve(&with), Identity::ManagedIdentity);
-        assert_eq!(IdentityChoice::Auto.resolve(&without), Identity::DeveloperTools);
+        assert_eq!(
+            IdentityChoice::Auto.resolve(&with),
+            Identity::ManagedIdentity
+        );
+        assert_eq!(
+            IdentityChoice::Auto.resolve(&without),
+            Identity::DeveloperTools
+        );
         assert_eq!(IdentityChoice::Cli.resolve(&with), Identity::DeveloperTools);
     }
 }

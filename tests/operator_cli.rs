@@ -42,7 +42,10 @@ async fn run(emu: &RunningEmulator, extra_env: &[(&str, &str)], args: &[&str]) -
 
 /// Table rows (one per pair) with `status`.
 fn rows(table: &str, status: &str) -> usize {
-    table.lines().filter(|l| l.starts_with("aks-") && l.contains(&format!(" {status} "))).count()
+    table
+        .lines()
+        .filter(|l| l.starts_with("aks-") && l.contains(&format!(" {status} ")))
+        .count()
 }
 
 struct Estate {
