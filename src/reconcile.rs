@@ -22,6 +22,7 @@ use futures::stream::FuturesUnordered;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::azure::inventory::KNOWN_BUILT_IN_ROLES;
 use crate::azure::{
@@ -37,7 +38,7 @@ use crate::model::{
 use crate::planner::{
     self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
 };
-use crate::telemetry::{AssignmentOutcome, Metrics};
+use crate::telemetry::{AssignmentOutcome, Metrics, pair_span};
 
 /// How long the list of visible subscriptions (scope and tenants) is reused across invocations.
 pub const SUBSCRIPTION_CACHE_TTL: Duration = Duration::from_mins(5);
@@ -644,6 +645,8 @@ impl Engine {
         event_time: Option<OffsetDateTime>,
     ) -> (Vec<PairResult>, usize) {
         let mut outcomes: Vec<ApplyOutcome> = vec![ApplyOutcome::NotApplied; plan.items.len()];
+        // One span per written pair; it closes with the final status (after read-back) recorded on it.
+        let mut spans: Vec<Option<tracing::Span>> = vec![None; plan.items.len()];
         let mut skipped = 0usize;
         let mut pending = FuturesUnordered::new();
         let mut next = plan
@@ -659,12 +662,16 @@ impl Engine {
                 if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
                     skipped += 1;
                     outcomes[index] = ApplyOutcome::Failed {
-                        reason: "not applied: the run's time budget was exhausted".into(),
+                        reason: "transient: not applied: the invocation's time budget was exhausted".into(),
                     };
                     continue;
                 }
                 let metrics = &self.metrics;
-                pending.push(async move { (index, apply_item(azure, item, metrics).await) });
+                let span = pair_span(&item.cluster, &item.registry);
+                spans[index] = Some(span.clone());
+                pending.push(
+                    async move { (index, apply_item(azure, item, metrics).await) }.instrument(span),
+                );
             }
             match pending.next().await {
                 Some((index, outcome)) => outcomes[index] = outcome,
@@ -677,12 +684,16 @@ impl Engine {
             .items
             .iter()
             .zip(&outcomes)
-            .map(|(item, outcome)| {
+            .zip(spans)
+            .map(|((item, outcome), span)| {
                 let mut result = planner::result_for(item, outcome);
                 if let Some(t) = event_time
                     && matches!(result.status, PairStatus::Repaired | PairStatus::Compliant)
                 {
                     result.latency_seconds = Some(seconds_since(t, now));
+                }
+                if let Some(span) = span {
+                    span.record("status", result.status.as_str());
                 }
                 result
             })
