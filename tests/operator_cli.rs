@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use acr_autoattach::model::{ACR_PULL_GUID, OWNERSHIP_MARK};
+use acr_autoattach::model::OWNERSHIP_MARK;
 use azure_emulator::admin::{ArmAdmin, ClusterSpec, RegistrySpec};
 use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use serde_json::Value;
@@ -27,7 +27,7 @@ async fn run(emu: &RunningEmulator, extra_env: &[(&str, &str)], args: &[&str]) -
         command.env(k, v);
     }
     let output = tokio::time::timeout(
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         command.args(args).kill_on_drop(true).output(),
     )
     .await
@@ -110,147 +110,179 @@ async fn owned_count(e: &Estate) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reconcile_and_explain_against_the_emulator() {
-    let e = estate().await;
+    let estate = estate().await;
 
     // verify: audit only, 3 selected pairs missing → exit 1; nothing written.
-    let v = run(&e.emu, &[], &["verify"]).await;
-    assert_eq!(v.code, 1, "{}\n{}", v.stdout, v.stderr);
-    assert_eq!(rows(&v.stdout, "missing"), 3, "{}", v.stdout);
-    assert!(v.stderr.contains("3 pairs (3 missing)"), "{}", v.stderr);
-    assert_eq!(owned_count(&e).await, 0);
+    let verified = run(&estate.emu, &[], &["verify"]).await;
+    assert_eq!(verified.code, 1, "{}\n{}", verified.stdout, verified.stderr);
+    assert_eq!(rows(&verified.stdout, "missing"), 3, "{}", verified.stdout);
+    assert!(
+        verified.stderr.contains("3 pairs (3 missing)"),
+        "{}",
+        verified.stderr
+    );
+    assert_eq!(owned_count(&estate).await, 0);
 
     // JSON and HTML (the issue's `--output html FILE` form).
-    let j = run(&e.emu, &[], &["verify", "--output", "json"]).await;
-    assert_eq!(j.code, 1, "{}", j.stderr);
-    let doc: Value = serde_json::from_str(&j.stdout).unwrap();
+    let json_run = run(&estate.emu, &[], &["verify", "--output", "json"]).await;
+    assert_eq!(json_run.code, 1, "{}", json_run.stderr);
+    let doc: Value = serde_json::from_str(&json_run.stdout).unwrap();
     assert_eq!(doc["summary"]["counts"]["missing"], 3);
     assert_eq!(doc["mode"], "audit");
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("report.html");
-    let h = run(
-        &e.emu,
+    let html_run = run(
+        &estate.emu,
         &[],
         &["verify", "--output", "html", page.to_str().unwrap()],
     )
     .await;
-    assert_eq!(h.code, 1, "{}", h.stderr);
+    assert_eq!(html_run.code, 1, "{}", html_run.stderr);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("<html") && html.matches("data-status=\"missing\"").count() >= 3);
 
     // reconcile --dry-run: shows the creates, writes nothing, exit 1 (there is something to do).
-    let d = run(&e.emu, &[], &["reconcile", "--dry-run"]).await;
-    assert_eq!(d.code, 1, "{}\n{}", d.stdout, d.stderr);
+    let dry = run(&estate.emu, &[], &["reconcile", "--dry-run"]).await;
+    assert_eq!(dry.code, 1, "{}\n{}", dry.stdout, dry.stderr);
     assert!(
-        d.stdout.contains("plan: would create 3, would remove 0"),
+        dry.stdout.contains("plan: would create 3, would remove 0"),
         "{}",
-        d.stdout
+        dry.stdout
     );
     assert!(
-        d.stdout.contains("+ create AcrPull on aks-prod → acrprod"),
+        dry.stdout
+            .contains("+ create AcrPull on aks-prod → acrprod"),
         "{}",
-        d.stdout
+        dry.stdout
     );
-    assert!(d.stdout.contains("dry run: nothing was written"));
-    assert_eq!(owned_count(&e).await, 0);
+    assert!(dry.stdout.contains("dry run: nothing was written"));
+    assert_eq!(owned_count(&estate).await, 0);
 
     // reconcile: creates them and reports them repaired; a second verify finds everything compliant.
-    let r = run(&e.emu, &[], &["reconcile"]).await;
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("plan: will create 3"), "{}", r.stdout);
-    assert_eq!(rows(&r.stdout, "repaired"), 3, "{}", r.stdout);
-    assert_eq!(owned_count(&e).await, 3);
-    let v = run(
-        &e.emu,
+    let applied = run(&estate.emu, &[], &["reconcile"]).await;
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert!(
+        applied.stdout.contains("plan: will create 3"),
+        "{}",
+        applied.stdout
+    );
+    assert_eq!(rows(&applied.stdout, "repaired"), 3, "{}", applied.stdout);
+    assert_eq!(owned_count(&estate).await, 3);
+    let verified = run(
+        &estate.emu,
         &[],
         &[
             "verify",
             "--subscription",
-            &e.emu.control().subscriptions()[0],
+            &estate.emu.control().subscriptions()[0],
         ],
     )
     .await;
-    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    assert_eq!(verified.code, 0, "{}\n{}", verified.stdout, verified.stderr);
 
     // explain: a compliant pair, with the assignment at registry scope, ours.
-    let x = run(
-        &e.emu,
+    let explained = run(
+        &estate.emu,
         &[],
         &[
             "explain",
             "--cluster",
-            &e.cluster,
+            &estate.cluster,
             "--registry",
-            &e.prod_registry,
+            &estate.prod_registry,
         ],
     )
     .await;
-    assert_eq!(x.code, 0, "{}\n{}", x.stdout, x.stderr);
-    assert!(x.stdout.contains("✓ env=prod"), "{}", x.stdout);
-    assert!(
-        x.stdout.contains("registry scope:\n     AcrPull (ours)"),
-        "{}",
-        x.stdout
+    assert_eq!(
+        explained.code, 0,
+        "{}\n{}",
+        explained.stdout, explained.stderr
     );
     assert!(
-        x.stdout.contains("covers pull: AcrPull at registry scope"),
+        explained.stdout.contains("✓ env=prod"),
         "{}",
-        x.stdout
+        explained.stdout
     );
-    assert!(x.stdout.contains("8. verdict: compliant"), "{}", x.stdout);
+    assert!(
+        explained
+            .stdout
+            .contains("registry scope:\n     AcrPull (ours)"),
+        "{}",
+        explained.stdout
+    );
+    assert!(
+        explained
+            .stdout
+            .contains("covers pull: AcrPull at registry scope"),
+        "{}",
+        explained.stdout
+    );
+    assert!(
+        explained.stdout.contains("8. verdict: compliant"),
+        "{}",
+        explained.stdout
+    );
     // A pair the selector rejects: the failing requirement and the cluster's value are shown.
-    let x = run(
-        &e.emu,
+    let explained = run(
+        &estate.emu,
         &[],
         &[
             "explain",
             "--cluster",
-            &e.dev_cluster,
+            &estate.dev_cluster,
             "--registry",
-            &e.prod_registry,
+            &estate.prod_registry,
         ],
     )
     .await;
-    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(explained.code, 0, "{}", explained.stderr);
     assert!(
-        x.stdout.contains("✗ env=prod") && x.stdout.contains("cluster's env = dev"),
+        explained.stdout.contains("✗ env=prod") && explained.stdout.contains("cluster's env = dev"),
         "{}",
-        x.stdout
+        explained.stdout
     );
-    assert!(x.stdout.contains("verdict: not selected"), "{}", x.stdout);
-    let x = run(
-        &e.emu,
+    assert!(
+        explained.stdout.contains("verdict: not selected"),
+        "{}",
+        explained.stdout
+    );
+    let explained = run(
+        &estate.emu,
         &[],
         &[
             "explain",
             "--json",
             "--cluster",
-            &e.dev_cluster,
+            &estate.dev_cluster,
             "--registry",
-            &e.registry,
+            &estate.registry,
         ],
     )
     .await;
-    let doc: Value = serde_json::from_str(&x.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&explained.stdout).unwrap();
     assert_eq!(doc["verdict"]["status"], "compliant");
     assert_eq!(doc["selection"]["kind"], "all");
 
     // Drift then detach through reconcile: remove the prod registry's tag; with --detach its owned
     // assignment goes (dry run first shows it).
-    e.admin
-        .set_tags(&e.prod_registry, &[("team", "x")])
+    estate
+        .admin
+        .set_tags(&estate.prod_registry, &[("team", "x")])
         .await
         .unwrap();
-    let d = run(&e.emu, &[], &["reconcile", "--dry-run", "--detach"]).await;
+    let dry = run(&estate.emu, &[], &["reconcile", "--dry-run", "--detach"]).await;
     assert!(
-        d.stdout.contains("would remove 1")
-            && d.stdout.contains("- remove AcrPull on aks-prod → acrprod"),
+        dry.stdout.contains("would remove 1")
+            && dry
+                .stdout
+                .contains("- remove AcrPull on aks-prod → acrprod"),
         "{}",
-        d.stdout
+        dry.stdout
     );
-    let r = run(&e.emu, &[], &["reconcile", "--detach"]).await;
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(owned_count(&e).await, 2);
-    e.emu.shutdown().await;
+    let applied = run(&estate.emu, &[], &["reconcile", "--detach"]).await;
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert_eq!(owned_count(&estate).await, 2);
+    estate.emu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
