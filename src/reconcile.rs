@@ -662,7 +662,9 @@ impl Engine {
                 if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
                     skipped += 1;
                     outcomes[index] = ApplyOutcome::Failed {
-                        reason: "transient: not applied: the invocation's time budget was exhausted".into(),
+                        reason:
+                            "transient: not applied: the invocation's time budget was exhausted"
+                                .into(),
                     };
                     continue;
                 }
