@@ -55,7 +55,7 @@ impl TestbedOptions {
             ("AUTOATTACH_READY_TIMEOUT_SECS", "3"),
             ("AUTOATTACH_VERIFY_SCHEDULE", "0 0 0 1 1 *"),
             ("AUTOATTACH_TOKEN_NO_RETRY", "true"),
-            ("AUTOATTACH_LOG", "warn"),
+            ("RUST_LOG", "warn"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
