@@ -630,3 +630,66 @@ async fn cluster_event_reads_do_not_grow_with_registries() {
         "reads grew with the number of registries"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_with_detach_removes_its_assignments_on_the_event() {
+    let bed = start(options().setting("AUTOATTACH_DETACH", "true")).await;
+    let s1 = sub(&bed, 0);
+    rg(&bed, &s1, "rg").await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*"),
+    )
+    .await;
+    let (gone, gone_kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-gone")).await;
+    let (_, kept_kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-kept")).await;
+    settle(&bed).await;
+    assert_eq!(pulls(&bed, &acr, &gone_kubelet).await.len(), 1);
+    bed.admin.delete_cluster(&gone).await.unwrap();
+    settle(&bed).await;
+    assert!(
+        pulls(&bed, &acr, &gone_kubelet).await.is_empty(),
+        "the deleted cluster's assignment is removed"
+    );
+    assert_eq!(
+        pulls(&bed, &acr, &kept_kubelet).await,
+        vec![(ACR_PULL_GUID.to_owned(), true)]
+    );
+    let detached = bed
+        .host
+        .invocations()
+        .iter()
+        .flat_map(|i| i.logs.clone())
+        .any(|l| l.starts_with("detached") && l.contains("aks-gone"));
+    assert!(detached);
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_without_detach_touches_nothing() {
+    let bed = start(options()).await;
+    let s1 = sub(&bed, 0);
+    rg(&bed, &s1, "rg").await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrteam1").tag("acr-autoattach", "*"),
+    )
+    .await;
+    let (gone, kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-gone")).await;
+    settle(&bed).await;
+    let handler = bed.emulator.control().handler_principal_id();
+    let before = bed.stats().for_caller(&handler).total();
+    bed.admin.delete_cluster(&gone).await.unwrap();
+    settle(&bed).await;
+    assert_eq!(
+        pulls(&bed, &acr, &kubelet).await.len(),
+        1,
+        "detach is off: the assignment stays"
+    );
+    assert_eq!(
+        bed.stats().for_caller(&handler).total(),
+        before,
+        "and the delete event cost no request"
+    );
+    bed.shutdown().await;
+}
