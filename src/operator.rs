@@ -353,11 +353,8 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
         }
     };
     let writes = plan.writes().count() as u64;
-    if args.dry_run || writes == 0 {
-        progress.finish().await;
-    } else {
-        progress.stage(format!("reconcile: applying {writes} writes"), Some(writes));
-    }
+    // The plan goes to stdout with no bar drawn over it.
+    progress.finish().await;
     println!(
         "{}",
         render_plan(&plan, engine.config().detach, args.dry_run)
@@ -372,6 +369,8 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
                 .all(|i| matches!(i.action, Action::AlreadyCovered { .. }));
         return Ok(if clean { EXIT_OK } else { EXIT_NOT_IN_ORDER });
     }
+    let mut progress = Progress::start(engine.client().clone());
+    progress.stage(format!("reconcile: applying {writes} writes"), Some(writes));
     let (pairs, skipped) = engine.apply(&azure, &plan, None).await;
     progress.finish().await;
     let report = VerificationReport {
@@ -1225,8 +1224,8 @@ async fn tick(client: AzureClient, state: Arc<Mutex<StageState>>, done: Arc<Atom
         }
         if let Some((pb, total)) = &bar {
             if total.is_some() {
-                pb.set_position(writes_done);
                 pb.set_message(label);
+                pb.set_position(writes_done);
             } else {
                 pb.set_message(format!("{label}: {requests} requests"));
                 pb.tick();

@@ -76,6 +76,8 @@ struct Figures {
 struct Run {
     engine_requests: u64,
     emulator_requests: u64,
+    /// 429 answers (ARM's buckets are on): the client's limiter should keep this at zero.
+    throttled: u64,
     by_operation: String,
     seconds: f64,
 }
@@ -170,6 +172,7 @@ async fn measured(emu: &RunningEmulator, engine: &Engine, mode: Mode) -> (Verifi
     let run = Run {
         engine_requests: report.azure_requests,
         emulator_requests: stats.total(),
+        throttled: stats.by_status().get(&429).copied().unwrap_or_default(),
         by_operation,
         seconds,
     };
@@ -251,6 +254,7 @@ async fn verification_requests_do_not_grow_with_pairs() {
     }
     let (small, large) = (&all[0], &all[1]);
     for ((label, s), (_, l)) in small.runs.iter().zip(&large.runs) {
+        assert_eq!((s.throttled, l.throttled), (0, 0), "{label}: throttled");
         // The engine's own count is what the emulator saw (nothing hidden).
         assert_eq!(s.engine_requests, s.emulator_requests, "{label}");
         assert_eq!(l.engine_requests, l.emulator_requests, "{label}");
