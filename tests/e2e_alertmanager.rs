@@ -288,5 +288,6 @@ async fn broken_pair_alerts_then_resolves(am: &str) {
         resolved,
         "the pair's and the 403's alerts are resolved once repaired: {alerts:#?}"
     );
+    eprintln!("resolved: neither the pair's nor the 403's alert is active after the repair");
     bed.shutdown().await;
 }
