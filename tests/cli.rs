@@ -137,8 +137,7 @@ fn serve_answers_readiness_on_loopback_and_stops_on_sigterm() {
         .filter(|l| l.contains(&hex_port) && l.contains(" 0A "))
     {
         assert!(
-            line.trim_start()
-                .split_whitespace()
+            line.split_whitespace()
                 .nth(1)
                 .unwrap()
                 .starts_with("0100007F"),

@@ -97,7 +97,7 @@ async fn invalid_json_is_a_recorded_rejection() {
 #[tokio::test]
 async fn wrong_envelopes_are_recorded_rejections() {
     for (body, code) in [
-        (r#"[1,2]"#, "not_an_envelope"),
+        ("[1,2]", "not_an_envelope"),
         (r#"{"Data":"x","Metadata":{}}"#, "not_an_envelope"),
         (r#"{"Data":{"timer":{}},"Metadata":{}}"#, "missing_binding"),
         (r#"{"Data":{"event":"{oops"},"Metadata":{}}"#, "not_json"),

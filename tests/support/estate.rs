@@ -53,7 +53,7 @@ pub async fn cluster(bed: &Testbed, spec: ClusterSpec) -> (String, String) {
 /// Waits for Event Grid to go idle (every delivery and retry done).
 pub async fn settle(bed: &Testbed) {
     assert!(
-        bed.wait_idle(Duration::from_secs(60)).await,
+        bed.wait_idle(Duration::from_mins(1)).await,
         "event grid did not go idle"
     );
 }
