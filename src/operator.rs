@@ -58,6 +58,8 @@ pub enum OperatorError {
     ResourceId(#[from] ResourceIdError),
     #[error("{0}")]
     NotFound(String),
+    #[error("the scope could not be inventoried: {0}")]
+    Inventory(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -255,9 +257,7 @@ pub async fn run_verify(args: &VerifyArgs, env: &dyn Env) -> Result<u8, Operator
     progress.finish().await;
     eprintln!("{}", summary_line(&report));
     if let Some(reason) = report.inventory_source.strip_prefix("failed: ") {
-        return Err(OperatorError::NotFound(format!(
-            "the scope could not be inventoried: {reason}"
-        )));
+        return Err(OperatorError::Inventory(reason.to_owned()));
     }
     let rendered = match args.output {
         OutputFormat::Table => report::render_table(&report),
