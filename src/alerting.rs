@@ -152,8 +152,8 @@ pub struct AzureFailureCount {
 
 /// Counts the Azure failures that alert (403, 429, 5xx, no response) per operation and status, as the
 /// Azure client reports them. Attach it to the client next to the metrics and [`AzureFailureTally::drain`]
-/// it at the end of each run. Concurrent invocations share it, so a run may see another's failures: that
-/// errs towards alerting.
+/// it at the end of each run. One tally shared by concurrent runs would mix their failures; the handler keeps
+/// one per invocation (`functions::InvocationAzureFailures`), the CLI one per command.
 #[derive(Clone, Debug, Default)]
 pub struct AzureFailureTally(std::sync::Arc<std::sync::Mutex<FailureCounts>>);
 

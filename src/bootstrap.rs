@@ -64,11 +64,12 @@ fn telemetry_setting(message: &str) -> &'static str {
 }
 
 fn alert_setting(message: &str) -> &'static str {
-    const KNOWN: [&str; 4] = [
+    const KNOWN: [&str; 5] = [
         "AUTOATTACH_ALERT_WEBHOOK",
         "AUTOATTACH_ALERT_FORMAT",
         "AUTOATTACH_ALERT_TIMEOUT_MS",
         "AUTOATTACH_ALERT_TTL_SECONDS",
+        "AUTOATTACH_ALERT_TRANSIENT_THRESHOLD",
     ];
     KNOWN
         .into_iter()

@@ -34,11 +34,17 @@ fn every_bad_setting_exits_2_naming_it() {
         ("AUTOATTACH_MAX_CONCURRENCY", "1000"),
         ("AUTOATTACH_VERIFY_BUDGET_SECS", "-1"),
         ("AUTOATTACH_USE_RESOURCE_GRAPH", "sure"),
+        ("AUTOATTACH_ALERT_WEBHOOK", "not a url"),
+        ("AUTOATTACH_ALERT_FORMAT", "pager"),
+        ("AUTOATTACH_ALERT_TRANSIENT_THRESHOLD", "many"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon"),
     ];
     for subcommand in [&["config"][..], &["serve", "--port", "1"][..]] {
         for (key, value) in cases {
+            // Alert settings are read when a webhook is configured.
             let out = clean_command()
                 .args(subcommand)
+                .env("AUTOATTACH_ALERT_WEBHOOK", "http://127.0.0.1:9093")
                 .env(key, value)
                 .output()
                 .unwrap();
