@@ -736,6 +736,7 @@ fn handle_authenticated(app: &App, req: &Request<'_>, claims: &crate::token::Cla
             .filter(|s| requested_subs.as_ref().is_none_or(|r| r.contains(&s.id)))
             .map(|s| s.id.clone())
             .collect();
+        let grants = store.grants_of(&claims.oid);
         store
             .graph_rows(
                 query.table,
@@ -764,12 +765,12 @@ fn handle_authenticated(app: &App, req: &Request<'_>, claims: &crate::token::Cla
                         } else {
                             "Microsoft.ContainerRegistry/registries"
                         };
-                        store.is_allowed(&claims.oid, &format!("{ty}/read"), id, None, None)
+                        store.allowed_by(&grants, &format!("{ty}/read"), id, None, None)
                     }
                     GraphTable::AuthorizationResources => {
                         let scope = str_at(row, &["properties", "scope"]).unwrap_or_default();
-                        store.is_allowed(
-                            &claims.oid,
+                        store.allowed_by(
+                            &grants,
                             "Microsoft.Authorization/roleAssignments/read",
                             scope,
                             None,
