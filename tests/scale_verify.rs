@@ -245,7 +245,7 @@ async fn verification_requests_do_not_grow_with_pairs() {
     for f in &all {
         for (label, run) in &f.runs {
             println!(
-                "  {:>4} clusters × {REGISTRIES} = {:>5} pairs, {label:<27}: {:>3} requests (emulator saw {:>3}) in {:.1} s — {}",
+                "  {:>4} clusters × {REGISTRIES} = {:>5} pairs, {label:<31}: {:>3} requests (emulator saw {:>3}) in {:.1} s — {}",
                 f.clusters,
                 f.pairs,
                 run.engine_requests,
