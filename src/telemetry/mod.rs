@@ -42,6 +42,10 @@ const EXPORTER_TARGETS_OFF: &str = "opentelemetry=off,opentelemetry_sdk=off,open
 opentelemetry_http=off,opentelemetry_application_insights=off,hyper=off,hyper_util=off,reqwest=off,h2=off,\
 tonic=off,tower=off,rustls=off";
 
+/// The verification records (`AttachmentVerification`, `RegistryVerification`) are the product's output, not
+/// diagnostics: a quieter `RUST_LOG` (say `warn`) must not silence them, nor the invocation spans.
+const RECORDS_ALWAYS_ON: &str = "acr_autoattach::telemetry::records=info";
+
 fn is_exporter_target(target: &str) -> bool {
     EXPORTER_TARGETS_OFF.split(',').any(|directive| {
         let name = directive.trim().trim_end_matches("=off");
@@ -382,11 +386,12 @@ where
         .with_span_list(false)
         .with_target(true)
         .with_writer(log_writer)
-        .with_filter(env_filter(&config.log_filter, None));
+        .with_filter(env_filter(&config.log_filter, Some(RECORDS_ALWAYS_ON)));
 
     let span_level = env_filter(&config.log_filter, None)
         .max_level_hint()
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO)
+        .max(tracing_subscriber::filter::LevelFilter::INFO);
     let spans = guard.tracer_provider.as_ref().map(|tp| {
         tracing_opentelemetry::layer()
             .with_tracer(tp.tracer(metrics::SCOPE))
@@ -397,8 +402,12 @@ where
             }))
     });
     let logs = guard.logger_provider.as_ref().map(|lp| {
-        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(lp)
-            .with_filter(env_filter(&config.log_filter, Some(EXPORTER_TARGETS_OFF)))
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(lp).with_filter(
+            env_filter(
+                &config.log_filter,
+                Some(&format!("{EXPORTER_TARGETS_OFF},{RECORDS_ALWAYS_ON}")),
+            ),
+        )
     });
 
     tracing_subscriber::registry()
