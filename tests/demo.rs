@@ -31,7 +31,10 @@ fn demo_json_reports_every_pair_as_expected() {
     assert_eq!(summary["as_expected"], 18);
     assert_eq!(summary["attached"], 8);
     assert!(summary["azure_requests"].as_u64().unwrap() > 0);
-    assert!(summary["telemetry"]["invocation_spans"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(
+        summary["telemetry"]["invocation_spans"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
     assert!(
         summary["telemetry"]["verification_records"]
             .as_u64()
