@@ -206,11 +206,20 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// The router: `GET /` for readiness, `POST /{function}` per invocation, JSON 404 for anything else.
 pub fn app(handler: Arc<Handler>) -> Router {
+    app_with_slot(Arc::new(tokio::sync::SetOnce::new_with(Some(handler))))
+}
+
+/// Where invocations find the handler. The process answers the host's readiness probe before the handler
+/// (telemetry exporters, TLS roots, credentials) is built; invocations that arrive earlier wait for it.
+pub type HandlerSlot = Arc<tokio::sync::SetOnce<Arc<Handler>>>;
+
+/// [`app`] for a handler that is filled in later.
+pub fn app_with_slot(slot: HandlerSlot) -> Router {
     Router::new()
         .route("/", get(ready))
         .route("/{function}", post(invoke))
         .fallback(not_found)
-        .with_state(handler)
+        .with_state(slot)
 }
 
 /// The host polls this every 25 ms until it answers; any answer means ready.
@@ -227,7 +236,7 @@ async fn not_found() -> Response {
 }
 
 async fn invoke(
-    State(handler): State<Arc<Handler>>,
+    State(slot): State<HandlerSlot>,
     Path(function): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -278,6 +287,7 @@ async fn invoke(
         request: InvocationRequest::from_body(&bytes),
     };
     let started = Instant::now();
+    let handler = Arc::clone(slot.wait().await);
     let outcome = handler.invoke(invocation).await;
     tracing::debug!(
         function = function.as_str(),
@@ -306,6 +316,17 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, app(handler))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`serve`] with a handler that is filled in later (see [`HandlerSlot`]).
+pub async fn serve_slot(
+    listener: tokio::net::TcpListener,
+    slot: HandlerSlot,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app_with_slot(slot))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -147,6 +147,9 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async move {
         // Bind before anything slow: the host's readiness probe starts at once.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        // Serve at once: the host's readiness probe is answered while the handler is being built.
+        let slot: host::HandlerSlot = Arc::new(tokio::sync::SetOnce::new());
+        let server = tokio::spawn(host::serve_slot(listener, Arc::clone(&slot), host::shutdown_signal()));
         let lookup = |k: &str| env.var(k);
         let guard = match telemetry::init(&settings.telemetry, &ProcessInfo::from_env(&lookup)) {
             Ok(g) => Some(Arc::new(g)),
@@ -157,7 +160,10 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
         };
         tracing::info!(port, mode = ?settings.config.mode, "acr-autoattach handler listening on 127.0.0.1");
         let handler = Arc::new(bootstrap::handler(&settings, &env, guard.clone())?);
-        host::serve(listener, handler, host::shutdown_signal()).await?;
+        if slot.set(handler).is_err() {
+            anyhow::bail!("the handler was built twice");
+        }
+        server.await??;
         if let Some(guard) = guard {
             // Last flush on the way out (SIGTERM); bounded by the exporters' own timeout.
             let _ = tokio::task::spawn_blocking(move || guard.flush()).await;
