@@ -194,6 +194,37 @@ async fn real_socket_chunked_body_and_oversized_stream() {
         .unwrap();
     assert_eq!(resp.status(), 413);
 
+    // A published sample event, chunked, as the host sends it.
+    if let Some(Value::Array(events)) =
+        fixture("docs_subscription-topic_eventgrid-schema_write_success.json")
+    {
+        let body = wrap(&Value::Array(events.clone()), &events[0]["data"]);
+        let chunks: Vec<Result<String, std::io::Error>> = body
+            .as_bytes()
+            .chunks(101)
+            .map(|c| Ok(String::from_utf8_lossy(c).into_owned()))
+            .collect();
+        let resp = client
+            .post(format!("{base}/OnResourceEvent"))
+            .header("content-type", "application/json; charset=utf-8")
+            .header(
+                "x-azure-functions-invocationid",
+                "0f1e2d3c-0000-4000-8000-000000000002",
+            )
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(
+            answer["Logs"],
+            json!([
+                "event 4db48cba-50a2-455a-93b4-de41a3b5b7f6 (Microsoft.Resources.ResourceWriteSuccess): other_resource_type → ignored"
+            ])
+        );
+    }
+
     let resp = client.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     stop_tx.send(()).unwrap();
