@@ -1083,6 +1083,22 @@ fn event(
     }
 }
 
+/// The `location` (required, lower-cased) and `tags` of a tracked resource's PUT body.
+fn location_and_tags(input: &Value) -> Result<(String, Value), Outcome> {
+    let Some(location) = input
+        .get("location")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+    else {
+        return Err(Outcome::error(
+            StatusCode::BAD_REQUEST,
+            "LocationRequired",
+            "The location property is required for this definition.",
+        ));
+    };
+    Ok((location, tags_of(input)?))
+}
+
 fn tags_of(value: &Value) -> Result<Value, Outcome> {
     match value.get("tags") {
         None | Some(Value::Null) => Ok(json!({})),
@@ -1297,19 +1313,8 @@ fn put_cluster(
     };
     let sub_l = sub.to_ascii_lowercase();
     let action = "Microsoft.ContainerService/managedClusters/write";
-    let Some(location) = input
-        .get("location")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
-    else {
-        return Outcome::error(
-            StatusCode::BAD_REQUEST,
-            "LocationRequired",
-            "The location property is required for this definition.",
-        );
-    };
-    let tags = match tags_of(&input) {
-        Ok(t) => t,
+    let (location, tags) = match location_and_tags(&input) {
+        Ok(lt) => lt,
         Err(e) => return e,
     };
     let mut store = lock(&app.store);
@@ -1768,19 +1773,8 @@ fn put_registry(
     };
     let sub_l = sub.to_ascii_lowercase();
     let action = "Microsoft.ContainerRegistry/registries/write";
-    let Some(location) = input
-        .get("location")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
-    else {
-        return Outcome::error(
-            StatusCode::BAD_REQUEST,
-            "LocationRequired",
-            "The location property is required for this definition.",
-        );
-    };
-    let tags = match tags_of(&input) {
-        Ok(t) => t,
+    let (location, tags) = match location_and_tags(&input) {
+        Ok(lt) => lt,
         Err(e) => return e,
     };
     let Some(sku) = str_at(&input, &["sku", "name"])
