@@ -51,18 +51,9 @@ async fn new_cluster_is_attached_to_exactly_the_registries_that_select_it() {
     if pulls(&bed, &all, &dev).await.len() != 1 {
         dump(&bed);
     }
-    assert_eq!(
-        pulls(&bed, &all, &dev).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
-    assert_eq!(
-        pulls(&bed, &all, &prd).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
-    assert_eq!(
-        pulls(&bed, &prod, &prd).await,
-        vec![(REPOSITORY_READER_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &all, &dev, ACR_PULL_GUID).await;
+    assert_attached(&bed, &all, &prd, ACR_PULL_GUID).await;
+    assert_attached(&bed, &prod, &prd, REPOSITORY_READER_GUID).await;
     assert!(pulls(&bed, &prod, &dev).await.is_empty());
     assert!(pulls(&bed, &off, &dev).await.is_empty() && pulls(&bed, &off, &prd).await.is_empty());
     eprintln!(
@@ -108,10 +99,7 @@ async fn triple_delivery_creates_one_assignment_per_pair() {
     .await;
     let (_, kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks1")).await;
     settle(&bed).await;
-    assert_eq!(
-        pulls(&bed, &acr, &kubelet).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &kubelet, ACR_PULL_GUID).await;
     let deliveries = bed.publisher.deliveries().len();
     assert!(
         deliveries >= 9,
@@ -197,10 +185,7 @@ async fn cluster_slower_than_the_readiness_budget_is_attached_on_a_retry() {
     let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
         .as_str()
         .unwrap();
-    assert_eq!(
-        pulls(&bed, &acr, oid).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, oid, ACR_PULL_GUID).await;
     assert!(bed.publisher.deadletters().is_empty());
     bed.shutdown().await;
 }
@@ -276,10 +261,7 @@ async fn replication_window_does_not_delay_the_attach() {
     .await;
     let (_, kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks1")).await;
     settle(&bed).await;
-    assert_eq!(
-        pulls(&bed, &acr, &kubelet).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &kubelet, ACR_PULL_GUID).await;
     let handler = bed.emulator.control().handler_principal_id();
     assert_eq!(
         bed.stats()
@@ -308,10 +290,7 @@ async fn registry_created_after_the_clusters_attaches_them() {
     )
     .await;
     settle(&bed).await;
-    assert_eq!(
-        pulls(&bed, &acr, &a).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &a, ACR_PULL_GUID).await;
     assert!(pulls(&bed, &acr, &b).await.is_empty());
     bed.shutdown().await;
 }
@@ -352,10 +331,7 @@ async fn retagging_with_detach_removes_only_our_assignments() {
         .await
         .unwrap();
     settle(&bed).await;
-    assert_eq!(
-        pulls(&bed, &acr, &dev).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &dev, ACR_PULL_GUID).await;
     assert_eq!(
         pulls(&bed, &acr, &dev2).await,
         vec![(ACR_PULL_GUID.to_owned(), false)],
@@ -376,10 +352,7 @@ async fn retagging_with_detach_removes_only_our_assignments() {
             .contains(&(ACR_PULL_GUID.to_owned(), false)),
         "the human-made assignment stays"
     );
-    assert_eq!(
-        pulls(&bed, &acr, &prod).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &prod, ACR_PULL_GUID).await;
     bed.shutdown().await;
 }
 
@@ -462,10 +435,7 @@ async fn service_principal_cluster_gets_its_object_id_from_graph() {
         .await
         .unwrap();
     settle(&bed).await;
-    assert_eq!(
-        pulls(&bed, &acr, &sp.object_id).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &sp.object_id, ACR_PULL_GUID).await;
     bed.shutdown().await;
 }
 
@@ -482,10 +452,7 @@ async fn cluster_in_another_subscription_is_attached() {
     .await;
     let (_, kubelet) = cluster(&bed, ClusterSpec::new(&s2, "apps", "aks-other-sub")).await;
     settle(&bed).await;
-    assert_eq!(
-        pulls(&bed, &acr, &kubelet).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &kubelet, ACR_PULL_GUID).await;
     bed.shutdown().await;
 }
 
@@ -651,10 +618,7 @@ async fn deleting_a_cluster_with_detach_removes_its_assignments_on_the_event() {
         pulls(&bed, &acr, &gone_kubelet).await.is_empty(),
         "the deleted cluster's assignment is removed"
     );
-    assert_eq!(
-        pulls(&bed, &acr, &kept_kubelet).await,
-        vec![(ACR_PULL_GUID.to_owned(), true)]
-    );
+    assert_attached(&bed, &acr, &kept_kubelet, ACR_PULL_GUID).await;
     let detached = bed
         .host
         .invocations()

@@ -116,3 +116,12 @@ pub fn dump(bed: &Testbed) {
         eprintln!("handler: {line:?}");
     }
 }
+
+/// Exactly one pull assignment of `principal_id` at `registry`: ours (ownership mark), with `role_guid`.
+pub async fn assert_attached(bed: &Testbed, registry: &str, principal_id: &str, role_guid: &str) {
+    assert_eq!(
+        pulls(bed, registry, principal_id).await,
+        vec![(role_guid.to_owned(), true)],
+        "{principal_id} at {registry}"
+    );
+}
