@@ -405,6 +405,29 @@ pub fn assignment_name(registry: &ResourceId, principal_id: &str, role: PullRole
     Uuid::new_v5(&ASSIGNMENT_NAME_NAMESPACE, input.as_bytes())
 }
 
+/// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`: a role assignment's full id.
+pub fn role_assignment_id(scope: &ResourceId, name: Uuid) -> String {
+    format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}")
+}
+
+/// The body of every role-assignment PUT this project sends (arm.md): the full role definition id, the
+/// principal, `principalType: ServicePrincipal` (skips the directory look-up that fails while a new kubelet
+/// identity replicates) and the ownership description.
+pub fn role_assignment_body(
+    role_definition_id: &str,
+    principal_id: &str,
+    description: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "properties": {
+            "roleDefinitionId": role_definition_id,
+            "principalId": principal_id,
+            "principalType": "ServicePrincipal",
+            "description": description,
+        }
+    })
+}
+
 /// A role definition as far as pull coverage is concerned (custom roles are judged by their actions).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleDefinition {

@@ -25,7 +25,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
@@ -247,22 +247,16 @@ impl AssignmentSpec {
 
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`: the PUT target.
     pub fn assignment_id(&self) -> String {
-        format!(
-            "{}/providers/Microsoft.Authorization/roleAssignments/{}",
-            self.scope, self.name
-        )
+        crate::model::role_assignment_id(&self.scope, self.name)
     }
 
     /// The PUT body.
     pub fn request_body(&self) -> Value {
-        json!({
-            "properties": {
-                "roleDefinitionId": self.role_definition_id,
-                "principalId": self.principal_id,
-                "principalType": self.principal_type,
-                "description": self.description,
-            }
-        })
+        crate::model::role_assignment_body(
+            &self.role_definition_id,
+            &self.principal_id,
+            &self.description,
+        )
     }
 }
 

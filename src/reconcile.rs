@@ -859,13 +859,7 @@ async fn apply_item(azure: &ScopedClient, item: &PlanItem, metrics: &Metrics) ->
 async fn write_item(azure: &ScopedClient, item: &PlanItem) -> ApplyOutcome {
     match &item.action {
         Action::Create(spec) => {
-            let new = NewAssignment {
-                scope: spec.scope.clone(),
-                name: spec.name,
-                role_definition_id: spec.role_definition_id.clone(),
-                principal_id: spec.principal_id.clone(),
-                description: spec.description.clone(),
-            };
+            let new = NewAssignment::from(spec);
             match azure.put_role_assignment(&new).await {
                 Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => ApplyOutcome::Created {
                     assignment_id: a.id,

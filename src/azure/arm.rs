@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
@@ -70,19 +70,28 @@ impl NewAssignment {
 
     /// The role assignment's full id.
     pub fn id(&self) -> String {
-        format!("{}{ROLE_ASSIGNMENTS}/{}", self.scope, self.name)
+        crate::model::role_assignment_id(&self.scope, self.name)
     }
 
     /// The PUT body, exactly as arm.md prescribes.
     pub fn body(&self) -> Value {
-        json!({
-            "properties": {
-                "roleDefinitionId": self.role_definition_id,
-                "principalId": self.principal_id,
-                "principalType": "ServicePrincipal",
-                "description": self.description,
-            }
-        })
+        crate::model::role_assignment_body(
+            &self.role_definition_id,
+            &self.principal_id,
+            &self.description,
+        )
+    }
+}
+
+impl From<&crate::planner::AssignmentSpec> for NewAssignment {
+    fn from(spec: &crate::planner::AssignmentSpec) -> Self {
+        Self {
+            scope: spec.scope.clone(),
+            name: spec.name,
+            role_definition_id: spec.role_definition_id.clone(),
+            principal_id: spec.principal_id.clone(),
+            description: spec.description.clone(),
+        }
     }
 }
 
@@ -468,6 +477,7 @@ fn subscription_path(subscription_id: &str) -> Result<String, AzureError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn new_assignment_body_follows_arm_md() {
