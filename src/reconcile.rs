@@ -713,10 +713,17 @@ impl Engine {
         azure: &ScopedClient,
         subscriptions: &[String],
     ) -> Result<(Plan, Observed, crate::azure::Inventory), EngineError> {
-        let mut options = InventoryOptions::new(subscriptions.to_vec(), self.config.tag.clone());
+        // The (cached) subscription list gives the tenants and, when no subscription is named, the scope, so
+        // the inventory need not list subscriptions again.
+        let (scope, tenants) = self.scope(azure).await?;
+        let subscriptions = if subscriptions.is_empty() {
+            scope
+        } else {
+            subscriptions.to_vec()
+        };
+        let mut options = InventoryOptions::new(subscriptions, self.config.tag.clone());
         options.use_resource_graph = self.config.use_resource_graph;
         let inventory = azure.inventory_with(&options).await?;
-        let (_, tenants) = self.scope(azure).await?;
         let mut principals = HashMap::new();
         for cluster in &inventory.clusters {
             if let ClusterPrincipal::ServicePrincipal { client_id } = &cluster.principal {
