@@ -1,20 +1,14 @@
 //! acr-autoattach: grants AKS kubelet identities pull access to the container registries whose opt-in tag
 //! selects them, verifies it continuously and repairs drift.
+//!
+//! The layers (see `docs/architecture.md`); dependencies point down only:
+//! - [`cli`]: argument parsing, the operator commands and their rendering, reports, the demo;
+//! - [`runtime`]: the custom-handler contract, the functions, the engine, bootstrap, configuration;
+//! - [`azure`] and [`telemetry`]: the Azure client and the exporters;
+//! - [`core`]: pure data in, data out (model, roles, events, selectors, planner, explanation, alert planning).
 
-pub mod alerting;
 pub mod azure;
-pub mod bootstrap;
-pub mod config;
-pub mod demo;
-pub mod events;
-pub mod functions;
-pub mod host;
-pub mod model;
-pub mod ncrontab;
-pub mod operator;
-pub mod planner;
-pub mod reconcile;
-pub mod report;
-pub mod selector;
+pub mod cli;
+pub mod core;
+pub mod runtime;
 pub mod telemetry;
-pub mod testbed;

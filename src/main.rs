@@ -3,70 +3,14 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 
-use acr_autoattach::bootstrap::{self, Settings};
-use acr_autoattach::config::{ConfigError, Env, ProcessEnv};
-use acr_autoattach::host;
+use acr_autoattach::cli::{Cli, Command};
+use acr_autoattach::runtime::bootstrap::{self, Settings};
+use acr_autoattach::runtime::config::{ConfigError, Env, ProcessEnv};
+use acr_autoattach::runtime::contract;
+use acr_autoattach::runtime::functions::Handler;
 use acr_autoattach::telemetry::{self, ProcessInfo};
-
-/// Attach Azure Container Registries to AKS clusters by opt-in tags, verify continuously, repair drift.
-///
-/// Registries opt in with a tag (default `acr-autoattach`) whose value selects clusters (`*`, or a label
-/// selector over cluster tags such as `env=prod`). Each selected cluster's kubelet identity gets AcrPull
-/// (or Container Registry Repository Reader on ABAC registries) on the registry.
-#[derive(Debug, Parser)]
-#[command(name = "acr-autoattach", version, about, long_about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the whole mission on loopback: the Azure emulator, Event Grid and the Functions host start in this
-    /// process, the host launches this binary as its handler, an estate of 2 subscriptions, 3 registries and 6
-    /// clusters is built through ARM PUTs, events flow by themselves, and every (cluster, registry) pair is
-    /// read back and compared with what it must be. Exit 0 only when every pair ended as expected.
-    Demo {
-        /// Print one JSON document (`pairs`, `summary`) instead of the table; progress goes to stderr.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run as the Azure Functions custom handler: an HTTP server on 127.0.0.1 that the Functions host
-    /// invokes for OnResourceEvent (Event Grid) and VerifyAttachments (timer).
-    ///
-    /// The port comes from FUNCTIONS_CUSTOMHANDLER_PORT (set by the host) unless --port is given.
-    /// Configuration comes from app settings (environment); `acr-autoattach config` shows it.
-    Serve {
-        /// Port to listen on (default: $FUNCTIONS_CUSTOMHANDLER_PORT).
-        #[arg(long)]
-        port: Option<u16>,
-    },
-    /// Print the effective configuration (from the environment), validated, with secrets redacted.
-    Config,
-    /// Audit every (cluster, registry) pair in scope and report; never writes.
-    ///
-    /// Same engine as the timer, in audit mode. Exit 0 when every pair is compliant, 1 when some are not (or a
-    /// selector is invalid, or the run stopped at its deadline), 2 on error. `--output html FILE` writes one
-    /// self-contained page (clusters × registries matrix). Identity: the `az login` session, or the managed
-    /// identity when IDENTITY_ENDPOINT is set (e.g. `eval "$(azure-emulator serve)"`); endpoints and tag come
-    /// from AUTOATTACH_* settings.
-    Verify(acr_autoattach::operator::VerifyArgs),
-    /// Show what would be created and removed in scope, then do it (unless --dry-run), then show the results.
-    ///
-    /// Always enforce mode; removes owned assignments that are no longer wanted only with detach
-    /// (AUTOATTACH_DETACH or --detach), never an assignment without the ownership mark. Exit 0 when everything
-    /// ends compliant (dry run: nothing to do), 1 otherwise, 2 on error.
-    Reconcile(acr_autoattach::operator::ReconcileArgs),
-    /// Explain one (cluster, registry) pair step by step; reads only.
-    ///
-    /// The registry's selector evaluated against the cluster's tags, location, subscription and resource group;
-    /// the cluster's opt-out; tenants; the role the registry's mode needs and why; the principal's assignments at
-    /// registry, resource-group and subscription scope and whether each covers pull; the verdict. Exit 0 when the
-    /// pair is in order, 1 when something is to do, 2 on error.
-    Explain(acr_autoattach::operator::ExplainArgs),
-}
 
 /// Exit code for a configuration or usage error.
 const EXIT_CONFIG: u8 = 2;
@@ -75,10 +19,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => serve(port),
+        #[cfg(feature = "demo")]
         Command::Demo { json } => demo(json),
-        Command::Verify(args) => acr_autoattach::operator::verify(&args),
-        Command::Reconcile(args) => acr_autoattach::operator::reconcile(&args),
-        Command::Explain(args) => acr_autoattach::operator::explain(&args),
+        Command::Verify(args) => acr_autoattach::cli::operator::verify(&args),
+        Command::Reconcile(args) => acr_autoattach::cli::operator::reconcile(&args),
+        Command::Explain(args) => acr_autoattach::cli::explain::explain(&args),
         Command::Config => match load_settings(&ProcessEnv) {
             Ok(settings) => {
                 for (key, value) in settings.config.describe() {
@@ -148,8 +93,12 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
         // Bind before anything slow: the host's readiness probe starts at once.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         // Serve at once: the host's readiness probe is answered while the handler is being built.
-        let slot: host::HandlerSlot = Arc::new(tokio::sync::SetOnce::new());
-        let server = tokio::spawn(host::serve_slot(listener, Arc::clone(&slot), host::shutdown_signal()));
+        let slot: contract::HandlerSlot<Handler> = Arc::new(tokio::sync::SetOnce::new());
+        let server = tokio::spawn(contract::serve_slot(
+            listener,
+            Arc::clone(&slot),
+            contract::shutdown_signal(),
+        ));
         let lookup = |k: &str| env.var(k);
         let guard = match telemetry::init(&settings.telemetry, &ProcessInfo::from_env(&lookup)) {
             Ok(g) => Some(Arc::new(g)),
@@ -179,6 +128,7 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn demo(json: bool) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(p) => p.to_string_lossy().into_owned(),
@@ -204,7 +154,7 @@ fn demo(json: bool) -> ExitCode {
             println!("{line}");
         }
     };
-    let report = runtime.block_on(acr_autoattach::demo::run(
+    let report = runtime.block_on(acr_autoattach::cli::demo::run(
         vec![exe, "serve".to_owned()],
         &say,
     ));
@@ -216,7 +166,7 @@ fn demo(json: bool) -> ExitCode {
                     Err(e) => eprintln!("acr-autoattach: {e}"),
                 }
             } else {
-                print!("{}", acr_autoattach::demo::render(&report));
+                print!("{}", acr_autoattach::cli::demo::render(&report));
             }
             if report.all_as_expected() {
                 ExitCode::SUCCESS

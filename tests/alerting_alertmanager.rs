@@ -6,12 +6,12 @@
 #[path = "support/telemetry_receivers.rs"]
 mod receivers;
 
-use acr_autoattach::alerting::{
-    ALERT_NAME, AlertConfig, AlertFormat, AlertRun, Alerter, AzureFailureCount,
-    DeliveryFailureKind, DeliveryStage,
-};
-use acr_autoattach::model::{
+use acr_autoattach::core::alerts::{ALERT_NAME, AlertRun, AzureFailureCount};
+use acr_autoattach::core::model::{
     PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus, ResourceId,
+};
+use acr_autoattach::runtime::alerting::{
+    AlertConfig, AlertFormat, Alerter, DeliveryFailureKind, DeliveryStage,
 };
 use acr_autoattach::telemetry::Metrics;
 use receivers::{FakeAlertmanager, TelemetryReceiver};

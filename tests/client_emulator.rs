@@ -13,7 +13,7 @@ use acr_autoattach::azure::{
     InventoryOptions, InventorySource, ManagedIdentityOptions, NewAssignment, Operation,
     PutOutcome, RateLimits, RetryPolicy,
 };
-use acr_autoattach::model::{
+use acr_autoattach::core::model::{
     ACR_PULL_GUID, ClusterPrincipal, PullRole, ResourceId, RoleAssignmentMode,
 };
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};

@@ -8,7 +8,7 @@ use acr_autoattach::azure::wire::{
     list_page, resource_graph_page, role_assignment_from_arm, role_definition_from_arm,
 };
 use acr_autoattach::azure::{NewAssignment, cluster_from_arm, registry_from_arm};
-use acr_autoattach::model::{ClusterPrincipal, PullRole, ResourceId, RoleAssignmentMode};
+use acr_autoattach::core::model::{ClusterPrincipal, PullRole, ResourceId, RoleAssignmentMode};
 use serde_json::Value;
 
 const SPECS: &str = concat!(

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use acr_autoattach::events::{
+use acr_autoattach::core::events::{
     Classification, ClassifiedEvent, EventSchema, IgnoreReason, IncomingEvent, classify,
     parse_trigger,
 };

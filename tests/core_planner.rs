@@ -3,12 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use acr_autoattach::model::{
+use acr_autoattach::core::model::{
     ACR_PULL_GUID, Cluster, ClusterPrincipal, Mode, PairStatus, PullRole, REPOSITORY_READER_GUID,
     Registry, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
     assignment_name, ownership_description,
 };
-use acr_autoattach::planner::{
+use acr_autoattach::core::planner::{
     Action, ApplyOutcome, Grant, Inventory, Observed, PendingReason, Plan, PlanItem, PlanSettings,
     RefusalReason, RemovalReason, ScopeLevel, action_matches, plan, result_for,
 };

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use acr_autoattach::model::{Cluster, ClusterPrincipal, ResourceId, Tags};
-use acr_autoattach::selector::{
+use acr_autoattach::core::model::{Cluster, ClusterPrincipal, ResourceId, Tags};
+use acr_autoattach::core::selector::{
     FORBIDDEN_TAG_KEY_CHARS, Key, Operator, OptIn, Requirement, Selector, cluster_opted_out,
     parse_opt_in,
 };

@@ -15,9 +15,9 @@ mod receivers;
 
 use std::time::Duration;
 
-use acr_autoattach::alerting::ALERT_NAME;
-use acr_autoattach::model::ACR_PULL_GUID;
-use acr_autoattach::testbed::Testbed;
+use acr_autoattach::cli::testbed::Testbed;
+use acr_autoattach::core::alerts::ALERT_NAME;
+use acr_autoattach::core::model::ACR_PULL_GUID;
 use azure_emulator::admin::{ClusterSpec, RegistrySpec};
 use azure_emulator::rbac::{RBAC_ADMINISTRATOR, pull_roles_only_condition};
 use estate::*;

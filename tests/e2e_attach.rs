@@ -5,7 +5,7 @@
 #[path = "support/estate.rs"]
 mod estate;
 
-use acr_autoattach::model::{ACR_PULL_GUID, REPOSITORY_READER_GUID};
+use acr_autoattach::core::model::{ACR_PULL_GUID, REPOSITORY_READER_GUID};
 use azure_emulator::admin::{ClusterSpec, RegistrySpec};
 use estate::*;
 
@@ -69,7 +69,7 @@ use azure_emulator::eventgrid::EventSubscription;
 use serde_json::json;
 
 /// Every assignment the handler created or deleted, from the emulator's own counters.
-fn handler_writes(bed: &acr_autoattach::testbed::Testbed) -> (u64, u64) {
+fn handler_writes(bed: &acr_autoattach::cli::testbed::Testbed) -> (u64, u64) {
     let handler = bed.emulator.control().handler_principal_id();
     let stats = bed.stats().for_caller(&handler);
     (

@@ -11,8 +11,8 @@ mod estate;
 
 use std::time::Duration;
 
-use acr_autoattach::model::ACR_PULL_GUID;
-use acr_autoattach::testbed::Testbed;
+use acr_autoattach::cli::testbed::Testbed;
+use acr_autoattach::core::model::ACR_PULL_GUID;
 use azure_emulator::BucketLimit;
 use azure_emulator::admin::{ClusterSpec, RegistrySpec};
 use azure_emulator::functions_host::InvocationRecord;

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use acr_autoattach::bootstrap;
-use acr_autoattach::config::{Config, MapEnv};
-use acr_autoattach::model::{ACR_PULL_GUID, PairStatus};
-use acr_autoattach::reconcile::Engine;
+use acr_autoattach::core::model::{ACR_PULL_GUID, PairStatus};
+use acr_autoattach::runtime::bootstrap;
+use acr_autoattach::runtime::config::{Config, MapEnv};
+use acr_autoattach::runtime::engine::Engine;
 use acr_autoattach::telemetry::Metrics;
 use azure_emulator::admin::{ArmAdmin, ClusterSpec, RegistrySpec};
 use azure_emulator::credential::AppServiceCredential;

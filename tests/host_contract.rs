@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use acr_autoattach::bootstrap::{self, Settings};
-use acr_autoattach::config::MapEnv;
-use acr_autoattach::functions::Handler;
-use acr_autoattach::host::{self, MAX_BODY_BYTES};
+use acr_autoattach::runtime::bootstrap::{self, Settings};
+use acr_autoattach::runtime::config::MapEnv;
+use acr_autoattach::runtime::contract::{self, MAX_BODY_BYTES};
+use acr_autoattach::runtime::functions::Handler;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use azure_emulator::credential::AppServiceCredential;
@@ -42,7 +42,7 @@ async fn call(method: &str, path: &str, body: impl Into<Body>) -> (StatusCode, S
         )
         .body(body.into())
         .unwrap();
-    let resp = host::app(handler).oneshot(req).await.unwrap();
+    let resp = contract::app(handler).oneshot(req).await.unwrap();
     let status = resp.status();
     let ctype = resp
         .headers()
@@ -159,7 +159,7 @@ async fn real_socket_chunked_body_and_oversized_stream() {
     let port = listener.local_addr().unwrap().port();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (handler, _emulator) = setup().await;
-    let server = tokio::spawn(host::serve(listener, handler, async move {
+    let server = tokio::spawn(contract::serve(listener, handler, async move {
         let _ = stop_rx.await;
     }));
     let client = reqwest::Client::new();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use acr_autoattach::model::OWNERSHIP_MARK;
+use acr_autoattach::core::model::OWNERSHIP_MARK;
 use azure_emulator::admin::{ArmAdmin, ClusterSpec, RegistrySpec};
 use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use serde_json::Value;

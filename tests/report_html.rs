@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use acr_autoattach::model::{
+use acr_autoattach::cli::report::render_html;
+use acr_autoattach::core::model::{
     Mode, PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus, ResourceId,
     VerificationReport,
 };
-use acr_autoattach::report::render_html;
 
 const CLUSTERS: usize = 200;
 const REGISTRIES: usize = 20;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acr_autoattach::azure::{AzureClient, ClientOptions};
-use acr_autoattach::config::{Config, MapEnv};
-use acr_autoattach::model::{ACR_PULL_GUID, Mode, PairStatus, VerificationReport};
-use acr_autoattach::reconcile::Engine;
+use acr_autoattach::core::model::{ACR_PULL_GUID, Mode, PairStatus, VerificationReport};
+use acr_autoattach::runtime::config::{Config, MapEnv};
+use acr_autoattach::runtime::engine::Engine;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_emulator::admin::{ArmAdmin, ClusterSpec, RegistrySpec};
 use azure_emulator::{

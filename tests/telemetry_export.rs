@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use acr_autoattach::model::{
+use acr_autoattach::core::model::{
     PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus, ResourceId,
 };
 use acr_autoattach::telemetry::{
@@ -679,7 +679,7 @@ fn planted_secrets_reach_no_exported_byte_and_no_log_line() {
         ("AUTOATTACH_ALERT_TIMEOUT_MS", "500".to_owned()),
     ]);
     let config = TelemetryConfig::from_env(&env).unwrap();
-    let alert_config = acr_autoattach::alerting::AlertConfig::from_env(&env)
+    let alert_config = acr_autoattach::runtime::alerting::AlertConfig::from_env(&env)
         .unwrap()
         .unwrap();
     let logs = LogBuffer::default();
@@ -691,7 +691,7 @@ fn planted_secrets_reach_no_exported_byte_and_no_log_line() {
     tracing::info!(config = ?config, alerting = ?alert_config, "telemetry configured");
     let scenario = run_scenario(&guard, Some(SKIP_TOKEN));
     // A webhook that cannot be reached: the failure is logged and counted, the URL never shown.
-    let alerter = acr_autoattach::alerting::Alerter::new(alert_config, guard.metrics());
+    let alerter = acr_autoattach::runtime::alerting::Alerter::new(alert_config, guard.metrics());
     let pairs = [pair(
         "aks-9",
         "acrshared",
@@ -703,7 +703,7 @@ fn planted_secrets_reach_no_exported_byte_and_no_log_line() {
         .enable_all()
         .build()
         .unwrap();
-    let delivery = rt.block_on(alerter.send(&acr_autoattach::alerting::AlertRun {
+    let delivery = rt.block_on(alerter.send(&acr_autoattach::core::alerts::AlertRun {
         invocation_id: "inv-secret",
         pairs: &pairs,
         registries: &[],

@@ -11,7 +11,7 @@ use super::ScopedClient;
 use super::error::AzureError;
 use super::http::{Audience, Call, Operation, join, same_origin, set_query};
 use super::wire::{self, Subscription};
-use crate::model::{
+use crate::core::model::{
     Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition, assignment_name,
     ownership_description,
 };
@@ -70,12 +70,12 @@ impl NewAssignment {
 
     /// The role assignment's full id.
     pub fn id(&self) -> String {
-        crate::model::role_assignment_id(&self.scope, self.name)
+        crate::core::model::role_assignment_id(&self.scope, self.name)
     }
 
     /// The PUT body, exactly as arm.md prescribes.
     pub fn body(&self) -> Value {
-        crate::model::role_assignment_body(
+        crate::core::model::role_assignment_body(
             &self.role_definition_id,
             &self.principal_id,
             &self.description,
@@ -83,8 +83,8 @@ impl NewAssignment {
     }
 }
 
-impl From<&crate::planner::AssignmentSpec> for NewAssignment {
-    fn from(spec: &crate::planner::AssignmentSpec) -> Self {
+impl From<&crate::core::planner::AssignmentSpec> for NewAssignment {
+    fn from(spec: &crate::core::planner::AssignmentSpec) -> Self {
         Self {
             scope: spec.scope.clone(),
             name: spec.name,

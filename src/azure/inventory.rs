@@ -13,21 +13,7 @@ use super::arm::AssignmentFilter;
 use super::error::AzureError;
 use super::resource_graph::queries;
 use super::wire::{self, Subscription};
-use crate::model::{Cluster, ClusterPrincipal, Registry, RoleAssignment, RoleDefinition};
-
-/// Built-in roles whose meaning arm.md states; every other role referenced near a registry is read.
-pub const KNOWN_BUILT_IN_ROLES: [&str; 10] = [
-    "7f951dda-4ed3-4680-a7ca-43fe172d538d", // AcrPull
-    "b93aa761-3e63-49ed-ac28-beffa264f7ac", // Container Registry Repository Reader
-    "8311e382-0749-4cb8-b61a-304f252e45ec", // AcrPush
-    "2a1e307c-b015-4ebd-883e-5b7698a07328", // Container Registry Repository Writer
-    "2efddaa5-3f1f-4df3-97df-af3f13818f4c", // Container Registry Repository Contributor
-    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", // Owner
-    "b24988ac-6180-42a0-ab88-20f7382dd24c", // Contributor
-    "acdd72a7-3385-48ef-bd42-f606fba81ae7", // Reader
-    "f58310d9-a9f6-439a-9e8d-f62e7b41a168", // Role Based Access Control Administrator
-    "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", // User Access Administrator
-];
+use crate::core::model::{Cluster, ClusterPrincipal, Registry, RoleAssignment, RoleDefinition};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,7 +59,7 @@ pub struct Inventory {
     /// Assignments at or above any registry in scope (tagged or not), plus every assignment carrying the
     /// ownership mark wherever it is (detach needs them).
     pub assignments: Vec<RoleAssignment>,
-    /// Definitions of the roles (other than [`KNOWN_BUILT_IN_ROLES`]) assigned at or above a tagged registry.
+    /// Definitions of the roles (other than the built-in role table (`core::roles`)) assigned at or above a tagged registry.
     pub role_definitions: Vec<RoleDefinition>,
     /// Service-principal clusters: client id → object id (`None`: no such principal in the directory).
     pub service_principals: BTreeMap<String, Option<String>>,
@@ -187,7 +173,7 @@ impl ScopedClient {
             .assignments
             .iter()
             .filter(|a| a.is_owned())
-            .filter_map(|a| crate::model::ResourceId::parse(&a.scope).ok())
+            .filter_map(|a| crate::core::model::ResourceId::parse(&a.scope).ok())
             .map(|id| id.key())
             .collect();
         let registries: Vec<Registry> = all_registries
@@ -302,7 +288,7 @@ impl ScopedClient {
     ) -> Result<Vec<RoleDefinition>, AzureError> {
         let mut wanted: BTreeMap<String, String> = BTreeMap::new(); // guid → subscription to read it in
         for a in assignments {
-            if KNOWN_BUILT_IN_ROLES.contains(&a.role_definition_guid.as_str())
+            if crate::core::roles::built_in(&a.role_definition_guid).is_some()
                 || wanted.contains_key(&a.role_definition_guid)
             {
                 continue;

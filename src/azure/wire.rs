@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{
+use crate::core::model::{
     Cluster, ClusterPrincipal, Registry, ResourceId, RoleAssignment, RoleAssignmentMode,
     RoleDefinition, Tags, role_guid,
 };
@@ -380,7 +380,7 @@ mod tests {
         let a = role_assignment_from_arm(&v).unwrap();
         assert_eq!(a.scope, "/subscriptions/s/resourceGroups/rg");
         assert_eq!(a.name, "n1");
-        assert_eq!(a.role_definition_guid, crate::model::ACR_PULL_GUID);
+        assert_eq!(a.role_definition_guid, crate::core::model::ACR_PULL_GUID);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
 
-use crate::model::{PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus};
+use crate::core::model::{PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus};
 
 pub const EVENTS: &str = "autoattach.events";
 pub const ASSIGNMENTS: &str = "autoattach.assignments";

@@ -9,7 +9,7 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::Metrics;
-use crate::model::{PairResult, PairStatus, RegistryResult, RegistryStatus, ResourceId};
+use crate::core::model::{PairResult, PairStatus, RegistryResult, RegistryStatus, ResourceId};
 
 /// The name (event name and message) of the per-pair verification log record.
 pub const ATTACHMENT_VERIFICATION: &str = "AttachmentVerification";
@@ -120,7 +120,7 @@ impl Metrics {
         let principal = result.principal_id.as_deref().unwrap_or_default();
         let role = result
             .role
-            .map(crate::model::PullRole::display_name)
+            .map(crate::core::model::PullRole::display_name)
             .unwrap_or_default();
         let reason = result.reason.as_deref().unwrap_or_default();
         let status = result.status.as_str();
@@ -178,7 +178,7 @@ impl Metrics {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::model::PullRole;
+    use crate::core::model::PullRole;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use acr_autoattach::model::{ACR_PULL_GUID, OWNERSHIP_MARK, REPOSITORY_READER_GUID};
-use acr_autoattach::testbed::{Testbed, TestbedOptions};
+use acr_autoattach::cli::testbed::{Testbed, TestbedOptions};
+use acr_autoattach::core::model::{ACR_PULL_GUID, OWNERSHIP_MARK, REPOSITORY_READER_GUID};
 use azure_emulator::admin::{ClusterSpec, RegistrySpec};
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{PairResult, PairStatus, RegistryResult, ResourceId, VerificationReport};
+use crate::core::model::{PairResult, PairStatus, RegistryResult, ResourceId, VerificationReport};
 
 /// Pairs per status, every status present (zero included).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,7 +197,7 @@ const NAME_COLUMN_MAX: usize = 40;
 
 /// Replaces control characters (ESC, CR, newlines, …) with their `\u{..}` escape so text from Azure cannot
 /// drive the terminal or break the row layout.
-fn terminal_safe(text: &str) -> String {
+pub(crate) fn terminal_safe(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -340,7 +340,7 @@ pub fn render_table(report: &VerificationReport) -> String {
 
 fn registry_status_str(r: &RegistryResult) -> &'static str {
     match r.status {
-        crate::model::RegistryStatus::InvalidSelector => "invalid_selector",
+        crate::core::model::RegistryStatus::InvalidSelector => "invalid_selector",
     }
 }
 
@@ -503,8 +503,8 @@ pub fn render_html(report: &VerificationReport) -> String {
          <span>duration {:.1} s</span><span>{} Azure requests</span><span>inventory: {}</span></p>",
         escape_html(&report.started_at),
         match report.mode {
-            crate::model::Mode::Enforce => "enforce",
-            crate::model::Mode::Audit => "audit",
+            crate::core::model::Mode::Enforce => "enforce",
+            crate::core::model::Mode::Audit => "audit",
         },
         axes.clusters.len(),
         axes.registries.len(),
@@ -712,7 +712,7 @@ pub fn render_html(report: &VerificationReport) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::model::{Mode, PullRole, RegistryStatus};
+    use crate::core::model::{Mode, PullRole, RegistryStatus};
 
     fn cluster(rg: &str, name: &str) -> ResourceId {
         ResourceId::parse(&format!(

@@ -11,13 +11,16 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::alerting::{AlertRun, Alerter, AzureFailureCount, AzureFailureTally};
 use crate::azure::RequestObserver;
-use crate::config::Config;
-use crate::events::{self, EventRejection};
-use crate::host::{Invocation, InvocationAnswer, InvocationFailure};
-use crate::model::{PairResult, RegistryResult, VerificationReport};
-use crate::reconcile::{Engine, EventReport};
+use crate::core::alerts::{AlertRun, AzureFailureCount};
+use crate::core::events::{self, EventRejection};
+use crate::core::model::{PairResult, RegistryResult, VerificationReport};
+use crate::runtime::alerting::{Alerter, AzureFailureTally};
+use crate::runtime::config::Config;
+use crate::runtime::contract::{
+    FunctionName, Functions, Invocation, InvocationAnswer, InvocationFailure,
+};
+use crate::runtime::engine::{Engine, EventReport};
 use crate::telemetry::{
     EventOutcome, Metrics, RunOutcomeLabel, TelemetryGuard, Trigger, invocation_span,
 };
@@ -27,43 +30,11 @@ use crate::telemetry::{
 /// 10,000-cluster estate must not produce an answer of hundreds of megabytes.
 pub const MAX_PAIR_LOG_LINES: usize = 1_000;
 
-/// The functions this handler serves (folder names under `function-app/`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FunctionName {
-    OnResourceEvent,
-    VerifyAttachments,
-}
-
-impl FunctionName {
-    pub const ALL: [Self; 2] = [Self::OnResourceEvent, Self::VerifyAttachments];
-
-    /// Function names are matched case-insensitively, as the host matches them.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|f| f.as_str().eq_ignore_ascii_case(name))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OnResourceEvent => "OnResourceEvent",
-            Self::VerifyAttachments => "VerifyAttachments",
-        }
-    }
-
-    /// The trigger binding's name in `function.json`.
-    pub fn binding(self) -> &'static str {
-        match self {
-            Self::OnResourceEvent => "event",
-            Self::VerifyAttachments => "timer",
-        }
-    }
-
-    fn trigger(self) -> Trigger {
-        match self {
-            Self::OnResourceEvent => Trigger::PubSub,
-            Self::VerifyAttachments => Trigger::Timer,
-        }
+/// The telemetry trigger kind of each function.
+fn trigger(function: FunctionName) -> Trigger {
+    match function {
+        FunctionName::OnResourceEvent => Trigger::PubSub,
+        FunctionName::VerifyAttachments => Trigger::Timer,
     }
 }
 
@@ -147,6 +118,12 @@ impl Observability {
     }
 }
 
+impl Functions for Handler {
+    async fn invoke(&self, invocation: Invocation) -> Result<InvocationAnswer, InvocationFailure> {
+        Handler::invoke(self, invocation).await
+    }
+}
+
 /// Everything an invocation needs; one per process, shared by all invocations.
 pub struct Handler {
     engine: Engine,
@@ -177,7 +154,7 @@ impl Handler {
         let span = invocation_span(
             function.as_str(),
             &invocation.invocation_id,
-            function.trigger(),
+            trigger(function),
             invocation.traceparent.as_deref(),
         );
         let outcome = with_azure_failure_tally(

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 
-use crate::alerting::{AlertConfig, Alerter};
 use crate::azure::{
     AzureClient, AzureError, ClientOptions, ManagedIdentityOptions, RequestObserver,
     developer_tools_credential, managed_identity_credential,
 };
-use crate::config::{Config, ConfigError, Env};
-use crate::functions::{Handler, InvocationAzureFailures, Observability};
-use crate::reconcile::Engine;
+use crate::runtime::alerting::{AlertConfig, Alerter};
+use crate::runtime::config::{Config, ConfigError, Env};
+use crate::runtime::engine::Engine;
+use crate::runtime::functions::{Handler, InvocationAzureFailures, Observability};
 use crate::telemetry::{Metrics, TelemetryConfig, TelemetryGuard};
 
 /// Every setting of the process, validated.
@@ -130,7 +130,7 @@ pub fn credential(
             user_assigned_client_id: config.managed_identity_client_id.clone(),
             // azure_identity retries for about a minute by default; our own policy and deadline govern instead
             // when this is set (fault-injection runs).
-            no_retry: crate::config::parse_bool(
+            no_retry: crate::runtime::config::parse_bool(
                 &env.var("AUTOATTACH_TOKEN_NO_RETRY").unwrap_or_default(),
             )
             .unwrap_or(false),

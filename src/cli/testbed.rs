@@ -13,9 +13,9 @@ use azure_emulator::functions_host::{FunctionsHost, HostOptions, InvocationRecor
 use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator, StatsSnapshot};
 
 /// The function app as it is deployed (docs/app-root.md), embedded so the testbed needs no checkout.
-const HOST_JSON: &str = include_str!("../host.json");
-const ON_RESOURCE_EVENT: &str = include_str!("../function-app/OnResourceEvent/function.json");
-const VERIFY_ATTACHMENTS: &str = include_str!("../function-app/VerifyAttachments/function.json");
+const HOST_JSON: &str = include_str!("../../host.json");
+const ON_RESOURCE_EVENT: &str = include_str!("../../function-app/OnResourceEvent/function.json");
+const VERIFY_ATTACHMENTS: &str = include_str!("../../function-app/VerifyAttachments/function.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {

@@ -18,8 +18,8 @@ use serde_json::Value;
 use azure_emulator::admin::{AdminError, ClusterSpec, RegistrySpec};
 use azure_emulator::eventgrid::PublisherConfig;
 
-use crate::model::{PullRole, role_guid};
-use crate::testbed::{Testbed, TestbedError, TestbedOptions};
+use crate::cli::testbed::{Testbed, TestbedError, TestbedOptions};
+use crate::core::model::{PullRole, role_guid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {

@@ -18,7 +18,47 @@ use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::functions::{FunctionName, Handler};
+/// The functions this handler serves (folder names under `function-app/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FunctionName {
+    OnResourceEvent,
+    VerifyAttachments,
+}
+
+impl FunctionName {
+    pub const ALL: [Self; 2] = [Self::OnResourceEvent, Self::VerifyAttachments];
+
+    /// Function names are matched case-insensitively, as the host matches them.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(name))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnResourceEvent => "OnResourceEvent",
+            Self::VerifyAttachments => "VerifyAttachments",
+        }
+    }
+
+    /// The trigger binding's name in `function.json`.
+    pub fn binding(self) -> &'static str {
+        match self {
+            Self::OnResourceEvent => "event",
+            Self::VerifyAttachments => "timer",
+        }
+    }
+}
+
+/// What the contract calls for each invocation. The functions implement it; contract tests use a stub.
+pub trait Functions: Send + Sync + 'static {
+    /// Answers one invocation: `Ok` becomes 200 with the answer, `Err` a 500 so the platform retries.
+    fn invoke(
+        &self,
+        invocation: Invocation,
+    ) -> impl std::future::Future<Output = Result<InvocationAnswer, InvocationFailure>> + Send;
+}
 
 /// The largest invocation body accepted. Event Grid caps one event at 1 MB and the host sends one event per
 /// invocation, so anything larger is not a real invocation.
@@ -205,19 +245,19 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// The router: `GET /` for readiness, `POST /{function}` per invocation, JSON 404 for anything else.
-pub fn app(handler: Arc<Handler>) -> Router {
+pub fn app<F: Functions>(handler: Arc<F>) -> Router {
     app_with_slot(Arc::new(tokio::sync::SetOnce::new_with(Some(handler))))
 }
 
 /// Where invocations find the handler. The process answers the host's readiness probe before the handler
 /// (telemetry exporters, TLS roots, credentials) is built; invocations that arrive earlier wait for it.
-pub type HandlerSlot = Arc<tokio::sync::SetOnce<Arc<Handler>>>;
+pub type HandlerSlot<F> = Arc<tokio::sync::SetOnce<Arc<F>>>;
 
 /// [`app`] for a handler that is filled in later.
-pub fn app_with_slot(slot: HandlerSlot) -> Router {
+pub fn app_with_slot<F: Functions>(slot: HandlerSlot<F>) -> Router {
     Router::new()
         .route("/", get(ready))
-        .route("/{function}", post(invoke))
+        .route("/{function}", post(invoke::<F>))
         .fallback(not_found)
         .with_state(slot)
 }
@@ -235,8 +275,8 @@ async fn not_found() -> Response {
     )
 }
 
-async fn invoke(
-    State(slot): State<HandlerSlot>,
+async fn invoke<F: Functions>(
+    State(slot): State<HandlerSlot<F>>,
     Path(function): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -310,9 +350,9 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Binds `127.0.0.1:port` (the host connects over IPv4 loopback only) and serves until `shutdown` resolves;
 /// in-flight invocations finish before it returns.
-pub async fn serve(
+pub async fn serve<F: Functions>(
     listener: tokio::net::TcpListener,
-    handler: Arc<Handler>,
+    handler: Arc<F>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, app(handler))
@@ -321,9 +361,9 @@ pub async fn serve(
 }
 
 /// [`serve`] with a handler that is filled in later (see [`HandlerSlot`]).
-pub async fn serve_slot(
+pub async fn serve_slot<F: Functions>(
     listener: tokio::net::TcpListener,
-    slot: HandlerSlot,
+    slot: HandlerSlot<F>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, app_with_slot(slot))

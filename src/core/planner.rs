@@ -3,7 +3,7 @@
 //!
 //! # Rules (design.md "Behaviour", arm.md)
 //! - A registry's opt-in tag ([`PlanSettings::tag_name`]) decides which clusters it selects
-//!   ([`crate::selector`]); a value that does not parse yields [`RegistryStatus::InvalidSelector`] and no
+//!   ([`crate::core::selector`]); a value that does not parse yields [`RegistryStatus::InvalidSelector`] and no
 //!   pair action for that registry (neither grants nor selection-based removals: a typo must not revoke
 //!   access either; only a deleted cluster's owned assignments there still go, as that needs no selector).
 //! - A cluster carrying the same tag with `off`/`false` is never selected.
@@ -28,12 +28,13 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::model::{
-    ACR_PULL_GUID, Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, PullRole,
-    REPOSITORY_READER_GUID, Registry, RegistryResult, RegistryStatus, ResourceId, RoleAssignment,
-    RoleAssignmentMode, RoleDefinition, assignment_name, ownership_description, role_guid,
+use crate::core::model::{
+    Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, PullRole, Registry, RegistryResult,
+    RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
+    assignment_name, ownership_description, role_guid,
 };
-use crate::selector::{OptIn, cluster_opted_out, registry_opt_in};
+use crate::core::roles;
+use crate::core::selector::{OptIn, cluster_opted_out, registry_opt_in};
 
 /// `principalType` of every assignment this project writes (lets ARM skip the directory look-up that fails
 /// during replication).
@@ -44,27 +45,6 @@ pub const LEGACY_PULL_ACTION: &str = "Microsoft.ContainerRegistry/registries/pul
 /// The data action that grants pull in `AbacRepositoryPermissions` mode.
 pub const ABAC_PULL_DATA_ACTION: &str =
     "Microsoft.ContainerRegistry/registries/repositories/content/read";
-
-/// (GUID, name) of built-in roles.
-type BuiltIns = &'static [(&'static str, &'static str)];
-
-/// Built-in roles that include pull, per registry mode (arm.md). Never assigned, only recognised.
-const LEGACY_BUILT_INS: [(&str, &str); 4] = [
-    ("8311e382-0749-4cb8-b61a-304f252e45ec", "AcrPush"),
-    ("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner"),
-    ("b24988ac-6180-42a0-ab88-20f7382dd24c", "Contributor"),
-    ("acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader"),
-];
-const ABAC_BUILT_INS: [(&str, &str); 2] = [
-    (
-        "2a1e307c-b015-4ebd-883e-5b7698a07328",
-        "Container Registry Repository Writer",
-    ),
-    (
-        "2efddaa5-3f1f-4df3-97df-af3f13818f4c",
-        "Container Registry Repository Contributor",
-    ),
-];
 
 // ---------------------------------------------------------------------------------------------------------
 // Input
@@ -247,12 +227,12 @@ impl AssignmentSpec {
 
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`: the PUT target.
     pub fn assignment_id(&self) -> String {
-        crate::model::role_assignment_id(&self.scope, self.name)
+        crate::core::model::role_assignment_id(&self.scope, self.name)
     }
 
     /// The PUT body.
     pub fn request_body(&self) -> Value {
-        crate::model::role_assignment_body(
+        crate::core::model::role_assignment_body(
             &self.role_definition_id,
             &self.principal_id,
             &self.description,
@@ -536,28 +516,15 @@ pub fn role_grants_pull<S: BuildHasher>(
     role_definitions: &HashMap<String, RoleDefinition, S>,
 ) -> Option<Grant> {
     let guid = role_guid(role_definition);
-    let (own_role, built_ins, other_built_ins): (PullRole, BuiltIns, BuiltIns) = match mode {
-        RoleAssignmentMode::LegacyRegistryPermissions => {
-            (PullRole::AcrPull, &LEGACY_BUILT_INS, &ABAC_BUILT_INS)
-        }
-        RoleAssignmentMode::AbacRepositoryPermissions => (
-            PullRole::RepositoryReader,
-            &ABAC_BUILT_INS,
-            &LEGACY_BUILT_INS,
-        ),
-    };
+    let own_role = PullRole::for_mode(mode);
     if guid == own_role.definition_guid() {
         return Some(Grant::PullRole { role: own_role });
     }
-    if let Some((_, name)) = built_ins.iter().find(|(g, _)| *g == guid) {
-        return Some(Grant::BuiltIn { role_name: name });
-    }
-    // A known built-in of the other mode (incl. the other pull role) does not grant pull in this one.
-    if guid == ACR_PULL_GUID
-        || guid == REPOSITORY_READER_GUID
-        || other_built_ins.iter().any(|(g, _)| *g == guid)
-    {
-        return None;
+    if let Some(built_in) = roles::built_in(&guid) {
+        // A known built-in is judged by the table, never by a definition someone could shadow.
+        return built_in.pulls_in(mode).then_some(Grant::BuiltIn {
+            role_name: built_in.name,
+        });
     }
     let definition = role_definitions.get(&guid)?;
     let grants = match mode {

@@ -29,7 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::model::ResourceId;
+use crate::core::model::ResourceId;
 
 /// The suffix of a Tags API resource (`PUT {resource}/providers/Microsoft.Resources/tags/default`).
 pub const TAGS_SUFFIX: &str = "/providers/Microsoft.Resources/tags/default";

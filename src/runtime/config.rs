@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::model::Mode;
-use crate::ncrontab::Schedule;
+use crate::core::model::Mode;
+use crate::core::ncrontab::Schedule;
 
 /// Where settings come from.
 pub trait Env {

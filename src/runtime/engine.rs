@@ -24,20 +24,19 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::azure::inventory::KNOWN_BUILT_IN_ROLES;
 use crate::azure::{
     AssignmentFilter, AzureClient, AzureError, DeleteOutcome, InventoryOptions, NewAssignment,
     PutOutcome, ScopedClient, Subscription,
 };
-use crate::config::Config;
-use crate::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
-use crate::model::{
+use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
+use crate::core::model::{
     Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, Registry, RegistryResult, ResourceId,
     RoleAssignment, RoleDefinition, VerificationReport,
 };
-use crate::planner::{
+use crate::core::planner::{
     self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
 };
+use crate::runtime::config::Config;
 use crate::telemetry::{AssignmentOutcome, Metrics, pair_span};
 
 /// How long the list of visible subscriptions (scope and tenants) is reused across invocations.
@@ -449,9 +448,10 @@ impl Engine {
             .custom_roles(azure, &observed.assignments, &mut report.notes)
             .await?;
         // Only selected service-principal clusters need their object id (one Graph request each).
-        let opt_in =
-            crate::selector::parse_opt_in(registry.tags.get(&self.config.tag).unwrap_or_default())
-                .ok();
+        let opt_in = crate::core::selector::parse_opt_in(
+            registry.tags.get(&self.config.tag).unwrap_or_default(),
+        )
+        .ok();
         let selected_sp: Vec<Cluster> = observed
             .clusters
             .iter()
@@ -591,7 +591,7 @@ impl Engine {
         let mut wanted: BTreeMap<String, String> = BTreeMap::new();
         for a in assignments {
             let guid = a.role_definition_guid.to_ascii_lowercase();
-            if !KNOWN_BUILT_IN_ROLES.contains(&guid.as_str()) {
+            if crate::core::roles::built_in(&guid).is_none() {
                 wanted.entry(guid).or_insert_with(|| a.scope.clone());
             }
         }

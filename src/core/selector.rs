@@ -46,7 +46,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{Cluster, Tags};
+use crate::core::model::{Cluster, Tags};
 
 /// Characters Azure refuses in tag keys.
 pub const FORBIDDEN_TAG_KEY_CHARS: &[char] = &['<', '>', '%', '&', '\\', '?', '/'];
@@ -691,7 +691,7 @@ impl Parser {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::model::{ClusterPrincipal, ResourceId};
+    use crate::core::model::{ClusterPrincipal, ResourceId};
 
     fn cluster(tags: &[(&str, &str)]) -> Cluster {
         Cluster {

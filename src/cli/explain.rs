@@ -1,0 +1,426 @@
+//! `acr-autoattach explain`: observes one pair through the Azure client, explains it with
+//! [`crate::core::explain`] and renders the answer for a terminal.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use tokio::time::Instant;
+
+use super::operator::{
+    EXIT_NOT_IN_ORDER, EXIT_OK, EXPLAIN_BUDGET, ExplainArgs, OperatorError, block_on, engine,
+};
+use crate::azure::{AssignmentFilter, ScopedClient};
+use crate::cli::report::terminal_safe;
+use crate::core::explain::{Explanation, ScopedAssignment, Selection, explain_pair};
+use crate::core::model::{ClusterPrincipal, Mode, ResourceId, RoleDefinition};
+use crate::core::planner::{Inventory, Observed, PlanSettings, ScopeLevel};
+use crate::runtime::config::{Env, ProcessEnv};
+use crate::runtime::engine::Engine;
+
+/// `acr-autoattach explain`.
+pub fn explain(args: &ExplainArgs) -> ExitCode {
+    block_on(run_explain(args, &ProcessEnv))
+}
+
+/// Reads the pair and prints why it is (or is not) attached. 0: compliant, or not selected with nothing to
+/// remove; 1: something to do or a problem (missing, pending, refused, invalid selector, removal due); 2: error.
+pub async fn run_explain(args: &ExplainArgs, env: &dyn Env) -> Result<u8, OperatorError> {
+    let cluster_id = ResourceId::parse(&args.cluster)?;
+    let registry_id = ResourceId::parse(&args.registry)?;
+    let (engine, _) = engine(&args.connection, env, |_| {})?;
+    let azure = engine
+        .client()
+        .with_deadline(Instant::now() + EXPLAIN_BUDGET);
+    let (observed, notes) = observe_pair(&engine, &azure, &cluster_id, &registry_id).await?;
+    let handler_tenant = engine
+        .client()
+        .identity(azure.deadline())
+        .await
+        .ok()
+        .and_then(|c| c.tenant_id);
+    let config = engine.config();
+    let settings = PlanSettings {
+        tag_name: config.tag.clone(),
+        // Explain says what reconcile would do.
+        mode: Mode::Enforce,
+        detach: config.detach,
+        handler_tenant,
+        deleted_clusters: std::collections::BTreeSet::new(),
+        inventory: Inventory::Partial,
+    };
+    let mut explanation = explain_pair(&observed, &settings)
+        .ok_or_else(|| OperatorError::NotFound("cluster or registry not observed".into()))?;
+    explanation.notes.extend(notes);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explanation).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_explanation(&explanation));
+    }
+    Ok(if explanation.verdict.in_order {
+        EXIT_OK
+    } else {
+        EXIT_NOT_IN_ORDER
+    })
+}
+
+/// Everything the planner needs to judge one pair: the cluster, the registry, the principal's assignments (one
+/// list at the registry's subscription with the principal filter: at, above and below), custom role definitions
+/// and tenants.
+async fn observe_pair(
+    engine: &Engine,
+    azure: &ScopedClient,
+    cluster_id: &ResourceId,
+    registry_id: &ResourceId,
+) -> Result<(Observed, Vec<String>), OperatorError> {
+    let (cluster, registry, subscriptions) = futures::try_join!(
+        azure.get_cluster(cluster_id),
+        azure.get_registry(registry_id),
+        azure.list_subscriptions(),
+    )?;
+    let cluster =
+        cluster.ok_or_else(|| OperatorError::NotFound(format!("no cluster {cluster_id}")))?;
+    let registry =
+        registry.ok_or_else(|| OperatorError::NotFound(format!("no registry {registry_id}")))?;
+    let mut notes = Vec::new();
+    let mut observed = Observed {
+        subscription_tenants: subscriptions
+            .iter()
+            .filter_map(|s| Some((s.subscription_id.to_ascii_lowercase(), s.tenant_id.clone()?)))
+            .collect(),
+        ..Observed::default()
+    };
+    let principal = match &cluster.principal {
+        ClusterPrincipal::Kubelet { object_id, .. } => Some(object_id.clone()),
+        ClusterPrincipal::NotYetKnown => None,
+        ClusterPrincipal::ServicePrincipal { client_id } => {
+            let resolved = match azure.resolve_service_principal(client_id).await {
+                Ok(Some(id)) => Ok(id),
+                Ok(None) => Err(format!(
+                    "no service principal with appId {client_id} in the directory"
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            observed
+                .principals
+                .insert(cluster.id.clone(), resolved.clone());
+            resolved.ok()
+        }
+    };
+    observed.assignments = if let Some(p) = &principal {
+        azure
+            .list_role_assignments(
+                &registry.id.subscription_scope(),
+                &AssignmentFilter::Principal(p.clone()),
+            )
+            .await?
+    } else {
+        notes.push(
+            "the cluster's principal is not known yet: listing every assignment at or above the registry"
+                .into(),
+        );
+        azure
+            .list_role_assignments(registry.id.as_str(), &AssignmentFilter::AtScope)
+            .await?
+    };
+    let mut custom: Vec<&str> = observed
+        .assignments
+        .iter()
+        .map(|a| a.role_definition_guid.as_str())
+        .filter(|g| crate::core::roles::built_in(g).is_none())
+        .collect();
+    custom.sort_unstable();
+    custom.dedup();
+    let mut definitions: HashMap<String, RoleDefinition> = HashMap::new();
+    for guid in custom {
+        match azure
+            .get_role_definition(&registry.id.subscription_scope(), guid)
+            .await
+        {
+            Ok(Some(d)) => {
+                definitions.insert(guid.to_ascii_lowercase(), d);
+            }
+            Ok(None) => notes.push(format!("role definition {guid} not found; not counted")),
+            Err(e) => notes.push(format!(
+                "role definition {guid} unreadable ({e}); not counted"
+            )),
+        }
+    }
+    observed.role_definitions = definitions;
+    notes.push(
+        "assignments at management-group scope are not counted (their ancestry is not read)".into(),
+    );
+    if engine.config().detach {
+        notes.push(
+            "detach is on (AUTOATTACH_DETACH): owned assignments no longer wanted are removed"
+                .into(),
+        );
+    }
+    observed.clusters.push(cluster);
+    observed.registries.push(registry);
+    Ok((observed, notes))
+}
+
+/// The explanation as numbered steps for a terminal (values from Azure neutralised).
+pub fn render_explanation(e: &Explanation) -> String {
+    let clean = terminal_safe;
+    let mut out = String::new();
+    let _ = writeln!(out, "cluster  {}", clean(e.cluster.id.as_str()));
+    let _ = writeln!(out, "registry {}", clean(e.registry.id.as_str()));
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "1. cluster: subscription {}, resource group {}, location {}, provisioningState {}",
+        clean(&e.cluster.subscription),
+        clean(e.cluster.resource_group.as_deref().unwrap_or("?")),
+        clean(&e.cluster.location),
+        clean(&e.cluster.provisioning_state)
+    );
+    let tags: Vec<String> = e
+        .cluster
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{}={}", clean(k), clean(v)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "   tags: {}",
+        if tags.is_empty() {
+            "(none)".to_owned()
+        } else {
+            tags.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "2. registry tag `{}`: {}",
+        clean(&e.registry.tag_name),
+        e.registry
+            .tag_value
+            .as_deref()
+            .map_or_else(|| "absent".to_owned(), |v| format!("`{}`", clean(v)))
+    );
+    match &e.selection {
+        Selection::NotOptedIn => {
+            let _ = writeln!(out, "   → not opted in: the registry selects no cluster");
+        }
+        Selection::All => {
+            let _ = writeln!(out, "   → `*`: every cluster in scope is selected");
+        }
+        Selection::Selector { canonical, steps } => {
+            let _ = writeln!(out, "   selector {}", clean(canonical));
+            for step in steps {
+                let _ = writeln!(
+                    out,
+                    "   {} {:<30} cluster's {} = {}",
+                    if step.passed { "✓" } else { "✗" },
+                    clean(&step.requirement),
+                    clean(&step.key),
+                    step.cluster_value
+                        .as_deref()
+                        .map_or_else(|| "(absent)".to_owned(), clean)
+                );
+            }
+        }
+        Selection::Invalid { error } => {
+            let _ = writeln!(out, "   ✗ invalid selector: {}", clean(error));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "3. cluster opt-out (`{}=off`): {}",
+        clean(&e.registry.tag_name),
+        if e.cluster_opted_out {
+            "yes: never selected"
+        } else {
+            "no"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "   → {}",
+        if e.selected {
+            "selected"
+        } else {
+            "not selected"
+        }
+    );
+    let tenant = |t: &Option<String>| t.as_deref().map_or_else(|| "unknown".to_owned(), clean);
+    let _ = writeln!(
+        out,
+        "4. tenants: cluster {}, registry {}, handler {}",
+        tenant(&e.tenants.cluster),
+        tenant(&e.tenants.registry),
+        tenant(&e.tenants.handler)
+    );
+    let _ = writeln!(out, "5. role: {} ({})", e.role, e.role_reason);
+    let _ = writeln!(
+        out,
+        "6. principal: {}{}",
+        e.principal_id
+            .as_deref()
+            .map_or_else(|| "unknown".to_owned(), clean),
+        e.principal_note
+            .as_deref()
+            .map(|n| format!(" — {}", clean(n)))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "7. assignments at the registry and above:");
+    for level in [
+        ScopeLevel::Registry,
+        ScopeLevel::ResourceGroup,
+        ScopeLevel::Subscription,
+        ScopeLevel::ManagementGroup,
+        ScopeLevel::Root,
+    ] {
+        let here: Vec<&ScopedAssignment> =
+            e.assignments.iter().filter(|a| a.level == level).collect();
+        if here.is_empty() && matches!(level, ScopeLevel::ManagementGroup | ScopeLevel::Root) {
+            continue;
+        }
+        let _ = writeln!(out, "   {} scope:", level.as_str());
+        if here.is_empty() {
+            let _ = writeln!(out, "     (none)");
+        }
+        for a in here {
+            let _ = writeln!(
+                out,
+                "     {}{} for {} — {} [{}]",
+                clean(&a.role),
+                if a.owned { " (ours)" } else { "" },
+                clean(&a.principal_id),
+                a.covers_pull.as_deref().map_or_else(
+                    || "does not grant pull here".to_owned(),
+                    |c| format!("covers pull: {}", clean(c))
+                ),
+                clean(&a.id)
+            );
+        }
+    }
+    if e.assignments_elsewhere > 0 {
+        let _ = writeln!(
+            out,
+            "   ({} more assignment(s) of the principal on other resources)",
+            e.assignments_elsewhere
+        );
+    }
+    let _ = writeln!(out, "8. verdict: {}", clean(&e.verdict.text));
+    for note in &e.notes {
+        let _ = writeln!(out, "   note: {}", clean(note));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::core::explain::explain_pair;
+    use crate::core::fixtures::*;
+    use crate::core::model::{PullRole, RoleAssignmentMode};
+
+    #[test]
+    fn selector_steps_show_each_requirement_with_the_clusters_value() {
+        let o = observed(
+            cluster(&[("env", "prod")]),
+            registry(
+                Some("env=prod,team=web"),
+                RoleAssignmentMode::LegacyRegistryPermissions,
+            ),
+            vec![],
+        );
+        let e = explain_pair(&o, &settings(false)).unwrap();
+        let Selection::Selector { steps, .. } = &e.selection else {
+            panic!("{:?}", e.selection)
+        };
+        assert_eq!(steps.len(), 2);
+        assert!(steps[0].passed && !steps[1].passed);
+        assert_eq!(steps[1].cluster_value, None);
+        assert!(!e.selected);
+        assert_eq!(e.verdict.status, "not_selected");
+        assert!(e.verdict.in_order);
+        let text = render_explanation(&e);
+        assert!(text.contains("✗ team=web"), "{text}");
+        assert!(text.contains("(absent)"), "{text}");
+    }
+
+    #[test]
+    fn human_pull_at_resource_group_is_compliant_and_listed_at_its_level() {
+        let r = registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions);
+        let rg_scope = r.id.resource_group_scope().unwrap();
+        let o = observed(
+            cluster(&[]),
+            r,
+            vec![assignment(
+                &rg_scope,
+                crate::core::model::ACR_PULL_GUID,
+                None,
+            )],
+        );
+        let e = explain_pair(&o, &settings(false)).unwrap();
+        assert_eq!(e.verdict.status, "compliant", "{:?}", e.verdict);
+        assert_eq!(e.assignments.len(), 1);
+        assert_eq!(e.assignments[0].level, ScopeLevel::ResourceGroup);
+        assert!(e.assignments[0].covers_pull.is_some());
+        assert!(render_explanation(&e).contains("resource_group scope:\n     AcrPull for"));
+    }
+
+    #[test]
+    fn abac_registry_explains_the_role_and_that_acrpull_does_not_cover() {
+        let r = registry(Some("*"), RoleAssignmentMode::AbacRepositoryPermissions);
+        let scope = r.id.as_str().to_owned();
+        let o = observed(
+            cluster(&[]),
+            r,
+            vec![assignment(&scope, crate::core::model::ACR_PULL_GUID, None)],
+        );
+        let e = explain_pair(&o, &settings(false)).unwrap();
+        assert_eq!(e.role, PullRole::RepositoryReader);
+        assert!(e.role_reason.contains("AbacRepositoryPermissions"));
+        assert_eq!(e.verdict.status, "missing");
+        assert!(e.assignments[0].covers_pull.is_none());
+    }
+
+    #[test]
+    fn owned_assignment_on_an_untagged_registry_is_due_for_removal_with_detach() {
+        let c = cluster(&[]);
+        let r = registry(None, RoleAssignmentMode::LegacyRegistryPermissions);
+        let scope = r.id.as_str().to_owned();
+        let a = assignment(&scope, crate::core::model::ACR_PULL_GUID, Some(&c));
+        let o = observed(c, r, vec![a]);
+        assert_eq!(
+            explain_pair(&o, &settings(true)).unwrap().verdict.status,
+            "remove"
+        );
+        let kept = explain_pair(&o, &settings(false)).unwrap();
+        assert_eq!(kept.verdict.status, "not_selected");
+    }
+
+    #[test]
+    fn invalid_selector_and_opt_out_are_reported() {
+        let o = observed(
+            cluster(&[]),
+            registry(
+                Some("env in (prod"),
+                RoleAssignmentMode::LegacyRegistryPermissions,
+            ),
+            vec![],
+        );
+        let e = explain_pair(&o, &settings(false)).unwrap();
+        assert!(matches!(e.selection, Selection::Invalid { .. }));
+        assert_eq!(e.verdict.status, "invalid_selector");
+        assert!(!e.verdict.in_order);
+
+        let o = observed(
+            cluster(&[("acr-autoattach", "off")]),
+            registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions),
+            vec![],
+        );
+        let e = explain_pair(&o, &settings(false)).unwrap();
+        assert!(e.cluster_opted_out && !e.selected);
+        assert_eq!(e.verdict.status, "not_selected");
+    }
+}

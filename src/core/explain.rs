@@ -1,0 +1,319 @@
+//! `explain` (pure): one (cluster, registry) pair walked through step by step — selection, tenants, role,
+//! principal, the assignments that cover it — with the verdict taken from the planner itself.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::core::model::{
+    ClusterPrincipal, PullRole, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
+};
+use crate::core::planner::{self, Action, Observed, Plan, PlanSettings, ScopeLevel};
+use crate::core::selector::{OptIn, RequirementOutcome, cluster_opted_out, parse_opt_in};
+
+/// The answer of `explain`: every step, as data (printed by [`render_explanation`], or as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub cluster: ClusterFacts,
+    pub registry: RegistryFacts,
+    pub selection: Selection,
+    /// The cluster carries the opt-in tag with `off`/`false`.
+    pub cluster_opted_out: bool,
+    /// The registry selects the cluster (and the cluster did not opt out).
+    pub selected: bool,
+    pub tenants: Tenants,
+    /// The role this registry's mode requires, and why.
+    pub role: PullRole,
+    pub role_reason: String,
+    /// The principal that must hold pull, or why it is unknown.
+    pub principal_id: Option<String>,
+    pub principal_note: Option<String>,
+    /// Assignments of the principal at the registry or an ancestor, from the registry outwards.
+    pub assignments: Vec<ScopedAssignment>,
+    /// Assignments of the principal elsewhere (other registries, other resources).
+    pub assignments_elsewhere: usize,
+    pub verdict: Verdict,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterFacts {
+    pub id: ResourceId,
+    pub subscription: String,
+    pub resource_group: Option<String>,
+    pub location: String,
+    pub tags: Vec<(String, String)>,
+    pub provisioning_state: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryFacts {
+    pub id: ResourceId,
+    pub role_assignment_mode: String,
+    pub tag_name: String,
+    /// The opt-in tag's value (`None`: absent).
+    pub tag_value: Option<String>,
+}
+
+/// How the registry's tag value reads.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Selection {
+    /// No opt-in tag, or `off`/`false`: the registry selects no cluster.
+    NotOptedIn,
+    /// `*`: every cluster.
+    All,
+    /// A selector, requirement by requirement.
+    Selector {
+        canonical: String,
+        steps: Vec<RequirementOutcome>,
+    },
+    /// The value does not parse: the registry selects nothing and nothing is granted or removed on it.
+    Invalid { error: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenants {
+    pub cluster: Option<String>,
+    pub registry: Option<String>,
+    pub handler: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScopedAssignment {
+    pub level: ScopeLevel,
+    pub scope: String,
+    pub id: String,
+    pub role: String,
+    pub principal_id: String,
+    pub owned: bool,
+    /// How it covers pull on this registry (`None`: it does not).
+    pub covers_pull: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// `compliant`, `missing`, `pending`, `refused`, `not_selected`, `remove`, `invalid_selector`.
+    pub status: &'static str,
+    pub text: String,
+    /// Nothing to do and nothing wrong.
+    pub in_order: bool,
+}
+
+/// Explains the only (cluster, registry) pair of `observed`, using the planner itself for the verdict (so the
+/// explanation cannot disagree with what reconcile does). `None` when `observed` lacks the cluster or registry.
+pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Explanation> {
+    let cluster = observed.clusters.first()?;
+    let registry = observed.registries.first()?;
+    let tag_value = registry.tags.get(&settings.tag_name).map(str::to_owned);
+    let parsed = tag_value.as_deref().map(parse_opt_in);
+    let selection = match &parsed {
+        None | Some(Ok(OptIn::NotOptedIn)) => Selection::NotOptedIn,
+        Some(Ok(OptIn::All)) => Selection::All,
+        Some(Ok(OptIn::Selector(s))) => Selection::Selector {
+            canonical: s.to_string(),
+            steps: s.explain(cluster),
+        },
+        Some(Err(e)) => Selection::Invalid {
+            error: e.to_string(),
+        },
+    };
+    let opted_out = cluster_opted_out(cluster, &settings.tag_name);
+    let selects = matches!(&parsed, Some(Ok(o)) if o.selects(cluster));
+    let role = PullRole::for_mode(registry.mode);
+    let mode_name = mode_name(registry.mode);
+    let role_reason = match registry.mode {
+        RoleAssignmentMode::LegacyRegistryPermissions => format!(
+            "the registry's roleAssignmentMode is {mode_name}: AcrPull grants pull on every repository"
+        ),
+        RoleAssignmentMode::AbacRepositoryPermissions => format!(
+            "the registry's roleAssignmentMode is {mode_name}: AcrPull is not honoured there; Container Registry Repository Reader (without a condition) grants pull on every repository"
+        ),
+    };
+    let tenant = |own: Option<&String>, id: &ResourceId| {
+        own.cloned().or_else(|| {
+            observed
+                .subscription_tenants
+                .get(&id.subscription_id().to_ascii_lowercase())
+                .cloned()
+        })
+    };
+    let (principal_id, principal_note) = match &cluster.principal {
+        ClusterPrincipal::Kubelet { object_id, .. } => (
+            Some(object_id.clone()),
+            Some("the kubelet identity (identityProfile.kubeletidentity)".to_owned()),
+        ),
+        ClusterPrincipal::NotYetKnown => (
+            None,
+            Some(format!(
+                "no kubelet identity yet (provisioningState {})",
+                cluster.provisioning_state
+            )),
+        ),
+        ClusterPrincipal::ServicePrincipal { client_id } => {
+            match observed.principals.get(&cluster.id) {
+                Some(Ok(id)) => (
+                    Some(id.clone()),
+                    Some(format!("the service principal of appId {client_id}")),
+                ),
+                Some(Err(reason)) => (None, Some(reason.clone())),
+                None => (None, Some("service principal not looked up".to_owned())),
+            }
+        }
+    };
+    let principal_key = principal_id.as_deref().map(str::to_ascii_lowercase);
+    let mut assignments = Vec::new();
+    let mut elsewhere = 0usize;
+    for a in &observed.assignments {
+        if principal_key
+            .as_deref()
+            .is_some_and(|p| !a.principal_id.trim().eq_ignore_ascii_case(p))
+        {
+            continue;
+        }
+        let Some(level) = planner::scope_level(&a.scope, &registry.id, &[]) else {
+            elsewhere += 1;
+            continue;
+        };
+        assignments.push(ScopedAssignment {
+            level,
+            scope: a.scope.clone(),
+            id: a.id.clone(),
+            role: role_label(a, &observed.role_definitions),
+            principal_id: a.principal_id.clone(),
+            owned: a.is_owned(),
+            covers_pull: planner::pull_coverage(a, registry, &observed.role_definitions, &[])
+                .map(|c| c.to_string()),
+        });
+    }
+    assignments.sort_by(|a, b| (a.level, &a.id).cmp(&(b.level, &b.id)));
+    let plan = planner::plan(observed, settings);
+    let verdict = verdict(&plan, selects && !opted_out, parsed.as_ref());
+    Some(Explanation {
+        cluster: ClusterFacts {
+            id: cluster.id.clone(),
+            subscription: cluster.id.subscription_id().to_owned(),
+            resource_group: cluster.id.resource_group().map(str::to_owned),
+            location: cluster.location.clone(),
+            tags: cluster
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            provisioning_state: cluster.provisioning_state.clone(),
+        },
+        registry: RegistryFacts {
+            id: registry.id.clone(),
+            role_assignment_mode: mode_name.to_owned(),
+            tag_name: settings.tag_name.clone(),
+            tag_value,
+        },
+        selection,
+        cluster_opted_out: opted_out,
+        selected: selects && !opted_out,
+        tenants: Tenants {
+            cluster: tenant(cluster.tenant_id.as_ref(), &cluster.id),
+            registry: tenant(registry.tenant_id.as_ref(), &registry.id),
+            handler: settings.handler_tenant.clone(),
+        },
+        role,
+        role_reason,
+        principal_id,
+        principal_note,
+        assignments,
+        assignments_elsewhere: elsewhere,
+        verdict,
+        notes: Vec::new(),
+    })
+}
+
+fn mode_name(mode: RoleAssignmentMode) -> &'static str {
+    match mode {
+        RoleAssignmentMode::LegacyRegistryPermissions => "LegacyRegistryPermissions",
+        RoleAssignmentMode::AbacRepositoryPermissions => "AbacRepositoryPermissions",
+    }
+}
+
+fn role_label(a: &RoleAssignment, definitions: &HashMap<String, RoleDefinition>) -> String {
+    let guid = a.role_definition_guid.to_ascii_lowercase();
+    if let Some(role) = PullRole::from_definition_guid(&guid) {
+        return role.display_name().to_owned();
+    }
+    if let Some(d) = definitions.get(&guid) {
+        return d.role_name.clone();
+    }
+    crate::core::roles::built_in(&guid)
+        .map_or_else(|| format!("role {guid}"), |r| r.name.to_owned())
+}
+
+fn verdict(
+    plan: &Plan,
+    selected: bool,
+    parsed: Option<&Result<OptIn, crate::core::selector::SelectorError>>,
+) -> Verdict {
+    let v = |status, text: String, in_order| Verdict {
+        status,
+        text,
+        in_order,
+    };
+    if let Some(Err(e)) = parsed {
+        return v(
+            "invalid_selector",
+            format!(
+                "the registry's tag does not parse ({e}): it selects no cluster, and nothing is granted or removed on it until it is fixed"
+            ),
+            false,
+        );
+    }
+    if let Some((assignment, reason)) = plan.items.iter().find_map(|i| match &i.action {
+        Action::Remove { assignment, reason } => Some((assignment, reason)),
+        _ => None,
+    }) {
+        return v(
+            "remove",
+            format!(
+                "reconcile (detach on) removes the owned assignment {}: {reason}",
+                assignment.name
+            ),
+            false,
+        );
+    }
+    let Some(item) = plan.items.first() else {
+        return if selected {
+            v(
+                "unknown",
+                "the planner produced nothing for this pair".into(),
+                false,
+            )
+        } else {
+            v(
+                "not_selected",
+                "not selected: the cluster needs no access to this registry, and nothing of ours is to remove"
+                    .into(),
+                true,
+            )
+        };
+    };
+    match &item.action {
+        Action::AlreadyCovered { how, .. } => v(
+            "compliant",
+            format!("compliant: pull is covered by {how}; nothing to create"),
+            true,
+        ),
+        Action::Create(spec) | Action::ReportMissing(spec) => v(
+            "missing",
+            format!(
+                "missing: no assignment gives pull; reconcile creates {} at the registry for principal {} (assignment {})",
+                spec.role, spec.principal_id, spec.name
+            ),
+            false,
+        ),
+        Action::Pending { reason } => v("pending", format!("pending: {reason}"), false),
+        Action::Refused { reason } => v("refused", reason.to_string(), false),
+        Action::Remove { .. } => v(
+            "remove",
+            "an owned assignment is due for removal".into(),
+            false,
+        ),
+    }
+}

@@ -1,0 +1,74 @@
+//! Builders of core values for unit tests, in one place. (Integration tests build whole estates through the
+//! emulator: `tests/support/estate.rs`.)
+#![allow(clippy::unwrap_used)]
+
+use crate::core::model::{
+    Cluster, ClusterPrincipal, Registry, ResourceId, RoleAssignment, RoleAssignmentMode, Tags,
+    ownership_description,
+};
+use crate::core::planner::{Observed, PlanSettings};
+
+pub const SUB: &str = "11111111-1111-4111-8111-111111111111";
+pub const PRINCIPAL: &str = "0000aaaa-0000-4000-8000-000000000001";
+
+pub fn cluster(tags: &[(&str, &str)]) -> Cluster {
+    Cluster {
+        id: ResourceId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/apps/providers/Microsoft.ContainerService/managedClusters/aks1"
+        ))
+        .unwrap(),
+        location: "westeurope".into(),
+        tenant_id: None,
+        tags: tags.iter().copied().collect::<Tags>(),
+        provisioning_state: "Succeeded".into(),
+        principal: ClusterPrincipal::Kubelet {
+            object_id: PRINCIPAL.into(),
+            client_id: None,
+        },
+    }
+}
+
+pub fn registry(tag: Option<&str>, mode: RoleAssignmentMode) -> Registry {
+    Registry {
+        id: ResourceId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/platform/providers/Microsoft.ContainerRegistry/registries/acr1"
+        ))
+        .unwrap(),
+        location: "westeurope".into(),
+        tenant_id: None,
+        tags: tag
+            .map(|v| vec![("acr-autoattach", v)])
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<Tags>(),
+        mode,
+    }
+}
+
+pub fn assignment(scope: &str, role: &str, owned_by: Option<&Cluster>) -> RoleAssignment {
+    RoleAssignment {
+        id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/x-{role}"),
+        name: format!("x-{role}"),
+        scope: scope.to_owned(),
+        role_definition_guid: role.to_owned(),
+        principal_id: PRINCIPAL.to_owned(),
+        principal_type: Some("ServicePrincipal".into()),
+        description: owned_by.map(|c| ownership_description(&c.id)),
+        condition: None,
+    }
+}
+
+pub fn settings(detach: bool) -> PlanSettings {
+    let mut s = PlanSettings::new("acr-autoattach");
+    s.detach = detach;
+    s
+}
+
+pub fn observed(c: Cluster, r: Registry, assignments: Vec<RoleAssignment>) -> Observed {
+    Observed {
+        clusters: vec![c],
+        registries: vec![r],
+        assignments,
+        ..Observed::default()
+    }
+}

@@ -1,0 +1,9 @@
+//! The running handler: the custom-handler contract (HTTP), the functions behind it, the engine that reads
+//! Azure and applies plans, and how the process is configured and assembled.
+
+pub mod alerting;
+pub mod bootstrap;
+pub mod config;
+pub mod contract;
+pub mod engine;
+pub mod functions;
