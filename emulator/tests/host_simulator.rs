@@ -779,3 +779,102 @@ async fn this_repository_app_root_loads_with_its_function_app_layout() {
                 .contains(":30:00+00:00")
     );
 }
+
+/// An app whose timer schedule is `%VERIFY_SCHEDULE%`, with the given process environment and no explicit
+/// settings: the schedule must come from the environment or local.settings.json, as with the real host.
+fn options_without_explicit_settings(app: &App, environment: &[(&str, &str)]) -> HostOptions {
+    let mut options = HostOptions::new(app.path());
+    options.run_timers = false;
+    options
+        .environment
+        .retain(|name, _| name != "VERIFY_SCHEDULE" && !name.starts_with("APP_"));
+    options.environment.insert(
+        "RECORDING_FILE".to_owned(),
+        app.recording().display().to_string(),
+    );
+    for (name, value) in environment {
+        options
+            .environment
+            .insert((*name).to_owned(), (*value).to_owned());
+    }
+    options
+}
+
+fn next_month(host: &RunningHost) -> time::Month {
+    host.schedule_status("VerifyAttachments")
+        .unwrap()
+        .next
+        .month()
+}
+
+#[tokio::test]
+async fn app_settings_come_from_the_environment_then_local_settings_json() {
+    let app = App::standard();
+    assert!(!app.path().join("local.settings.json").exists());
+
+    // Neither source: the start fails with one line naming the setting and how to set it.
+    let error = FunctionsHost::start(options_without_explicit_settings(&app, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("'%VERIFY_SCHEDULE%' does not resolve")
+            && error.contains("export VERIFY_SCHEDULE=")
+            && error.contains("local.settings.json")
+            && !error.contains('\n'),
+        "{error}"
+    );
+
+    // The environment alone (no local.settings.json) resolves the timer, and reaches the handler.
+    let host = FunctionsHost::start(options_without_explicit_settings(
+        &app,
+        &[("VERIFY_SCHEDULE", "0 0 0 1 1 *"), ("APP_SOURCE", "env")],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_month(&host), time::Month::January);
+    assert!(
+        host.invoke_timer("VerifyAttachments")
+            .await
+            .unwrap()
+            .succeeded()
+    );
+    assert_eq!(app.records("start")[0]["env"]["APP_SOURCE"], "env");
+    host.shutdown().await;
+
+    // local.settings.json alone resolves it.
+    std::fs::write(
+        app.path().join("local.settings.json"),
+        json!({"IsEncrypted": false, "Values": {"VERIFY_SCHEDULE": "0 0 0 1 7 *", "APP_SOURCE": "file", "APP_FILE_ONLY": "file"}}).to_string(),
+    )
+    .unwrap();
+    let host = FunctionsHost::start(options_without_explicit_settings(&app, &[]))
+        .await
+        .unwrap();
+    assert_eq!(next_month(&host), time::Month::July);
+    assert_eq!(app.records("start")[1]["env"]["APP_SOURCE"], "file");
+    host.shutdown().await;
+
+    // Both: the environment wins, for the schedule and for what the handler sees; the file fills the rest.
+    let host = FunctionsHost::start(options_without_explicit_settings(
+        &app,
+        &[("VERIFY_SCHEDULE", "0 0 0 1 1 *"), ("APP_SOURCE", "env")],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_month(&host), time::Month::January);
+    let start = &app.records("start")[2]["env"];
+    assert_eq!(start["APP_SOURCE"], "env");
+    assert_eq!(start["APP_FILE_ONLY"], "file");
+    host.shutdown().await;
+
+    // An explicit setting (`--setting`) wins over both.
+    let mut options =
+        options_without_explicit_settings(&app, &[("VERIFY_SCHEDULE", "0 0 0 1 1 *")]);
+    options
+        .settings
+        .insert("VERIFY_SCHEDULE".into(), "0 0 0 1 3 *".into());
+    let host = FunctionsHost::start(options).await.unwrap();
+    assert_eq!(next_month(&host), time::Month::March);
+    host.shutdown().await;
+}

@@ -13,10 +13,11 @@ pub struct FunctionsHostArgs {
     /// Port of the host endpoint (0 = a free one).
     #[arg(long, default_value_t = 7071)]
     pub port: u16,
-    /// App settings in local.settings.json form (default: APP_ROOT/local.settings.json when present).
+    /// App settings in local.settings.json form (default: APP_ROOT/local.settings.json when present); the
+    /// process environment wins over its Values, as with Core Tools.
     #[arg(long)]
     pub settings: Option<PathBuf>,
-    /// Extra app settings, KEY=VALUE (repeatable).
+    /// Extra app settings, KEY=VALUE (repeatable); they win over the environment and the settings file.
     #[arg(long = "setting", value_parser = parse_key_value)]
     pub extra_settings: Vec<(String, String)>,
     /// Do not fire timers on their schedule (the admin API still runs them).
@@ -39,12 +40,12 @@ impl FunctionsHostArgs {
         options.port = self.port;
         options.handler_command = (!self.handler.is_empty()).then(|| self.handler.clone());
         options.run_timers = !self.no_timers;
-        let mut settings = BTreeMap::new();
-        if let Some(path) = &self.settings {
-            settings = super::config::parse_local_settings(&super::config::read_json(path)?)?;
-        }
-        settings.extend(self.extra_settings.iter().cloned());
-        options.settings = settings;
+        options.local_settings_file.clone_from(&self.settings);
+        options.settings = self
+            .extra_settings
+            .iter()
+            .cloned()
+            .collect::<BTreeMap<_, _>>();
         Ok(options)
     }
 }
@@ -89,10 +90,11 @@ pub struct UpArgs {
     /// Port of the Functions host simulator (0 = a free one).
     #[arg(long, default_value_t = 7071)]
     pub host_port: u16,
-    /// App settings in local.settings.json form (default: APP_ROOT/local.settings.json when present).
+    /// App settings in local.settings.json form (default: APP_ROOT/local.settings.json when present); the
+    /// process environment wins over its Values, as with Core Tools.
     #[arg(long)]
     pub settings: Option<PathBuf>,
-    /// Extra app settings, KEY=VALUE (repeatable).
+    /// Extra app settings, KEY=VALUE (repeatable); they win over the environment and the settings file.
     #[arg(long = "setting", value_parser = parse_key_value)]
     pub extra_settings: Vec<(String, String)>,
     /// Do not fire timers on their schedule (the admin API still runs them).

@@ -32,6 +32,17 @@ pub enum ConfigError {
     Host(String),
     #[error("function '{function}': {message}")]
     Function { function: String, message: String },
+    /// A `%Setting%` binding expression names an app setting that neither the environment, local.settings.json
+    /// nor the explicit settings define. The real host marks the function in error ("'%X%' does not resolve to a
+    /// value."); it has no default.
+    #[error(
+        "function '{function}': '%{setting}%' does not resolve to a value: app setting {setting} is not set; export it (e.g. export {setting}='{example}'), add it to \"Values\" in local.settings.json beside host.json, or pass --setting {setting}=..."
+    )]
+    UnresolvedSetting {
+        function: String,
+        setting: String,
+        example: &'static str,
+    },
     #[error("{0}")]
     Settings(String),
 }
@@ -336,7 +347,13 @@ pub fn parse_function_json(
             let expression = get_ci(binding, "schedule")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let resolved = resolve_setting_expression(expression, settings).map_err(&fail)?;
+            let resolved = resolve_setting_expression(expression, settings).map_err(|setting| {
+                ConfigError::UnresolvedSetting {
+                    function: name.to_owned(),
+                    setting,
+                    example: "0 */30 * * * *",
+                }
+            })?;
             let schedule = CronSchedule::parse(&resolved).map_err(|error| {
                 fail(format!(
                     "the schedule expression '{resolved}' was not recognized as a valid cron expression or timespan string ({error})"
@@ -412,6 +429,7 @@ fn is_valid_binding_name(name: &str) -> bool {
 }
 
 /// A whole-value `%Setting%` is looked up in the app settings (case-insensitively); anything else is literal.
+/// The error is the name of the setting that is not set.
 pub fn resolve_setting_expression(
     expression: &str,
     settings: &BTreeMap<String, String>,
@@ -421,13 +439,33 @@ pub fn resolve_setting_expression(
         .strip_prefix('%')
         .and_then(|rest| rest.strip_suffix('%'))
     {
-        Some(name) if !name.is_empty() && !name.contains('%') => {
-            lookup_ci(settings, name).map(str::to_owned).ok_or_else(|| {
-                format!("'%{name}%' does not resolve to a value (app setting '{name}' is not set)")
-            })
-        }
+        Some(name) if !name.is_empty() && !name.contains('%') => lookup_ci(settings, name)
+            .map(str::to_owned)
+            .ok_or_else(|| name.to_owned()),
         _ => Ok(trimmed.to_owned()),
     }
+}
+
+/// The app settings as the host sees them, from lowest to highest precedence:
+/// - `local.settings.json` `Values`, skipped for a name the process environment already sets to a non-empty
+///   value (Core Tools' `func start` loads them into its environment that way, warning "Skipping 'X' from local
+///   settings as it's already defined in current environment variables");
+/// - the process environment (in Azure, app settings *are* environment variables of the host);
+/// - `explicit`: the simulator's own `--setting K=V` / `HostOptions::settings`, which win over both.
+pub fn compose_settings(
+    environment: &BTreeMap<String, String>,
+    local_settings: &BTreeMap<String, String>,
+    explicit: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut settings = environment.clone();
+    for (key, value) in local_settings {
+        if key.is_empty() || environment.get(key).is_some_and(|set| !set.is_empty()) {
+            continue;
+        }
+        settings.insert(key.clone(), value.clone());
+    }
+    settings.extend(explicit.iter().map(|(k, v)| (k.clone(), v.clone())));
+    settings
 }
 
 /// `%VAR%` expansion in custom-handler arguments: unset variables expand to empty.
@@ -573,8 +611,23 @@ mod tests {
             reject(json!({"bindings": [{"name": "q", "type": "queueTrigger", "direction": "in"}]}))
                 .contains("not registered")
         );
-        assert!(reject(json!({"bindings": [{"name": "t", "type": "timerTrigger", "schedule": "%MISSING%"}]})).contains("MISSING"));
-        assert!(reject(json!({"bindings": [{"name": "t", "type": "timerTrigger", "schedule": "0 * * * *"}]})).contains("cron"));
+        let unresolved = reject(
+            json!({"bindings": [{"name": "t", "type": "timerTrigger", "schedule": "%MISSING%"}]}),
+        );
+        assert!(
+            unresolved.contains("'%MISSING%' does not resolve")
+                && unresolved.contains("export MISSING=")
+                && unresolved.contains("local.settings.json")
+                && unresolved.contains("--setting MISSING=")
+                && !unresolved.contains('\n'),
+            "{unresolved}"
+        );
+        assert!(
+            reject(
+                json!({"bindings": [{"name": "t", "type": "timerTrigger", "schedule": "0 * * *"}]})
+            )
+            .contains("cron")
+        );
         assert!(
             reject(json!({"bindings": [{"type": "eventGridTrigger"}]})).contains("binding name")
         );
@@ -598,6 +651,33 @@ mod tests {
         assert_eq!(expand_environment("a%UNSET%b", &lookup), "ab");
         assert_eq!(expand_environment("100%", &lookup), "100%");
         assert_eq!(expand_environment("serve", &lookup), "serve");
+    }
+
+    #[test]
+    fn settings_precedence_follows_core_tools() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let environment = map(&[("FROM_ENV", "env"), ("BOTH", "env"), ("EMPTY", "")]);
+        let local = map(&[
+            ("FROM_FILE", "file"),
+            ("BOTH", "file"),
+            ("EMPTY", "file"),
+            ("", "nameless"),
+        ]);
+        let explicit = map(&[("BOTH", "explicit-loses-nothing"), ("ONLY_EXPLICIT", "x")]);
+        let composed = compose_settings(&environment, &local, &BTreeMap::new());
+        assert_eq!(composed["FROM_ENV"], "env");
+        assert_eq!(composed["FROM_FILE"], "file");
+        assert_eq!(composed["BOTH"], "env", "a set environment variable wins");
+        assert_eq!(composed["EMPTY"], "file", "an empty one does not");
+        assert!(!composed.contains_key(""));
+        let composed = compose_settings(&environment, &local, &explicit);
+        assert_eq!(composed["BOTH"], "explicit-loses-nothing");
+        assert_eq!(composed["ONLY_EXPLICIT"], "x");
     }
 
     #[test]

@@ -36,9 +36,16 @@ pub struct HostOptions {
     pub port: u16,
     /// Program and arguments; overrides host.json's `defaultExecutablePath` and `arguments`.
     pub handler_command: Option<Vec<String>>,
-    /// App settings; they override `DIR/local.settings.json` (read when present) and reach the handler as
-    /// environment variables.
+    /// Explicit app settings (`--setting K=V`); they win over the environment and local.settings.json and
+    /// reach the handler as environment variables.
     pub settings: BTreeMap<String, String>,
+    /// The process environment the host runs in: `HostOptions::new` takes this process's environment, as the
+    /// real host reads its app settings from its environment. Tests may change it instead of the real one; the
+    /// handler is started with it (plus the app settings).
+    pub environment: BTreeMap<String, String>,
+    /// The `local.settings.json` to read (`None`: `APP_ROOT/local.settings.json` when present). Its `Values`
+    /// apply where the environment does not already set a non-empty value, as with Core Tools.
+    pub local_settings_file: Option<PathBuf>,
     /// Overrides host.json's `functionTimeout`; `Some(None)` means unlimited.
     pub function_timeout: Option<Option<Duration>>,
     /// How long the handler may take to answer its first `GET /` (30 s in the real host).
@@ -63,6 +70,8 @@ impl HostOptions {
             port: 0,
             handler_command: None,
             settings: BTreeMap::new(),
+            environment: process_environment(),
+            local_settings_file: None,
             function_timeout: None,
             startup_timeout: Duration::from_secs(30),
             readiness_interval: Duration::from_millis(25),
@@ -74,6 +83,14 @@ impl HostOptions {
     }
 }
 
+/// This process's environment; variables whose name or value is not UTF-8 are left out (the handler still
+/// inherits them).
+pub fn process_environment() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .collect()
+}
+
 impl fmt::Debug for HostOptions {
     // App settings hold secrets (connection strings, keys): print only their names.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -82,6 +99,7 @@ impl fmt::Debug for HostOptions {
             .field("port", &self.port)
             .field("handler_command", &self.handler_command)
             .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .field("local_settings_file", &self.local_settings_file)
             .field("function_timeout", &self.function_timeout)
             .field("startup_timeout", &self.startup_timeout)
             .field("max_crashes", &self.max_crashes)
@@ -187,6 +205,8 @@ struct LaunchSpec {
     program: PathBuf,
     args: Vec<String>,
     working_directory: PathBuf,
+    /// Variables of this process the host's environment does not have.
+    env_remove: Vec<String>,
     env: Vec<(String, String)>,
 }
 
@@ -430,12 +450,17 @@ impl FunctionsHost {
             std::path::absolute(&options.app_root).unwrap_or_else(|_| options.app_root.clone());
         let host_config =
             config::parse_host_json(&config::read_json(&app_root.join("host.json"))?)?;
-        let mut settings = BTreeMap::new();
-        let settings_file = app_root.join("local.settings.json");
-        if settings_file.is_file() {
-            settings = config::parse_local_settings(&config::read_json(&settings_file)?)?;
-        }
-        settings.extend(options.settings.clone());
+        let settings_file = options
+            .local_settings_file
+            .clone()
+            .unwrap_or_else(|| app_root.join("local.settings.json"));
+        let local_settings = if options.local_settings_file.is_some() || settings_file.is_file() {
+            config::parse_local_settings(&config::read_json(&settings_file)?)?
+        } else {
+            BTreeMap::new()
+        };
+        let settings =
+            config::compose_settings(&options.environment, &local_settings, &options.settings);
         match config::lookup_ci(&settings, "FUNCTIONS_WORKER_RUNTIME") {
             Some(runtime) if !runtime.eq_ignore_ascii_case("custom") => {
                 return Err(HostError::WorkerRuntime(runtime.to_owned()));
@@ -453,6 +478,10 @@ impl FunctionsHost {
             &host_config,
             options.handler_command.as_deref(),
             &settings,
+            process_environment()
+                .into_keys()
+                .filter(|name| !options.environment.contains_key(name))
+                .collect(),
         )?;
         let function_timeout = options
             .function_timeout

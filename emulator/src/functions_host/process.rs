@@ -15,18 +15,18 @@ use tokio::sync::{mpsc, watch};
 use super::config::{self, HostConfig};
 use super::{HandlerOutputLine, HostError, LaunchSpec, OutputStream, Shared, WorkerState};
 
-/// Resolves the command line and environment the handler is started with.
+/// Resolves the command line and environment the handler is started with. `settings` already holds the host's
+/// environment (see `config::compose_settings`); `removed` names variables of this process that the host's
+/// environment does not have.
 pub(super) fn launch_spec(
     app_root: &Path,
     host: &HostConfig,
     handler_command: Option<&[String]>,
     settings: &BTreeMap<String, String>,
+    removed: Vec<String>,
 ) -> Result<LaunchSpec, HostError> {
-    let lookup = |name: &str| -> Option<String> {
-        config::lookup_ci(settings, name)
-            .map(str::to_owned)
-            .or_else(|| std::env::var(name).ok())
-    };
+    let lookup =
+        |name: &str| -> Option<String> { config::lookup_ci(settings, name).map(str::to_owned) };
     let (program, args, working_directory) = match handler_command {
         Some([program, args @ ..]) => (program.clone(), args.to_vec(), String::new()),
         Some([]) => return Err(HostError::NoHandler),
@@ -69,6 +69,7 @@ pub(super) fn launch_spec(
         program,
         args,
         working_directory,
+        env_remove: removed,
         env,
     })
 }
@@ -151,7 +152,11 @@ async fn run_once(
     let mut command = Command::new(&launch.program);
     command
         .args(&launch.args)
-        .current_dir(&launch.working_directory)
+        .current_dir(&launch.working_directory);
+    for name in &launch.env_remove {
+        command.env_remove(name);
+    }
+    command
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
