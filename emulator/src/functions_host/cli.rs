@@ -53,6 +53,9 @@ impl FunctionsHostArgs {
 /// Runs the host until Ctrl-C or until it gives up on the handler.
 pub async fn run(args: FunctionsHostArgs) -> Result<(), HostError> {
     init_logging();
+    // Listen for SIGTERM before anything is printed: a caller that reads the output and then stops us must
+    // reach the graceful path (which stops the handler too), not the default action.
+    let stop = termination();
     let host = FunctionsHost::start(args.host_options()?).await?;
     println!("Functions host simulator listening on {}", host.base_url());
     for function in host.functions() {
@@ -71,7 +74,7 @@ pub async fn run(args: FunctionsHostArgs) -> Result<(), HostError> {
         }
     }
     let result = tokio::select! {
-        () = termination() => Ok(()),
+        () = stop => Ok(()),
         reason = host.wait_stopped() => Err(HostError::Stopped(reason)),
     };
     host.shutdown().await;
@@ -143,6 +146,7 @@ pub async fn run_up(args: UpArgs) -> Result<(), UpError> {
     use std::io::Write as _;
 
     init_logging();
+    let stop = termination();
 
     if !(0.0..=1.0).contains(&args.eg_duplicate_rate) {
         return Err(UpError::Config(
@@ -235,7 +239,7 @@ pub async fn run_up(args: UpArgs) -> Result<(), UpError> {
     drop(out);
 
     let result = tokio::select! {
-        () = termination() => Ok(()),
+        () = stop => Ok(()),
         reason = host.wait_stopped() => Err(UpError::Host(HostError::Stopped(reason))),
     };
     host.shutdown().await;
@@ -244,21 +248,27 @@ pub async fn run_up(args: UpArgs) -> Result<(), UpError> {
     result
 }
 
-/// Ctrl-C or SIGTERM: both must stop the handler process too, which only a graceful shutdown does.
-async fn termination() {
+/// Ctrl-C or SIGTERM: both must stop the handler process too, which only a graceful shutdown does. The signal
+/// handlers are installed when this is called, not when the future is first polled.
+fn termination() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+    let listeners = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+            .ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut term, mut interrupt)) = listeners {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The host's log (invocations, the handler's relayed stdout and stderr) goes to stderr, so stdout stays the
