@@ -118,7 +118,11 @@ async fn a_bad_request_from_the_host_is_not_retried() {
     let host = FunctionsHost::start(options).await.unwrap();
     let bus = EventBus::new();
     let publisher = Publisher::start(&bus, config());
-    let url = format!("{}/runtime/webhooks/eventgrid", host.base_url());
+    let url = format!(
+        "{}/runtime/webhooks/eventgrid?code={}",
+        host.base_url(),
+        host.eventgrid_extension_key()
+    );
     publisher
         .subscribe(EventSubscription::new("no-function-name", url))
         .await

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use azure_emulator::functions_host::{
-    FunctionsHost, HostError, HostOptions, InvocationStatus, OutputStream, RunningHost,
+    FunctionsHost, HostError, HostOptions, InvocationRecord, InvocationStatus, OutputStream,
+    RunningHost,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -149,6 +150,10 @@ fn assert_host_headers(request: &Value, invocation_id: &str) {
         )
     );
     assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+    assert!(
+        headers.get("accept-encoding").is_none(),
+        "the host's HttpClient asks for no compression: {headers}"
+    );
     assert_eq!(
         headers["transfer-encoding"], "chunked",
         "the body must be sent chunked"
@@ -564,12 +569,18 @@ async fn timer_fires_on_its_schedule_and_admin_api_runs_it_now() {
     assert_eq!(invocations[1].request["Data"]["timer"]["IsPastDue"], false);
     let status = host.schedule_status("VerifyAttachments").unwrap();
     assert!(status.next > status.last);
-    assert_eq!(
-        invocations[1].request["Data"]["timer"]["ScheduleStatus"]["Last"]
-            .as_str()
-            .unwrap()
-            .len(),
-        "2026-01-04T10:15:00+00:00".len()
+    // After a run the listener stores Last = LastUpdated = the invocation time.
+    assert_eq!(status.last_updated, status.last);
+    let sent = &invocations[1].request["Data"]["timer"]["ScheduleStatus"];
+    assert_eq!(sent["LastUpdated"], sent["Last"]);
+    assert!(
+        sent["Last"].as_str().unwrap().ends_with("+00:00")
+            && OffsetDateTime::parse(
+                &sent["Last"].as_str().unwrap().replace("+00:00", "Z"),
+                &Rfc3339
+            )
+            .is_ok(),
+        "{sent}"
     );
 
     let before = host.invocations().len();
@@ -876,5 +887,387 @@ async fn app_settings_come_from_the_environment_then_local_settings_json() {
         .insert("VERIFY_SCHEDULE".into(), "0 0 0 1 3 *".into());
     let host = FunctionsHost::start(options).await.unwrap();
     assert_eq!(next_month(&host), time::Month::March);
+    host.shutdown().await;
+}
+
+/// Sends `body` to `url` with `aeg-event-type: Notification` (and `x-functions-key` when given).
+async fn post_to(url: &str, key_header: Option<&str>, body: &Value) -> u16 {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut request = client
+        .post(url)
+        .header("aeg-event-type", "Notification")
+        .json(body);
+    if let Some(key) = key_header {
+        request = request.header("x-functions-key", key);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn webhook_requires_a_key_and_the_exact_function_name() {
+    let Some(fixture) =
+        shared_fixture("docs_subscription-topic_eventgrid-schema_write_success.json")
+    else {
+        return;
+    };
+    let app = App::standard();
+    let host = FunctionsHost::start(app.options(&[])).await.unwrap();
+    let base = host.base_url();
+    let event_key = host.eventgrid_extension_key().to_owned();
+    let master = host.master_key().to_owned();
+    assert_ne!(event_key, master);
+    assert!(event_key.len() >= 32 && master.len() >= 32);
+    assert!(
+        host.eventgrid_webhook_url("OnResourceEvent")
+            .ends_with(&format!("?functionName=OnResourceEvent&code={event_key}"))
+    );
+    let webhook = |query: &str| format!("{base}/runtime/webhooks/eventgrid?{query}");
+
+    // No key, a wrong key, or another extension's key: 401, before the function name is even looked at.
+    assert_eq!(
+        post_to(&webhook("functionName=OnResourceEvent"), None, &fixture).await,
+        401
+    );
+    assert_eq!(
+        post_to(
+            &webhook("functionName=OnResourceEvent&code=nope"),
+            None,
+            &fixture
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        post_to(&webhook("functionName=Nope"), None, &fixture).await,
+        401
+    );
+    assert_eq!(
+        post_to(
+            &format!(
+                "{base}/runtime/webhooks/servicebus?functionName=OnResourceEvent&code={event_key}"
+            ),
+            None,
+            &fixture
+        )
+        .await,
+        401
+    );
+    // x-functions-key wins over code=.
+    assert_eq!(
+        post_to(
+            &webhook(&format!("functionName=OnResourceEvent&code={event_key}")),
+            Some("nope"),
+            &fixture
+        )
+        .await,
+        401
+    );
+    assert!(app.records("request").is_empty());
+
+    // The system key or the master key, as code= or x-functions-key; the extension name in any case.
+    assert_eq!(
+        post_to(
+            &webhook(&format!("functionName=OnResourceEvent&code={event_key}")),
+            None,
+            &fixture
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        post_to(
+            &webhook(&format!("functionName=OnResourceEvent&code={master}")),
+            None,
+            &fixture
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        post_to(
+            &webhook("functionName=OnResourceEvent"),
+            Some(&event_key),
+            &fixture
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        post_to(
+            &format!(
+                "{base}/runtime/webhooks/EventGrid?functionName=OnResourceEvent&code={event_key}"
+            ),
+            None,
+            &fixture
+        )
+        .await,
+        202
+    );
+    assert_eq!(app.records("request").len(), 4);
+
+    // The function name is matched exactly; an unknown extension is 404 with the master key.
+    assert_eq!(
+        post_to(
+            &webhook(&format!("functionName=onresourceevent&code={event_key}")),
+            None,
+            &fixture
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        post_to(
+            &webhook(&format!("functionName=ONRESOURCEEVENT&code={master}")),
+            None,
+            &fixture
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        post_to(
+            &format!(
+                "{base}/runtime/webhooks/servicebus?functionName=OnResourceEvent&code={master}"
+            ),
+            None,
+            &fixture
+        )
+        .await,
+        404
+    );
+    // The admin API (and the library) still find functions in any case, as the host's function lookup does.
+    assert!(
+        host.invoke_timer("verifyattachments")
+            .await
+            .unwrap()
+            .succeeded()
+    );
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = host.eventgrid_webhook_url("OnResourceEvent");
+    // Unsubscribe: 202, nothing invoked.
+    let before = app.records("request").len();
+    let unsubscribe = client
+        .post(&url)
+        .header("aeg-event-type", "Unsubscribe")
+        .json(&fixture)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsubscribe.status(), 202);
+    assert_eq!(app.records("request").len(), before);
+    // OPTIONS is always 200; only a known Event Grid origin is echoed, and no rate is granted.
+    for (origin, allowed) in [
+        (None, "eventgrid.azure.net"),
+        (Some("eventgrid.azure.us"), "eventgrid.azure.us"),
+        (Some("attacker.example"), "eventgrid.azure.net"),
+    ] {
+        let mut request = client.request(reqwest::Method::OPTIONS, &url);
+        if let Some(origin) = origin {
+            request = request.header("WebHook-Request-Origin", origin);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{origin:?}");
+        assert_eq!(answer.headers()["webhook-allowed-origin"], allowed);
+        assert!(answer.headers().get("webhook-allowed-rate").is_none());
+    }
+    let options_without_key = client
+        .request(
+            reqwest::Method::OPTIONS,
+            webhook("functionName=OnResourceEvent"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options_without_key.status(), 401);
+    let patch = client.patch(&url).send().await.unwrap();
+    assert_eq!(patch.status(), 405);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_outlives_event_grids_timeout_and_the_redelivery_runs_beside_it() {
+    use azure_emulator::bus::{ArmEvent, ArmOperationKind, EventBus};
+    use azure_emulator::eventgrid::{
+        DeliveryOutcome, EventSubscription, Publisher, PublisherConfig,
+    };
+
+    let app = App::standard();
+    // The first invocation takes 1.5 s; Event Grid gives up after 300 ms and retries 100 ms later.
+    let host = FunctionsHost::start(
+        app.options(&[("RECORDING_MODE_OnResourceEvent", "sleep-first:1500")]),
+    )
+    .await
+    .unwrap();
+    let bus = EventBus::new();
+    let publisher = Publisher::start(
+        &bus,
+        PublisherConfig {
+            retry_time_scale: 0.01,
+            delivery_timeout: Duration::from_millis(300),
+            ..PublisherConfig::default()
+        },
+    );
+    publisher
+        .subscribe(EventSubscription::new(
+            "overlap",
+            host.eventgrid_webhook_url("OnResourceEvent"),
+        ))
+        .await
+        .unwrap();
+    bus.publish(&ArmEvent {
+        kind: ArmOperationKind::Write,
+        resource_uri: "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr1".into(),
+        operation_name: "Microsoft.ContainerRegistry/registries/write".into(),
+        subscription_id: "s1".into(),
+        tenant_id: "t1".into(),
+        correlation_id: "c1".into(),
+        claims: BTreeMap::new(),
+        authorization_action: String::new(),
+        authorization_scope: String::new(),
+        http_method: "PUT".into(),
+        url: "https://management.azure.com/x?api-version=2025-04-01".into(),
+        time: OffsetDateTime::now_utc(),
+        resource_body: None,
+    });
+    assert!(publisher.wait_idle(Duration::from_secs(10)).await);
+    let deliveries = publisher.deliveries();
+    assert_eq!(deliveries.len(), 2, "{deliveries:?}");
+    assert_eq!(deliveries[0].outcome, DeliveryOutcome::TimedOut);
+    assert_eq!(deliveries[1].outcome, DeliveryOutcome::Delivered);
+
+    // The first invocation was not dropped with Event Grid's request: it ran to completion.
+    assert!(
+        wait_until(Duration::from_secs(5), || host.invocations().len() == 2).await,
+        "{:?}",
+        host.invocations()
+    );
+    let invocations = host.invocations();
+    assert!(
+        invocations.iter().all(InvocationRecord::succeeded),
+        "{invocations:?}"
+    );
+    let (first, retry) = if invocations[0].started_at <= invocations[1].started_at {
+        (&invocations[0], &invocations[1])
+    } else {
+        (&invocations[1], &invocations[0])
+    };
+    assert_eq!(
+        first.request["Data"]["event"]["id"],
+        retry.request["Data"]["event"]["id"]
+    );
+    assert!(first.duration >= Duration::from_millis(1500));
+    let first_end = first.started_at + first.duration;
+    assert!(
+        retry.started_at < first_end,
+        "the redelivery ran while the first invocation was still running: {first:?} {retry:?}"
+    );
+    // The handler saw both requests, with the same event.
+    let requests = app.records("request");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0]["body"]["Data"]["event"]["id"],
+        requests[1]["body"]["Data"]["event"]["id"]
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn exit_code_0_is_not_restarted_and_every_invocation_then_fails() {
+    let app = App::standard();
+    let host = FunctionsHost::start(app.options(&[("RECORDING_MODE_OnResourceEvent", "exit:0")]))
+        .await
+        .unwrap();
+    let first = host
+        .invoke_event("OnResourceEvent", json!({"id": "e1", "data": {}}))
+        .await
+        .unwrap();
+    assert!(!first.succeeded());
+    // Give a (wrong) restart every chance to happen.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let timer = host.invoke_timer("VerifyAttachments").await.unwrap();
+    assert!(
+        matches!(&timer.status, InvocationStatus::Failed { reason } if reason.contains("request to the handler failed")),
+        "{timer:?}"
+    );
+    assert_eq!(host.restarts(), 0);
+    assert_eq!(host.stopped_reason(), None, "a clean exit is not a crash");
+    assert_eq!(app.records("start").len(), 1);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status: Value = client
+        .get(format!("{}/admin/host/status", host.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "Running");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn exit_code_200_restarts_without_counting_as_a_crash() {
+    let app = App::standard();
+    let mut options = app.options(&[("RECORDING_MODE_OnResourceEvent", "exit:200")]);
+    // One crash would stop the host; exit 200 is not one.
+    options.max_crashes = 1;
+    let host = FunctionsHost::start(options).await.unwrap();
+    for round in 1..=2 {
+        let record = host
+            .invoke_event(
+                "OnResourceEvent",
+                json!({"id": format!("e{round}"), "data": {}}),
+            )
+            .await
+            .unwrap();
+        assert!(!record.succeeded());
+        assert!(wait_until(Duration::from_secs(10), || host.restarts() == round).await);
+        host.wait_ready().await.unwrap();
+    }
+    assert_eq!(host.stopped_reason(), None);
+    assert!(
+        host.invoke_timer("VerifyAttachments")
+            .await
+            .unwrap()
+            .succeeded()
+    );
+    assert_eq!(app.records("start").len(), 3);
+    host.shutdown().await;
+
+    // The same with any other code is a crash, and max_crashes = 1 stops the host.
+    let app = App::standard();
+    let mut options = app.options(&[("RECORDING_MODE_OnResourceEvent", "exit:1")]);
+    options.max_crashes = 1;
+    let host = FunctionsHost::start(options).await.unwrap();
+    let record = host
+        .invoke_event("OnResourceEvent", json!({"id": "e", "data": {}}))
+        .await
+        .unwrap();
+    assert!(!record.succeeded());
+    let reason = tokio::time::timeout(Duration::from_secs(10), host.wait_stopped())
+        .await
+        .unwrap();
+    assert!(reason.contains("failed 1 times"), "{reason}");
+}
+
+#[tokio::test]
+async fn five_field_schedules_are_accepted_like_the_timer_extension() {
+    let app = App::standard();
+    // {minute} {hour} {day} {month} {day-of-week}: midnight on 1 January.
+    let host = FunctionsHost::start(app.options(&[("VERIFY_SCHEDULE", "0 0 1 1 *")]))
+        .await
+        .unwrap();
+    let next = host.schedule_status("VerifyAttachments").unwrap().next;
+    assert_eq!(
+        (
+            next.month(),
+            next.day(),
+            next.hour(),
+            next.minute(),
+            next.second()
+        ),
+        (time::Month::January, 1, 0, 0, 0)
+    );
     host.shutdown().await;
 }

@@ -4,7 +4,9 @@
 //!
 //! Behaviour per function: `RECORDING_MODE_{FunctionName}` (else `RECORDING_MODE`, else `ok`):
 //! `ok` · `fail:N` (HTTP 500 for the first N invocations) · `status:CODE` (always CODE) · `empty[:N]` (200 with
-//! an empty body) · `crash[:N]` (exit the process) · `sleep:MS` (answer after MS). Counts survive restarts
+//! an empty body) · `crash[:N]` (exit the process with code 3) · `exit:CODE` (exit the process with CODE, e.g. 0
+//! or 200, without answering) · `sleep:MS` (answer after MS) · `sleep-first:MS` (only the first invocation
+//! answers after MS). Counts survive restarts
 //! because they are read back from the recording file. `RECORDING_CRASH_ON_START=1` exits at start-up;
 //! `RECORDING_STARTUP_DELAY_MS` delays listening.
 
@@ -119,6 +121,16 @@ async fn handle(
         "crash" if within(limit) => {
             eprintln!("recording-handler: crashing on purpose in {function}");
             std::process::exit(3);
+        }
+        "exit" => {
+            eprintln!("recording-handler: exiting on purpose in {function}");
+            std::process::exit(limit.and_then(|code| i32::try_from(code).ok()).unwrap_or(0));
+        }
+        "sleep-first" => {
+            if count == 1 {
+                tokio::time::sleep(Duration::from_millis(limit.unwrap_or(0))).await;
+            }
+            ok()
         }
         "sleep" => {
             tokio::time::sleep(Duration::from_millis(limit.unwrap_or(0))).await;

@@ -222,6 +222,41 @@ impl fmt::Debug for LaunchSpec {
 
 const MAX_KEPT_OUTPUT_LINES: usize = 20_000;
 
+/// The host keys, generated at start (the real host keeps them in its secrets store). Never printed by `Debug`.
+#[derive(Clone)]
+pub(crate) struct HostKeys {
+    /// `_master`: admin level, accepted everywhere.
+    pub(crate) master: String,
+    /// The `eventgrid_extension` system key of `/runtime/webhooks/eventgrid`.
+    pub(crate) eventgrid_extension: String,
+}
+
+impl HostKeys {
+    fn generate() -> Self {
+        use base64::Engine as _;
+        let key =
+            || base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        Self {
+            master: key(),
+            eventgrid_extension: key(),
+        }
+    }
+
+    /// Whether `presented` opens the webhook of `extension` (the extension's system key, or the master key).
+    pub(crate) fn allows_webhook(&self, extension: &str, presented: &str) -> bool {
+        let matches =
+            |key: &str| crate::crypto::constant_time_eq(key.as_bytes(), presented.as_bytes());
+        matches(&self.master)
+            || (extension.eq_ignore_ascii_case("eventgrid") && matches(&self.eventgrid_extension))
+    }
+}
+
+impl fmt::Debug for HostKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HostKeys(..)")
+    }
+}
+
 struct Shared {
     functions: Vec<FunctionDefinition>,
     function_timeout: Option<Duration>,
@@ -235,6 +270,7 @@ struct Shared {
     schedule_status: Mutex<BTreeMap<String, ScheduleStatus>>,
     client: reqwest::Client,
     started: Instant,
+    keys: HostKeys,
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone), without holding the watch guard.
@@ -248,10 +284,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The admin API and the library look functions up case-insensitively, as the host's function lookup does.
     fn function(&self, name: &str) -> Option<&FunctionDefinition> {
         self.functions
             .iter()
             .find(|f| f.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The Event Grid extension keeps its listeners in a case-sensitive dictionary: only the exact name matches.
+    fn eventgrid_function(&self, name: &str) -> Option<&FunctionDefinition> {
+        self.functions
+            .iter()
+            .find(|f| f.name == name && matches!(f.trigger, Trigger::EventGrid))
     }
 
     fn push_output(&self, line: HandlerOutputLine) {
@@ -503,6 +547,11 @@ impl FunctionsHost {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let client = reqwest::Client::builder()
             .no_proxy()
+            // The host's HttpClient asks for no compression: no `Accept-Encoding` at all.
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd()
             // The real host's HTTP timeout is functionTimeout + 1 minute; functionTimeout is enforced separately.
             .timeout(
                 function_timeout.map_or(Duration::from_hours(365 * 24), |t| {
@@ -526,6 +575,7 @@ impl FunctionsHost {
             schedule_status: Mutex::new(BTreeMap::new()),
             client,
             started: Instant::now(),
+            keys: HostKeys::generate(),
         });
         let tasks = vec![
             tokio::spawn(server::serve(
@@ -567,12 +617,27 @@ impl RunningHost {
         self.address
     }
 
-    /// The Event Grid webhook of one function (`/runtime/webhooks/eventgrid?functionName=X`).
+    /// The Event Grid webhook of one function with its key, as Azure builds an `AzureFunction` destination's
+    /// URL: `/runtime/webhooks/eventgrid?functionName=X&code={eventgrid_extension key}`. The URL holds a
+    /// secret: do not log it.
     pub fn eventgrid_webhook_url(&self, function: &str) -> String {
         format!(
-            "{}/runtime/webhooks/eventgrid?functionName={function}",
-            self.base_url()
+            "{}/runtime/webhooks/eventgrid?functionName={}&code={}",
+            self.base_url(),
+            url::form_urlencoded::byte_serialize(function.as_bytes()).collect::<String>(),
+            self.shared.keys.eventgrid_extension
         )
+    }
+
+    /// The `eventgrid_extension` system key (generated at start); `/runtime/webhooks/eventgrid` requires it or
+    /// the master key, as `code=` or `x-functions-key`.
+    pub fn eventgrid_extension_key(&self) -> &str {
+        &self.shared.keys.eventgrid_extension
+    }
+
+    /// The master (admin) key (generated at start); it opens every webhook too.
+    pub fn master_key(&self) -> &str {
+        &self.shared.keys.master
     }
 
     pub fn functions(&self) -> &[FunctionDefinition] {

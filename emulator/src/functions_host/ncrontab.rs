@@ -1,6 +1,9 @@
-//! Six-field NCRONTAB (`{second} {minute} {hour} {day} {month} {day-of-week}`), as the Functions timer trigger
-//! reads it: `*`, single values, ranges `a-b`, lists `a,b`, steps `*/n`, `a-b/n` and `a/n`, month and day names.
-//! Day-of-month and day-of-week must both match (NCrontab's rule, unlike Vixie cron's "either").
+//! NCRONTAB as the Functions timer trigger reads it: six fields (`{second} {minute} {hour} {day} {month}
+//! {day-of-week}`), or five without the seconds (`{minute} {hour} {day} {month} {day-of-week}`, second 0): the
+//! timer extension parses with `IncludingSeconds` unless the expression has exactly five fields
+//! (azure-webjobs-sdk-extensions, `CronSchedule.TryCreate`). `*`, single values, ranges `a-b`, lists `a,b`,
+//! steps `*/n`, `a-b/n` and `a/n`, month and day names. Day-of-month and day-of-week must both match (NCrontab's
+//! rule, unlike Vixie cron's "either").
 
 use std::fmt;
 
@@ -9,7 +12,7 @@ use time::{Date, Duration, OffsetDateTime, Time};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CronError {
     #[error(
-        "'{expression}' is not a valid six-field NCRONTAB expression: expected 6 fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} {{day-of-week}}), found {found}"
+        "'{expression}' is not a valid NCRONTAB expression: expected 6 fields ({{second}} {{minute}} {{hour}} {{day}} {{month}} {{day-of-week}}) or 5 without the seconds, found {found}"
     )]
     FieldCount { expression: String, found: usize },
     #[error("'{expression}' is not a valid NCRONTAB expression: {field} field '{value}': {reason}")]
@@ -109,12 +112,16 @@ impl fmt::Display for CronSchedule {
 
 impl CronSchedule {
     pub fn parse(expression: &str) -> Result<Self, CronError> {
-        let fields: Vec<&str> = expression.split_whitespace().collect();
-        if fields.len() != 6 {
-            return Err(CronError::FieldCount {
-                expression: expression.to_owned(),
-                found: fields.len(),
-            });
+        let mut fields: Vec<&str> = expression.split_whitespace().collect();
+        match fields.len() {
+            6 => {}
+            5 => fields.insert(0, "0"),
+            found => {
+                return Err(CronError::FieldCount {
+                    expression: expression.to_owned(),
+                    found,
+                });
+            }
         }
         let parse = |text: &str, spec: &FieldSpec| {
             parse_field(text, spec).map_err(|reason| CronError::Field {
@@ -125,7 +132,7 @@ impl CronSchedule {
             })
         };
         Ok(Self {
-            expression: fields.join(" "),
+            expression: expression.split_whitespace().collect::<Vec<_>>().join(" "),
             seconds: parse(fields[0], &SECOND)?,
             minutes: parse(fields[1], &MINUTE)?,
             hours: parse(fields[2], &HOUR)?,
@@ -391,7 +398,7 @@ mod tests {
     #[test]
     fn rejects_malformed_expressions() {
         for bad in [
-            "0 */30 * * *",
+            "0 */30 * *",
             "0 0 */30 * * * *",
             "60 * * * * *",
             "* * 24 * * *",
@@ -410,7 +417,37 @@ mod tests {
                 "{bad} should be rejected"
             );
         }
-        let message = CronSchedule::parse("0 */30 * * *").unwrap_err().to_string();
+        let message = CronSchedule::parse("0 */30 * *").unwrap_err().to_string();
         assert!(message.contains("expected 6 fields"), "{message}");
+    }
+
+    #[test]
+    fn five_fields_are_minutes_without_seconds() {
+        // Every five minutes, on the minute.
+        assert_eq!(
+            next("*/5 * * * *", datetime!(2026-01-04 10:15:30 UTC)),
+            datetime!(2026-01-04 10:20:00 UTC)
+        );
+        // 09:30 on weekdays.
+        assert_eq!(
+            next("30 9 * * Mon-Fri", datetime!(2026-01-02 09:30:00 UTC)),
+            datetime!(2026-01-05 09:30:00 UTC)
+        );
+        let five = CronSchedule::parse("15 */2 1-7 * Sun").unwrap();
+        let six = CronSchedule::parse("0 15 */2 1-7 * Sun").unwrap();
+        let mut at = datetime!(2026-01-01 00:00:00 UTC);
+        for _ in 0..50 {
+            let expected = six.next_after(at);
+            assert_eq!(five.next_after(at), expected);
+            at = expected.unwrap();
+        }
+        assert!(
+            CronSchedule::parse("60 * * * *").is_err(),
+            "the first of five fields is the minute"
+        );
+        assert_eq!(
+            CronSchedule::parse("*/5  *  * * *").unwrap().to_string(),
+            "*/5 * * * *"
+        );
     }
 }

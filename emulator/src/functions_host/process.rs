@@ -80,8 +80,15 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// The real host's exit codes (`WorkerConstants` in azure-functions-host): 0 is a clean exit, which it does not
+/// restart; 200 asks for a restart, which does not count as an error.
+const SUCCESS_EXIT_CODE: i32 = 0;
+const INTENTIONAL_RESTART_EXIT_CODE: i32 = 200;
+
 enum Ended {
     Crashed(String),
+    /// Exit code 200: restart, not counted against `max_crashes`.
+    RestartRequested,
     Killed,
     Shutdown,
 }
@@ -111,6 +118,14 @@ pub(super) async fn supervise(
                     generation,
                     "restarting the handler after a function timeout"
                 );
+            }
+            Ended::RestartRequested => {
+                tracing::info!(
+                    generation,
+                    "Language Worker Process exited and needs to be restarted."
+                );
+                // A handler that always exits 200 is restarted for ever, as by the real host; not in a hot loop.
+                tokio::time::sleep(shared.options.readiness_interval).await;
             }
             Ended::Crashed(reason) => {
                 let now = Instant::now();
@@ -198,15 +213,33 @@ async fn run_once(
     // Stale kill requests (for an earlier generation) must not kill this one.
     while kill.try_recv().is_ok() {}
 
+    let timed_out = || {
+        Ended::Crashed(format!(
+            "Initializing HttpWorker timed out after {:?}",
+            shared.options.startup_timeout
+        ))
+    };
+    let ready = wait_ready(shared, port);
+    tokio::pin!(ready);
     tokio::select! {
-        ready = wait_ready(shared, port) => {
+        ready = &mut ready => {
             if !ready {
                 stop(&mut child).await;
-                return Ended::Crashed(format!("Initializing HttpWorker timed out after {:?}", shared.options.startup_timeout));
+                return timed_out();
             }
         }
         status = child.wait() => {
-            return Ended::Crashed(describe_exit(status));
+            match exit_code(&status) {
+                Some(INTENTIONAL_RESTART_EXIT_CODE) => return Ended::RestartRequested,
+                // Not restarted: nothing answers the readiness probe, so start-up times out.
+                Some(SUCCESS_EXIT_CODE) => {
+                    tokio::select! {
+                        ready = &mut ready => if !ready { return timed_out() },
+                        () = super::shutdown_signalled(shutdown) => return Ended::Shutdown,
+                    }
+                }
+                _ => return Ended::Crashed(describe_exit(status)),
+            }
         }
         () = super::shutdown_signalled(shutdown) => {
             stop(&mut child).await;
@@ -216,9 +249,19 @@ async fn run_once(
     shared
         .worker
         .send_replace(WorkerState::Ready { port, generation });
+    let mut exited = false;
     loop {
         tokio::select! {
-            status = child.wait() => return Ended::Crashed(describe_exit(status)),
+            status = child.wait(), if !exited => match exit_code(&status) {
+                Some(INTENTIONAL_RESTART_EXIT_CODE) => return Ended::RestartRequested,
+                Some(SUCCESS_EXIT_CODE) => {
+                    // The real host only closes the process: no restart, no error. Invocations keep going to the
+                    // dead port and fail until the host recycles (here: a function timeout or a new start).
+                    tracing::warn!(generation, "the handler exited with code 0; it is not restarted and every invocation fails until the host restarts");
+                    exited = true;
+                }
+                _ => return Ended::Crashed(describe_exit(status)),
+            },
             request = kill.recv() => match request {
                 Some(target) if target == generation => {
                     shared.worker.send_replace(WorkerState::Starting);
@@ -237,6 +280,13 @@ async fn run_once(
             }
         }
     }
+}
+
+fn exit_code(status: &std::io::Result<std::process::ExitStatus>) -> Option<i32> {
+    status
+        .as_ref()
+        .ok()
+        .and_then(std::process::ExitStatus::code)
 }
 
 fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {

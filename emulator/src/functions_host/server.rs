@@ -6,9 +6,9 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -35,10 +35,7 @@ pub(super) async fn serve(
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(root))
-        .route(
-            "/runtime/webhooks/eventgrid",
-            post(eventgrid_webhook).options(cloudevents_handshake),
-        )
+        .route("/runtime/webhooks/{extension}", any(extension_webhook))
         .route("/admin/host/status", get(host_status))
         .route("/admin/functions", get(list_functions))
         .route("/admin/functions/{name}", post(admin_invoke))
@@ -53,36 +50,92 @@ async fn root() -> &'static str {
 struct WebhookQuery {
     #[serde(rename = "functionName")]
     function_name: Option<String>,
+    code: Option<String>,
 }
 
 fn plain(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
 
-async fn eventgrid_webhook(
+/// `/runtime/webhooks/{extension}` as the host routes it (`HostController.ExtensionWebHookHandler`): GET, PUT,
+/// POST, DELETE and OPTIONS; the extension name is matched case-insensitively; the caller must present the
+/// extension's system key (`{extension}_extension`) or the master key, in `x-functions-key` (which wins) or
+/// `code=`, else 401 before anything else is looked at.
+async fn extension_webhook(
     State(shared): State<Arc<Shared>>,
+    Path(extension): Path<String>,
     Query(query): Query<WebhookQuery>,
+    method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(name) = query.function_name else {
+    if ![
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(&method)
+    {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let presented = match headers.get("x-functions-key") {
+        Some(value) => value.to_str().ok(),
+        None => query.code.as_deref(),
+    }
+    .unwrap_or_default();
+    if presented.is_empty() || !shared.keys.allows_webhook(&extension, presented) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if matches!(*shared.worker.borrow(), WorkerState::Stopped { .. }) {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "the host is stopped");
+    }
+    if !extension.eq_ignore_ascii_case("eventgrid") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    eventgrid_webhook(shared, query.function_name, method, &headers, &body).await
+}
+
+/// The Event Grid extension's handler (`EventGridExtensionConfigProvider` and `HttpRequestProcessor` in
+/// azure-sdk-for-net's Microsoft.Azure.WebJobs.Extensions.EventGrid).
+async fn eventgrid_webhook(
+    shared: Arc<Shared>,
+    function_name: Option<String>,
+    method: Method,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let Some(name) = function_name else {
+        // Known difference: the extension answers 404 here too (an empty name is not a listener). The simulator
+        // keeps 400, which emulator/tests/eg_end_to_end.rs uses as a host-made "never retried" answer.
         return plain(StatusCode::BAD_REQUEST, "functionName is required");
     };
-    let Some(function) = shared
-        .function(&name)
-        .filter(|f| matches!(f.trigger, Trigger::EventGrid))
-        .cloned()
-    else {
+    let Some(function) = shared.eventgrid_function(&name).cloned() else {
         return plain(
             StatusCode::NOT_FOUND,
-            format!("cannot find an Event Grid function named '{name}'"),
+            format!("cannot find function: '{name}'"),
         );
     };
+    if method == Method::OPTIONS {
+        return cloudevents_handshake(headers);
+    }
     let event_type = headers
         .get("aeg-event-type")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    let payload: Value = match serde_json::from_slice(&body) {
+    let is = |expected: &str| event_type.eq_ignore_ascii_case(expected);
+    if !is("SubscriptionValidation") && !is("Notification") {
+        return if is("Unsubscribe") {
+            StatusCode::ACCEPTED.into_response()
+        } else {
+            plain(
+                StatusCode::BAD_REQUEST,
+                format!("aeg-event-type '{event_type}' is not supported"),
+            )
+        };
+    }
+    let payload: Value = match serde_json::from_slice(body) {
         Ok(payload) => payload,
         Err(error) => {
             return plain(
@@ -95,7 +148,7 @@ async fn eventgrid_webhook(
         Value::Array(events) => events,
         single => vec![single],
     };
-    if event_type.eq_ignore_ascii_case("SubscriptionValidation") {
+    if is("SubscriptionValidation") {
         let code = events
             .iter()
             .find(|event| {
@@ -112,23 +165,24 @@ async fn eventgrid_webhook(
             ),
         };
     }
-    if !event_type.eq_ignore_ascii_case("Notification") {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            format!("aeg-event-type '{event_type}' is not supported"),
-        );
-    }
-    if matches!(*shared.worker.borrow(), WorkerState::Stopped { .. }) {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "the host is stopped");
-    }
-    let invocations = events.into_iter().map(|event| {
-        let metadata = wire::event_grid_metadata(&event);
-        let shared = Arc::clone(&shared);
-        let function = function.clone();
-        async move { shared.invoke(&function, event, metadata).await }
-    });
+    // Each invocation runs on its own task, as the extension calls the executor with `CancellationToken.None`:
+    // when Event Grid gives up on this request (30 s) and drops it, the invocations still run to completion,
+    // and Event Grid's retry arrives beside them.
+    let invocations: Vec<_> = events
+        .into_iter()
+        .map(|event| {
+            let metadata = wire::event_grid_metadata(&event);
+            let shared = Arc::clone(&shared);
+            let function = function.clone();
+            tokio::spawn(async move { shared.invoke(&function, event, metadata).await })
+        })
+        .collect();
     let records = futures::future::join_all(invocations).await;
-    if records.iter().all(super::InvocationRecord::succeeded) {
+    if records.iter().all(|record| {
+        record
+            .as_ref()
+            .is_ok_and(super::InvocationRecord::succeeded)
+    }) {
         StatusCode::ACCEPTED.into_response()
     } else {
         plain(
@@ -138,24 +192,28 @@ async fn eventgrid_webhook(
     }
 }
 
-/// CloudEvents 1.0 abuse-protection handshake: `OPTIONS` with `WebHook-Request-Origin`.
-async fn cloudevents_handshake(headers: HeaderMap) -> Response {
-    match headers.get("webhook-request-origin") {
-        Some(origin) => {
-            let mut response = StatusCode::OK.into_response();
-            response
-                .headers_mut()
-                .insert("webhook-allowed-origin", origin.clone());
-            response
-                .headers_mut()
-                .insert("webhook-allowed-rate", HeaderValue::from_static("*"));
-            response
-        }
-        None => plain(
-            StatusCode::BAD_REQUEST,
-            "WebHook-Request-Origin is required",
-        ),
+/// CloudEvents 1.0 abuse-protection handshake: `OPTIONS` is always 200; `WebHook-Allowed-Origin` echoes an
+/// Event Grid origin of a known cloud and is `eventgrid.azure.net` otherwise (no `WebHook-Allowed-Rate`).
+fn cloudevents_handshake(headers: &HeaderMap) -> Response {
+    const KNOWN_ORIGINS: [&str; 5] = [
+        "eventgrid.azure.net",
+        "eventgrid.azure.us",
+        "eventgrid.azure.eaglex.ic.gov",
+        "eventgrid.azure.microsoft.scloud",
+        "eventgrid.azure.cn",
+    ];
+    let origin = headers
+        .get("webhook-request-origin")
+        .and_then(|value| value.to_str().ok())
+        .filter(|origin| KNOWN_ORIGINS.contains(origin))
+        .unwrap_or(KNOWN_ORIGINS[0]);
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        response
+            .headers_mut()
+            .insert("webhook-allowed-origin", value);
     }
+    response
 }
 
 async fn host_status(State(shared): State<Arc<Shared>>) -> Json<Value> {

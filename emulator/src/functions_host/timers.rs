@@ -99,7 +99,10 @@ async fn run_timer(
     else {
         return;
     };
+    // A past-due run and a `runOnStartup` run go through the same path as a scheduled one (the timer
+    // listener's `InvokeJobFunction`), so they update the status too.
     if past_due || run_on_startup {
+        let fired = OffsetDateTime::now_utc();
         let status = current_status(&shared, &function);
         shared
             .invoke(
@@ -108,15 +111,7 @@ async fn run_timer(
                 Map::new(),
             )
             .await;
-        if past_due {
-            update_status(
-                &shared,
-                &function,
-                *use_monitor,
-                OffsetDateTime::now_utc(),
-                schedule,
-            );
-        }
+        update_status(&shared, &function, *use_monitor, fired, schedule);
     }
     loop {
         let now = OffsetDateTime::now_utc();
@@ -128,6 +123,8 @@ async fn run_timer(
             () = tokio::time::sleep(wait) => {}
             () = super::shutdown_signalled(&mut shutdown) => return,
         }
+        // A timer that fires a little early counts as firing at its occurrence, so `Next` never repeats.
+        let fired = OffsetDateTime::now_utc().max(next);
         let status = current_status(&shared, &function);
         shared
             .invoke(
@@ -136,27 +133,26 @@ async fn run_timer(
                 Map::new(),
             )
             .await;
-        update_status(&shared, &function, *use_monitor, next, schedule);
+        update_status(&shared, &function, *use_monitor, fired, schedule);
     }
 }
 
+/// After a run the timer listener stores `Last = LastUpdated = invocation time` and `Next = the occurrence after
+/// it` (azure-webjobs-sdk-extensions, `TimerListener.InvokeJobFunction`).
 fn update_status(
     shared: &Shared,
     function: &FunctionDefinition,
     use_monitor: bool,
-    occurrence: OffsetDateTime,
+    fired: OffsetDateTime,
     schedule: &super::ncrontab::CronSchedule,
 ) {
     if !use_monitor {
         return;
     }
-    let now = OffsetDateTime::now_utc();
     let status = ScheduleStatus {
-        last: occurrence,
-        next: schedule
-            .next_after(now.max(occurrence))
-            .unwrap_or(occurrence),
-        last_updated: now,
+        last: fired,
+        next: schedule.next_after(fired).unwrap_or(fired),
+        last_updated: fired,
     };
     lock(&shared.schedule_status).insert(function.name.clone(), status);
     write_status(shared, &function.name, &status);
