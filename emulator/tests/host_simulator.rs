@@ -567,21 +567,12 @@ async fn timer_fires_on_its_schedule_and_admin_api_runs_it_now() {
         "{first} {second}"
     );
     assert_eq!(invocations[1].request["Data"]["timer"]["IsPastDue"], false);
-    let status = host.schedule_status("VerifyAttachments").unwrap();
-    assert!(status.next > status.last);
-    // After a run the listener stores Last = LastUpdated = the invocation time.
-    assert_eq!(status.last_updated, status.last);
-    let sent = &invocations[1].request["Data"]["timer"]["ScheduleStatus"];
-    assert_eq!(sent["LastUpdated"], sent["Last"]);
-    assert!(
-        sent["Last"].as_str().unwrap().ends_with("+00:00")
-            && OffsetDateTime::parse(
-                &sent["Last"].as_str().unwrap().replace("+00:00", "Z"),
-                &Rfc3339
-            )
-            .is_ok(),
-        "{sent}"
+    // A schedule that fires more than once a minute gets no monitor, so no ScheduleStatus.
+    assert_eq!(
+        invocations[1].request["Data"]["timer"]["ScheduleStatus"],
+        Value::Null
     );
+    assert_eq!(host.schedule_status("VerifyAttachments"), None);
 
     let before = host.invocations().len();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -645,6 +636,8 @@ async fn a_run_missed_while_the_host_was_down_is_past_due() {
             .is_some_and(|s| s.next > OffsetDateTime::now_utc()))
         .await
     );
+    let status = host.schedule_status("VerifyAttachments").unwrap();
+    assert_eq!(status.last_updated, status.last);
     let stored: Value = serde_json::from_str(
         &std::fs::read_to_string(state.path().join("VerifyAttachments.status.json")).unwrap(),
     )
@@ -1269,5 +1262,44 @@ async fn five_field_schedules_are_accepted_like_the_timer_extension() {
         ),
         (time::Month::January, 1, 0, 0, 0)
     );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_run_on_startup_updates_the_status_with_last_updated_equal_to_last() {
+    let app = App::standard();
+    app.function(
+        "VerifyAttachments",
+        &json!({"bindings": [{"name": "timer", "type": "timerTrigger", "direction": "in", "schedule": "%VERIFY_SCHEDULE%", "runOnStartup": true}]}),
+    );
+    let mut options = app.options(&[]);
+    options.run_timers = true;
+    let before = OffsetDateTime::now_utc();
+    let host = FunctionsHost::start(options).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || host
+            .schedule_status("VerifyAttachments")
+            .is_some_and(|s| s.last >= before))
+        .await,
+        "{:?}",
+        host.schedule_status("VerifyAttachments")
+    );
+    let sent = &host.invocations()[0].request["Data"]["timer"];
+    assert_eq!(sent["IsPastDue"], false);
+    // Before the first run: Last is DateTime's default, LastUpdated the start.
+    assert!(
+        sent["ScheduleStatus"]["Last"]
+            .as_str()
+            .unwrap()
+            .starts_with("0001-01-01T00:00:00")
+    );
+    let status = host.schedule_status("VerifyAttachments").unwrap();
+    assert_eq!(status.last_updated, status.last);
+    assert!(status.last <= OffsetDateTime::now_utc());
+    assert_eq!(
+        (status.next.month(), status.next.day(), status.next.hour()),
+        (time::Month::January, 1, 0)
+    );
+    assert!(status.next > status.last);
     host.shutdown().await;
 }

@@ -359,15 +359,18 @@ pub fn parse_function_json(
                     "the schedule expression '{resolved}' was not recognized as a valid cron expression or timespan string ({error})"
                 ))
             })?;
+            // The timer extension turns the monitor off for schedules that fire more than once a minute.
+            let use_monitor = get_ci(binding, "useMonitor")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+                && !schedule.fires_more_than_once_a_minute();
             Trigger::Timer {
                 schedule_expression: expression.to_owned(),
                 schedule,
                 run_on_startup: get_ci(binding, "runOnStartup")
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
-                use_monitor: get_ci(binding, "useMonitor")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true),
+                use_monitor,
             }
         } else if binding_type.eq_ignore_ascii_case("eventGridTrigger") {
             if !host.has_extension_bundle {
@@ -599,6 +602,21 @@ mod tests {
                 ..
             }
         ));
+        let every_ten_seconds =
+            BTreeMap::from([("SCHEDULE".to_owned(), "*/10 * * * * *".to_owned())]);
+        let parsed = parse_function_json("Verify", folder, &timer, &host(), &every_ten_seconds)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                parsed.trigger,
+                Trigger::Timer {
+                    use_monitor: false,
+                    ..
+                }
+            ),
+            "a sub-minute schedule has no monitor"
+        );
 
         let reject = |json: Value| {
             parse_function_json("F", folder, &json, &host(), &settings)

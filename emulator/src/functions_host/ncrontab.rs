@@ -163,6 +163,19 @@ impl CronSchedule {
         None
     }
 
+    /// Whether the schedule fires more than once a minute: every field but the seconds allows every value and
+    /// more than one second matches. The timer extension then turns `useMonitor` off
+    /// (`TimerSchedule.ShouldDisableScheduleMonitor`), so such a timer gets no `ScheduleStatus`.
+    pub fn fires_more_than_once_a_minute(&self) -> bool {
+        let full = |set: ValueSet, spec: &FieldSpec| (spec.min..=spec.max).all(|v| set.contains(v));
+        full(self.minutes, &MINUTE)
+            && full(self.hours, &HOUR)
+            && full(self.days, &DAY)
+            && full(self.months, &MONTH)
+            && full(self.days_of_week, &DAY_OF_WEEK)
+            && self.seconds.0.count_ones() > 1
+    }
+
     fn date_matches(&self, date: Date) -> bool {
         self.months.contains(u8::from(date.month()))
             && self.days.contains(date.day())
@@ -419,6 +432,27 @@ mod tests {
         }
         let message = CronSchedule::parse("0 */30 * *").unwrap_err().to_string();
         assert!(message.contains("expected 6 fields"), "{message}");
+    }
+
+    #[test]
+    fn sub_minute_schedules_are_recognised() {
+        for (expression, sub_minute) in [
+            ("*/10 * * * * *", true),
+            ("* * * * * *", true),
+            ("0,30 * * * * *", true),
+            ("0 * * * * *", false),
+            ("*/10 * 9 * * *", false),
+            ("*/10 * * * * Mon", false),
+            ("* * * * *", false),
+        ] {
+            assert_eq!(
+                CronSchedule::parse(expression)
+                    .unwrap()
+                    .fires_more_than_once_a_minute(),
+                sub_minute,
+                "{expression}"
+            );
+        }
     }
 
     #[test]
