@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -30,9 +29,11 @@ use crate::azure::{
 };
 use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
 use crate::core::model::{
-    Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, Registry, RegistryResult, ResourceId,
-    RoleAssignment, RoleDefinition, VerificationReport,
+    Cluster, ClusterPrincipal, InventoryOutcome, Mode, PairFailure, PairResult, PairStatus,
+    Registry, ResourceId, RoleAssignment, RoleDefinition, VerificationReport,
 };
+use crate::core::outcome::RunFailure;
+pub use crate::core::outcome::{EventOutcome, EventReport};
 use crate::core::planner::{
     self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
 };
@@ -79,24 +80,6 @@ impl EngineError {
             Self::ClusterNotReady { .. } => "cluster_not_ready",
         }
     }
-}
-
-/// What one event led to.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventReport {
-    pub event_id: String,
-    pub event_type: String,
-    /// `cluster_write`, `registry_write`, …, or the ignore reason.
-    pub class: String,
-    /// `ignored`, `done`, `retry` (the invocation must fail so Event Grid redelivers) or `failed`.
-    pub outcome: &'static str,
-    pub resource: Option<String>,
-    pub notes: Vec<String>,
-    pub pairs: Vec<PairResult>,
-    pub registry_results: Vec<RegistryResult>,
-    /// Why the invocation must be retried, when it must.
-    pub retry_reason: Option<String>,
-    pub azure_requests: u64,
 }
 
 /// The engine. Cheap to share: one per process.
@@ -210,22 +193,15 @@ impl Engine {
     pub async fn handle_event(&self, event: &ClassifiedEvent, started: Instant) -> EventReport {
         let budget = (self.config.ready_timeout + AFTER_READY_RESERVE).min(EVENT_HARD_BUDGET);
         let azure = self.client.with_deadline(started + budget);
-        let mut report = EventReport {
-            event_id: event.metadata.id.clone(),
-            event_type: event.metadata.event_type.clone(),
-            class: event.classification.label().to_owned(),
-            outcome: "done",
-            resource: None,
-            notes: Vec::new(),
-            pairs: Vec::new(),
-            registry_results: Vec::new(),
-            retry_reason: None,
-            azure_requests: 0,
-        };
+        let mut report = EventReport::new(
+            event.metadata.id.clone(),
+            event.metadata.event_type.clone(),
+            event.classification.label().to_owned(),
+        );
         let result = match &event.classification {
             Classification::Ignored { .. } => {
                 // The class already names the reason.
-                report.outcome = "ignored";
+                report.outcome = EventOutcome::Ignored;
                 Ok(())
             }
             Classification::ClusterWrite {
@@ -290,27 +266,10 @@ impl Engine {
                 Ok(())
             }
         };
-        if let Err(e) = result {
-            report.outcome = if e.is_transient() { "retry" } else { "failed" };
-            report.notes.push(e.to_string());
-            if e.is_transient() {
-                report.retry_reason = Some(e.to_string());
-            }
-        }
-        if report.outcome == "done"
-            && let Some(p) = report
-                .pairs
-                .iter()
-                .find(|p| p.status == PairStatus::Failed && is_transient_reason(p))
-        {
-            report.outcome = "retry";
-            report.retry_reason = Some(format!(
-                "transient failure on {} → {}: {}",
-                p.cluster_id.name(),
-                p.registry_id.name(),
-                p.reason.clone().unwrap_or_default()
-            ));
-        }
+        report.conclude(result.err().map(|e| RunFailure {
+            message: e.to_string(),
+            transient: e.is_transient(),
+        }));
         report.azure_requests = azure.requests_sent();
         report
     }
@@ -661,11 +620,10 @@ impl Engine {
                 };
                 if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
                     skipped += 1;
-                    outcomes[index] = ApplyOutcome::Failed {
-                        reason:
-                            "transient: not applied: the invocation's time budget was exhausted"
-                                .into(),
-                    };
+                    outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                        PairFailure::BUDGET_EXHAUSTED,
+                        "not applied: the invocation's time budget was exhausted",
+                    ));
                     continue;
                 }
                 let metrics = &self.metrics;
@@ -787,17 +745,14 @@ impl Engine {
             complete: true,
             unverified_pairs: 0,
             azure_requests: 0,
-            inventory_source: String::new(),
+            inventory: InventoryOutcome::Failed(String::new()),
         };
         match self.observe_and_plan(&azure, &subs).await {
             Ok((mut plan, observed, inventory)) => {
                 if mode == Mode::Audit {
                     plan = audit_only(plan);
                 }
-                report.inventory_source = match inventory.source {
-                    crate::azure::InventorySource::ResourceGraph => "resource_graph".into(),
-                    crate::azure::InventorySource::Arm => "arm".into(),
-                };
+                report.inventory = InventoryOutcome::Taken(inventory.source);
                 report.clusters = observed.clusters.iter().map(|c| c.id.clone()).collect();
                 report.registries = observed.registries.iter().map(|r| r.id.clone()).collect();
                 let (pairs, skipped) = self.apply(&azure, &plan, None).await;
@@ -811,7 +766,7 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(error = %e, error.type = e.kind(), "verification run could not inventory the scope");
                 report.complete = false;
-                report.inventory_source = format!("failed: {e}");
+                report.inventory = InventoryOutcome::Failed(e.to_string());
             }
         }
         report.azure_requests = azure.requests_sent();
@@ -821,7 +776,7 @@ impl Engine {
 }
 
 fn out_of_scope(report: &mut EventReport, id: &ResourceId) {
-    report.outcome = "ignored";
+    report.outcome = EventOutcome::Ignored;
     report.notes.push(format!(
         "subscription {} is not in AUTOATTACH_SUBSCRIPTIONS: out of scope",
         id.subscription_id()
@@ -838,12 +793,6 @@ pub fn audit_only(mut plan: Plan) -> Plan {
         }
     }
     plan
-}
-
-fn is_transient_reason(p: &PairResult) -> bool {
-    p.reason
-        .as_deref()
-        .is_some_and(|r| r.starts_with("transient:"))
 }
 
 async fn apply_item(azure: &ScopedClient, item: &PlanItem, metrics: &Metrics) -> ApplyOutcome {
@@ -872,29 +821,25 @@ async fn write_item(azure: &ScopedClient, item: &PlanItem) -> ApplyOutcome {
                     assignment_id: a.id,
                 },
                 Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
-                Err(e) => ApplyOutcome::Failed {
-                    reason: failure_reason(&e),
-                },
+                Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
             }
         }
         Action::Remove { assignment, .. } => {
             match azure.delete_role_assignment(&assignment.id).await {
                 Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => ApplyOutcome::Removed,
-                Err(e) => ApplyOutcome::Failed {
-                    reason: failure_reason(&e),
-                },
+                Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
             }
         }
         _ => ApplyOutcome::NotApplied,
     }
 }
 
-/// A failure reason that says whether retrying can help (the event path retries on `transient:`).
-fn failure_reason(e: &AzureError) -> String {
-    if e.is_transient() {
-        format!("transient: {e}")
-    } else {
-        format!("{}: {e}", e.kind())
+/// A failed write as the pair's typed failure: its kind (the metric label) and whether retrying can help.
+fn pair_failure(e: &AzureError) -> PairFailure {
+    PairFailure {
+        kind: e.kind(),
+        transient: e.is_transient(),
+        detail: e.to_string(),
     }
 }
 
@@ -927,17 +872,19 @@ async fn read_back(azure: &ScopedClient, plan: &Plan, outcomes: &mut [ApplyOutco
                     if let ApplyOutcome::Created { assignment_id } = &outcomes[index]
                         && !ids.contains(&assignment_id.to_ascii_lowercase())
                     {
-                        outcomes[index] = ApplyOutcome::Failed {
-                            reason: "transient: created, but not yet visible on read-back".into(),
-                        };
+                        outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                            PairFailure::NOT_VISIBLE,
+                            "created, but not yet visible on read-back",
+                        ));
                     }
                 }
             }
             Err(e) => {
                 for &index in indices {
-                    outcomes[index] = ApplyOutcome::Failed {
-                        reason: format!("transient: read-back failed: {e}"),
-                    };
+                    outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                        e.kind(),
+                        format!("read-back failed: {e}"),
+                    ));
                 }
             }
         }
