@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::azure::{
-    AssignmentFilter, AzureClient, AzureError, DeleteOutcome, InventoryOptions, NewAssignment,
-    PutOutcome, ScopedClient, Subscription,
+    AssignmentFilter, AzureClient, AzureConnect, AzureError, AzureOps, DeleteOutcome,
+    InventoryOptions, NewAssignment, PutOutcome, Subscription,
 };
 use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
 use crate::core::model::{
@@ -82,16 +82,17 @@ impl EngineError {
     }
 }
 
-/// The engine. Cheap to share: one per process.
-pub struct Engine {
+/// The engine. Cheap to share: one per process. `C` is the real [`AzureClient`] except in unit tests, which
+/// script a fake (`fake.rs`).
+pub struct Engine<C: AzureConnect = AzureClient> {
     config: Config,
-    client: AzureClient,
+    client: C,
     metrics: Metrics,
     subscriptions: Mutex<Option<(Instant, Vec<Subscription>)>>,
 }
 
-impl Engine {
-    pub fn new(config: Config, client: AzureClient) -> Self {
+impl<C: AzureConnect> Engine<C> {
+    pub fn new(config: Config, client: C) -> Self {
         Self {
             config,
             client,
@@ -111,7 +112,7 @@ impl Engine {
         &self.config
     }
 
-    pub fn client(&self) -> &AzureClient {
+    pub fn client(&self) -> &C {
         &self.client
     }
 
@@ -136,10 +137,7 @@ impl Engine {
     }
 
     /// Visible subscriptions, cached for [`SUBSCRIPTION_CACHE_TTL`].
-    async fn visible_subscriptions(
-        &self,
-        azure: &ScopedClient,
-    ) -> Result<Vec<Subscription>, AzureError> {
+    async fn visible_subscriptions(&self, azure: &C::Ops) -> Result<Vec<Subscription>, AzureError> {
         if let Some((at, subs)) = self.lock_subscriptions().as_ref()
             && at.elapsed() < SUBSCRIPTION_CACHE_TTL
         {
@@ -162,7 +160,7 @@ impl Engine {
     /// subscription's tenant.
     async fn scope(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
     ) -> Result<(Vec<String>, HashMap<String, String>), AzureError> {
         let subs = self.visible_subscriptions(azure).await?;
         let tenants: HashMap<String, String> = subs
@@ -177,14 +175,6 @@ impl Engine {
         Ok((scope, tenants))
     }
 
-    async fn handler_tenant(&self, azure: &ScopedClient) -> Option<String> {
-        self.client
-            .identity(azure.deadline())
-            .await
-            .ok()
-            .and_then(|c| c.tenant_id)
-    }
-
     // -----------------------------------------------------------------------------------------------------
     // Events
     // -----------------------------------------------------------------------------------------------------
@@ -192,7 +182,7 @@ impl Engine {
     /// Handles one classified event, starting the clock at `started` (the invocation's arrival).
     pub async fn handle_event(&self, event: &ClassifiedEvent, started: Instant) -> EventReport {
         let budget = (self.config.ready_timeout + AFTER_READY_RESERVE).min(EVENT_HARD_BUDGET);
-        let azure = self.client.with_deadline(started + budget);
+        let azure = self.client.until(started + budget);
         let mut report = EventReport::new(
             event.metadata.id.clone(),
             event.metadata.event_type.clone(),
@@ -278,7 +268,7 @@ impl Engine {
     /// readiness budget is spent.
     async fn wait_ready(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         body: Option<&serde_json::Value>,
         started: Instant,
@@ -312,7 +302,7 @@ impl Engine {
 
     async fn on_cluster_write(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         body: Option<&serde_json::Value>,
         meta: &EventMetadata,
@@ -367,7 +357,7 @@ impl Engine {
 
     async fn on_registry_write(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         body: Option<&serde_json::Value>,
         meta: &EventMetadata,
@@ -429,7 +419,7 @@ impl Engine {
 
     async fn on_cluster_delete(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         meta: &EventMetadata,
         started: Instant,
@@ -486,7 +476,7 @@ impl Engine {
     /// Tagged registries in `scope` (ARM lists, one per subscription: always current, unlike Resource Graph).
     async fn tagged_registries(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         scope: &[String],
     ) -> Result<Vec<Registry>, AzureError> {
         let lists = scope.iter().map(|s| azure.list_registries(s));
@@ -504,7 +494,7 @@ impl Engine {
     /// The principal that must hold access; a service-principal cluster's object id comes from Graph.
     async fn resolve_principal(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         cluster: &Cluster,
         observed: &mut Observed,
     ) -> Result<Option<String>, AzureError> {
@@ -543,7 +533,7 @@ impl Engine {
     /// Definitions of roles referenced by `assignments` whose pull semantics are not known by GUID.
     async fn custom_roles(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         assignments: &[RoleAssignment],
         notes: &mut Vec<String>,
     ) -> Result<HashMap<String, RoleDefinition>, AzureError> {
@@ -574,13 +564,13 @@ impl Engine {
 
     async fn plan_apply_report(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         observed: Observed,
         inventory: Inventory,
         meta: &EventMetadata,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
-        let handler_tenant = self.handler_tenant(azure).await;
+        let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(&observed, &self.plan_settings(inventory, handler_tenant));
         if plan.items.is_empty() && plan.registry_results.is_empty() {
             report.notes.push("no registry selects this cluster".into());
@@ -599,7 +589,7 @@ impl Engine {
     /// created, and returns one result per item plus how many writes were skipped for lack of time.
     pub async fn apply(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         plan: &Plan,
         event_time: Option<OffsetDateTime>,
     ) -> (Vec<PairResult>, usize) {
@@ -668,7 +658,7 @@ impl Engine {
     /// Inventories the scope and plans, without writing anything.
     pub async fn observe_and_plan(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         subscriptions: &[String],
     ) -> Result<(Plan, Observed, crate::azure::Inventory), EngineError> {
         // The (cached) subscription list gives the tenants and, when no subscription is named, the scope, so
@@ -708,7 +698,7 @@ impl Engine {
             subscription_tenants: tenants,
             management_groups: HashMap::new(),
         };
-        let handler_tenant = self.handler_tenant(azure).await;
+        let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(
             &observed,
             &self.plan_settings(Inventory::Full, handler_tenant),
@@ -725,7 +715,7 @@ impl Engine {
     ) -> VerificationReport {
         let started = Instant::now();
         let started_at = OffsetDateTime::now_utc();
-        let azure = self.client.with_deadline(started + budget);
+        let azure = self.client.until(started + budget);
         let subs: Vec<String> = if subscriptions.is_empty() {
             self.config.subscriptions.clone()
         } else {
@@ -795,7 +785,7 @@ pub fn audit_only(mut plan: Plan) -> Plan {
     plan
 }
 
-async fn apply_item(azure: &ScopedClient, item: &PlanItem, metrics: &Metrics) -> ApplyOutcome {
+async fn apply_item<A: AzureOps>(azure: &A, item: &PlanItem, metrics: &Metrics) -> ApplyOutcome {
     let outcome = write_item(azure, item).await;
     if let Some(role) = item.role {
         let label = match (&item.action, &outcome) {
@@ -812,7 +802,7 @@ async fn apply_item(azure: &ScopedClient, item: &PlanItem, metrics: &Metrics) ->
     outcome
 }
 
-async fn write_item(azure: &ScopedClient, item: &PlanItem) -> ApplyOutcome {
+async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
     match &item.action {
         Action::Create(spec) => {
             let new = NewAssignment::from(spec);
@@ -845,7 +835,7 @@ fn pair_failure(e: &AzureError) -> PairFailure {
 
 /// Confirms every created assignment through a fresh ARM read: one list per registry written to (at scope),
 /// so the read-back grows with the writes, never with the pairs observed.
-async fn read_back(azure: &ScopedClient, plan: &Plan, outcomes: &mut [ApplyOutcome]) {
+async fn read_back<A: AzureOps>(azure: &A, plan: &Plan, outcomes: &mut [ApplyOutcome]) {
     let mut by_registry: HashMap<&ResourceId, Vec<usize>> = HashMap::new();
     for (index, outcome) in outcomes.iter().enumerate() {
         if matches!(outcome, ApplyOutcome::Created { .. }) {
