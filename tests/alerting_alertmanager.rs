@@ -41,6 +41,7 @@ fn pair(c: &str, r: &str, status: PairStatus, reason: &str) -> PairResult {
         reason: Some(reason.to_owned()),
         assignment_id: None,
         latency_seconds: None,
+        failure: None,
     }
 }
 

@@ -909,13 +909,21 @@ fn results_map_outcomes_to_statuses() {
     );
     let failed = result_for(
         &item,
-        &ApplyOutcome::Failed {
-            reason: "403 AuthorizationFailed".into(),
-        },
+        &ApplyOutcome::Failed(acr_autoattach::core::model::PairFailure::permanent(
+            "forbidden",
+            "403 AuthorizationFailed",
+        )),
     );
     assert_eq!(
         (failed.status, failed.reason.as_deref()),
-        (PairStatus::Failed, Some("403 AuthorizationFailed"))
+        (
+            PairStatus::Failed,
+            Some("forbidden: 403 AuthorizationFailed")
+        )
+    );
+    assert_eq!(
+        failed.failure.map(|f| (f.kind, f.transient)),
+        Some(("forbidden", false))
     );
     assert_eq!(
         result_for(&item, &ApplyOutcome::NotApplied).status,

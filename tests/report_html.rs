@@ -109,6 +109,7 @@ fn fixture() -> VerificationReport {
                 reason,
                 assignment_id: None,
                 latency_seconds: None,
+                failure: None,
             });
         }
     }
@@ -127,7 +128,9 @@ fn fixture() -> VerificationReport {
         complete: false,
         unverified_pairs: 37,
         azure_requests: 173,
-        inventory_source: "resource_graph".into(),
+        inventory: acr_autoattach::core::model::InventoryOutcome::Taken(
+            acr_autoattach::core::model::InventorySource::ResourceGraph,
+        ),
     }
 }
 

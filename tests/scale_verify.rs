@@ -196,7 +196,7 @@ async fn figures(clusters: usize) -> Figures {
         ("audit, ARM lists", &arm_only),
     ] {
         let (report, run) = measured(&emu, engine, Mode::Audit).await;
-        assert!(report.complete, "{}", report.inventory_source);
+        assert!(report.complete, "{}", report.inventory);
         assert_eq!(count(&report, PairStatus::Missing), pairs);
         runs.push((label, run));
         missing = report.pairs;
@@ -216,7 +216,7 @@ async fn figures(clusters: usize) -> Figures {
         ("enforce, steady, ARM lists", &arm_only),
     ] {
         let (report, steady) = measured(&emu, engine, Mode::Enforce).await;
-        assert!(report.complete, "{}", report.inventory_source);
+        assert!(report.complete, "{}", report.inventory);
         assert_eq!(count(&report, PairStatus::Compliant), pairs);
         assert!(
             !steady.by_operation.contains("PUT"),

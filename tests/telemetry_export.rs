@@ -15,8 +15,8 @@ use acr_autoattach::core::model::{
     PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus, ResourceId,
 };
 use acr_autoattach::telemetry::{
-    self, AssignmentOutcome, EventOutcome, Metrics, ProcessInfo, RunOutcomeLabel, TelemetryConfig,
-    TelemetryGuard, Trigger, metrics as names,
+    self, AssignmentOutcome, EventOutcomeLabel, Metrics, ProcessInfo, RunOutcomeLabel,
+    TelemetryConfig, TelemetryGuard, Trigger, metrics as names,
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
@@ -87,6 +87,7 @@ fn pair(
         reason: reason.map(str::to_owned),
         assignment_id: None,
         latency_seconds: latency,
+        failure: None,
     }
 }
 
@@ -111,7 +112,7 @@ fn run_scenario(guard: &TelemetryGuard, planted_url_secret: Option<&str>) -> Sce
         let _e = inv.enter();
         m.record_event(
             "Microsoft.Resources.ResourceWriteSuccess",
-            EventOutcome::Processed,
+            EventOutcomeLabel::Processed,
         );
         let url = match planted_url_secret {
             Some(s) => format!(

@@ -15,12 +15,7 @@ use super::resource_graph::queries;
 use super::wire::{self, Subscription};
 use crate::core::model::{Cluster, ClusterPrincipal, Registry, RoleAssignment, RoleDefinition};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InventorySource {
-    ResourceGraph,
-    Arm,
-}
+pub use crate::core::model::InventorySource;
 
 #[derive(Debug, Clone)]
 pub struct InventoryOptions {

@@ -12,6 +12,7 @@ pub mod error;
 mod graph;
 pub mod http;
 pub mod inventory;
+pub mod ops;
 pub mod ratelimit;
 pub mod resource_graph;
 pub mod retry;
@@ -32,6 +33,7 @@ pub use arm::{AssignmentFilter, DeleteOutcome, NewAssignment, PutOutcome, api_ve
 pub use error::AzureError;
 pub use http::{ClientStats, Operation, RequestContext, RequestObserver};
 pub use inventory::{Inventory, InventoryOptions, InventorySource};
+pub use ops::{AzureConnect, AzureOps};
 pub use ratelimit::{BucketSpec, RateLimits, WindowSpec};
 pub use retry::RetryPolicy;
 pub use token::{

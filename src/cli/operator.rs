@@ -242,7 +242,7 @@ pub async fn run_verify(args: &VerifyArgs, env: &dyn Env) -> Result<u8, Operator
         .await;
     progress.finish().await;
     eprintln!("{}", summary_line(&report));
-    if let Some(reason) = report.inventory_source.strip_prefix("failed: ") {
+    if let Some(reason) = report.inventory.failure() {
         return Err(OperatorError::Inventory(reason.to_owned()));
     }
     let rendered = match args.output {
@@ -303,7 +303,7 @@ fn summary_line(report: &VerificationReport) -> String {
         },
         report.duration_seconds,
         report.azure_requests,
-        report.inventory_source,
+        report.inventory,
     )
 }
 
@@ -372,10 +372,7 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
         complete: skipped == 0,
         unverified_pairs: skipped,
         azure_requests: azure.requests_sent(),
-        inventory_source: match inventory.source {
-            crate::azure::InventorySource::ResourceGraph => "resource_graph".into(),
-            crate::azure::InventorySource::Arm => "arm".into(),
-        },
+        inventory: crate::core::model::InventoryOutcome::Taken(inventory.source),
     };
     println!("results:");
     print!("{}", report::render_table(&report));

@@ -510,7 +510,7 @@ pub fn render_html(report: &VerificationReport) -> String {
         axes.registries.len(),
         report.duration_seconds,
         report.azure_requests,
-        escape_html(&report.inventory_source),
+        escape_html(&report.inventory.to_string()),
     );
 
     // Summary counts, which double as the legend.
@@ -743,6 +743,7 @@ mod tests {
             reason: reason.map(str::to_owned),
             assignment_id: None,
             latency_seconds: None,
+            failure: None,
         }
     }
 
@@ -763,7 +764,9 @@ mod tests {
             complete: true,
             unverified_pairs: 0,
             azure_requests: 42,
-            inventory_source: "resource_graph".into(),
+            inventory: crate::core::model::InventoryOutcome::Taken(
+                crate::core::model::InventorySource::ResourceGraph,
+            ),
         }
     }
 
@@ -944,7 +947,7 @@ mod tests {
             status: RegistryStatus::InvalidSelector,
             reason: "<script>alert(3)</script>".into(),
         });
-        r.inventory_source = "<i>arm</i>".into();
+        r.inventory = crate::core::model::InventoryOutcome::Failed("<i>arm</i>".into());
         r.started_at = "</title><script>alert(4)</script>".into();
         let h = render_html(&r);
         assert!(!h.contains("<script"), "no script element can be injected");

@@ -397,6 +397,7 @@ mod tests {
             reason: Some(format!("{c}/{r} is {status}")),
             assignment_id: None,
             latency_seconds: None,
+            failure: None,
         }
     }
     fn run<'a>(

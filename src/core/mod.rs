@@ -8,6 +8,7 @@ pub mod explain;
 pub(crate) mod fixtures;
 pub mod model;
 pub mod ncrontab;
+pub mod outcome;
 pub mod planner;
 pub mod roles;
 pub mod selector;

@@ -497,6 +497,53 @@ pub struct PairResult {
     pub assignment_id: Option<String>,
     /// Seconds from the triggering event's time to the verified attach (event path only).
     pub latency_seconds: Option<f64>,
+    /// Why the pair failed, typed (the human text is `reason`). In-process only: the JSON shape is unchanged.
+    #[serde(skip)]
+    pub failure: Option<PairFailure>,
+}
+
+/// A pair's failed write or read-back: the error kind (the metric label, e.g. `forbidden`, `throttled`) and
+/// whether retrying can help. The event path retries an invocation whose pair failed transiently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairFailure {
+    pub kind: &'static str,
+    pub transient: bool,
+    /// What happened, for people.
+    pub detail: String,
+}
+
+impl PairFailure {
+    /// The kind of a failure that is not an Azure error: the write was not sent before the deadline.
+    pub const BUDGET_EXHAUSTED: &'static str = "budget_exhausted";
+    /// The kind of a created assignment that a fresh read did not show yet.
+    pub const NOT_VISIBLE: &'static str = "not_visible";
+
+    /// A failure retrying can help with.
+    pub fn transient(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            transient: true,
+            detail: detail.into(),
+        }
+    }
+
+    /// A failure retrying cannot help with.
+    pub fn permanent(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            transient: false,
+            detail: detail.into(),
+        }
+    }
+
+    /// The pair's `reason` text: `transient: …` or `<kind>: …` (the wording reports and logs have always had).
+    pub fn reason(&self) -> String {
+        if self.transient {
+            format!("transient: {}", self.detail)
+        } else {
+            format!("{}: {}", self.kind, self.detail)
+        }
+    }
 }
 
 /// Per-registry verification results.
@@ -649,8 +696,76 @@ pub struct VerificationReport {
     pub unverified_pairs: usize,
     /// Azure requests the run made.
     pub azure_requests: u64,
-    /// Where the inventory came from (`resource_graph` or `arm`).
-    pub inventory_source: String,
+    /// Where the inventory came from, or why it could not be taken. Serialised as `inventory_source`:
+    /// `resource_graph`, `arm` or `failed: <reason>`.
+    #[serde(rename = "inventory_source")]
+    pub inventory: InventoryOutcome,
+}
+
+/// Where a run's inventory came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventorySource {
+    ResourceGraph,
+    Arm,
+}
+
+impl InventorySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResourceGraph => "resource_graph",
+            Self::Arm => "arm",
+        }
+    }
+}
+
+/// How a verification run's inventory went: taken from a source, or failed (then the run verified nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InventoryOutcome {
+    Taken(InventorySource),
+    Failed(String),
+}
+
+impl InventoryOutcome {
+    /// Why the inventory failed, when it did.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Self::Taken(_) => None,
+            Self::Failed(reason) => Some(reason),
+        }
+    }
+}
+
+impl fmt::Display for InventoryOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Taken(source) => f.write_str(source.as_str()),
+            Self::Failed(reason) => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+impl Serialize for InventoryOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for InventoryOutcome {
+    /// The inverse of the serialised form (reports read back from JSON): the one place that reads the text.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "resource_graph" => Ok(Self::Taken(InventorySource::ResourceGraph)),
+            "arm" => Ok(Self::Taken(InventorySource::Arm)),
+            other => match other.strip_prefix("failed: ") {
+                Some(reason) => Ok(Self::Failed(reason.to_owned())),
+                None => Err(serde::de::Error::custom(format!(
+                    "unknown inventory source {other:?}"
+                ))),
+            },
+        }
+    }
 }
 
 impl VerificationReport {

@@ -29,8 +29,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::core::model::{
-    Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, PullRole, Registry, RegistryResult,
-    RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
+    Cluster, ClusterPrincipal, Mode, PairFailure, PairResult, PairStatus, PullRole, Registry,
+    RegistryResult, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
     assignment_name, ownership_description, role_guid,
 };
 use crate::core::roles;
@@ -911,13 +911,13 @@ pub enum ApplyOutcome {
     /// The DELETE succeeded (or the assignment was already gone).
     Removed,
     /// The write or its read-back failed.
-    Failed { reason: String },
+    Failed(PairFailure),
 }
 
 /// The verification result of an item after apply. Latency is left for the caller (it owns the clock).
 pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
     let (status, reason, assignment_id) = match (&item.action, outcome) {
-        (_, ApplyOutcome::Failed { reason }) => (PairStatus::Failed, Some(reason.clone()), None),
+        (_, ApplyOutcome::Failed(failure)) => (PairStatus::Failed, Some(failure.reason()), None),
         (Action::AlreadyCovered { assignment_id, how }, _) => (
             PairStatus::Compliant,
             Some(format!("covered by {how}")),
@@ -969,5 +969,9 @@ pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
         reason,
         assignment_id,
         latency_seconds: None,
+        failure: match outcome {
+            ApplyOutcome::Failed(failure) => Some(failure.clone()),
+            _ => None,
+        },
     }
 }

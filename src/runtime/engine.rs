@@ -19,20 +19,21 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::azure::{
-    AssignmentFilter, AzureClient, AzureError, DeleteOutcome, InventoryOptions, NewAssignment,
-    PutOutcome, ScopedClient, Subscription,
+    AssignmentFilter, AzureClient, AzureConnect, AzureError, AzureOps, DeleteOutcome,
+    InventoryOptions, NewAssignment, PutOutcome, Subscription,
 };
 use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
 use crate::core::model::{
-    Cluster, ClusterPrincipal, Mode, PairResult, PairStatus, Registry, RegistryResult, ResourceId,
-    RoleAssignment, RoleDefinition, VerificationReport,
+    Cluster, ClusterPrincipal, InventoryOutcome, Mode, PairFailure, PairResult, PairStatus,
+    Registry, ResourceId, RoleAssignment, RoleDefinition, VerificationReport,
 };
+use crate::core::outcome::RunFailure;
+pub use crate::core::outcome::{EventOutcome, EventReport};
 use crate::core::planner::{
     self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
 };
@@ -81,34 +82,17 @@ impl EngineError {
     }
 }
 
-/// What one event led to.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventReport {
-    pub event_id: String,
-    pub event_type: String,
-    /// `cluster_write`, `registry_write`, …, or the ignore reason.
-    pub class: String,
-    /// `ignored`, `done`, `retry` (the invocation must fail so Event Grid redelivers) or `failed`.
-    pub outcome: &'static str,
-    pub resource: Option<String>,
-    pub notes: Vec<String>,
-    pub pairs: Vec<PairResult>,
-    pub registry_results: Vec<RegistryResult>,
-    /// Why the invocation must be retried, when it must.
-    pub retry_reason: Option<String>,
-    pub azure_requests: u64,
-}
-
-/// The engine. Cheap to share: one per process.
-pub struct Engine {
+/// The engine. Cheap to share: one per process. `C` is the real [`AzureClient`] except in unit tests, which
+/// script a fake (`fake.rs`).
+pub struct Engine<C: AzureConnect = AzureClient> {
     config: Config,
-    client: AzureClient,
+    client: C,
     metrics: Metrics,
     subscriptions: Mutex<Option<(Instant, Vec<Subscription>)>>,
 }
 
-impl Engine {
-    pub fn new(config: Config, client: AzureClient) -> Self {
+impl<C: AzureConnect> Engine<C> {
+    pub fn new(config: Config, client: C) -> Self {
         Self {
             config,
             client,
@@ -128,7 +112,7 @@ impl Engine {
         &self.config
     }
 
-    pub fn client(&self) -> &AzureClient {
+    pub fn client(&self) -> &C {
         &self.client
     }
 
@@ -153,10 +137,7 @@ impl Engine {
     }
 
     /// Visible subscriptions, cached for [`SUBSCRIPTION_CACHE_TTL`].
-    async fn visible_subscriptions(
-        &self,
-        azure: &ScopedClient,
-    ) -> Result<Vec<Subscription>, AzureError> {
+    async fn visible_subscriptions(&self, azure: &C::Ops) -> Result<Vec<Subscription>, AzureError> {
         if let Some((at, subs)) = self.lock_subscriptions().as_ref()
             && at.elapsed() < SUBSCRIPTION_CACHE_TTL
         {
@@ -179,7 +160,7 @@ impl Engine {
     /// subscription's tenant.
     async fn scope(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
     ) -> Result<(Vec<String>, HashMap<String, String>), AzureError> {
         let subs = self.visible_subscriptions(azure).await?;
         let tenants: HashMap<String, String> = subs
@@ -194,14 +175,6 @@ impl Engine {
         Ok((scope, tenants))
     }
 
-    async fn handler_tenant(&self, azure: &ScopedClient) -> Option<String> {
-        self.client
-            .identity(azure.deadline())
-            .await
-            .ok()
-            .and_then(|c| c.tenant_id)
-    }
-
     // -----------------------------------------------------------------------------------------------------
     // Events
     // -----------------------------------------------------------------------------------------------------
@@ -209,23 +182,16 @@ impl Engine {
     /// Handles one classified event, starting the clock at `started` (the invocation's arrival).
     pub async fn handle_event(&self, event: &ClassifiedEvent, started: Instant) -> EventReport {
         let budget = (self.config.ready_timeout + AFTER_READY_RESERVE).min(EVENT_HARD_BUDGET);
-        let azure = self.client.with_deadline(started + budget);
-        let mut report = EventReport {
-            event_id: event.metadata.id.clone(),
-            event_type: event.metadata.event_type.clone(),
-            class: event.classification.label().to_owned(),
-            outcome: "done",
-            resource: None,
-            notes: Vec::new(),
-            pairs: Vec::new(),
-            registry_results: Vec::new(),
-            retry_reason: None,
-            azure_requests: 0,
-        };
+        let azure = self.client.until(started + budget);
+        let mut report = EventReport::new(
+            event.metadata.id.clone(),
+            event.metadata.event_type.clone(),
+            event.classification.label().to_owned(),
+        );
         let result = match &event.classification {
             Classification::Ignored { .. } => {
                 // The class already names the reason.
-                report.outcome = "ignored";
+                report.outcome = EventOutcome::Ignored;
                 Ok(())
             }
             Classification::ClusterWrite {
@@ -290,27 +256,10 @@ impl Engine {
                 Ok(())
             }
         };
-        if let Err(e) = result {
-            report.outcome = if e.is_transient() { "retry" } else { "failed" };
-            report.notes.push(e.to_string());
-            if e.is_transient() {
-                report.retry_reason = Some(e.to_string());
-            }
-        }
-        if report.outcome == "done"
-            && let Some(p) = report
-                .pairs
-                .iter()
-                .find(|p| p.status == PairStatus::Failed && is_transient_reason(p))
-        {
-            report.outcome = "retry";
-            report.retry_reason = Some(format!(
-                "transient failure on {} → {}: {}",
-                p.cluster_id.name(),
-                p.registry_id.name(),
-                p.reason.clone().unwrap_or_default()
-            ));
-        }
+        report.conclude(result.err().map(|e| RunFailure {
+            message: e.to_string(),
+            transient: e.is_transient(),
+        }));
         report.azure_requests = azure.requests_sent();
         report
     }
@@ -319,7 +268,7 @@ impl Engine {
     /// readiness budget is spent.
     async fn wait_ready(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         body: Option<&serde_json::Value>,
         started: Instant,
@@ -353,7 +302,7 @@ impl Engine {
 
     async fn on_cluster_write(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         body: Option<&serde_json::Value>,
         meta: &EventMetadata,
@@ -408,7 +357,7 @@ impl Engine {
 
     async fn on_registry_write(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         body: Option<&serde_json::Value>,
         meta: &EventMetadata,
@@ -470,7 +419,7 @@ impl Engine {
 
     async fn on_cluster_delete(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         id: &ResourceId,
         meta: &EventMetadata,
         started: Instant,
@@ -527,7 +476,7 @@ impl Engine {
     /// Tagged registries in `scope` (ARM lists, one per subscription: always current, unlike Resource Graph).
     async fn tagged_registries(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         scope: &[String],
     ) -> Result<Vec<Registry>, AzureError> {
         let lists = scope.iter().map(|s| azure.list_registries(s));
@@ -545,7 +494,7 @@ impl Engine {
     /// The principal that must hold access; a service-principal cluster's object id comes from Graph.
     async fn resolve_principal(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         cluster: &Cluster,
         observed: &mut Observed,
     ) -> Result<Option<String>, AzureError> {
@@ -584,7 +533,7 @@ impl Engine {
     /// Definitions of roles referenced by `assignments` whose pull semantics are not known by GUID.
     async fn custom_roles(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         assignments: &[RoleAssignment],
         notes: &mut Vec<String>,
     ) -> Result<HashMap<String, RoleDefinition>, AzureError> {
@@ -615,13 +564,13 @@ impl Engine {
 
     async fn plan_apply_report(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         observed: Observed,
         inventory: Inventory,
         meta: &EventMetadata,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
-        let handler_tenant = self.handler_tenant(azure).await;
+        let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(&observed, &self.plan_settings(inventory, handler_tenant));
         if plan.items.is_empty() && plan.registry_results.is_empty() {
             report.notes.push("no registry selects this cluster".into());
@@ -640,7 +589,7 @@ impl Engine {
     /// created, and returns one result per item plus how many writes were skipped for lack of time.
     pub async fn apply(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         plan: &Plan,
         event_time: Option<OffsetDateTime>,
     ) -> (Vec<PairResult>, usize) {
@@ -661,11 +610,10 @@ impl Engine {
                 };
                 if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
                     skipped += 1;
-                    outcomes[index] = ApplyOutcome::Failed {
-                        reason:
-                            "transient: not applied: the invocation's time budget was exhausted"
-                                .into(),
-                    };
+                    outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                        PairFailure::BUDGET_EXHAUSTED,
+                        "not applied: the invocation's time budget was exhausted",
+                    ));
                     continue;
                 }
                 let metrics = &self.metrics;
@@ -710,7 +658,7 @@ impl Engine {
     /// Inventories the scope and plans, without writing anything.
     pub async fn observe_and_plan(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         subscriptions: &[String],
     ) -> Result<(Plan, Observed, crate::azure::Inventory), EngineError> {
         // The (cached) subscription list gives the tenants and, when no subscription is named, the scope, so
@@ -750,7 +698,7 @@ impl Engine {
             subscription_tenants: tenants,
             management_groups: HashMap::new(),
         };
-        let handler_tenant = self.handler_tenant(azure).await;
+        let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(
             &observed,
             &self.plan_settings(Inventory::Full, handler_tenant),
@@ -767,7 +715,7 @@ impl Engine {
     ) -> VerificationReport {
         let started = Instant::now();
         let started_at = OffsetDateTime::now_utc();
-        let azure = self.client.with_deadline(started + budget);
+        let azure = self.client.until(started + budget);
         let subs: Vec<String> = if subscriptions.is_empty() {
             self.config.subscriptions.clone()
         } else {
@@ -787,17 +735,14 @@ impl Engine {
             complete: true,
             unverified_pairs: 0,
             azure_requests: 0,
-            inventory_source: String::new(),
+            inventory: InventoryOutcome::Failed(String::new()),
         };
         match self.observe_and_plan(&azure, &subs).await {
             Ok((mut plan, observed, inventory)) => {
                 if mode == Mode::Audit {
                     plan = audit_only(plan);
                 }
-                report.inventory_source = match inventory.source {
-                    crate::azure::InventorySource::ResourceGraph => "resource_graph".into(),
-                    crate::azure::InventorySource::Arm => "arm".into(),
-                };
+                report.inventory = InventoryOutcome::Taken(inventory.source);
                 report.clusters = observed.clusters.iter().map(|c| c.id.clone()).collect();
                 report.registries = observed.registries.iter().map(|r| r.id.clone()).collect();
                 let (pairs, skipped) = self.apply(&azure, &plan, None).await;
@@ -811,7 +756,7 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(error = %e, error.type = e.kind(), "verification run could not inventory the scope");
                 report.complete = false;
-                report.inventory_source = format!("failed: {e}");
+                report.inventory = InventoryOutcome::Failed(e.to_string());
             }
         }
         report.azure_requests = azure.requests_sent();
@@ -821,7 +766,7 @@ impl Engine {
 }
 
 fn out_of_scope(report: &mut EventReport, id: &ResourceId) {
-    report.outcome = "ignored";
+    report.outcome = EventOutcome::Ignored;
     report.notes.push(format!(
         "subscription {} is not in AUTOATTACH_SUBSCRIPTIONS: out of scope",
         id.subscription_id()
@@ -840,13 +785,7 @@ pub fn audit_only(mut plan: Plan) -> Plan {
     plan
 }
 
-fn is_transient_reason(p: &PairResult) -> bool {
-    p.reason
-        .as_deref()
-        .is_some_and(|r| r.starts_with("transient:"))
-}
-
-async fn apply_item(azure: &ScopedClient, item: &PlanItem, metrics: &Metrics) -> ApplyOutcome {
+async fn apply_item<A: AzureOps>(azure: &A, item: &PlanItem, metrics: &Metrics) -> ApplyOutcome {
     let outcome = write_item(azure, item).await;
     if let Some(role) = item.role {
         let label = match (&item.action, &outcome) {
@@ -863,7 +802,7 @@ async fn apply_item(azure: &ScopedClient, item: &PlanItem, metrics: &Metrics) ->
     outcome
 }
 
-async fn write_item(azure: &ScopedClient, item: &PlanItem) -> ApplyOutcome {
+async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
     match &item.action {
         Action::Create(spec) => {
             let new = NewAssignment::from(spec);
@@ -872,35 +811,31 @@ async fn write_item(azure: &ScopedClient, item: &PlanItem) -> ApplyOutcome {
                     assignment_id: a.id,
                 },
                 Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
-                Err(e) => ApplyOutcome::Failed {
-                    reason: failure_reason(&e),
-                },
+                Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
             }
         }
         Action::Remove { assignment, .. } => {
             match azure.delete_role_assignment(&assignment.id).await {
                 Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => ApplyOutcome::Removed,
-                Err(e) => ApplyOutcome::Failed {
-                    reason: failure_reason(&e),
-                },
+                Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
             }
         }
         _ => ApplyOutcome::NotApplied,
     }
 }
 
-/// A failure reason that says whether retrying can help (the event path retries on `transient:`).
-fn failure_reason(e: &AzureError) -> String {
-    if e.is_transient() {
-        format!("transient: {e}")
-    } else {
-        format!("{}: {e}", e.kind())
+/// A failed write as the pair's typed failure: its kind (the metric label) and whether retrying can help.
+fn pair_failure(e: &AzureError) -> PairFailure {
+    PairFailure {
+        kind: e.kind(),
+        transient: e.is_transient(),
+        detail: e.to_string(),
     }
 }
 
 /// Confirms every created assignment through a fresh ARM read: one list per registry written to (at scope),
 /// so the read-back grows with the writes, never with the pairs observed.
-async fn read_back(azure: &ScopedClient, plan: &Plan, outcomes: &mut [ApplyOutcome]) {
+async fn read_back<A: AzureOps>(azure: &A, plan: &Plan, outcomes: &mut [ApplyOutcome]) {
     let mut by_registry: HashMap<&ResourceId, Vec<usize>> = HashMap::new();
     for (index, outcome) in outcomes.iter().enumerate() {
         if matches!(outcome, ApplyOutcome::Created { .. }) {
@@ -927,17 +862,19 @@ async fn read_back(azure: &ScopedClient, plan: &Plan, outcomes: &mut [ApplyOutco
                     if let ApplyOutcome::Created { assignment_id } = &outcomes[index]
                         && !ids.contains(&assignment_id.to_ascii_lowercase())
                     {
-                        outcomes[index] = ApplyOutcome::Failed {
-                            reason: "transient: created, but not yet visible on read-back".into(),
-                        };
+                        outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                            PairFailure::NOT_VISIBLE,
+                            "created, but not yet visible on read-back",
+                        ));
                     }
                 }
             }
             Err(e) => {
                 for &index in indices {
-                    outcomes[index] = ApplyOutcome::Failed {
-                        reason: format!("transient: read-back failed: {e}"),
-                    };
+                    outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                        e.kind(),
+                        format!("read-back failed: {e}"),
+                    ));
                 }
             }
         }

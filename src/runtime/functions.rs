@@ -15,14 +15,15 @@ use crate::azure::RequestObserver;
 use crate::core::alerts::{AlertRun, AzureFailureCount};
 use crate::core::events::{self, EventRejection};
 use crate::core::model::{PairResult, RegistryResult, VerificationReport};
+use crate::core::outcome::{Answer, EventOutcome, EventReport, answer};
 use crate::runtime::alerting::{Alerter, AzureFailureTally};
 use crate::runtime::config::Config;
 use crate::runtime::contract::{
     FunctionName, Functions, Invocation, InvocationAnswer, InvocationFailure,
 };
-use crate::runtime::engine::{Engine, EventReport};
+use crate::runtime::engine::Engine;
 use crate::telemetry::{
-    EventOutcome, Metrics, RunOutcomeLabel, TelemetryGuard, Trigger, invocation_span,
+    EventOutcomeLabel, Metrics, RunOutcomeLabel, TelemetryGuard, Trigger, invocation_span,
 };
 
 /// The most per-pair lines one answer's `Logs` carries; the rest are counted (every result still reaches
@@ -240,7 +241,7 @@ impl Handler {
         }
         self.alert(invocation, &reports).await;
         let return_value = json!({"events": reports, "rejections": rejections});
-        if let Some(retry) = reports.iter().find_map(|r| r.retry_reason.clone()) {
+        if let Answer::Retry { reason: retry } = answer(&reports) {
             tracing::warn!(invocation_id = %invocation.invocation_id, reason = %retry, "invocation fails so Event Grid retries");
             return Err(InvocationFailure {
                 reason: retry,
@@ -330,17 +331,15 @@ impl Handler {
         for registry in &report.registry_results {
             self.record_registry(registry, &invocation.invocation_id);
         }
-        metrics.record_run(
-            if !report.inventory_source.starts_with("failed") && report.complete {
-                if report.all_compliant() {
-                    RunOutcomeLabel::Healthy
-                } else {
-                    RunOutcomeLabel::Unhealthy
-                }
+        metrics.record_run(if report.inventory.failure().is_none() && report.complete {
+            if report.all_compliant() {
+                RunOutcomeLabel::Healthy
             } else {
-                RunOutcomeLabel::Failed
-            },
-        );
+                RunOutcomeLabel::Unhealthy
+            }
+        } else {
+            RunOutcomeLabel::Failed
+        });
         if let Some(alerter) = &self.observability.alerter {
             let azure_failures = take_azure_failures();
             let run = AlertRun::from_report(
@@ -373,11 +372,11 @@ impl Handler {
     }
 }
 
-fn event_outcome(report: &EventReport) -> EventOutcome {
+fn event_outcome(report: &EventReport) -> EventOutcomeLabel {
     match report.outcome {
-        "ignored" => EventOutcome::Ignored,
-        "retry" => EventOutcome::Retried,
-        _ => EventOutcome::Processed,
+        EventOutcome::Ignored => EventOutcomeLabel::Ignored,
+        EventOutcome::Retry => EventOutcomeLabel::Retried,
+        EventOutcome::Done | EventOutcome::Failed => EventOutcomeLabel::Processed,
     }
 }
 
@@ -445,7 +444,7 @@ fn summary_line(report: &VerificationReport) -> String {
         report.registry_results.len(),
         report.azure_requests,
         report.duration_seconds,
-        report.inventory_source,
+        report.inventory,
     )
 }
 
@@ -466,7 +465,7 @@ fn summary_json(report: &VerificationReport, past_due: bool) -> Value {
         "unverifiedPairs": report.unverified_pairs,
         "azureRequests": report.azure_requests,
         "durationSeconds": report.duration_seconds,
-        "inventorySource": report.inventory_source,
+        "inventorySource": report.inventory,
     })
 }
 
@@ -478,7 +477,7 @@ fn record_rejection(invocation: &Invocation, rejection: &EventRejection, metrics
         reason = %rejection,
         "event rejected"
     );
-    metrics.record_event("unparsed", EventOutcome::Rejected);
+    metrics.record_event("unparsed", EventOutcomeLabel::Rejected);
 }
 
 /// A malformed or irrelevant input: answered with success (retrying cannot help) and a recorded rejection.
@@ -496,7 +495,7 @@ fn rejected(
         "invocation rejected"
     );
     if invocation.function == FunctionName::OnResourceEvent {
-        metrics.record_event("unparsed", EventOutcome::Rejected);
+        metrics.record_event("unparsed", EventOutcomeLabel::Rejected);
     }
     InvocationAnswer {
         logs: vec![format!("rejected ({code}): {reason}")],

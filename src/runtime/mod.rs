@@ -6,4 +6,8 @@ pub mod bootstrap;
 pub mod config;
 pub mod contract;
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+pub(crate) mod fake_azure;
 pub mod functions;

@@ -40,7 +40,7 @@ pub const SCOPE: &str = "acr-autoattach";
 
 /// `autoattach.events{outcome}`: what became of one incoming event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventOutcome {
+pub enum EventOutcomeLabel {
     /// Acted upon (attached, verified, detached, or nothing to do after reading Azure).
     Processed,
     /// Not relevant to this project (another resource type, an unrelated operation).
@@ -53,7 +53,7 @@ pub enum EventOutcome {
     Validation,
 }
 
-impl EventOutcome {
+impl EventOutcomeLabel {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Processed => "processed",
@@ -203,7 +203,7 @@ impl Metrics {
         Self::new(&opentelemetry::metrics::NoopMeterProvider::new().meter(SCOPE))
     }
 
-    pub fn record_event(&self, event_type: &str, outcome: EventOutcome) {
+    pub fn record_event(&self, event_type: &str, outcome: EventOutcomeLabel) {
         self.events.add(
             1,
             &[
@@ -327,7 +327,7 @@ mod tests {
         m.record_azure_request("arm.get_cluster", Some(429), true, Duration::from_millis(3));
         m.record_event(
             "Microsoft.Resources.ResourceWriteSuccess",
-            EventOutcome::Processed,
+            EventOutcomeLabel::Processed,
         );
         m.clone().record_run(RunOutcomeLabel::Healthy);
     }

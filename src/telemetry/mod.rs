@@ -30,7 +30,7 @@ pub use config::{
     TelemetryConfig, TelemetryConfigError, redact_url,
 };
 pub use counting::ExportStats;
-pub use metrics::{AssignmentOutcome, EventOutcome, Metrics, RunOutcomeLabel, status_class};
+pub use metrics::{AssignmentOutcome, EventOutcomeLabel, Metrics, RunOutcomeLabel, status_class};
 pub use records::{
     ATTACHMENT_VERIFICATION, REGISTRY_VERIFICATION, Trigger, azure_request_span, invocation_span,
     pair_span, record_http_status,

@@ -212,6 +212,7 @@ mod tests {
             reason: Some("audit mode".into()),
             assignment_id: None,
             latency_seconds: None,
+            failure: None,
         };
         {
             let _e = invocation_span("VerifyAttachments", "inv-1", Trigger::Timer, None).entered();

@@ -1,0 +1,138 @@
+//! The seam between the engine and Azure: the operations the engine uses, as traits. The real client
+//! implements them by delegating to its inherent methods; the engine's unit tests script a fake
+//! (`runtime::engine::fake`) in the style of kube-rs controller-rs's `ApiServerVerifier`.
+
+use std::future::Future;
+
+use tokio::time::Instant;
+
+use super::{
+    AssignmentFilter, AzureClient, AzureError, DeleteOutcome, Inventory, InventoryOptions,
+    NewAssignment, PutOutcome, ScopedClient, Subscription,
+};
+use crate::core::model::{Cluster, Registry, ResourceId, RoleAssignment, RoleDefinition};
+
+/// Where the engine gets a deadline-bound view of Azure from (the real [`AzureClient`], or a fake).
+pub trait AzureConnect: Send + Sync {
+    type Ops: AzureOps;
+    /// Operations bound to one invocation's deadline; they count the requests they send.
+    fn until(&self, deadline: Instant) -> Self::Ops;
+}
+
+/// The Azure operations of one invocation (bound to its deadline), as the engine uses them.
+pub trait AzureOps: Send + Sync {
+    fn deadline(&self) -> Instant;
+    /// Requests sent so far through this view.
+    fn requests_sent(&self) -> u64;
+    /// The tenant of the handler's own identity (from its token), when it can be read.
+    fn handler_tenant(&self) -> impl Future<Output = Option<String>> + Send;
+    fn list_subscriptions(
+        &self,
+    ) -> impl Future<Output = Result<Vec<Subscription>, AzureError>> + Send;
+    fn get_cluster(
+        &self,
+        id: &ResourceId,
+    ) -> impl Future<Output = Result<Option<Cluster>, AzureError>> + Send;
+    fn list_clusters(
+        &self,
+        subscription_id: &str,
+    ) -> impl Future<Output = Result<Vec<Cluster>, AzureError>> + Send;
+    fn get_registry(
+        &self,
+        id: &ResourceId,
+    ) -> impl Future<Output = Result<Option<Registry>, AzureError>> + Send;
+    fn list_registries(
+        &self,
+        subscription_id: &str,
+    ) -> impl Future<Output = Result<Vec<Registry>, AzureError>> + Send;
+    fn list_role_assignments(
+        &self,
+        scope: &str,
+        filter: &AssignmentFilter,
+    ) -> impl Future<Output = Result<Vec<RoleAssignment>, AzureError>> + Send;
+    fn get_role_definition(
+        &self,
+        scope: &str,
+        guid: &str,
+    ) -> impl Future<Output = Result<Option<RoleDefinition>, AzureError>> + Send;
+    fn resolve_service_principal(
+        &self,
+        app_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, AzureError>> + Send;
+    fn put_role_assignment(
+        &self,
+        new: &NewAssignment,
+    ) -> impl Future<Output = Result<PutOutcome, AzureError>> + Send;
+    fn delete_role_assignment(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<DeleteOutcome, AzureError>> + Send;
+    fn inventory_with(
+        &self,
+        options: &InventoryOptions,
+    ) -> impl Future<Output = Result<Inventory, AzureError>> + Send;
+}
+
+impl AzureConnect for AzureClient {
+    type Ops = ScopedClient;
+    fn until(&self, deadline: Instant) -> ScopedClient {
+        self.with_deadline(deadline)
+    }
+}
+
+impl AzureOps for ScopedClient {
+    fn deadline(&self) -> Instant {
+        ScopedClient::deadline(self)
+    }
+    fn requests_sent(&self) -> u64 {
+        ScopedClient::requests_sent(self)
+    }
+    async fn handler_tenant(&self) -> Option<String> {
+        self.client()
+            .identity(ScopedClient::deadline(self))
+            .await
+            .ok()
+            .and_then(|c| c.tenant_id)
+    }
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>, AzureError> {
+        ScopedClient::list_subscriptions(self).await
+    }
+    async fn get_cluster(&self, id: &ResourceId) -> Result<Option<Cluster>, AzureError> {
+        ScopedClient::get_cluster(self, id).await
+    }
+    async fn list_clusters(&self, subscription_id: &str) -> Result<Vec<Cluster>, AzureError> {
+        ScopedClient::list_clusters(self, subscription_id).await
+    }
+    async fn get_registry(&self, id: &ResourceId) -> Result<Option<Registry>, AzureError> {
+        ScopedClient::get_registry(self, id).await
+    }
+    async fn list_registries(&self, subscription_id: &str) -> Result<Vec<Registry>, AzureError> {
+        ScopedClient::list_registries(self, subscription_id).await
+    }
+    async fn list_role_assignments(
+        &self,
+        scope: &str,
+        filter: &AssignmentFilter,
+    ) -> Result<Vec<RoleAssignment>, AzureError> {
+        ScopedClient::list_role_assignments(self, scope, filter).await
+    }
+    async fn get_role_definition(
+        &self,
+        scope: &str,
+        guid: &str,
+    ) -> Result<Option<RoleDefinition>, AzureError> {
+        ScopedClient::get_role_definition(self, scope, guid).await
+    }
+    async fn resolve_service_principal(&self, app_id: &str) -> Result<Option<String>, AzureError> {
+        ScopedClient::resolve_service_principal(self, app_id).await
+    }
+    async fn put_role_assignment(&self, new: &NewAssignment) -> Result<PutOutcome, AzureError> {
+        ScopedClient::put_role_assignment(self, new).await
+    }
+    async fn delete_role_assignment(&self, id: &str) -> Result<DeleteOutcome, AzureError> {
+        ScopedClient::delete_role_assignment(self, id).await
+    }
+    async fn inventory_with(&self, options: &InventoryOptions) -> Result<Inventory, AzureError> {
+        ScopedClient::inventory_with(self, options).await
+    }
+}
