@@ -177,17 +177,18 @@ resource queryRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r
     windowSize: rule.window
     criteria: {
       allOf: [
-        {
+        union({
           query: rule.query
           timeAggregation: rule.measure == null ? 'Count' : 'Total'
-          metricMeasureColumn: rule.measure
           operator: rule.operator
           threshold: rule.threshold
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1
           }
-        }
+        }, rule.measure == null ? {} : {
+          metricMeasureColumn: rule.measure
+        })
       ]
     }
     autoMitigate: true

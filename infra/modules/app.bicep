@@ -141,10 +141,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     }
   }
 
-  resource queueService 'queueServices' = {
-    name: 'default'
-    properties: {}
-  }
 }
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
