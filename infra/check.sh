@@ -90,9 +90,13 @@ for r in reports:
     for c in r.get("results", {}).get("failed_checks", []):
         failed += 1
         print(f"FAILED  {c['check_id']} {c['check_name']}\n        {c['resource']} in {c['file_path']}:{c['file_line_range']}")
-    for p in r.get("results", {}).get("parsing_errors", []):
-        failed += 1
+    errors = r.get("results", {}).get("parsing_errors") or r.get("parsing_errors") or []
+    for p in errors:
         print(f"PARSE ERROR  {p}")
+    if s.get("parsing_errors"):
+        failed += 1
+        print(f"checkov could not parse {s.get('parsing_errors')} file(s) (its pycep is older than the parse gate's): "
+              "those files were not scanned; keep to the syntax both parse")
     if not s.get("passed") and not s.get("failed"):
         failed += 1
         print("checkov checked nothing: is the bicep framework still scanning infra/?")
