@@ -102,7 +102,14 @@ fn rust_string_literals(src: &str) -> Vec<String> {
                     if k >= b.len() {
                         break;
                     }
-                    if b[k] == b'"' && b[k + 1..].iter().take(hashes).filter(|c| **c == b'#').count() == hashes {
+                    if b[k] == b'"'
+                        && b[k + 1..]
+                            .iter()
+                            .take(hashes)
+                            .filter(|c| **c == b'#')
+                            .count()
+                            == hashes
+                    {
                         break;
                     }
                     k += 1;
@@ -142,15 +149,63 @@ fn rust_string_literals(src: &str) -> Vec<String> {
     out
 }
 
+/// Field names of `tracing` macros written as identifiers (`registry.id = %id`, `status = ?s`): an exported log
+/// record's attribute keys. Matches `name(.name)* = %` and `= ?`.
+fn tracing_field_names(src: &str) -> Vec<String> {
+    let b = src.as_bytes();
+    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !(b[i] == b'='
+            && b.get(i + 1) != Some(&b'=')
+            && i > 0
+            && b[i - 1] != b'='
+            && b[i - 1] != b'!')
+        {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while b.get(j) == Some(&b' ') {
+            j += 1;
+        }
+        if !matches!(b.get(j), Some(b'%' | b'?')) {
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        while end > 0 && b[end - 1] == b' ' {
+            end -= 1;
+        }
+        let mut start = end;
+        while start > 0 && (is_ident(b[start - 1]) || b[start - 1] == b'.') {
+            start -= 1;
+        }
+        if start < end {
+            out.push(String::from_utf8_lossy(&b[start..end]).into_owned());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every name the code can emit: its string literals and its tracing field names.
 fn all_source_literals() -> BTreeSet<String> {
     rust_sources()
         .iter()
-        .flat_map(|(_, text)| rust_string_literals(text))
+        .flat_map(|(_, text)| {
+            let mut names = rust_string_literals(text);
+            names.extend(tracing_field_names(text));
+            names
+        })
         .collect()
 }
 
 fn is_setting_name(s: &str) -> bool {
-    let upper = s.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_');
+    let upper = s
+        .bytes()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_');
     upper
         && (s == "RUST_LOG"
             || ["AUTOATTACH_", "APPLICATIONINSIGHTS_", "AZURE_", "OTEL_"]
@@ -197,21 +252,29 @@ const NOT_SET_BY_BICEP: &[(&str, &str)] = &[(
 #[test]
 fn every_setting_the_binary_reads_is_set_by_the_bicep() {
     let literals = all_source_literals();
-    let read: BTreeSet<String> = literals.iter().filter(|s| is_setting_name(s)).cloned().collect();
+    let read_by_code: BTreeSet<String> = literals
+        .iter()
+        .filter(|s| is_setting_name(s))
+        .cloned()
+        .collect();
     assert!(
-        read.contains("AUTOATTACH_VERIFY_SCHEDULE") && read.contains("AUTOATTACH_TAG"),
-        "the source scan found no AUTOATTACH_* settings: is the scanner broken? found {read:?}"
+        read_by_code.contains("AUTOATTACH_VERIFY_SCHEDULE")
+            && read_by_code.contains("AUTOATTACH_TAG"),
+        "the source scan found no AUTOATTACH_* settings: is the scanner broken? found {read_by_code:?}"
     );
 
     let app = infra("modules/app.bicep");
     let set_by_app = bicep_setting_keys(&app);
 
     let mut problems = Vec::new();
-    for name in &read {
+    for name in &read_by_code {
         if set_by_app.contains(name) {
             continue;
         }
-        if NOT_SET_BY_BICEP.iter().any(|(prefix, _)| name.starts_with(prefix)) {
+        if NOT_SET_BY_BICEP
+            .iter()
+            .any(|(prefix, _)| name.starts_with(prefix))
+        {
             continue;
         }
         problems.push(format!(
@@ -220,7 +283,7 @@ fn every_setting_the_binary_reads_is_set_by_the_bicep() {
         ));
     }
     for (prefix, reason) in NOT_SET_BY_BICEP {
-        if !read.iter().any(|n| n.starts_with(prefix)) {
+        if !read_by_code.iter().any(|n| n.starts_with(prefix)) {
             problems.push(format!(
                 "NOT_SET_BY_BICEP lists {prefix}* ({reason}) but no source reads such a setting any more: remove it"
             ));
@@ -234,7 +297,7 @@ fn every_setting_the_binary_reads_is_set_by_the_bicep() {
             let host_owned = key.starts_with("APPLICATIONINSIGHTS_AUTHENTICATION_STRING");
             if (key.starts_with("AUTOATTACH_") || key.starts_with("OTEL_") || key == "RUST_LOG")
                 && !host_owned
-                && !read.contains(&key)
+                && !read_by_code.contains(&key)
             {
                 problems.push(format!(
                     "{} sets {key}, which no source file reads: a typo, or a setting the code no longer has",
@@ -257,7 +320,11 @@ fn every_setting_the_binary_reads_is_set_by_the_bicep() {
         }
     }
 
-    assert!(problems.is_empty(), "app settings out of step:\n- {}", problems.join("\n- "));
+    assert!(
+        problems.is_empty(),
+        "app settings out of step:\n- {}",
+        problems.join("\n- ")
+    );
 }
 
 /// `'''…'''` blocks of a Bicep text (the alert queries).
@@ -274,7 +341,11 @@ fn multiline_strings(text: &str) -> Vec<String> {
 }
 
 fn double_quoted(text: &str) -> Vec<String> {
-    text.split('"').skip(1).step_by(2).map(str::to_owned).collect()
+    text.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Names an alert rule queries that the code does not emit yet, each with the issue that asks for it. The
@@ -284,7 +355,10 @@ const PENDING_TELEMETRY: &[(&str, &str)] = &[
         "autoattach.role_assignments.used",
         "issue 10 §5: per registry subscription, the role assignments counted against the 4,000 limit (a gauge)",
     ),
-    ("subscription.id", "issue 10 §5: the subscription attribute of that gauge"),
+    (
+        "subscription.id",
+        "issue 10 §5: the subscription attribute of that gauge",
+    ),
 ];
 
 #[test]
@@ -296,7 +370,12 @@ fn every_name_an_alert_rule_queries_is_one_the_code_emits() {
         "expected the four alert queries as '''…''' strings in infra/modules/alerts.bicep, found {}",
         queries.len()
     );
-    for id in ["pairs", "invalid-selectors", "role-assignment-capacity", "verification-not-completed"] {
+    for id in [
+        "pairs",
+        "invalid-selectors",
+        "role-assignment-capacity",
+        "verification-not-completed",
+    ] {
         assert!(
             alerts.contains(&format!("id: '{id}'")),
             "infra/modules/alerts.bicep has no rule with id '{id}' (issue 13: failed/missing pairs, invalid \
@@ -330,10 +409,16 @@ fn every_name_an_alert_rule_queries_is_one_the_code_emits() {
             ));
         }
         if !queried.contains(*name) {
-            problems.push(format!("PENDING_TELEMETRY lists \"{name}\" but no alert query uses it: remove it"));
+            problems.push(format!(
+                "PENDING_TELEMETRY lists \"{name}\" but no alert query uses it: remove it"
+            ));
         }
     }
-    assert!(problems.is_empty(), "alert queries out of step with the telemetry:\n- {}", problems.join("\n- "));
+    assert!(
+        problems.is_empty(),
+        "alert queries out of step with the telemetry:\n- {}",
+        problems.join("\n- ")
+    );
 }
 
 /// The single-quoted strings of the Bicep array `var NAME = [ … ]`.
@@ -384,12 +469,19 @@ fn classifier_handles(operation: &str) -> bool {
         format!("{cluster}/providers/Microsoft.Resources/tags/default"),
         format!("{registry}/providers/Microsoft.Resources/tags/default"),
     ];
-    let types = ["Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Resources.ResourceDeleteSuccess"];
+    let types = [
+        "Microsoft.Resources.ResourceWriteSuccess",
+        "Microsoft.Resources.ResourceDeleteSuccess",
+    ];
     types.iter().any(|t| {
         uris.iter().any(|uri| {
-            let parsed = parse_trigger(&resource_event(t, operation, uri)).expect("a well-formed event");
+            let parsed =
+                parse_trigger(&resource_event(t, operation, uri)).expect("a well-formed event");
             parsed.iter().flatten().any(|event| {
-                !matches!(classify(event).classification, Classification::Ignored { .. })
+                !matches!(
+                    classify(event).classification,
+                    Classification::Ignored { .. }
+                )
             })
         })
     })
@@ -399,7 +491,10 @@ fn classifier_handles(operation: &str) -> bool {
 fn event_subscription_filters_exactly_the_operations_the_classifier_handles() {
     let module = infra("modules/event-subscription.bicep");
     let filtered = bicep_string_array(&module, "handledOperations");
-    assert!(!filtered.is_empty(), "handledOperations in infra/modules/event-subscription.bicep is empty");
+    assert!(
+        !filtered.is_empty(),
+        "handledOperations in infra/modules/event-subscription.bicep is empty"
+    );
 
     // Candidates: the filter's own names, plus every resource type and operation the classifier's source names,
     // with each verb ARM events carry.
@@ -407,12 +502,19 @@ fn event_subscription_filters_exactly_the_operations_the_classifier_handles() {
         .into_iter()
         .filter(|(p, _)| p.file_name().is_some_and(|n| n == "events.rs"))
         .collect();
-    assert!(!events_sources.is_empty(), "no src/**/events.rs found: where did the event classifier go?");
-    let mut candidates: BTreeSet<String> = filtered.iter().map(|s| s.to_ascii_lowercase()).collect();
+    assert!(
+        !events_sources.is_empty(),
+        "no src/**/events.rs found: where did the event classifier go?"
+    );
+    let mut candidates: BTreeSet<String> =
+        filtered.iter().map(|s| s.to_ascii_lowercase()).collect();
     for (_, text) in &events_sources {
         for lit in rust_string_literals(text) {
             let l = lit.to_ascii_lowercase();
-            if !(l.starts_with("microsoft.") && l.contains('/')) || l.contains(' ') || l.starts_with('/') {
+            if !(l.starts_with("microsoft.") && l.contains('/'))
+                || l.contains(' ')
+                || l.starts_with('/')
+            {
                 continue;
             }
             let base = ["/write", "/delete", "/action"]
@@ -431,7 +533,11 @@ fn event_subscription_filters_exactly_the_operations_the_classifier_handles() {
         "the scan of events.rs found no operation names besides the filter's: is the scanner broken?"
     );
 
-    let handled: BTreeSet<String> = candidates.iter().filter(|op| classifier_handles(op)).cloned().collect();
+    let handled: BTreeSet<String> = candidates
+        .iter()
+        .filter(|op| classifier_handles(op))
+        .cloned()
+        .collect();
     let in_filter: BTreeSet<String> = filtered.iter().map(|s| s.to_ascii_lowercase()).collect();
     let missing: Vec<_> = handled.difference(&in_filter).collect();
     let extra: Vec<_> = in_filter.difference(&handled).collect();
@@ -454,10 +560,14 @@ fn event_subscription_filters_exactly_the_operations_the_classifier_handles() {
         "endpointType: 'AzureFunction'",
         "param functionName string = 'OnResourceEvent'",
     ] {
-        assert!(module.contains(needle), "infra/modules/event-subscription.bicep lacks `{needle}`");
+        assert!(
+            module.contains(needle),
+            "infra/modules/event-subscription.bicep lacks `{needle}`"
+        );
     }
     let trigger = read(&repo().join("function-app/OnResourceEvent/function.json"));
-    let trigger: Value = serde_json::from_str(&trigger).expect("OnResourceEvent/function.json is JSON");
+    let trigger: Value =
+        serde_json::from_str(&trigger).expect("OnResourceEvent/function.json is JSON");
     assert_eq!(
         trigger["bindings"][0]["type"], "eventGridTrigger",
         "the event subscription's destination function OnResourceEvent must be Event Grid-triggered"
@@ -507,7 +617,10 @@ fn the_condition_allows_exactly_the_two_pull_roles_for_service_principals() {
         "@Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {'ServicePrincipal'}",
         "@Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {'ServicePrincipal'}",
     ] {
-        assert!(condition.contains(needle), "infra/modules/attach-condition.txt lacks `{needle}`");
+        assert!(
+            condition.contains(needle),
+            "infra/modules/attach-condition.txt lacks `{needle}`"
+        );
     }
 
     // The two ids are the ones the handler assigns.
@@ -523,18 +636,31 @@ fn the_condition_allows_exactly_the_two_pull_roles_for_service_principals() {
     let broad = [
         ("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner"),
         ("b24988ac-6180-42a0-ab88-20f7382dd24c", "Contributor"),
-        ("18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", "User Access Administrator"),
+        (
+            "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+            "User Access Administrator",
+        ),
         ("acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader"),
-        ("f58310d9-a9f6-439a-9e8d-f62e7b41a168", "Role Based Access Control Administrator (unconditioned)"),
+        (
+            "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
+            "Role Based Access Control Administrator (unconditioned)",
+        ),
     ];
     let mut users = 0;
     for (path, text) in bicep_files() {
         for (id, role) in broad {
-            assert!(!text.to_ascii_lowercase().contains(id), "{} grants {role} ({id})", path.display());
+            assert!(
+                !text.to_ascii_lowercase().contains(id),
+                "{} grants {role} ({id})",
+                path.display()
+            );
         }
         if text.contains("loadJsonContent('attach-role.json')") {
             users += 1;
-            for needle in ["condition: loadTextContent('attach-condition.txt')", "conditionVersion: '2.0'"] {
+            for needle in [
+                "condition: loadTextContent('attach-condition.txt')",
+                "conditionVersion: '2.0'",
+            ] {
                 assert!(
                     text.contains(needle),
                     "{} defines the attach role but its assignment lacks `{needle}`",
@@ -548,25 +674,43 @@ fn the_condition_allows_exactly_the_two_pull_roles_for_service_principals() {
             );
         }
     }
-    assert!(users >= 2, "expected the subscription and management-group modules to use attach-role.json");
+    assert!(
+        users >= 2,
+        "expected the subscription and management-group modules to use attach-role.json"
+    );
 }
 
-/// The RBAC actions each Azure operation of the client needs (arm.md). `None`: not an Azure RBAC action.
-fn actions_of(operation: &str) -> Option<Option<&'static [&'static str]>> {
-    Some(match operation {
-        "GetCluster" | "ListClusters" => Some(&["Microsoft.ContainerService/managedClusters/read"]),
-        "GetRegistry" | "ListRegistries" => Some(&["Microsoft.ContainerRegistry/registries/read"]),
-        "ListRoleAssignments" => Some(&["Microsoft.Authorization/roleAssignments/read"]),
-        "PutRoleAssignment" => Some(&["Microsoft.Authorization/roleAssignments/write"]),
-        "DeleteRoleAssignment" => Some(&["Microsoft.Authorization/roleAssignments/delete"]),
-        "GetRoleDefinition" => Some(&["Microsoft.Authorization/roleDefinitions/read"]),
-        "ListSubscriptions" => Some(&["Microsoft.Resources/subscriptions/read"]),
+/// What an Azure operation of the client needs from the app's identity.
+enum Needs {
+    /// These Azure RBAC actions.
+    Actions(&'static [&'static str]),
+    /// Not an Azure RBAC permission (Microsoft Graph: an Entra ID application permission, docs/deploy.md).
+    NotAzureRbac,
+    /// An operation this test does not know yet.
+    Unknown,
+}
+
+/// The RBAC actions each Azure operation of the client needs (arm.md).
+fn actions_of(operation: &str) -> Needs {
+    match operation {
+        "GetCluster" | "ListClusters" => {
+            Needs::Actions(&["Microsoft.ContainerService/managedClusters/read"])
+        }
+        "GetRegistry" | "ListRegistries" => {
+            Needs::Actions(&["Microsoft.ContainerRegistry/registries/read"])
+        }
+        "ListRoleAssignments" => Needs::Actions(&["Microsoft.Authorization/roleAssignments/read"]),
+        "PutRoleAssignment" => Needs::Actions(&["Microsoft.Authorization/roleAssignments/write"]),
+        "DeleteRoleAssignment" => {
+            Needs::Actions(&["Microsoft.Authorization/roleAssignments/delete"])
+        }
+        "GetRoleDefinition" => Needs::Actions(&["Microsoft.Authorization/roleDefinitions/read"]),
+        "ListSubscriptions" => Needs::Actions(&["Microsoft.Resources/subscriptions/read"]),
         // Resource Graph needs read access to what it returns (the actions above), no action of its own.
-        "ResourceGraph" => Some(&[]),
-        // Microsoft Graph: an Entra ID permission, not Azure RBAC (docs/deploy.md).
-        "GraphServicePrincipal" => None,
-        _ => return None,
-    })
+        "ResourceGraph" => Needs::Actions(&[]),
+        "GraphServicePrincipal" => Needs::NotAzureRbac,
+        _ => Needs::Unknown,
+    }
 }
 
 #[test]
@@ -583,21 +727,26 @@ fn the_custom_role_holds_exactly_the_actions_of_the_client_operations() {
         .map(|l| l.trim().trim_end_matches(','))
         .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with('#'))
         .collect();
-    assert!(variants.len() >= 5, "could not read the variants of Operation in {}", path.display());
+    assert!(
+        variants.len() >= 5,
+        "could not read the variants of Operation in {}",
+        path.display()
+    );
 
     let mut wanted = BTreeSet::new();
     for v in &variants {
         match actions_of(v) {
-            None => panic!(
+            Needs::Unknown => panic!(
                 "Operation::{v} ({}) is new: map it to the RBAC actions it needs in this test and in \
                  infra/modules/attach-role.json",
                 path.display()
             ),
-            Some(Some(actions)) => wanted.extend(actions.iter().map(|a| (*a).to_owned())),
-            Some(None) => {}
+            Needs::Actions(actions) => wanted.extend(actions.iter().map(|a| (*a).to_owned())),
+            Needs::NotAzureRbac => {}
         }
     }
-    let role: Value = serde_json::from_str(&infra("modules/attach-role.json")).expect("attach-role.json is JSON");
+    let role: Value =
+        serde_json::from_str(&infra("modules/attach-role.json")).expect("attach-role.json is JSON");
     let granted: BTreeSet<String> = role["actions"]
         .as_array()
         .expect("attach-role.json has an `actions` array")
@@ -611,7 +760,10 @@ fn the_custom_role_holds_exactly_the_actions_of_the_client_operations() {
         "infra/modules/attach-role.json must hold exactly the actions of the client's operations.\n  missing (calls \
          would get 403): {missing:?}\n  extra (privilege the handler does not use): {extra:?}"
     );
-    assert!(!granted.iter().any(|a| a.contains('*')), "attach-role.json must not use wildcards");
+    assert!(
+        !granted.iter().any(|a| a.contains('*')),
+        "attach-role.json must not use wildcards"
+    );
 }
 
 #[test]
@@ -622,6 +774,10 @@ fn the_scanners_find_what_they_look_for() {
     );
     assert_eq!(lits, vec!["X_ONE", "RAW", "TWO"]);
     assert_eq!(
+        tracing_field_names("warn!(registry.id = %r, status = ?s, x == y, \"m\"); let a = b;"),
+        vec!["registry.id", "status"]
+    );
+    assert_eq!(
         bicep_setting_keys("  AUTOATTACH_TAG: 'x'\n  name: y\n  RUST_LOG: 'info'\n"),
         BTreeSet::from(["AUTOATTACH_TAG".to_owned(), "RUST_LOG".to_owned()])
     );
@@ -629,7 +785,11 @@ fn the_scanners_find_what_they_look_for() {
         percent_references("{\"schedule\": \"%AUTOATTACH_VERIFY_SCHEDULE%\", \"x\": \"50%\"}"),
         BTreeSet::from(["AUTOATTACH_VERIFY_SCHEDULE".to_owned()])
     );
-    assert!(classifier_handles("Microsoft.ContainerService/managedClusters/write"));
-    assert!(!classifier_handles("Microsoft.ContainerService/managedClusters/agentPools/write"));
+    assert!(classifier_handles(
+        "Microsoft.ContainerService/managedClusters/write"
+    ));
+    assert!(!classifier_handles(
+        "Microsoft.ContainerService/managedClusters/agentPools/write"
+    ));
     assert_eq!(guids(&format!("x {ACR_PULL},{REPOSITORY_READER}")).len(), 2);
 }

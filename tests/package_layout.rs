@@ -71,15 +71,22 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<Entry>, String> {
         let comment_len = u16_at(bytes, at + 32)?;
         let external = u32_at(bytes, at + 38)?;
         let local = u32_at(bytes, at + 42)? as usize;
-        let name = String::from_utf8(bytes.get(at + 46..at + 46 + name_len).ok_or("truncated name")?.to_vec())
-            .map_err(|_| "entry name is not UTF-8")?;
+        let name = String::from_utf8(
+            bytes
+                .get(at + 46..at + 46 + name_len)
+                .ok_or("truncated name")?
+                .to_vec(),
+        )
+        .map_err(|_| "entry name is not UTF-8")?;
         at += 46 + name_len + extra_len + comment_len;
 
         if u32_at(bytes, local)? != LOCAL {
             return Err(format!("bad local header for {name}"));
         }
         let start = local + 30 + u16_at(bytes, local + 26)? + u16_at(bytes, local + 28)?;
-        let raw = bytes.get(start..start + compressed).ok_or_else(|| format!("truncated data of {name}"))?;
+        let raw = bytes
+            .get(start..start + compressed)
+            .ok_or_else(|| format!("truncated data of {name}"))?;
         let data = match method {
             0 => raw.to_vec(),
             8 => {
@@ -89,10 +96,17 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<Entry>, String> {
                     .map_err(|e| format!("cannot inflate {name}: {e}"))?;
                 d
             }
-            other => return Err(format!("{name}: compression method {other} is not stored or deflate")),
+            other => {
+                return Err(format!(
+                    "{name}: compression method {other} is not stored or deflate"
+                ));
+            }
         };
         if data.len() != size {
-            return Err(format!("{name}: {} bytes inflated, {size} declared", data.len()));
+            return Err(format!(
+                "{name}: {} bytes inflated, {size} declared",
+                data.len()
+            ));
         }
         out.push(Entry {
             name,
@@ -117,29 +131,46 @@ fn layout_problems(entries: &[Entry]) -> Vec<String> {
         Err(e) => return vec![format!("host.json is not JSON: {e}")],
     };
     if host["version"] != "2.0" {
-        problems.push(format!("host.json version is {}, not \"2.0\"", host["version"]));
+        problems.push(format!(
+            "host.json version is {}, not \"2.0\"",
+            host["version"]
+        ));
     }
     let bundle = &host["extensionBundle"];
     if bundle["id"] != "Microsoft.Azure.Functions.ExtensionBundle"
-        || !bundle["version"].as_str().is_some_and(|v| v.starts_with("[4"))
+        || !bundle["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("[4"))
     {
         problems.push(format!("host.json extensionBundle is {bundle}, not Microsoft.Azure.Functions.ExtensionBundle [4.*, 5.0.0)"));
     }
-    let exe = host["customHandler"]["description"]["defaultExecutablePath"].as_str().unwrap_or_default();
+    let exe = host["customHandler"]["description"]["defaultExecutablePath"]
+        .as_str()
+        .unwrap_or_default();
     if exe.is_empty() || exe.contains('/') {
         problems.push(format!("host.json customHandler.description.defaultExecutablePath is {exe:?}, not a file name at the root"));
     } else {
         match by_name.get(exe) {
-            None => problems.push(format!("host.json names the executable {exe:?}, which is not in the zip")),
+            None => problems.push(format!(
+                "host.json names the executable {exe:?}, which is not in the zip"
+            )),
             Some(e) => {
                 if !e.unix {
-                    problems.push(format!("{exe}: the zip entry was not made on Unix, so it carries no mode bits"));
+                    problems.push(format!(
+                        "{exe}: the zip entry was not made on Unix, so it carries no mode bits"
+                    ));
                 }
                 if e.mode & 0o170_000 != 0o100_000 {
-                    problems.push(format!("{exe}: not stored as a regular file (mode {:o})", e.mode));
+                    problems.push(format!(
+                        "{exe}: not stored as a regular file (mode {:o})",
+                        e.mode
+                    ));
                 }
                 if e.mode & 0o111 != 0o111 {
-                    problems.push(format!("{exe}: mode {:o} lacks the run bit: the host could not start it", e.mode & 0o7777));
+                    problems.push(format!(
+                        "{exe}: mode {:o} lacks the run bit: the host could not start it",
+                        e.mode & 0o7777
+                    ));
                 }
             }
         }
@@ -167,8 +198,10 @@ fn layout_problems(entries: &[Entry]) -> Vec<String> {
             }
         };
         let bindings = parsed["bindings"].as_array().cloned().unwrap_or_default();
-        let triggers: Vec<&Value> =
-            bindings.iter().filter(|b| b["type"].as_str().is_some_and(|t| t.ends_with("Trigger"))).collect();
+        let triggers: Vec<&Value> = bindings
+            .iter()
+            .filter(|b| b["type"].as_str().is_some_and(|t| t.ends_with("Trigger")))
+            .collect();
         match triggers.as_slice() {
             [b] if b["type"] == trigger && b["name"] == binding && b["direction"] == "in" => {
                 if trigger == "timerTrigger" && b["schedule"] != "%AUTOATTACH_VERIFY_SCHEDULE%" {
@@ -181,11 +214,18 @@ fn layout_problems(entries: &[Entry]) -> Vec<String> {
         }
     }
     let allowed = |n: &str| {
-        n == "host.json" || n == exe || expected.iter().any(|(f, _, _)| n == format!("{f}/function.json"))
+        n == "host.json"
+            || n == exe
+            || expected
+                .iter()
+                .any(|(f, _, _)| n == format!("{f}/function.json"))
     };
     for e in entries {
         if !allowed(&e.name) && !e.name.ends_with('/') {
-            problems.push(format!("unexpected entry {:?} (e.g. local.settings.json must never be deployed)", e.name));
+            problems.push(format!(
+                "unexpected entry {:?} (e.g. local.settings.json must never be deployed)",
+                e.name
+            ));
         }
     }
     problems
@@ -228,7 +268,11 @@ fn package_script_assembles_the_app_root_the_host_expects() {
     let zip = run_package_script(&dir.path().join("out"), &stand_in);
     let entries = read_zip(&std::fs::read(&zip).unwrap()).unwrap();
     let problems = layout_problems(&entries);
-    assert!(problems.is_empty(), "package layout:\n- {}", problems.join("\n- "));
+    assert!(
+        problems.is_empty(),
+        "package layout:\n- {}",
+        problems.join("\n- ")
+    );
 
     // host.json is the repository's, byte for byte, and the binary is the one given.
     let host = entries.iter().find(|e| e.name == "host.json").unwrap();
@@ -259,17 +303,30 @@ fn the_layout_check_rejects_what_the_host_could_not_run() {
             e.mode = 0o100_644;
         }
     });
-    assert!(no_run_bit.iter().any(|p| p.contains("run bit")), "{no_run_bit:?}");
+    assert!(
+        no_run_bit.iter().any(|p| p.contains("run bit")),
+        "{no_run_bit:?}"
+    );
 
     let wrong_binding = mutate(&|e| {
         if e.name == "VerifyAttachments/function.json" {
             e.data = br#"{"bindings":[{"name":"myTimer","type":"timerTrigger","direction":"in","schedule":"%AUTOATTACH_VERIFY_SCHEDULE%"}]}"#.to_vec();
         }
     });
-    assert!(wrong_binding.iter().any(|p| p.contains("VerifyAttachments")), "{wrong_binding:?}");
+    assert!(
+        wrong_binding
+            .iter()
+            .any(|p| p.contains("VerifyAttachments")),
+        "{wrong_binding:?}"
+    );
 
     let nested = mutate(&|e| e.name = format!("app/{}", e.name));
-    assert!(nested.iter().any(|p| p.contains("no host.json at the root")), "{nested:?}");
+    assert!(
+        nested
+            .iter()
+            .any(|p| p.contains("no host.json at the root")),
+        "{nested:?}"
+    );
 
     let extra = {
         let mut entries = good.clone();
@@ -281,7 +338,10 @@ fn the_layout_check_rejects_what_the_host_could_not_run() {
         });
         layout_problems(&entries)
     };
-    assert!(extra.iter().any(|p| p.contains("local.settings.json")), "{extra:?}");
+    assert!(
+        extra.iter().any(|p| p.contains("local.settings.json")),
+        "{extra:?}"
+    );
 }
 
 #[test]
@@ -303,12 +363,30 @@ fn the_release_package_in_dist_runs_on_x86_64_linux() {
     };
     let entries = read_zip(&bytes).unwrap();
     let problems = layout_problems(&entries);
-    assert!(problems.is_empty(), "{}:\n- {}", zip.display(), problems.join("\n- "));
+    assert!(
+        problems.is_empty(),
+        "{}:\n- {}",
+        zip.display(),
+        problems.join("\n- ")
+    );
     let exe = entries.iter().find(|e| e.name == "acr-autoattach").unwrap();
     // ELF, 64-bit, little-endian, x86-64 (e_machine 0x3E): what Flex Consumption's Linux workers run.
-    assert_eq!(&exe.data[..4], b"\x7fELF", "the packaged handler is not an ELF executable");
+    assert_eq!(
+        &exe.data[..4],
+        b"\x7fELF",
+        "the packaged handler is not an ELF executable"
+    );
     assert_eq!(exe.data[4], 2, "the packaged handler is not 64-bit");
     assert_eq!(exe.data[5], 1, "the packaged handler is not little-endian");
-    assert_eq!(u16::from_le_bytes([exe.data[18], exe.data[19]]), 0x3E, "the packaged handler is not x86-64");
-    println!("{}: {} bytes, handler {} bytes", zip.display(), bytes.len(), exe.data.len());
+    assert_eq!(
+        u16::from_le_bytes([exe.data[18], exe.data[19]]),
+        0x3E,
+        "the packaged handler is not x86-64"
+    );
+    println!(
+        "{}: {} bytes, handler {} bytes",
+        zip.display(),
+        bytes.len(),
+        exe.data.len()
+    );
 }
