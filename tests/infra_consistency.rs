@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use acr_autoattach::events::{Classification, classify, parse_trigger};
+use acr_autoattach::core::events::{Classification, classify, parse_trigger};
 use serde_json::{Value, json};
 
 const ACR_PULL: &str = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
