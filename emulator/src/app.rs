@@ -54,7 +54,7 @@ pub(crate) struct App {
     pub graph_quota: Mutex<GraphQuota>,
     pub stats: Mutex<Stats>,
     /// Cluster PUTs still provisioning: the request behind each, for the completion event.
-    pub pending: Mutex<std::collections::HashMap<String, crate::arm::PendingWrite>>,
+    pub pending: Mutex<std::collections::HashMap<String, PendingWrite>>,
     pub ids: Mutex<StdRng>,
     pub signer: TokenSigner,
     pub identity_header: String,
@@ -378,6 +378,15 @@ impl App {
         *lock(&self.settings) = self.config.settings.clone();
         *lock(&self.faults) = FaultState::new(self.config.faults.clone());
     }
+}
+
+/// The request behind a cluster PUT still provisioning.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingWrite {
+    pub claims: Claims,
+    pub method: String,
+    pub url: String,
+    pub correlation_id: Option<String>,
 }
 
 /// What a new directory principal looks like.

@@ -12,7 +12,6 @@ use serde_json::{Map, Value, json};
 use crate::app::{App, lock, str_at};
 use crate::arm::{self, Outcome, Request};
 use crate::limits::hh_mm_ss;
-use crate::rbac;
 use crate::store::{GraphTable, rfc3339};
 
 pub const SUPPORTED: &str = "Supported by this emulator: tables `resources` and `authorizationresources`; operators `where`, `project`, `order by`/`sort by` (asc|desc), `limit`/`take`; `where` conditions joined by `and`, each one of: <expr> =~ '<s>', <expr> !~ '<s>', <expr> == '<s>', <expr> != '<s>', <expr> in ('a', ...), <expr> in~ ('a', ...), <expr> !in ('a', ...), <expr> !in~ ('a', ...), isnotempty(<expr>), isempty(<expr>); <expr> is a column path (a.b.c, a['b']) optionally wrapped in tolower(), toupper() or tostring(); `project` lists column paths.";
@@ -609,18 +608,16 @@ fn handle_authenticated(app: &App, req: &Request<'_>, claims: &crate::token::Cla
         Duration::from_millis(faults.resource_graph_window_ms),
         Instant::now(),
     );
-    let quota_headers = |mut o: Outcome| {
-        o.headers.push((
-            "x-ms-user-quota-remaining".into(),
-            quota.remaining.to_string(),
-        ));
-        o.headers.push((
-            "x-ms-user-quota-resets-after".into(),
-            hh_mm_ss(quota.resets_after),
-        ));
-        o
-    };
-    if !quota.allowed {
+    let outcome = if quota.allowed {
+        let settings = lock(&app.settings).clone();
+        match QueryRequest::parse(req.body, &settings) {
+            Ok(request) => {
+                let rows = visible_rows(app, claims, &request, &settings);
+                answer_page(&request, rows)
+            }
+            Err(e) => e,
+        }
+    } else {
         let mut o = rg_error(
             StatusCode::TOO_MANY_REQUESTS,
             "RateLimiting",
@@ -631,68 +628,104 @@ fn handle_authenticated(app: &App, req: &Request<'_>, claims: &crate::token::Cla
             "Retry-After".into(),
             quota.resets_after.as_secs().max(1).to_string(),
         ));
-        return quota_headers(o);
-    }
-    let body: Value = match serde_json::from_slice(req.body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return quota_headers(rg_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
+        o
+    };
+    with_quota_headers(outcome, quota.remaining, quota.resets_after)
+}
+
+fn with_quota_headers(mut o: Outcome, remaining: u32, resets_after: Duration) -> Outcome {
+    o.headers
+        .push(("x-ms-user-quota-remaining".into(), remaining.to_string()));
+    o.headers.push((
+        "x-ms-user-quota-resets-after".into(),
+        hh_mm_ss(resets_after),
+    ));
+    o
+}
+
+/// One query request: the parsed query, its paging and the subscriptions it names.
+struct QueryRequest {
+    text: String,
+    query: Query,
+    top: usize,
+    offset: usize,
+    subscriptions: Option<Vec<String>>,
+}
+
+fn bad_request(code: &str, message: &str) -> Outcome {
+    rg_error(StatusCode::BAD_REQUEST, "BadRequest", code, message)
+}
+
+impl QueryRequest {
+    fn parse(body: &[u8], settings: &crate::config::Settings) -> Result<Self, Outcome> {
+        let body: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return Err(bad_request(
+                    "InvalidRequestContent",
+                    "The request body must be a JSON object with `query`.",
+                ));
+            }
+        };
+        let Some(text) = body.get("query").and_then(Value::as_str).map(str::to_owned) else {
+            return Err(bad_request(
                 "InvalidRequestContent",
-                "The request body must be a JSON object with `query`.",
+                "The request body must contain `query`.",
+            ));
+        };
+        if body.get("managementGroups").is_some() {
+            return Err(bad_request(
+                "UnsupportedQuery",
+                "managementGroups scopes are not supported by this emulator; list subscriptions.",
             ));
         }
-    };
-    let Some(query_text) = body.get("query").and_then(Value::as_str).map(str::to_owned) else {
-        return quota_headers(rg_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "InvalidRequestContent",
-            "The request body must contain `query`.",
-        ));
-    };
-    if body.get("managementGroups").is_some() {
-        return quota_headers(rg_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "UnsupportedQuery",
-            "managementGroups scopes are not supported by this emulator; list subscriptions.",
-        ));
-    }
-    let query = match parse(&query_text) {
-        Ok(q) => q,
-        Err(message) => {
-            return quota_headers(rg_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
+        let query = parse(&text).map_err(|message| {
+            bad_request(
                 "InvalidQuery",
                 &format!("Query is invalid: {message}. {SUPPORTED}"),
-            ));
-        }
-    };
-    let options = body.get("options").cloned().unwrap_or_else(|| json!({}));
+            )
+        })?;
+        let options = body.get("options").cloned().unwrap_or_else(|| json!({}));
+        let (top, offset) = paging_options(&options, &text, settings)?;
+        let subscriptions = body
+            .get("subscriptions")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            });
+        Ok(Self {
+            text,
+            query,
+            top,
+            offset,
+            subscriptions,
+        })
+    }
+}
+
+/// `options.resultFormat`, `$top`, `$skip` and `$skipToken`: the page size and start.
+fn paging_options(
+    options: &Value,
+    text: &str,
+    settings: &crate::config::Settings,
+) -> Result<(usize, usize), Outcome> {
     if let Some(format) = options.get("resultFormat").and_then(Value::as_str)
         && !format.eq_ignore_ascii_case("objectArray")
     {
-        {
-            return quota_headers(rg_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "UnsupportedQuery",
-                "Only resultFormat objectArray is supported by this emulator.",
-            ));
-        }
+        return Err(bad_request(
+            "UnsupportedQuery",
+            "Only resultFormat objectArray is supported by this emulator.",
+        ));
     }
-    let settings = lock(&app.settings).clone();
     let top = match options.get("$top") {
         None | Some(Value::Null) => settings.resource_graph_default_top,
         Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
             Some(n) if (1..=1000).contains(&n) => n,
             _ => {
-                return quota_headers(rg_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
+                return Err(bad_request(
                     "InvalidRequestContent",
                     "options.$top must be between 1 and 1000.",
                 ));
@@ -705,87 +738,96 @@ fn handle_authenticated(app: &App, req: &Request<'_>, claims: &crate::token::Cla
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0);
     if let Some(token) = options.get("$skipToken").and_then(Value::as_str) {
-        match read_skip_token(token, &query_text) {
-            Some(o) => offset = o,
-            None => {
-                return quota_headers(rg_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "InvalidSkipToken",
-                    "The $skipToken is invalid or belongs to another query.",
-                ));
-            }
+        offset = read_skip_token(token, text).ok_or_else(|| {
+            bad_request(
+                "InvalidSkipToken",
+                "The $skipToken is invalid or belongs to another query.",
+            )
+        })?;
+    }
+    Ok((top, offset))
+}
+
+/// The table's rows the caller may read, in the subscriptions it asked for, as of the freshness lag.
+fn visible_rows(
+    app: &App,
+    claims: &crate::token::Claims,
+    request: &QueryRequest,
+    settings: &crate::config::Settings,
+) -> Vec<Value> {
+    let as_of = Instant::now().checked_sub(Duration::from_millis(settings.resource_graph_lag_ms));
+    let store = lock(&app.store);
+    let visible_subs: Vec<String> = store
+        .subscriptions
+        .values()
+        .filter(|s| s.tenant_id.eq_ignore_ascii_case(&claims.tid))
+        .filter(|s| {
+            request
+                .subscriptions
+                .as_ref()
+                .is_none_or(|r| r.contains(&s.id))
+        })
+        .map(|s| s.id.clone())
+        .collect();
+    let grants = store.grants_of(&claims.oid);
+    let table = request.query.table;
+    store
+        .graph_rows(
+            table,
+            if settings.resource_graph_lag_ms == 0 {
+                None
+            } else {
+                as_of
+            },
+        )
+        .into_iter()
+        .filter(|row| {
+            let sub = str_at(row, &["subscriptionId"])
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            visible_subs.contains(&sub) && row_readable(&store, &grants, table, row)
+        })
+        .collect()
+}
+
+fn row_readable(
+    store: &crate::store::Store,
+    grants: &[&crate::store::RoleAssignment],
+    table: GraphTable,
+    row: &Value,
+) -> bool {
+    match table {
+        GraphTable::Resources => {
+            let id = str_at(row, &["id"]).unwrap_or_default();
+            let ty = if id
+                .to_ascii_lowercase()
+                .contains("/microsoft.containerservice/managedclusters/")
+            {
+                "Microsoft.ContainerService/managedClusters"
+            } else {
+                "Microsoft.ContainerRegistry/registries"
+            };
+            store.allowed_by(grants, &format!("{ty}/read"), id, None, None)
+        }
+        GraphTable::AuthorizationResources => {
+            let scope = str_at(row, &["properties", "scope"]).unwrap_or_default();
+            store.allowed_by(
+                grants,
+                "Microsoft.Authorization/roleAssignments/read",
+                scope,
+                None,
+                None,
+            )
         }
     }
-    let requested_subs: Option<Vec<String>> = body
-        .get("subscriptions")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_ascii_lowercase)
-                .collect()
-        });
-    let as_of = Instant::now().checked_sub(Duration::from_millis(settings.resource_graph_lag_ms));
-    let rows: Vec<Value> = {
-        let store = lock(&app.store);
-        let visible_subs: Vec<String> = store
-            .subscriptions
-            .values()
-            .filter(|s| s.tenant_id.eq_ignore_ascii_case(&claims.tid))
-            .filter(|s| requested_subs.as_ref().is_none_or(|r| r.contains(&s.id)))
-            .map(|s| s.id.clone())
-            .collect();
-        let grants = store.grants_of(&claims.oid);
-        store
-            .graph_rows(
-                query.table,
-                if settings.resource_graph_lag_ms == 0 {
-                    None
-                } else {
-                    as_of
-                },
-            )
-            .into_iter()
-            .filter(|row| {
-                let sub = str_at(row, &["subscriptionId"])
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                if !visible_subs.contains(&sub) {
-                    return false;
-                }
-                match query.table {
-                    GraphTable::Resources => {
-                        let id = str_at(row, &["id"]).unwrap_or_default();
-                        let ty = if id
-                            .to_ascii_lowercase()
-                            .contains("/microsoft.containerservice/managedclusters/")
-                        {
-                            "Microsoft.ContainerService/managedClusters"
-                        } else {
-                            "Microsoft.ContainerRegistry/registries"
-                        };
-                        store.allowed_by(&grants, &format!("{ty}/read"), id, None, None)
-                    }
-                    GraphTable::AuthorizationResources => {
-                        let scope = str_at(row, &["properties", "scope"]).unwrap_or_default();
-                        store.allowed_by(
-                            &grants,
-                            "Microsoft.Authorization/roleAssignments/read",
-                            scope,
-                            None,
-                            None,
-                        )
-                    }
-                }
-            })
-            .collect()
-    };
-    let _ = rbac::normalize_scope;
-    let (rows, has_id) = run(&query, rows);
+}
+
+/// Runs the query over the rows and answers one page, with a `$skipToken` when the rows have ids.
+fn answer_page(request: &QueryRequest, rows: Vec<Value>) -> Outcome {
+    let (rows, has_id) = run(&request.query, rows);
     let total = rows.len();
-    let start = offset.min(total);
-    let end = start.saturating_add(top).min(total);
+    let start = request.offset.min(total);
+    let end = start.saturating_add(request.top).min(total);
     let data: Vec<Value> = rows[start..end].to_vec();
     let more = end < total;
     let mut answer = json!({
@@ -796,9 +838,9 @@ fn handle_authenticated(app: &App, req: &Request<'_>, claims: &crate::token::Cla
         "data": data,
     });
     if more && has_id {
-        answer["$skipToken"] = json!(skip_token(end, &query_text));
+        answer["$skipToken"] = json!(skip_token(end, &request.text));
     }
-    quota_headers(Outcome::json(StatusCode::OK, answer))
+    Outcome::json(StatusCode::OK, answer)
 }
 
 #[cfg(test)]
