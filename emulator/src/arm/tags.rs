@@ -17,19 +17,13 @@ use crate::rbac;
 use crate::store::{GraphTable, ResourceKind, Store, resource_graph_row};
 use crate::token::Claims;
 
+/// The `tags` of a PUT or PATCH body: an object of strings that ARM accepts (see [`check_tags`]).
 pub(super) fn tags_of(value: &Value) -> Result<Value, Outcome> {
     match value.get("tags") {
         None | Some(Value::Null) => Ok(json!({})),
         Some(Value::Object(map)) => {
-            if map.values().all(Value::is_string) {
-                Ok(Value::Object(map.clone()))
-            } else {
-                Err(Outcome::error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestContent",
-                    "The request content was invalid and could not be deserialized: 'tag values must be strings'.",
-                ))
-            }
+            check_tags(map)?;
+            Ok(Value::Object(map.clone()))
         }
         Some(_) => Err(Outcome::error(
             StatusCode::BAD_REQUEST,
@@ -37,6 +31,53 @@ pub(super) fn tags_of(value: &Value) -> Result<Value, Outcome> {
             "The request content was invalid and could not be deserialized: 'tags must be an object'.",
         )),
     }
+}
+
+/// ARM's limits on tag names and values.
+pub(super) const MAX_TAG_NAME_CHARS: usize = 512;
+pub(super) const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// What ARM refuses in a set of tags: values that are not strings, names over 512 and values over 256 characters,
+/// and two names that differ only in case (tag names are case-insensitive, so one resource cannot hold both).
+pub(super) fn check_tags(tags: &Map<String, Value>) -> Result<(), Outcome> {
+    let bad =
+        |code: &str, message: String| Err(Outcome::error(StatusCode::BAD_REQUEST, code, message));
+    let mut seen: Vec<&str> = Vec::with_capacity(tags.len());
+    for (name, value) in tags {
+        let Some(value) = value.as_str() else {
+            return bad(
+                "InvalidRequestContent",
+                "The request content was invalid and could not be deserialized: 'tag values must be strings'."
+                    .to_owned(),
+            );
+        };
+        if name.chars().count() > MAX_TAG_NAME_CHARS {
+            return bad(
+                "InvalidTagNameLength",
+                format!(
+                    "The tag name '{name}' exceeds the maximum length of '{MAX_TAG_NAME_CHARS}' characters."
+                ),
+            );
+        }
+        if value.chars().count() > MAX_TAG_VALUE_CHARS {
+            return bad(
+                "InvalidTagValueLength",
+                format!(
+                    "The tag value '{value}' exceeds the maximum length of '{MAX_TAG_VALUE_CHARS}' characters."
+                ),
+            );
+        }
+        if let Some(other) = seen.iter().find(|s| s.eq_ignore_ascii_case(name)) {
+            return bad(
+                "InvalidRequestContent",
+                format!(
+                    "The request content was invalid and could not be deserialized: 'tag names are case-insensitive: '{other}' and '{name}' name the same tag'."
+                ),
+            );
+        }
+        seen.push(name);
+    }
+    Ok(())
 }
 
 /// Resolves a tag target scope to (stored body, kind) or an error.
@@ -143,12 +184,8 @@ pub(super) fn put_tags(app: &Arc<App>, req: &Request<'_>, claims: &Claims, scope
             "The request content was invalid and could not be deserialized: 'properties.tags is required'.",
         );
     };
-    if !new_tags.values().all(Value::is_string) {
-        return Outcome::error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContent",
-            "The request content was invalid and could not be deserialized: 'tag values must be strings'.",
-        );
+    if let Err(e) = check_tags(&new_tags) {
+        return e;
     }
     let operation = if *req.method == Method::PATCH {
         match input.get("operation").and_then(Value::as_str) {
