@@ -55,6 +55,8 @@ pub(crate) struct App {
     pub stats: Mutex<Stats>,
     /// Cluster PUTs still provisioning: the request behind each, for the completion event.
     pub pending: Mutex<std::collections::HashMap<String, PendingWrite>>,
+    /// Cluster PUTs' long-running operations by id (what `Azure-AsyncOperation` URLs name).
+    pub operations: Mutex<std::collections::HashMap<String, ClusterOperation>>,
     pub ids: Mutex<StdRng>,
     pub signer: TokenSigner,
     pub identity_header: String,
@@ -85,6 +87,7 @@ impl App {
             graph_quota: Mutex::new(GraphQuota::default()),
             stats: Mutex::new(Stats::default()),
             pending: Mutex::new(std::collections::HashMap::new()),
+            operations: Mutex::new(std::collections::HashMap::new()),
             ids: Mutex::new(ids),
             signer: TokenSigner::new(key),
             identity_header,
@@ -375,6 +378,7 @@ impl App {
         lock(&self.buckets).clear();
         lock(&self.graph_quota).clear();
         lock(&self.stats).clear();
+        lock(&self.operations).clear();
         *lock(&self.settings) = self.config.settings.clone();
         *lock(&self.faults) = FaultState::new(self.config.faults.clone());
     }
@@ -387,6 +391,17 @@ pub(crate) struct PendingWrite {
     pub method: String,
     pub url: String,
     pub correlation_id: Option<String>,
+}
+
+/// A cluster PUT's long-running operation: which write of which cluster, and when it started and ended.
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterOperation {
+    /// The cluster's store key.
+    pub key: String,
+    pub generation: u64,
+    pub subscription: String,
+    pub started: OffsetDateTime,
+    pub ended: Option<OffsetDateTime>,
 }
 
 /// What a new directory principal looks like.

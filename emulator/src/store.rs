@@ -159,15 +159,30 @@ impl RoleAssignment {
         )
     }
 
+    /// The role definition's id as ARM answers it for this assignment's scope.
+    pub fn role_definition_id(&self) -> String {
+        match rbac::subscription_of(&self.scope) {
+            Some(sub) => format!(
+                "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{}",
+                self.role_guid
+            ),
+            None => format!(
+                "/providers/Microsoft.Authorization/roleDefinitions/{}",
+                self.role_guid
+            ),
+        }
+    }
+
     pub fn scope_key(&self) -> String {
         rbac::normalize_scope(&self.scope)
     }
 
-    /// The ARM body. `roleDefinitionId` is given in the tenant-level form, as the spec's examples show:
-    /// clients must compare by the trailing GUID.
+    /// The ARM body. `roleDefinitionId` is in the subscription form (`/subscriptions/{s}/providers/…`) for an
+    /// assignment inside a subscription, as ARM answers (and as the role-definition list and Resource Graph give
+    /// it: azure-cli matches the strings exactly); the tenant form only above subscriptions.
     pub fn to_arm(&self) -> Value {
         let mut properties = json!({
-            "roleDefinitionId": format!("/providers/Microsoft.Authorization/roleDefinitions/{}", self.role_guid),
+            "roleDefinitionId": self.role_definition_id(),
             "principalId": self.principal_id,
             "principalType": self.principal_type,
             "scope": self.scope,
@@ -199,9 +214,19 @@ impl RoleAssignment {
     }
 }
 
+/// A timestamp as ARM writes it: UTC, seven fractional digits (`2026-05-01T10:20:30.1234567Z`).
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 100
+    )
 }
 
 /// One version of a row in Resource Graph's delayed view (`None` = deleted).
@@ -447,18 +472,6 @@ pub fn assignment_graph_row(assignment: &RoleAssignment, tenant_id: &str) -> Val
                     .to_ascii_lowercase()
             ),
         );
-        if let Some(props) = map.get_mut("properties").and_then(Value::as_object_mut) {
-            // Resource Graph gives the role definition id with the subscription, as ARG's table does.
-            if let Some(sub) = rbac::subscription_of(&assignment.scope) {
-                props.insert(
-                    "roleDefinitionId".into(),
-                    json!(format!(
-                        "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{}",
-                        assignment.role_guid
-                    )),
-                );
-            }
-        }
     }
     row
 }

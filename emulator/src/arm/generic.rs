@@ -65,7 +65,7 @@ pub(super) fn list_resources(
             .collect()
     };
     let size = lock(&app.settings).list_page_size;
-    page(app, req, &items, size)
+    page(req, &items, size)
 }
 
 pub(super) fn get_resource(
@@ -326,5 +326,5 @@ pub(super) fn list_generic_resources(
             .collect()
     };
     let size = lock(&app.settings).list_page_size;
-    page(app, req, &items, size)
+    page(req, &items, size)
 }

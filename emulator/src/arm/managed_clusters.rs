@@ -9,12 +9,13 @@ use time::OffsetDateTime;
 
 use super::generic::location_and_tags;
 use super::{Outcome, Request, check_write, event, item_id, parse_body};
-use crate::app::{App, PendingWrite, lock, str_at};
+use crate::app::{App, ClusterOperation, PendingWrite, lock, str_at};
 use crate::bus::{ArmEvent, ArmOperationKind};
 use crate::config::ClusterEventTiming;
 use crate::rbac;
 use crate::store::{
     GraphTable, Principal, PrincipalKind, Resource, ResourceKind, Store, resource_graph_row,
+    rfc3339,
 };
 use crate::token::Claims;
 
@@ -414,6 +415,7 @@ fn fill_cluster_properties(
             }),
     );
     properties.insert("nodeResourceGroup".into(), json!(node_rg));
+    fill_network_profile(properties);
     properties.entry("enableRBAC").or_insert(json!(true));
     properties.entry("maxAgentPools").or_insert(json!(100));
     if let Some(windows) = properties
@@ -432,6 +434,46 @@ fn fill_cluster_properties(
             pool.insert("currentOrchestratorVersion".into(), json!(k8s));
         }
     }
+}
+
+/// AKS always answers a `networkProfile`: what the PUT gave, with AKS's defaults (Azure CNI overlay, standard load
+/// balancer) for what it left out.
+fn fill_network_profile(properties: &mut Map<String, Value>) {
+    let given = properties
+        .get("networkProfile")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let plugin = given
+        .get("networkPlugin")
+        .and_then(Value::as_str)
+        .unwrap_or("azure")
+        .to_owned();
+    let mut profile = Map::new();
+    profile.insert("networkPlugin".into(), json!(plugin));
+    if plugin == "azure" {
+        profile.insert("networkPluginMode".into(), json!("overlay"));
+    }
+    for (key, value) in [
+        ("podCidr", json!("10.244.0.0/16")),
+        ("serviceCidr", json!("10.0.0.0/16")),
+        ("dnsServiceIP", json!("10.0.0.10")),
+        ("outboundType", json!("loadBalancer")),
+        ("loadBalancerSku", json!("standard")),
+        (
+            "loadBalancerProfile",
+            json!({"managedOutboundIPs": {"count": 1}, "backendPoolType": "nodeIPConfiguration"}),
+        ),
+        ("podCidrs", json!(["10.244.0.0/16"])),
+        ("serviceCidrs", json!(["10.0.0.0/16"])),
+        ("ipFamilies", json!(["IPv4"])),
+    ] {
+        profile.insert(key.to_owned(), value);
+    }
+    for (key, value) in given {
+        profile.insert(key, value);
+    }
+    properties.insert("networkProfile".into(), Value::Object(profile));
 }
 
 /// Stores the cluster and its Resource Graph row. A concurrent PUT that got in since validation wins: this one
@@ -479,6 +521,9 @@ fn publish_cluster_write(
     } else {
         StatusCode::CREATED
     };
+    let location = str_at(&resource.body, &["location"])
+        .unwrap_or_default()
+        .to_owned();
     let mut outcome = Outcome::json(status, resource.body.clone());
     if timing != ClusterEventTiming::OnCompletion {
         outcome.events.push(event(
@@ -492,6 +537,26 @@ fn publish_cluster_write(
         ));
     }
     outcome.provision = Some((target.key.clone(), resource.generation));
+    let operation = uuid::Uuid::new_v4().to_string();
+    lock(&app.operations).insert(
+        operation.clone(),
+        ClusterOperation {
+            key: target.key.clone(),
+            generation: resource.generation,
+            subscription: target.sub.clone(),
+            started: OffsetDateTime::now_utc(),
+            ended: None,
+        },
+    );
+    outcome = outcome
+        .header(
+            "Azure-AsyncOperation",
+            format!(
+                "{}/subscriptions/{}/providers/Microsoft.ContainerService/locations/{location}/operations/{operation}?api-version=2016-03-30",
+                req.origin, target.sub
+            ),
+        )
+        .header("Retry-After", "1");
     // Remember who asked, so the completion event carries the same claims and request.
     lock(&app.pending).insert(
         target.key.clone(),
@@ -595,6 +660,12 @@ pub(crate) fn complete_cluster(app: &App, key: &str, generation: u64) -> Vec<Arm
     let body = resource.body.clone();
     store.resources.insert(key.to_owned(), resource);
     drop(store);
+    for op in lock(&app.operations)
+        .values_mut()
+        .filter(|op| op.key == key && op.generation == generation)
+    {
+        op.ended = Some(OffsetDateTime::now_utc());
+    }
     let pending = lock(&app.pending).remove(key);
     let timing = lock(&app.settings).cluster_event_timing;
     if timing == ClusterEventTiming::OnAccept {
@@ -621,4 +692,46 @@ pub(crate) fn complete_cluster(app: &App, key: &str, generation: u64) -> Vec<Arm
         time: OffsetDateTime::now_utc(),
         resource_body: Some(body),
     }]
+}
+
+/// `GET /subscriptions/{s}/providers/Microsoft.ContainerService/locations/{l}/operations/{id}`: a cluster PUT's
+/// status, `InProgress` until its provisioning completes.
+pub(super) fn get_operation(app: &App, sub: &str, id: &str) -> Outcome {
+    let operation = lock(&app.operations).get(&id.to_ascii_lowercase()).cloned();
+    let Some(operation) = operation.filter(|op| op.subscription.eq_ignore_ascii_case(sub)) else {
+        return Outcome::error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("Operation '{id}' was not found."),
+        );
+    };
+    let state = {
+        let store = lock(&app.store);
+        match store.resources.get(&operation.key) {
+            Some(r) if r.generation == operation.generation => {
+                str_at(&r.body, &["properties", "provisioningState"])
+                    .unwrap_or("Succeeded")
+                    .to_owned()
+            }
+            // A later write could only start after this one finished.
+            Some(_) => "Succeeded".to_owned(),
+            None => "Canceled".to_owned(),
+        }
+    };
+    let status = match state.as_str() {
+        "Creating" | "Updating" => "InProgress",
+        other => other,
+    };
+    let mut body = json!({
+        "name": id,
+        "status": status,
+        "startTime": rfc3339(operation.started),
+    });
+    if status != "InProgress" {
+        body["endTime"] = json!(rfc3339(
+            operation.ended.unwrap_or_else(OffsetDateTime::now_utc)
+        ));
+        return Outcome::json(StatusCode::OK, body);
+    }
+    Outcome::json(StatusCode::OK, body).header("Retry-After", "1")
 }

@@ -31,7 +31,7 @@ use crate::store::{ResourceKind, Store};
 use crate::token::Claims;
 
 use generic::{delete_resource, get_resource, list_generic_resources, list_resources};
-use managed_clusters::put_cluster;
+use managed_clusters::{get_operation, put_cluster};
 use registries::{patch_registry, put_registry};
 use resource_groups::{delete_resource_group, put_resource_group};
 use role_assignments::{
@@ -104,6 +104,35 @@ pub(crate) struct Request<'a> {
     pub raw_query: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// `scheme://host[:port]` as the client addressed the emulator (`X-Forwarded-Proto` / `X-Forwarded-Host`,
+    /// else `Host`, else the listener's own address): links in answers (`nextLink`, `Azure-AsyncOperation`) use it.
+    pub origin: String,
+}
+
+/// The origin a request was addressed to: forwarded headers first, then `Host`; the listener's scheme unless a
+/// proxy says otherwise. A header that is not a plain host (and optional port) is ignored.
+pub(crate) fn request_origin(headers: &HeaderMap, base_url: &str) -> String {
+    let (own_scheme, own_host) = base_url.split_once("://").unwrap_or(("http", base_url));
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let plain_host = |h: &&str| {
+        h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    };
+    let scheme = header("x-forwarded-proto")
+        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
+        .map_or_else(|| own_scheme.to_owned(), str::to_ascii_lowercase);
+    let host = header("x-forwarded-host")
+        .filter(plain_host)
+        .or_else(|| header("host").filter(plain_host))
+        .unwrap_or(own_host);
+    format!("{scheme}://{host}")
 }
 
 pub(crate) fn parse_query(raw: &str) -> BTreeMap<String, String> {
@@ -382,6 +411,7 @@ fn dispatch(app: &Arc<App>, req: &Request<'_>, route: &Route, claims: &Claims) -
         (Method::PUT, Route::RoleDefinition { scope, guid }) => {
             put_role_definition(app, req, claims, scope, guid)
         }
+        (Method::GET, Route::ClusterOperation { sub, id }) => get_operation(app, sub, id),
         (method, _) => Outcome::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",

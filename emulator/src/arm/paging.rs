@@ -6,10 +6,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request};
-use crate::app::App;
 
 /// The `nextLink` URL for a page starting at `offset`.
-pub(super) fn next_link(app: &App, req: &Request<'_>, offset: usize) -> String {
+pub(super) fn next_link(req: &Request<'_>, offset: usize) -> String {
     let token = URL_SAFE_NO_PAD.encode(format!("offset:{offset}"));
     let kept: Vec<String> = url::form_urlencoded::parse(req.raw_query.as_bytes())
         .filter(|(k, _)| !k.eq_ignore_ascii_case("$skipToken"))
@@ -19,7 +18,7 @@ pub(super) fn next_link(app: &App, req: &Request<'_>, offset: usize) -> String {
     if !query.is_empty() {
         query.push('&');
     }
-    format!("{}{}?{query}$skipToken={token}", app.base_url, req.path)
+    format!("{}{}?{query}$skipToken={token}", req.origin, req.path)
 }
 
 pub(super) fn encode(s: &str) -> String {
@@ -46,7 +45,7 @@ pub(super) fn skip_offset(req: &Request<'_>) -> Result<usize, Outcome> {
     }
 }
 
-pub(super) fn page(app: &App, req: &Request<'_>, items: &[Value], page_size: usize) -> Outcome {
+pub(super) fn page(req: &Request<'_>, items: &[Value], page_size: usize) -> Outcome {
     let offset = match skip_offset(req) {
         Ok(o) => o,
         Err(e) => return e,
@@ -59,7 +58,7 @@ pub(super) fn page(app: &App, req: &Request<'_>, items: &[Value], page_size: usi
         .to_vec();
     let mut body = json!({ "value": slice });
     if end < items.len() {
-        body["nextLink"] = json!(next_link(app, req, end));
+        body["nextLink"] = json!(next_link(req, end));
     }
     Outcome::json(StatusCode::OK, body)
 }

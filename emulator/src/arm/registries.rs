@@ -29,7 +29,7 @@ pub(super) fn put_registry(
     rg: &str,
     name: &str,
 ) -> Outcome {
-    let spec = match RegistrySpec::parse(req.body, name) {
+    let spec = match RegistrySpec::parse(req.body) {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -47,6 +47,10 @@ pub(super) fn put_registry(
             Ok(n) => n,
             Err(e) => return e,
         };
+        // ARM finds the resource group before the provider validates the name.
+        if let Err(e) = check_registry_name(name) {
+            return e;
+        }
         let id = item_id(&sub_l, &rg_name, ResourceKind::Registry, name);
         let existing = store.resources.get(&id.to_ascii_lowercase()).cloned();
         let creation = existing
@@ -100,21 +104,12 @@ struct RegistrySpec {
 }
 
 impl RegistrySpec {
-    fn parse(body: &[u8], name: &str) -> Result<Self, Outcome> {
+    fn parse(body: &[u8]) -> Result<Self, Outcome> {
         let input = parse_body(body)?;
         let (location, tags) = location_and_tags(&input)?;
         let sku = str_at(&input, &["sku", "name"])
             .and_then(registry_sku)
             .ok_or_else(invalid_sku)?;
-        if !(5..=50).contains(&name.len()) || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Outcome::error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameter",
-                format!(
-                    "Registry name '{name}' is invalid: it may contain only alpha numeric characters and be between 5 and 50 characters long."
-                ),
-            ));
-        }
         let properties = input
             .get("properties")
             .cloned()
@@ -138,6 +133,20 @@ impl RegistrySpec {
             anonymous_pull_enabled: flag("anonymousPullEnabled"),
         })
     }
+}
+
+/// ACR's name rule: 5 to 50 alphanumeric characters.
+fn check_registry_name(name: &str) -> Result<(), Outcome> {
+    if (5..=50).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Ok(());
+    }
+    Err(Outcome::error(
+        StatusCode::BAD_REQUEST,
+        "InvalidParameter",
+        format!(
+            "Registry name '{name}' is invalid: it may contain only alpha numeric characters and be between 5 and 50 characters long."
+        ),
+    ))
 }
 
 fn registry_sku(name: &str) -> Option<&'static str> {

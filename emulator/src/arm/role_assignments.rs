@@ -15,38 +15,49 @@ use crate::rbac;
 use crate::store::{GraphTable, RoleAssignment, Store, assignment_graph_row};
 use crate::token::Claims;
 
-/// The role-assignment list filter.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum AssignmentFilter {
-    All,
-    AtScope,
-    Principal(String),
+/// The role-assignment list filter: `atScope()`, `principalId eq '{id}'` / `assignedTo('{id}')`, or both joined
+/// by `and` (azure-cli sends `atScope() and assignedTo('{id}')`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AssignmentFilter {
+    /// Only assignments at the scope or above it (none below).
+    pub at_scope: bool,
+    /// Only this principal's assignments.
+    pub principal: Option<String>,
 }
 
 pub(crate) fn parse_assignment_filter(raw: Option<&String>) -> Result<AssignmentFilter, String> {
+    let mut filter = AssignmentFilter::default();
     let Some(raw) = raw else {
-        return Ok(AssignmentFilter::All);
+        return Ok(filter);
     };
     let f = raw.trim();
-    if f.eq_ignore_ascii_case("atScope()") {
-        return Ok(AssignmentFilter::AtScope);
-    }
-    let lower = f.to_ascii_lowercase();
-    for prefix in ["principalid eq ", "assignedto("] {
-        if let Some(rest) = lower.strip_prefix(prefix) {
-            let id = rest
-                .trim_end_matches(')')
-                .trim()
-                .trim_matches('\'')
-                .trim_matches('"');
-            if uuid::Uuid::parse_str(id).is_ok() {
-                return Ok(AssignmentFilter::Principal(id.to_owned()));
-            }
+    let unsupported = || {
+        format!(
+            "The filter '{f}' is not supported. Supported filters: atScope(), principalId eq '{{objectId}}', assignedTo('{{objectId}}'), and atScope() joined to one of the others by 'and'."
+        )
+    };
+    for clause in super::generic::split_and(f) {
+        let clause = clause.trim();
+        if clause.eq_ignore_ascii_case("atScope()") && !filter.at_scope {
+            filter.at_scope = true;
+            continue;
+        }
+        let principal = principal_clause(clause).ok_or_else(unsupported)?;
+        if filter.principal.replace(principal).is_some() {
+            return Err(unsupported());
         }
     }
-    Err(format!(
-        "The filter '{f}' is not supported. Supported filters: atScope(), principalId eq '{{objectId}}', assignedTo('{{objectId}}')."
-    ))
+    Ok(filter)
+}
+
+/// `principalId eq '{id}'` or `assignedTo('{id}')`: the id, lower-cased.
+fn principal_clause(clause: &str) -> Option<String> {
+    let lower = clause.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("principalid eq ")
+        .or_else(|| lower.strip_prefix("assignedto(")?.strip_suffix(')'))?;
+    let id = rest.trim().trim_matches('\'').trim_matches('"');
+    uuid::Uuid::parse_str(id).is_ok().then(|| id.to_owned())
 }
 
 pub(super) fn list_role_assignments(
@@ -79,20 +90,23 @@ pub(super) fn list_role_assignments(
                 let s = a.scope_key();
                 let above = rbac::is_at_or_above(&s, &target);
                 let below = rbac::is_at_or_above(&target, &s);
-                match &filter {
-                    AssignmentFilter::All => above || below,
-                    AssignmentFilter::AtScope => above,
-                    AssignmentFilter::Principal(p) => {
-                        (above || below) && a.principal_id.eq_ignore_ascii_case(p)
-                    }
-                }
+                let in_scope = if filter.at_scope {
+                    above
+                } else {
+                    above || below
+                };
+                in_scope
+                    && filter
+                        .principal
+                        .as_ref()
+                        .is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p))
             })
             .collect();
         list.sort_by_key(|a| a.id().to_ascii_lowercase());
         list.into_iter().map(RoleAssignment::to_arm).collect()
     };
     let size = lock(&app.settings).role_assignment_page_size;
-    page(app, req, &items, size)
+    page(req, &items, size)
 }
 
 pub(super) fn find_assignment<'a>(
@@ -570,16 +584,42 @@ mod tests {
 
     #[test]
     fn filters() {
-        assert_eq!(parse_assignment_filter(None), Ok(AssignmentFilter::All));
+        assert_eq!(
+            parse_assignment_filter(None),
+            Ok(AssignmentFilter::default())
+        );
         assert_eq!(
             parse_assignment_filter(Some(&"atScope()".to_owned())),
-            Ok(AssignmentFilter::AtScope)
+            Ok(AssignmentFilter {
+                at_scope: true,
+                principal: None
+            })
         );
         let id = "ce2ce14e-85d7-4629-bdbc-454d0519d987";
         assert_eq!(
             parse_assignment_filter(Some(&format!("principalId eq '{id}'"))),
-            Ok(AssignmentFilter::Principal(id.into()))
+            Ok(AssignmentFilter {
+                at_scope: false,
+                principal: Some(id.into())
+            })
+        );
+        assert_eq!(
+            parse_assignment_filter(Some(&format!(
+                "atScope() and assignedTo('{}')",
+                id.to_uppercase()
+            ))),
+            Ok(AssignmentFilter {
+                at_scope: true,
+                principal: Some(id.into())
+            })
         );
         assert!(parse_assignment_filter(Some(&"roleDefinitionId eq 'x'".to_owned())).is_err());
+        assert!(parse_assignment_filter(Some(&"atScope() and atScope()".to_owned())).is_err());
+        assert!(
+            parse_assignment_filter(Some(&format!(
+                "principalId eq '{id}' and assignedTo('{id}')"
+            )))
+            .is_err()
+        );
     }
 }

@@ -102,7 +102,7 @@ pub(super) fn list_role_definitions(
         .collect();
     drop(store);
     let size = lock(&app.settings).list_page_size;
-    page(app, req, &items, size)
+    page(req, &items, size)
 }
 
 pub(super) fn put_role_definition(

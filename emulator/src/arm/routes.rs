@@ -54,6 +54,11 @@ pub(crate) enum Route {
         scope: String,
         guid: String,
     },
+    /// A managed-cluster operation's status (the `Azure-AsyncOperation` URL of a cluster PUT).
+    ClusterOperation {
+        sub: String,
+        id: String,
+    },
     Unknown,
 }
 
@@ -71,6 +76,42 @@ pub(super) fn kind_of(namespace: &str, ty: &str) -> Option<ResourceKind> {
     }
 }
 
+/// A role assignment, role definition or tags route: `segs[i]` is the last `providers` segment followed by
+/// `Microsoft.Authorization` or `Microsoft.Resources`; what comes before it is the scope.
+fn extension_route(segs: &[&str], i: usize) -> Route {
+    let scope = canonical_scope(&segs[..i].join("/"));
+    let rest = &segs[i + 1..];
+    match rest {
+        [ns, t] if eq(ns, "Microsoft.Authorization") && eq(t, "roleAssignments") => {
+            Route::RoleAssignments { scope }
+        }
+        [ns, t, name] if eq(ns, "Microsoft.Authorization") && eq(t, "roleAssignments") => {
+            Route::RoleAssignment {
+                scope,
+                name: (*name).to_owned(),
+            }
+        }
+        [ns, t] if eq(ns, "Microsoft.Authorization") && eq(t, "roleDefinitions") => {
+            Route::RoleDefinitions { scope }
+        }
+        [ns, t, guid] if eq(ns, "Microsoft.Authorization") && eq(t, "roleDefinitions") => {
+            Route::RoleDefinition {
+                scope,
+                guid: (*guid).to_owned(),
+            }
+        }
+        [ns, t, d]
+            if eq(ns, "Microsoft.Resources")
+                && eq(t, "tags")
+                && eq(d, "default")
+                && scope != "/" =>
+        {
+            Route::Tags { scope }
+        }
+        _ => Route::Unknown,
+    }
+}
+
 pub(crate) fn parse_route(path: &str) -> Route {
     let segs: Vec<&str> = path
         .trim_matches('/')
@@ -84,37 +125,7 @@ pub(crate) fn parse_route(path: &str) -> Route {
             && (eq(segs[i + 1], "Microsoft.Authorization")
                 || eq(segs[i + 1], "Microsoft.Resources"))
     }) {
-        let scope = canonical_scope(&segs[..i].join("/"));
-        let rest = &segs[i + 1..];
-        return match rest {
-            [ns, t] if eq(ns, "Microsoft.Authorization") && eq(t, "roleAssignments") => {
-                Route::RoleAssignments { scope }
-            }
-            [ns, t, name] if eq(ns, "Microsoft.Authorization") && eq(t, "roleAssignments") => {
-                Route::RoleAssignment {
-                    scope,
-                    name: (*name).to_owned(),
-                }
-            }
-            [ns, t] if eq(ns, "Microsoft.Authorization") && eq(t, "roleDefinitions") => {
-                Route::RoleDefinitions { scope }
-            }
-            [ns, t, guid] if eq(ns, "Microsoft.Authorization") && eq(t, "roleDefinitions") => {
-                Route::RoleDefinition {
-                    scope,
-                    guid: (*guid).to_owned(),
-                }
-            }
-            [ns, t, d]
-                if eq(ns, "Microsoft.Resources")
-                    && eq(t, "tags")
-                    && eq(d, "default")
-                    && scope != "/" =>
-            {
-                Route::Tags { scope }
-            }
-            _ => Route::Unknown,
-        };
+        return extension_route(&segs, i);
     }
     match segs.as_slice() {
         [s] if eq(s, "subscriptions") => Route::Subscriptions,
@@ -164,6 +175,18 @@ pub(crate) fn parse_route(path: &str) -> Route {
                 None => Route::Unknown,
             }
         }
+        [s, sub, p, ns, l, _location, o, id]
+            if eq(s, "subscriptions")
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.ContainerService")
+                && eq(l, "locations")
+                && eq(o, "operations") =>
+        {
+            Route::ClusterOperation {
+                sub: (*sub).to_owned(),
+                id: (*id).to_owned(),
+            }
+        }
         [s, sub, r, rg, p, ns, ty, name]
             if eq(s, "subscriptions") && eq(r, "resourcegroups") && eq(p, "providers") =>
         {
@@ -197,6 +220,7 @@ pub(crate) fn label(method: &Method, route: &Route) -> String {
         Route::RoleDefinitions { .. } => ("LIST", "roleDefinitions"),
         Route::RoleDefinition { .. } => (m, "roleDefinitions"),
         Route::GenericResources { .. } => ("LIST", "resources"),
+        Route::ClusterOperation { .. } => (m, "operations"),
         Route::Unknown => (m, "unknown"),
     };
     let verb = if verb == "GET"
@@ -219,6 +243,7 @@ pub(super) fn route_subscription(route: &Route) -> Option<String> {
     match route {
         Route::Subscriptions | Route::Unknown => None,
         Route::Subscription { sub }
+        | Route::ClusterOperation { sub, .. }
         | Route::ResourceGroups { sub }
         | Route::GenericResources { sub, .. }
         | Route::ResourceGroup { sub, .. }

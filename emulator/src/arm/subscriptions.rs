@@ -22,7 +22,7 @@ pub(super) fn list_subscriptions(app: &App, req: &Request<'_>, claims: &Claims) 
             .collect()
     };
     let size = lock(&app.settings).list_page_size;
-    let mut outcome = page(app, req, &items, size);
+    let mut outcome = page(req, &items, size);
     if let Some(body) = outcome.body.as_mut() {
         let count = body["value"].as_array().map_or(0, Vec::len);
         body["count"] = json!({"type": "Total", "value": count});

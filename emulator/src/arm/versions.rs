@@ -15,6 +15,15 @@ pub const CLUSTER_API_VERSIONS: &[&str] = &[
     "2026-10-01",
 ];
 
+/// The api-versions of AKS's operation-status URL (the one its `Azure-AsyncOperation` header names first).
+pub const CLUSTER_OPERATION_API_VERSIONS: &[&str] = &[
+    "2016-03-30",
+    "2025-10-01",
+    "2026-01-01",
+    "2026-02-01",
+    "2026-06-01",
+    "2026-10-01",
+];
 pub const REGISTRY_API_VERSIONS: &[&str] = &[
     "2025-04-01",
     "2025-11-01",
@@ -71,6 +80,9 @@ pub(super) fn api_versions(route: &Route) -> (&'static [&'static str], Option<&'
         | Route::GenericResources { .. }
         | Route::Tags { .. }
         | Route::Unknown => (RESOURCES_API_VERSIONS, None),
+        Route::ClusterOperation { .. } => {
+            (CLUSTER_OPERATION_API_VERSIONS, Some("locations/operations"))
+        }
         Route::Collection { kind, .. } | Route::Item { kind, .. } => match kind {
             ResourceKind::Cluster => (CLUSTER_API_VERSIONS, Some("managedClusters")),
             ResourceKind::Registry => (REGISTRY_API_VERSIONS, Some("registries")),

@@ -1,93 +1,251 @@
-//! Microsoft Graph: the service-principal look-ups the handler makes.
+//! Microsoft Graph: the directory look-ups the handler and azure-cli make — a service principal by app id or
+//! object id, the service-principal list filtered by name, a user, and `directoryObjects/getByIds`.
 
 use http::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::app::{App, lock};
 use crate::arm::{self, Outcome, Request};
-use crate::store::PrincipalKind;
+use crate::store::{Principal, PrincipalKind, Store};
 
-/// Microsoft Graph: `servicePrincipals(appId='…')` and `servicePrincipals/{id}`.
+const CONTEXT: &str = "https://graph.microsoft.com/v1.0/$metadata";
+
+/// The stats label of a Graph request.
+pub(super) fn label(method: &Method, path: &str) -> String {
+    let rest = path.get("/v1.0/".len()..).unwrap_or_default();
+    let noun = rest
+        .split(['/', '(', '?'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    match noun.as_str() {
+        "servicePrincipals" if *method == Method::GET => "GET graph servicePrincipals".to_owned(),
+        _ => format!("{method} graph {noun}"),
+    }
+}
+
+/// Microsoft Graph, authenticated with a Graph token.
 pub(super) fn graph_endpoint(app: &App, req: &Request<'_>) -> (Outcome, Option<String>) {
     let claims = match arm::authenticate(app, req.headers, true) {
         Ok(c) => c,
         Err(e) => return (e, None),
     };
     let caller = Some(claims.oid.clone());
-    if *req.method != Method::GET {
-        return (
-            arm::graph_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Request_BadRequest",
-                "Only GET is supported by this emulator.",
-            ),
-            caller,
-        );
-    }
-    let rest = &req.path["/v1.0/".len()..];
+    let rest = req.path["/v1.0/".len()..].trim_end_matches('/');
     let store = lock(&app.store);
-    let (found, key) = if let Some(inner) = rest
+    let outcome = match (req.method.clone(), rest) {
+        (Method::POST, "directoryObjects/getByIds") => get_by_ids(&store, req.body),
+        (Method::GET, "servicePrincipals") => list_service_principals(&store, req),
+        (Method::GET, _) => get_object(&store, rest),
+        _ => arm::graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request_BadRequest",
+            &format!(
+                "The method '{}' is not supported for '{rest}' by this emulator.",
+                req.method
+            ),
+        ),
+    };
+    (outcome, caller)
+}
+
+/// `servicePrincipals(appId='…')`, `servicePrincipals/{id}`, `users/{id}`, `directoryObjects/{id}`.
+fn get_object(store: &Store, rest: &str) -> Outcome {
+    let (found, key, entity) = if let Some(inner) = rest
         .strip_prefix("servicePrincipals(appId=")
         .and_then(|r| r.strip_suffix(')'))
     {
         let app_id = inner.trim_matches('\'').trim_matches('"').to_owned();
-        (
-            store
-                .principal_by_app_id(&app_id)
-                .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
-                .cloned(),
-            app_id,
-        )
+        let found = store
+            .principal_by_app_id(&app_id)
+            .filter(|p| p.kind == PrincipalKind::ServicePrincipal);
+        (found, app_id, "servicePrincipals")
     } else if let Some(id) = rest.strip_prefix("servicePrincipals/") {
-        let id = id.trim_end_matches('/').to_owned();
-        (
-            store
-                .principal(&id)
-                .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
-                .cloned(),
-            id,
-        )
+        let found = store
+            .principal(id)
+            .filter(|p| p.kind == PrincipalKind::ServicePrincipal);
+        (found, id.to_owned(), "servicePrincipals")
+    } else if let Some(id) = rest.strip_prefix("users/") {
+        let found = store
+            .principal(id)
+            .filter(|p| p.kind == PrincipalKind::User);
+        (found, id.to_owned(), "users")
+    } else if let Some(id) = rest.strip_prefix("directoryObjects/") {
+        (store.principal(id), id.to_owned(), "directoryObjects")
     } else {
-        return (
-            arm::graph_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!(
-                    "Resource not found for the segment '{}'.",
-                    rest.split('/').next().unwrap_or_default()
-                ),
+        return arm::graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "Resource not found for the segment '{}'.",
+                rest.split('/').next().unwrap_or_default()
             ),
-            caller,
         );
     };
-    drop(store);
     match found {
-        Some(p) => (
-            Outcome::json(
-                StatusCode::OK,
-                json!({
-                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#servicePrincipals/$entity",
-                    "id": p.object_id,
-                    "appId": p.app_id,
-                    "displayName": p.display_name,
-                    "servicePrincipalType": p.service_principal_type,
-                    "accountEnabled": true,
-                    "appOwnerOrganizationId": p.tenant_id,
-                    "alternativeNames": p.managed_identity_resource_id.iter().collect::<Vec<_>>(),
-                    "servicePrincipalNames": [p.app_id],
-                }),
-            ),
-            caller,
-        ),
-        None => (
-            arm::graph_error(
-                StatusCode::NOT_FOUND,
-                "Request_ResourceNotFound",
-                &format!(
-                    "Resource '{key}' does not exist or one of its queried reference-property objects are not present."
-                ),
-            ),
-            caller,
-        ),
+        Some(p) => {
+            let mut body = directory_object(p);
+            body["@odata.context"] = json!(format!("{CONTEXT}#{entity}/$entity"));
+            Outcome::json(StatusCode::OK, body)
+        }
+        None => not_found(&key),
     }
+}
+
+fn not_found(key: &str) -> Outcome {
+    arm::graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{key}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
+/// A principal as Graph returns it (service principal or user), with its `@odata.type`.
+fn directory_object(p: &Principal) -> Value {
+    match p.kind {
+        PrincipalKind::ServicePrincipal => json!({
+            "@odata.type": "#microsoft.graph.servicePrincipal",
+            "id": p.object_id,
+            "appId": p.app_id,
+            "displayName": p.display_name,
+            "servicePrincipalType": p.service_principal_type,
+            "accountEnabled": true,
+            "appOwnerOrganizationId": p.tenant_id,
+            "alternativeNames": p.managed_identity_resource_id.iter().collect::<Vec<_>>(),
+            "servicePrincipalNames": [p.app_id],
+        }),
+        PrincipalKind::User => json!({
+            "@odata.type": "#microsoft.graph.user",
+            "id": p.object_id,
+            "displayName": p.display_name,
+            "userPrincipalName": format!("{}@emulator.invalid", p.display_name.replace(' ', ".")),
+            "accountEnabled": true,
+        }),
+        PrincipalKind::Group => json!({
+            "@odata.type": "#microsoft.graph.group",
+            "id": p.object_id,
+            "displayName": p.display_name,
+            "securityEnabled": true,
+        }),
+    }
+}
+
+/// `GET /v1.0/servicePrincipals?$filter=…`: `servicePrincipalNames/any(c:c eq '…')`, `appId eq '…'` or
+/// `displayName eq '…'`.
+fn list_service_principals(store: &Store, req: &Request<'_>) -> Outcome {
+    let Some(filter) = req.query.get("$filter") else {
+        return unsupported_filter("(none)");
+    };
+    let Some((field, value)) = parse_sp_filter(filter) else {
+        return unsupported_filter(filter);
+    };
+    let value_l = value.to_ascii_lowercase();
+    let items: Vec<Value> = store
+        .principals
+        .values()
+        .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
+        .filter(|p| match field {
+            SpFilter::Name | SpFilter::AppId => p.app_id == value_l,
+            SpFilter::DisplayName => p.display_name == value,
+        })
+        .map(directory_object)
+        .collect();
+    Outcome::json(
+        StatusCode::OK,
+        json!({"@odata.context": format!("{CONTEXT}#servicePrincipals"), "value": items}),
+    )
+}
+
+#[derive(Clone, Copy)]
+enum SpFilter {
+    Name,
+    AppId,
+    DisplayName,
+}
+
+fn parse_sp_filter(filter: &str) -> Option<(SpFilter, String)> {
+    let f = filter.trim();
+    let quoted = |s: &str| {
+        let s = s.trim();
+        (s.len() >= 2 && s.starts_with('\'') && s.ends_with('\''))
+            .then(|| s[1..s.len() - 1].replace("''", "'"))
+    };
+    if let Some(inner) = f
+        .strip_prefix("servicePrincipalNames/any(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        // `c:c eq 'name'` with any lambda variable.
+        let (var, cond) = inner.split_once(':')?;
+        let value = cond
+            .trim()
+            .strip_prefix(var.trim())?
+            .trim()
+            .strip_prefix("eq ")?;
+        return Some((SpFilter::Name, quoted(value)?));
+    }
+    let (field, value) = f.split_once(" eq ")?;
+    let field = match field.trim() {
+        "appId" => SpFilter::AppId,
+        "displayName" => SpFilter::DisplayName,
+        _ => return None,
+    };
+    Some((field, quoted(value)?))
+}
+
+fn unsupported_filter(filter: &str) -> Outcome {
+    arm::graph_error(
+        StatusCode::BAD_REQUEST,
+        "Request_UnsupportedQuery",
+        &format!(
+            "Unsupported query '{filter}'. This emulator supports servicePrincipalNames/any(c:c eq '…'), appId eq '…' and displayName eq '…'."
+        ),
+    )
+}
+
+/// `POST /v1.0/directoryObjects/getByIds` with `{"ids": […], "types": […]}`: the objects that exist, in the
+/// order asked (unknown ids are left out, as Graph does).
+fn get_by_ids(store: &Store, body: &[u8]) -> Outcome {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let Some(ids) = parsed
+        .as_ref()
+        .and_then(|v| v.get("ids"))
+        .and_then(Value::as_array)
+    else {
+        return arm::graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "The request body must be a JSON object with an `ids` array.",
+        );
+    };
+    let types: Vec<String> = parsed
+        .as_ref()
+        .and_then(|v| v.get("types"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let items: Vec<Value> = ids
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|id| store.principal(id))
+        .filter(|p| {
+            let ty = match p.kind {
+                PrincipalKind::ServicePrincipal => "serviceprincipal",
+                PrincipalKind::User => "user",
+                PrincipalKind::Group => "group",
+            };
+            types.is_empty() || types.iter().any(|t| t == ty)
+        })
+        .map(directory_object)
+        .collect();
+    Outcome::json(
+        StatusCode::OK,
+        json!({"@odata.context": format!("{CONTEXT}#directoryObjects"), "value": items}),
+    )
 }

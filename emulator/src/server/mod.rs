@@ -99,7 +99,7 @@ async fn service(
     };
     let label = match &kind {
         ServiceKind::Token => "GET token".to_owned(),
-        ServiceKind::Graph => "GET graph servicePrincipals".to_owned(),
+        ServiceKind::Graph => graph::label(&method, &path),
         ServiceKind::ResourceGraph => "POST resourcegraph".to_owned(),
         ServiceKind::Arm(route) => arm::label(&method, route),
     };
@@ -153,6 +153,7 @@ async fn service(
         raw_query: &raw_query,
         headers: &headers,
         body: &body,
+        origin: arm::request_origin(&headers, &app.base_url),
     };
     let (outcome, caller) = match &kind {
         ServiceKind::Token => (msi::token_endpoint(&app, &req), None),
