@@ -88,6 +88,13 @@ pub struct ServeArgs {
     /// ARM delete bucket, `CAPACITY/REFILL_PER_SECOND`.
     #[arg(long, default_value = "200/10", value_parser = parse_bucket)]
     pub deletes: BucketLimit,
+    /// Serve HTTPS with a certificate signed by a CA made at start; its file is exported as
+    /// AZURE_EMULATOR_CA_FILE (and SSL_CERT_FILE / REQUESTS_CA_BUNDLE for a handler or azure-cli).
+    #[arg(long)]
+    pub tls: bool,
+    /// Folder for the CA file with --tls (default: a fresh folder under the temp dir, removed on exit).
+    #[arg(long, requires = "tls")]
+    pub tls_dir: Option<std::path::PathBuf>,
     /// Resource Graph queries per 5 s per caller.
     #[arg(long, default_value_t = 15)]
     pub resource_graph_quota: u32,
@@ -157,6 +164,8 @@ impl ServeArgs {
             HandlerRightsArg::None => HandlerRights::None,
         };
         config.handler_user_assigned = self.handler_user_assigned;
+        config.tls = self.tls;
+        config.tls_dir.clone_from(&self.tls_dir);
         let s = &mut config.settings;
         s.cluster_provisioning_ms = self.cluster_provisioning_ms;
         s.cluster_event_timing = match self.cluster_event_timing {

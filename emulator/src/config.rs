@@ -208,6 +208,10 @@ pub struct EmulatorConfig {
     pub faults: FaultConfig,
     /// Seed of the identifiers the emulator generates (object ids, client ids).
     pub id_seed: u64,
+    /// Serve HTTPS with a certificate from a CA made at start (see `tls.rs`).
+    pub tls: bool,
+    /// Where the CA's `ca.pem` is written (default: a fresh folder under the system temp dir, removed on stop).
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -227,6 +231,8 @@ impl Default for EmulatorConfig {
             settings: Settings::default(),
             faults: FaultConfig::default(),
             id_seed: 1,
+            tls: false,
+            tls_dir: None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod resource_graph;
 mod server;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod token;
 
 pub use app::PrincipalSpec;

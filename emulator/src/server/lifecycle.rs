@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -11,6 +12,7 @@ use super::{EmulatorControl, EmulatorError, router};
 use crate::app::App;
 use crate::bus::EventBus;
 use crate::config::EmulatorConfig;
+use crate::tls::{self, TlsListener};
 
 /// Entry point: `Emulator::start(config).await`.
 pub struct Emulator;
@@ -33,30 +35,80 @@ impl Emulator {
         let addr = listener
             .local_addr()
             .map_err(|source| EmulatorError::Bind { port, source })?;
-        let base_url = format!("http://{addr}");
-        let app = App::new(config, base_url, bus);
+        let tls = if config.tls {
+            let material = tls::generate()?;
+            let (dir, owned) = match &config.tls_dir {
+                Some(dir) => (dir.clone(), false),
+                None => (
+                    std::env::temp_dir().join(format!(
+                        "azure-emulator-{}-{}",
+                        std::process::id(),
+                        addr.port()
+                    )),
+                    true,
+                ),
+            };
+            let ca_file = tls::write_ca(&dir, &material.ca_pem)?;
+            Some((material, ca_file, owned.then_some(dir)))
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let app = App::new(config, format!("{scheme}://{addr}"), bus);
         let router = router(app.clone());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let (task, ca) = match tls {
+            None => (
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, router)
+                        .with_graceful_shutdown(shutdown)
+                        .await;
+                }),
+                None,
+            ),
+            Some((material, ca_file, owned_dir)) => {
+                let listener = TlsListener::new(listener, material.config)
+                    .map_err(|source| EmulatorError::Bind { port, source })?;
+                let task = tokio::spawn(async move {
+                    let _ = axum::serve(listener, router)
+                        .with_graceful_shutdown(shutdown)
+                        .await;
+                });
+                (
+                    task,
+                    Some(CaFile {
+                        path: ca_file,
+                        pem: material.ca_pem,
+                        owned_dir,
+                    }),
+                )
+            }
+        };
         Ok(RunningEmulator {
             control: EmulatorControl { app },
             addr,
+            ca,
             shutdown: Some(tx),
             task: Some(task),
         })
     }
 }
 
+/// The CA of a TLS emulator: its PEM, the file holding it, and the folder to remove on stop (when ours).
+struct CaFile {
+    path: PathBuf,
+    pem: String,
+    owned_dir: Option<PathBuf>,
+}
+
 /// A running emulator. Dropping it stops the server.
 pub struct RunningEmulator {
     control: EmulatorControl,
     addr: SocketAddr,
+    ca: Option<CaFile>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -70,7 +122,17 @@ impl std::fmt::Debug for RunningEmulator {
 }
 
 impl RunningEmulator {
-    /// `http://127.0.0.1:PORT` — ARM, Resource Graph and Graph are all served here.
+    /// The file holding the CA that signed the server's certificate (TLS only).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(|c| c.path.clone())
+    }
+
+    /// The CA's PEM (TLS only): what a client adds to its trusted roots.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca.as_ref().map(|c| c.pem.clone())
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://…` with TLS) — ARM, Resource Graph and Graph are all served here.
     pub fn base_url(&self) -> String {
         self.control.app.base_url.clone()
     }
@@ -103,6 +165,18 @@ impl RunningEmulator {
         ];
         if app.config.handler_user_assigned {
             env.push(("AZURE_CLIENT_ID".to_owned(), app.handler_client_id.clone()));
+        }
+        if let Some(ca) = &self.ca {
+            // The CA a client must trust: named for scripts, and as the bundle rustls-native-certs (the handler's
+            // reqwest) and Python's requests read, so a handler started with this environment trusts the emulator.
+            let path = ca.path.display().to_string();
+            for key in [
+                "AZURE_EMULATOR_CA_FILE",
+                "SSL_CERT_FILE",
+                "REQUESTS_CA_BUNDLE",
+            ] {
+                env.push((key.to_owned(), path.clone()));
+            }
         }
         env
     }
@@ -138,6 +212,9 @@ impl Drop for RunningEmulator {
         }
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if let Some(dir) = self.ca.as_ref().and_then(|c| c.owned_dir.as_ref()) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum EmulatorError {
     UnknownPrincipal(String),
     #[error("invalid control input: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub(super) fn router(app: Arc<App>) -> Router {
