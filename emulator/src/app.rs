@@ -246,6 +246,13 @@ impl App {
         name
     }
 
+    /// Whether `audience` names Microsoft Graph: Graph's own ids, or this emulator's origin (a client such as
+    /// azure-cli, registered with the emulator as its Graph endpoint, asks for tokens for that URL).
+    pub fn is_graph_audience(&self, audience: &str) -> bool {
+        crate::token::is_graph_audience(audience)
+            || audience.trim_end_matches('/') == self.base_url.trim_end_matches('/')
+    }
+
     pub fn graph_keep(&self) -> Duration {
         Duration::from_millis(lock(&self.settings).resource_graph_lag_ms)
     }

@@ -358,3 +358,53 @@ async fn a_missing_resource_group_is_reported_before_an_invalid_name() {
         .await;
     assert_eq!((a.status, a.code()), (400, "InvalidParameter"));
 }
+
+#[tokio::test]
+async fn cloud_metadata_names_the_emulator_and_its_origin_is_a_graph_audience() {
+    let h = Harness::default().await;
+    // Anonymous, as ARM's is: what `az cloud register --endpoint-resource-manager` reads.
+    let meta = h
+        .send(
+            reqwest::Method::GET,
+            None,
+            "/metadata/endpoints?api-version=2022-09-01",
+            None,
+        )
+        .await;
+    assert_eq!(meta.status, 200, "{}", meta.body);
+    let origin = format!("{}/", h.emu.base_url());
+    assert_eq!(meta.body["resourceManager"], json!(origin));
+    assert_eq!(meta.body["microsoftGraphResourceId"], json!(origin));
+    assert_eq!(
+        meta.body["authentication"]["audiences"][0],
+        "https://management.core.windows.net/"
+    );
+    // A client registered that way asks the identity endpoint for a token for the emulator's origin and uses it
+    // on Graph; the same token is not an ARM token.
+    let env: std::collections::BTreeMap<String, String> = h.emu.env().into_iter().collect();
+    let token: Value = h
+        .http
+        .get(format!(
+            "{}?api-version=2019-08-01&resource={}",
+            env["IDENTITY_ENDPOINT"],
+            url::form_urlencoded::byte_serialize(origin.as_bytes()).collect::<String>()
+        ))
+        .header("x-identity-header", &env["IDENTITY_HEADER"])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let me = h.emu.handler_principal_id();
+    let graph = h
+        .get(&token, &format!("/v1.0/servicePrincipals/{me}"))
+        .await;
+    assert_eq!(graph.status, 200, "{}", graph.body);
+    let arm = h.get(&token, "/subscriptions?api-version=2022-12-01").await;
+    assert_eq!(
+        (arm.status, arm.code()),
+        (401, "InvalidAuthenticationTokenAudience")
+    );
+}

@@ -44,7 +44,7 @@ pub(crate) fn authenticate(app: &App, headers: &HeaderMap, graph: bool) -> Resul
     match app.signer.verify(token.trim(), now.unix_timestamp()) {
         Ok(claims) => {
             let audience_ok = if graph {
-                token::is_graph_audience(&claims.aud)
+                app.is_graph_audience(&claims.aud)
             } else {
                 token::is_arm_audience(&claims.aud)
             };

@@ -5,6 +5,7 @@
 mod auth;
 mod generic;
 mod managed_clusters;
+mod metadata;
 mod paging;
 mod registries;
 mod resource_groups;
@@ -45,6 +46,7 @@ use versions::api_versions;
 
 pub(crate) use auth::{authenticate, graph_error};
 pub(crate) use managed_clusters::complete_cluster;
+pub(crate) use metadata::metadata_endpoints;
 pub(crate) use routes::{Route, label, parse_route};
 pub(crate) use versions::check_api_version;
 pub use versions::{

@@ -94,6 +94,8 @@ async fn service(
         ServiceKind::Token
     } else if lower.starts_with("/v1.0/") {
         ServiceKind::Graph
+    } else if lower.trim_end_matches('/') == "/metadata/endpoints" {
+        ServiceKind::Metadata
     } else if lower.trim_end_matches('/') == "/providers/microsoft.resourcegraph/resources" {
         ServiceKind::ResourceGraph
     } else {
@@ -101,6 +103,7 @@ async fn service(
     };
     let label = match &kind {
         ServiceKind::Token => "GET token".to_owned(),
+        ServiceKind::Metadata => "GET metadata".to_owned(),
         ServiceKind::Graph => graph::label(&method, &path),
         ServiceKind::ResourceGraph => "POST resourcegraph".to_owned(),
         ServiceKind::Arm(route) => arm::label(&method, route),
@@ -159,6 +162,7 @@ async fn service(
     };
     let (outcome, caller) = match &kind {
         ServiceKind::Token => (msi::token_endpoint(&app, &req), None),
+        ServiceKind::Metadata => (arm::metadata_endpoints(&req), None),
         ServiceKind::Graph => graph::graph_endpoint(&app, &req),
         ServiceKind::ResourceGraph => resource_graph::handle(&app, &req),
         ServiceKind::Arm(route) => arm::handle(&app, &req, route),
@@ -190,6 +194,7 @@ fn with_correlation(mut response: Response, correlation: &str) -> Response {
 
 enum ServiceKind {
     Token,
+    Metadata,
     Graph,
     ResourceGraph,
     Arm(Route),
