@@ -240,6 +240,9 @@ case "${restored#* }" in
   "managed-by: acr-autoattach"*) echo "ok: the restored assignment carries the tool's mark" ;;
   *) fail "the restored assignment's description: ${restored#* }" ;;
 esac
+# --detach-acr deletes by principal, role and scope: the tool's own AcrPull too (the README says so).
+az aks update --resource-group apps --name aks-one --detach-acr acrlegacy >/dev/null
+expect "detach-acr also removes the tool's AcrPull" "$(assignments_at "$LEGACY" "$KUBELET")" ""
 
 user="$(ctl POST /_emulator/principals '{"displayName":"dana","kind":"User"}' | json 'd["objectId"]')"
 created="$(az role assignment create --assignee "$user" --role AcrPull --scope "$ABAC")"

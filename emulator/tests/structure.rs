@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 const MAX_FUNCTION_LINES: usize = 120;
 
+/// Functions over the limit that another piece of work owns, by (file under `src/`, name). Each must still be
+/// over the limit (the test fails once one is split, so the list only shrinks); nothing else may be.
+const KNOWN_LONG: &[(&str, &str)] = &[];
+
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -200,16 +204,32 @@ fn no_emulator_function_is_longer_than_120_lines() {
     assert!(sources.len() > 20, "the scan found too few source files");
     let mut counted = 0;
     let mut long = Vec::new();
+    let mut known_seen = Vec::new();
     for (path, text) in &sources {
+        let rel = path
+            .strip_prefix(src_dir())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         for (name, start, lines) in functions(&code_only(text)) {
             counted += 1;
-            if lines > MAX_FUNCTION_LINES {
+            if lines <= MAX_FUNCTION_LINES {
+                continue;
+            }
+            if KNOWN_LONG.contains(&(rel.as_str(), name.as_str())) {
+                known_seen.push((rel.clone(), name));
+            } else {
                 long.push(format!(
                     "{}:{start} `{name}` has {lines} lines",
                     path.display()
                 ));
             }
         }
+    }
+    for (file, name) in KNOWN_LONG {
+        assert!(
+            known_seen.iter().any(|(f, n)| f == file && n == name),
+            "{file} `{name}` is no longer over {MAX_FUNCTION_LINES} lines: remove it from KNOWN_LONG"
+        );
     }
     assert!(counted > 300, "the scan found only {counted} functions");
     assert!(
