@@ -8,7 +8,10 @@ const MAX_FUNCTION_LINES: usize = 120;
 
 /// Functions over the limit that another piece of work owns, by (file under `src/`, name). Each must still be
 /// over the limit (the test fails once one is split, so the list only shrinks); nothing else may be.
-const KNOWN_LONG: &[(&str, &str)] = &[];
+const KNOWN_LONG: &[(&str, &str)] = &[
+    // The Functions host simulator's restart loop (issue 14 point 5 work); to be split by that work.
+    ("functions_host/process.rs", "run_once"),
+];
 
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
