@@ -14,7 +14,7 @@
 //! The subscription list (for scope and tenants) is cached per process for [`SUBSCRIPTION_CACHE_TTL`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -38,6 +38,7 @@ use crate::core::planner::{
     self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
 };
 use crate::runtime::config::Config;
+use crate::runtime::singleflight::SingleFlight;
 use crate::telemetry::{AssignmentOutcome, Metrics, pair_span};
 
 /// How long the list of visible subscriptions (scope and tenants) is reused across invocations.
@@ -82,13 +83,51 @@ impl EngineError {
     }
 }
 
+/// What work an event asks for: events with the same key need the same reads and writes (the resource's
+/// current state decides, never the event), so concurrent ones share one run. `None`: no Azure work.
+pub fn work_key(event: &ClassifiedEvent) -> Option<String> {
+    let (kind, id) = match &event.classification {
+        Classification::ClusterWrite { cluster, .. } => ("cluster_write", cluster),
+        Classification::ClusterDelete { cluster } => ("cluster_delete", cluster),
+        Classification::RegistryWrite { registry, .. } => ("registry_write", registry),
+        Classification::RegistryDelete { .. } | Classification::Ignored { .. } => return None,
+    };
+    Some(format!("{kind} {}", id.as_str().to_ascii_lowercase()))
+}
+
+/// The report of an event that could not be handled before the delivery deadline: the invocation fails so
+/// Event Grid redelivers it.
+pub fn unfinished_report(event: &ClassifiedEvent, why: &str) -> EventReport {
+    let mut report = EventReport::new(
+        event.metadata.id.clone(),
+        event.metadata.event_type.clone(),
+        event.classification.label().to_owned(),
+    );
+    report.conclude(Some(RunFailure {
+        message: why.to_owned(),
+        transient: true,
+    }));
+    report
+}
+
 /// The engine. Cheap to share: one per process. `C` is the real [`AzureClient`] except in unit tests, which
 /// script a fake (`fake.rs`).
 pub struct Engine<C: AzureConnect = AzureClient> {
     config: Config,
     client: C,
     metrics: Metrics,
-    subscriptions: Mutex<Option<(Instant, Vec<Subscription>)>>,
+    /// The visible subscriptions: filled once per [`SUBSCRIPTION_CACHE_TTL`] however many invocations ask at
+    /// once (single flight); a failed fill is shared by the callers that waited for it, never kept.
+    subscriptions: SingleFlight<(), Result<Vec<Subscription>, AzureError>>,
+}
+
+/// `d` before now, or the first instant this process asked for one when it has not been running that long.
+pub fn ago(d: Duration) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    Instant::now()
+        .checked_sub(d)
+        .map_or(epoch, |t| t.max(epoch))
 }
 
 impl<C: AzureConnect> Engine<C> {
@@ -97,7 +136,7 @@ impl<C: AzureConnect> Engine<C> {
             config,
             client,
             metrics: Metrics::noop(),
-            subscriptions: Mutex::new(None),
+            subscriptions: SingleFlight::new(SUBSCRIPTION_CACHE_TTL),
         }
     }
 
@@ -136,24 +175,18 @@ impl<C: AzureConnect> Engine<C> {
                 .any(|s| s.eq_ignore_ascii_case(subscription_id))
     }
 
-    /// Visible subscriptions, cached for [`SUBSCRIPTION_CACHE_TTL`].
+    /// Visible subscriptions, cached for [`SUBSCRIPTION_CACHE_TTL`] and filled by one request however many
+    /// callers need them at once.
     async fn visible_subscriptions(&self, azure: &C::Ops) -> Result<Vec<Subscription>, AzureError> {
-        if let Some((at, subs)) = self.lock_subscriptions().as_ref()
-            && at.elapsed() < SUBSCRIPTION_CACHE_TTL
-        {
-            return Ok(subs.clone());
-        }
-        let subs = azure.list_subscriptions().await?;
-        *self.lock_subscriptions() = Some((Instant::now(), subs.clone()));
-        Ok(subs)
-    }
-
-    fn lock_subscriptions(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<(Instant, Vec<Subscription>)>> {
+        let azure = azure.clone();
         self.subscriptions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .run(
+                (),
+                ago(SUBSCRIPTION_CACHE_TTL),
+                Result::is_ok,
+                move || async move { azure.list_subscriptions().await },
+            )
+            .await
     }
 
     /// Subscriptions in scope (configured ∩ visible, or every enabled visible one) and every visible
