@@ -219,7 +219,10 @@ pub(crate) fn engine(
     let budget = connection
         .budget_secs
         .map_or(config.verify_budget, Duration::from_secs)
-        .max(Duration::from_secs(1));
+        .clamp(
+            Duration::from_secs(1),
+            Duration::from_secs(crate::runtime::config::MAX_VERIFY_BUDGET_SECS),
+        );
     let credential = bootstrap::credential(&config, env, connection.identity.resolve(env))?;
     let client = bootstrap::azure_client(&config, credential, &Metrics::noop())?;
     Ok((Engine::new(config, client), budget))
