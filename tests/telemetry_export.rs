@@ -204,6 +204,12 @@ fn run_scenario(guard: &TelemetryGuard, planted_url_secret: Option<&str>) -> Sce
         );
         m.record_azure_request("graph.get_sp", None, false, Duration::from_secs(2));
         m.record_run(RunOutcomeLabel::Unhealthy);
+        m.record_capacity(&acr_autoattach::core::model::SubscriptionCapacity {
+            subscription: "00000000-0000-4000-8000-000000000001".into(),
+            assignments: 3_700,
+            limit: 4_000,
+            exhausted: false,
+        });
         m.record_alerts_sent("alertmanager", "firing", 2);
         m.record_alert_failure("alertmanager", "connect");
     }
@@ -268,6 +274,10 @@ fn expected_metric_attributes() -> BTreeMap<&'static str, BTreeSet<&'static str>
         (names::VERIFICATION_RUNS, BTreeSet::from(["outcome"])),
         (names::ALERTS_SENT, BTreeSet::from(["format", "state"])),
         (names::ALERTS_FAILED, BTreeSet::from(["format", "reason"])),
+        (
+            names::ROLE_ASSIGNMENTS_USED,
+            BTreeSet::from(["subscription", "limit"]),
+        ),
     ])
 }
 
@@ -396,6 +406,7 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
             let attrs: Vec<&Vec<KeyValue>> = match m.data.as_ref() {
                 Some(Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes).collect(),
                 Some(Data::Histogram(h)) => h.data_points.iter().map(|p| &p.attributes).collect(),
+                Some(Data::Gauge(g)) => g.data_points.iter().map(|p| &p.attributes).collect(),
                 other => panic!("unexpected data for {}: {other:?}", m.name),
             };
             for a in attrs {
@@ -706,6 +717,7 @@ fn planted_secrets_reach_no_exported_byte_and_no_log_line() {
         .unwrap();
     let delivery = rt.block_on(alerter.send(&acr_autoattach::core::alerts::AlertRun {
         invocation_id: "inv-secret",
+        capacity: &[],
         pairs: &pairs,
         registries: &[],
         azure_failures: &[],

@@ -478,6 +478,7 @@ mod tests {
         assert!(t.drain().is_empty());
         let run = AlertRun {
             invocation_id: "inv",
+            capacity: &[],
             pairs: &[],
             registries: &[],
             azure_failures: &counts,

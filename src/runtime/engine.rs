@@ -29,8 +29,9 @@ use crate::azure::{
 };
 use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
 use crate::core::model::{
-    Cluster, ClusterPrincipal, InventoryOutcome, Mode, PairFailure, PairResult, PairStatus,
-    Registry, ResourceId, RoleAssignment, RoleDefinition, VerificationReport,
+    Cluster, ClusterPrincipal, InventoryOutcome, LIMIT_REASON_PREFIX, Mode, PairFailure,
+    PairResult, PairStatus, ROLE_ASSIGNMENT_LIMIT, Registry, ResourceId, RoleAssignment,
+    RoleDefinition, SubscriptionCapacity, VerificationReport,
 };
 use crate::core::outcome::RunFailure;
 pub use crate::core::outcome::{EventOutcome, EventReport};
@@ -630,6 +631,8 @@ impl<C: AzureConnect> Engine<C> {
         // One span per written pair; it closes with the final status (after read-back) recorded on it.
         let mut spans: Vec<Option<tracing::Span>> = vec![None; plan.items.len()];
         let mut skipped = 0usize;
+        // Subscriptions Azure refused a PUT in with RoleAssignmentLimitExceeded: no further PUT goes there.
+        let mut full: BTreeSet<String> = BTreeSet::new();
         let mut pending = FuturesUnordered::new();
         let mut next = plan
             .items
@@ -641,6 +644,12 @@ impl<C: AzureConnect> Engine<C> {
                 let Some((index, item)) = next.next() else {
                     break;
                 };
+                let subscription = item.registry.subscription_id().to_ascii_lowercase();
+                if matches!(item.action, Action::Create(_)) && full.contains(&subscription) {
+                    outcomes[index] =
+                        ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()));
+                    continue;
+                }
                 if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
                     skipped += 1;
                     outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
@@ -657,7 +666,19 @@ impl<C: AzureConnect> Engine<C> {
                 );
             }
             match pending.next().await {
-                Some((index, outcome)) => outcomes[index] = outcome,
+                Some((index, outcome)) => {
+                    if let ApplyOutcome::Failed(failure) = &outcome
+                        && failure.kind == LIMIT_REASON_PREFIX
+                    {
+                        full.insert(
+                            plan.items[index]
+                                .registry
+                                .subscription_id()
+                                .to_ascii_lowercase(),
+                        );
+                    }
+                    outcomes[index] = outcome;
+                }
                 None => break,
             }
         }
@@ -769,6 +790,7 @@ impl<C: AzureConnect> Engine<C> {
             unverified_pairs: 0,
             azure_requests: 0,
             inventory: InventoryOutcome::Failed(String::new()),
+            capacity: Vec::new(),
         };
         match self.observe_and_plan(&azure, &subs).await {
             Ok((mut plan, observed, inventory)) => {
@@ -779,6 +801,11 @@ impl<C: AzureConnect> Engine<C> {
                 report.clusters = observed.clusters.iter().map(|c| c.id.clone()).collect();
                 report.registries = observed.registries.iter().map(|r| r.id.clone()).collect();
                 let (pairs, skipped) = self.apply(&azure, &plan, None).await;
+                report.capacity = capacity(
+                    &observed.registries,
+                    &inventory.assignments_per_subscription,
+                    &pairs,
+                );
                 report.pairs = pairs;
                 report.registry_results = plan.registry_results;
                 if skipped > 0 {
@@ -844,6 +871,9 @@ async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
                     assignment_id: a.id,
                 },
                 Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
+                Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
+                    ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()))
+                }
                 Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
             }
         }
@@ -858,6 +888,46 @@ async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
 }
 
 /// A failed write as the pair's typed failure: its kind (the metric label) and whether retrying can help.
+/// A pair in a full subscription: names the limit and the subscription, and what helps. Not transient.
+fn limit_failure(subscription: &str) -> PairFailure {
+    PairFailure::permanent(
+        LIMIT_REASON_PREFIX,
+        format!(
+            "subscription {subscription} holds Azure's fixed maximum of {ROLE_ASSIGNMENT_LIMIT} role assignments; no assignment can be created there until some are removed or replaced by group assignments (https://aka.ms/rbac-limits)"
+        ),
+    )
+}
+
+/// Per subscription holding a registry in scope: the assignments the inventory counted against the limit,
+/// and whether Azure refused a PUT there for the limit in this run.
+pub fn capacity(
+    registries: &[Registry],
+    counted: &BTreeMap<String, u64>,
+    pairs: &[PairResult],
+) -> Vec<SubscriptionCapacity> {
+    let exhausted: BTreeSet<String> = pairs
+        .iter()
+        .filter(|p| {
+            p.failure
+                .as_ref()
+                .is_some_and(|f| f.kind == LIMIT_REASON_PREFIX)
+        })
+        .map(|p| p.registry_id.subscription_id().to_ascii_lowercase())
+        .collect();
+    registries
+        .iter()
+        .map(|r| r.id.subscription_id().to_ascii_lowercase())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|subscription| SubscriptionCapacity {
+            assignments: counted.get(&subscription).copied().unwrap_or(0),
+            limit: ROLE_ASSIGNMENT_LIMIT,
+            exhausted: exhausted.contains(&subscription),
+            subscription,
+        })
+        .collect()
+}
+
 fn pair_failure(e: &AzureError) -> PairFailure {
     PairFailure {
         kind: e.kind(),

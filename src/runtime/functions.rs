@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::azure::RequestObserver;
 use crate::core::alerts::{AlertRun, AzureFailureCount};
 use crate::core::events::{self, ClassifiedEvent, EventRejection};
-use crate::core::model::{PairResult, RegistryResult, VerificationReport};
+use crate::core::model::{PairResult, RegistryResult, SubscriptionCapacity, VerificationReport};
 use crate::core::outcome::{Answer, EventOutcome, EventReport, answer};
 use crate::runtime::alerting::{Alerter, AzureFailureTally};
 use crate::runtime::config::Config;
@@ -344,6 +344,7 @@ impl Handler {
         }
         let run = AlertRun {
             invocation_id: &invocation.invocation_id,
+            capacity: &[],
             pairs: &pairs,
             registries: &registries,
             azure_failures: &azure_failures,
@@ -402,6 +403,9 @@ impl Handler {
         for registry in &report.registry_results {
             self.record_registry(registry, &invocation.invocation_id);
         }
+        for capacity in &report.capacity {
+            metrics.record_capacity(capacity);
+        }
         metrics.record_run(if report.inventory.failure().is_none() && report.complete {
             if report.all_compliant() {
                 RunOutcomeLabel::Healthy
@@ -422,6 +426,7 @@ impl Handler {
             alerter.send(&run).await;
         }
         logs.push(summary_line(&report));
+        logs.extend(report.capacity.iter().map(SubscriptionCapacity::line));
         for pair in report.pairs.iter().take(MAX_PAIR_LOG_LINES) {
             logs.push(pair_line(pair));
         }
@@ -537,6 +542,7 @@ fn summary_json(report: &VerificationReport, past_due: bool) -> Value {
         "azureRequests": report.azure_requests,
         "durationSeconds": report.duration_seconds,
         "inventorySource": report.inventory,
+        "roleAssignments": report.capacity,
     })
 }
 
