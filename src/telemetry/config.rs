@@ -161,6 +161,15 @@ impl AppInsightsConnectionString {
         &self.0
     }
 
+    /// The `Authorization` field when it asks for anything but the instrumentation key (`AAD`: Microsoft
+    /// Entra authentication with the app's managed identity).
+    pub fn unsupported_authorization(&self) -> Option<&str> {
+        connection_string_fields(&self.0)
+            .find(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.eq_ignore_ascii_case("ikey"))
+    }
+
     /// `IngestionEndpoint`, when the string names one.
     pub fn ingestion_endpoint(&self) -> Option<&str> {
         connection_string_fields(&self.0)
