@@ -668,6 +668,49 @@ mod tests {
         }
     }
 
+    /// Concurrent callers of one bucket are served in the order they asked (FIFO), whatever their number: a
+    /// reservation fixes each caller's turn, and a caller whose turn would come after its deadline is refused
+    /// at once without taking a turn from anyone.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_are_served_first_come_first_served() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(RateLimits {
+            reads: BucketSpec {
+                capacity: 2.0,
+                refill_per_sec: 10.0,
+            },
+            ..RateLimits::default()
+        }));
+        let key = LimitKey::Arm {
+            principal: "p".into(),
+            subscription: "s".into(),
+            class: RequestClass::Read,
+        };
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let far = Instant::now() + Duration::from_mins(1);
+        let mut tasks = Vec::new();
+        for i in 0..50usize {
+            let (limiter, key, order) = (limiter.clone(), key.clone(), order.clone());
+            // An impatient caller in the middle: refused, and the others keep their turns.
+            let deadline = if i == 25 {
+                Instant::now() + Duration::from_millis(1)
+            } else {
+                far
+            };
+            tasks.push(tokio::spawn(async move {
+                if limiter.acquire(&key, deadline).await.is_ok() {
+                    order.lock().unwrap().push(i);
+                }
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        let expected: Vec<usize> = (0..50).filter(|i| *i != 25).collect();
+        assert_eq!(order, expected);
+    }
+
     #[test]
     fn quota_reset_overflow_is_capped() {
         assert_eq!(
