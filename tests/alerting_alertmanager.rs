@@ -54,6 +54,7 @@ fn run<'a>(
 ) -> AlertRun<'a> {
     AlertRun {
         invocation_id: invocation,
+        capacity: &[],
         pairs,
         registries,
         azure_failures: failures,

@@ -131,6 +131,7 @@ fn fixture() -> VerificationReport {
         inventory: acr_autoattach::core::model::InventoryOutcome::Taken(
             acr_autoattach::core::model::InventorySource::ResourceGraph,
         ),
+        capacity: Vec::new(),
     }
 }
 

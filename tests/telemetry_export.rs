@@ -204,6 +204,12 @@ fn run_scenario(guard: &TelemetryGuard, planted_url_secret: Option<&str>) -> Sce
         );
         m.record_azure_request("graph.get_sp", None, false, Duration::from_secs(2));
         m.record_run(RunOutcomeLabel::Unhealthy);
+        m.record_capacity(&acr_autoattach::core::model::SubscriptionCapacity {
+            subscription: "00000000-0000-4000-8000-000000000001".into(),
+            assignments: 3_700,
+            limit: 4_000,
+            exhausted: false,
+        });
         m.record_alerts_sent("alertmanager", "firing", 2);
         m.record_alert_failure("alertmanager", "connect");
     }
@@ -268,6 +274,10 @@ fn expected_metric_attributes() -> BTreeMap<&'static str, BTreeSet<&'static str>
         (names::VERIFICATION_RUNS, BTreeSet::from(["outcome"])),
         (names::ALERTS_SENT, BTreeSet::from(["format", "state"])),
         (names::ALERTS_FAILED, BTreeSet::from(["format", "reason"])),
+        (
+            names::ROLE_ASSIGNMENTS_USED,
+            BTreeSet::from(["subscription", "limit"]),
+        ),
     ])
 }
 
@@ -396,6 +406,7 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
             let attrs: Vec<&Vec<KeyValue>> = match m.data.as_ref() {
                 Some(Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes).collect(),
                 Some(Data::Histogram(h)) => h.data_points.iter().map(|p| &p.attributes).collect(),
+                Some(Data::Gauge(g)) => g.data_points.iter().map(|p| &p.attributes).collect(),
                 other => panic!("unexpected data for {}: {other:?}", m.name),
             };
             for a in attrs {
@@ -543,6 +554,26 @@ fn otlp_http_json_exports_the_same_contract() {
         r.header("content-type")
             .is_some_and(|c| c.starts_with("application/json"))
     }));
+    check_otlp(&receiver, &scenario, &logs);
+    assert!(guard.shutdown().completed);
+}
+
+/// An Application Insights connection string with `Authorization=AAD` (which opentelemetry-application-insights
+/// 0.46 cannot serve) disables only that exporter: OTLP still receives the whole contract.
+#[test]
+fn an_aad_connection_string_disables_only_the_application_insights_exporter() {
+    let receiver = TelemetryReceiver::start();
+    let mut env = otlp_env(&receiver, "http/protobuf");
+    env.push((
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "InstrumentationKey=00000000-0000-4000-8000-00000000abcd;IngestionEndpoint=http://127.0.0.1:9/;Authorization=AAD".to_owned(),
+    ));
+    let config = TelemetryConfig::from_env(&env_of(env)).unwrap();
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let (guard, _default) = telemetry::init_scoped(&config, &info(), move || writer.clone())
+        .expect("telemetry starts: only the Application Insights exporter is off");
+    let scenario = run_scenario(&guard, None);
     check_otlp(&receiver, &scenario, &logs);
     assert!(guard.shutdown().completed);
 }
@@ -706,6 +737,7 @@ fn planted_secrets_reach_no_exported_byte_and_no_log_line() {
         .unwrap();
     let delivery = rt.block_on(alerter.send(&acr_autoattach::core::alerts::AlertRun {
         invocation_id: "inv-secret",
+        capacity: &[],
         pairs: &pairs,
         registries: &[],
         azure_failures: &[],

@@ -39,6 +39,10 @@ pub enum AzureError {
     /// 400 `PrincipalNotFound`: the principal has not replicated to the directory yet (transient).
     #[error("principal not found in the directory yet: {message}")]
     PrincipalNotFound { message: String },
+    /// 400 `RoleAssignmentLimitExceeded`: the subscription holds Azure's fixed maximum of role assignments
+    /// (4,000; it cannot be raised). Retrying cannot help until assignments are removed.
+    #[error("role assignment limit exceeded (400): {message}")]
+    RoleAssignmentLimitExceeded { message: String },
     #[error("bad request (400){}", fmt_code(Some(code), Some(message)))]
     BadRequest { code: String, message: String },
     /// Any other 4xx.
@@ -85,6 +89,7 @@ impl AzureError {
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::PrincipalNotFound { .. } => "principal_not_found",
+            Self::RoleAssignmentLimitExceeded { .. } => "role_assignment_limit_exceeded",
             Self::BadRequest { .. } => "bad_request",
             Self::Http { .. } => "http",
             Self::Token(_) => "token",
@@ -119,6 +124,7 @@ impl AzureError {
             | Self::Conflict { code, .. }
             | Self::BadRequest { code, .. } => Some(code),
             Self::PrincipalNotFound { .. } => Some("PrincipalNotFound"),
+            Self::RoleAssignmentLimitExceeded { .. } => Some("RoleAssignmentLimitExceeded"),
             _ => None,
         }
     }
@@ -185,6 +191,14 @@ pub fn error_from_status(status: u16, body: &[u8], retry_after: Option<Duration>
             .is_some_and(|c| c.eq_ignore_ascii_case("PrincipalNotFound")) =>
         {
             AzureError::PrincipalNotFound {
+                message: message.unwrap_or_default(),
+            }
+        }
+        400 if code
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case("RoleAssignmentLimitExceeded")) =>
+        {
+            AzureError::RoleAssignmentLimitExceeded {
                 message: message.unwrap_or_default(),
             }
         }
@@ -260,6 +274,16 @@ mod tests {
             "throttled by Azure (retry after 3 s)"
         );
         assert_eq!(error_from_status(418, b"{}", None).kind(), "http");
+
+        let full = error_from_status(
+            400,
+            br#"{"error":{"code":"RoleAssignmentLimitExceeded","message":"No more role assignments can be created in subscription 's1'"}}"#,
+            None,
+        );
+        assert_eq!(full.kind(), "role_assignment_limit_exceeded");
+        assert!(!full.is_transient(), "retrying cannot help");
+        assert!(!matches!(full, AzureError::BadRequest { .. }));
+        assert_eq!(full.code(), Some("RoleAssignmentLimitExceeded"));
     }
 
     #[test]

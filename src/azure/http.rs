@@ -16,7 +16,9 @@ use tracing::Instrument;
 use url::Url;
 
 use super::error::{AzureError, error_from_status, truncate};
-use super::ratelimit::{LimitKey, RateLimiter, RequestClass, parse_quota_resets_after};
+use super::ratelimit::{
+    LimitKey, MAX_SERVER_PAUSE, RateLimiter, RequestClass, parse_quota_resets_after, pause_end,
+};
 use super::retry::{Decision, RetryPolicy, parse_retry_after};
 use super::token::{ARM_SCOPE, GRAPH_SCOPE, TokenSource};
 
@@ -207,14 +209,17 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `retry-after-ms` / `x-ms-retry-after-ms` (Azure) take precedence over `Retry-After`.
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+/// `retry-after-ms` / `x-ms-retry-after-ms` (Azure) take precedence over `Retry-After`. Capped at
+/// [`MAX_SERVER_PAUSE`]: no answer can make the client wait longer than that.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = header_str(headers, name).and_then(|v| v.trim().parse::<u64>().ok()) {
-            return Some(Duration::from_millis(ms));
+            return Some(Duration::from_millis(ms).min(MAX_SERVER_PAUSE));
         }
     }
-    header_str(headers, "retry-after").and_then(|v| parse_retry_after(v, now))
+    header_str(headers, "retry-after")
+        .and_then(|v| parse_retry_after(v, now))
+        .map(|d| d.min(MAX_SERVER_PAUSE))
 }
 
 impl Engine {
@@ -445,7 +450,7 @@ impl Engine {
         if status == 429
             && let (Some(key), Some(wait)) = (&key, wait)
         {
-            self.limiter.block_until(key, now, now + wait);
+            self.limiter.block_until(key, now, pause_end(now, wait));
         }
         Err(error)
     }
@@ -467,7 +472,7 @@ impl Engine {
                 if let (Some(remaining), Some(resets)) = (remaining, resets)
                     && remaining <= 0
                 {
-                    self.limiter.block_until(key, now, now + resets);
+                    self.limiter.block_until(key, now, pause_end(now, resets));
                 }
             }
         }
@@ -625,5 +630,36 @@ mod tests {
         assert_eq!(s.throttled(), 2);
         assert_eq!(s.by_class("2xx"), 4);
         assert_eq!(Operation::ALL.len(), 11);
+    }
+
+    proptest::proptest! {
+        /// `retry-after-ms`, `x-ms-retry-after-ms` and `Retry-After` of any value: never a panic, never a wait
+        /// longer than MAX_SERVER_PAUSE.
+        #[test]
+        fn retry_after_headers_are_capped(
+            ms in "[0-9]{0,30}",
+            secs in "[0-9.eE+-]{0,30}",
+            which in 0usize..3,
+        ) {
+            let mut h = HeaderMap::new();
+            let name = ["retry-after-ms", "x-ms-retry-after-ms", "retry-after"][which];
+            let value = if which == 2 { &secs } else { &ms };
+            if let Ok(v) = value.parse() {
+                h.insert(name, v);
+            }
+            if let Some(d) = retry_after(&h, SystemTime::now()) {
+                proptest::prop_assert!(d <= MAX_SERVER_PAUSE);
+            }
+        }
+    }
+
+    #[test]
+    fn an_uncapped_retry_after_is_capped() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", "18446744073709551615".parse().unwrap());
+        assert_eq!(retry_after(&h, SystemTime::now()), Some(MAX_SERVER_PAUSE));
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "99999999999".parse().unwrap());
+        assert_eq!(retry_after(&h, SystemTime::now()), Some(MAX_SERVER_PAUSE));
     }
 }

@@ -65,6 +65,9 @@ pub struct Inventory {
     pub requests: u64,
     /// Non-fatal problems: items that did not parse, definitions or principals that could not be read.
     pub warnings: Vec<String>,
+    /// Per inventoried subscription (lower-case id): every role assignment at the subscription, its resource
+    /// groups and resources — what counts against Azure's 4,000 per-subscription limit.
+    pub assignments_per_subscription: BTreeMap<String, u64>,
 }
 
 struct Raw {
@@ -93,6 +96,28 @@ fn parse_rows<T>(
             }
         })
         .collect()
+}
+
+/// Assignments counted against each subscription's limit: scoped at the subscription or below it
+/// (management-group assignments, which lists also return, do not count).
+fn count_per_subscription(
+    subscriptions: &[String],
+    assignments: &[RoleAssignment],
+) -> BTreeMap<String, u64> {
+    let mut counts: BTreeMap<String, u64> = subscriptions
+        .iter()
+        .map(|s| (s.to_ascii_lowercase(), 0))
+        .collect();
+    for a in assignments {
+        let mut segments = a.scope.trim_start_matches('/').split('/');
+        if let (Some(first), Some(sub)) = (segments.next(), segments.next())
+            && first.eq_ignore_ascii_case("subscriptions")
+            && let Some(n) = counts.get_mut(&sub.to_ascii_lowercase())
+        {
+            *n += 1;
+        }
+    }
+    counts
 }
 
 impl ScopedClient {
@@ -179,9 +204,13 @@ impl ScopedClient {
             .cloned()
             .collect();
         let mut seen = HashSet::new();
-        let assignments: Vec<RoleAssignment> = std::mem::take(&mut raw.assignments)
+        let unique: Vec<RoleAssignment> = std::mem::take(&mut raw.assignments)
             .into_iter()
             .filter(|a| seen.insert(a.id.to_ascii_lowercase()))
+            .collect();
+        let assignments_per_subscription = count_per_subscription(&subscriptions, &unique);
+        let assignments: Vec<RoleAssignment> = unique
+            .into_iter()
             .filter(|a| a.is_owned() || all_registries.iter().any(|r| r.id.is_within(&a.scope)))
             .collect();
 
@@ -207,6 +236,7 @@ impl ScopedClient {
             fallback_reason,
             requests: self.requests_sent() - sent_before,
             warnings,
+            assignments_per_subscription,
         })
     }
 

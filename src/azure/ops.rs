@@ -14,7 +14,7 @@ use crate::core::model::{Cluster, Registry, ResourceId, RoleAssignment, RoleDefi
 
 /// Where the engine gets a deadline-bound view of Azure from (the real [`AzureClient`], or a fake).
 pub trait AzureConnect: Send + Sync {
-    type Ops: AzureOps;
+    type Ops: AzureOps + Clone + 'static;
     /// Operations bound to one invocation's deadline; they count the requests they send.
     fn until(&self, deadline: Instant) -> Self::Ops;
 }

@@ -11,6 +11,16 @@ use tokio::time::Instant;
 
 use super::error::AzureError;
 
+/// The longest pause any server-sent number (`Retry-After`, `retry-after-ms`, a quota reset) can impose on
+/// the client. ARM asks for seconds, Resource Graph for at most its 5 s window; a larger value is a broken or
+/// hostile answer, and obeying it would wedge every later request of the subscription.
+pub const MAX_SERVER_PAUSE: Duration = Duration::from_mins(2);
+
+/// `now + pause`, capped at [`MAX_SERVER_PAUSE`], never overflowing.
+pub fn pause_end(now: Instant, pause: Duration) -> Instant {
+    now.checked_add(pause.min(MAX_SERVER_PAUSE)).unwrap_or(now)
+}
+
 /// ARM's throttling classes (arm.md): reads, writes and deletes are counted in separate buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestClass {
@@ -152,8 +162,13 @@ impl TokenBucket {
             Duration::ZERO
         } else if self.spec.refill_per_sec > 0.0 {
             let resume = now.max(self.refill_from);
-            (resume + Duration::from_secs_f64(deficit / self.spec.refill_per_sec))
-                .saturating_duration_since(now)
+            // Checked all the way: an absurd deficit is a wait longer than anyone allows, never a panic.
+            let Ok(refill) = Duration::try_from_secs_f64(deficit / self.spec.refill_per_sec) else {
+                return Err(Duration::MAX);
+            };
+            resume
+                .checked_add(refill)
+                .map_or(Duration::MAX, |at| at.saturating_duration_since(now))
         } else {
             // A bucket that never refills: nothing more will come.
             return Err(Duration::MAX);
@@ -166,7 +181,13 @@ impl TokenBucket {
     }
 
     /// Azure said how much is left (`x-ms-ratelimit-remaining-*`): never believe we have more than that.
+    /// A value that is not a finite number is ignored; a negative one counts as none left (it must not
+    /// put the bucket into a debt that would take forever to repay).
     pub fn observe_remaining(&mut self, now: Instant, remaining: f64) {
+        if !remaining.is_finite() {
+            return;
+        }
+        let remaining = remaining.max(0.0);
         self.refill(now);
         if remaining < self.tokens {
             self.tokens = remaining;
@@ -174,8 +195,10 @@ impl TokenBucket {
         }
     }
 
-    /// Azure answered 429 with `Retry-After`: nothing goes out before `until`.
+    /// Azure answered 429 with `Retry-After`: nothing goes out before `until` (at most
+    /// [`MAX_SERVER_PAUSE`] from `now`).
     pub fn block_until(&mut self, now: Instant, until: Instant) {
+        let until = until.min(pause_end(now, MAX_SERVER_PAUSE));
         self.refill(now);
         self.tokens = self.tokens.min(0.0);
         self.refill_from = self.refill_from.max(until);
@@ -341,6 +364,7 @@ impl RateLimiter {
         if !self.limits.enabled {
             return;
         }
+        let until = until.min(pause_end(now, MAX_SERVER_PAUSE));
         self.with(key, now, |l| match l {
             Limiter::Bucket(b) => b.block_until(now, until),
             Limiter::Window(w) => w.block_until(until),
@@ -348,7 +372,8 @@ impl RateLimiter {
     }
 }
 
-/// Resource Graph's `x-ms-user-quota-resets-after` (`hh:mm:ss`).
+/// Resource Graph's `x-ms-user-quota-resets-after` (`hh:mm:ss`), capped at [`MAX_SERVER_PAUSE`]. Any
+/// number in it may be absurd: the arithmetic is checked and saturates at the cap.
 pub fn parse_quota_resets_after(value: &str) -> Option<Duration> {
     let mut parts = value.trim().split(':');
     let h: u64 = parts.next()?.parse().ok()?;
@@ -357,7 +382,16 @@ pub fn parse_quota_resets_after(value: &str) -> Option<Duration> {
     if parts.next().is_some() || !s.is_finite() || s < 0.0 {
         return None;
     }
-    Some(Duration::from_secs(h * 3600 + m * 60) + Duration::from_secs_f64(s))
+    let whole = h
+        .checked_mul(3600)
+        .and_then(|h| m.checked_mul(60).and_then(|m| h.checked_add(m)))
+        .map(Duration::from_secs);
+    let secs = Duration::try_from_secs_f64(s).ok();
+    let total = whole
+        .zip(secs)
+        .and_then(|(a, b)| a.checked_add(b))
+        .unwrap_or(MAX_SERVER_PAUSE);
+    Some(total.min(MAX_SERVER_PAUSE))
 }
 
 #[cfg(test)]
@@ -547,9 +581,146 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         assert_eq!(
+            parse_quota_resets_after("00:01:03.5"),
+            Some(Duration::from_secs_f64(63.5))
+        );
+        assert_eq!(
             parse_quota_resets_after("01:02:03.5"),
-            Some(Duration::from_secs_f64(3723.5))
+            Some(MAX_SERVER_PAUSE),
+            "capped"
         );
         assert_eq!(parse_quota_resets_after("3"), None);
+    }
+
+    fn hostile_f64() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(f64::MAX),
+            Just(f64::MIN),
+            Just(-1.0),
+            Just(-0.0),
+            Just(1e300),
+            Just(-1e300),
+            any::<f64>(),
+            0.0..500.0,
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever ARM says is left, the bucket neither panics nor wedges: once the hostile value is
+        /// observed, the next request may go within the clamp pause plus one refill interval, and every
+        /// answer is a wait no longer than the caller allows.
+        #[test]
+        fn hostile_remaining_headers_never_panic_or_wedge(
+            values in proptest::collection::vec(hostile_f64(), 1..20),
+            max_wait_ms in 0u64..10_000,
+        ) {
+            let t0 = Instant::now();
+            let limiter = RateLimiter::new(RateLimits::default());
+            let key = LimitKey::Arm {
+                principal: "p".into(),
+                subscription: "s".into(),
+                class: RequestClass::Read,
+            };
+            let max_wait = Duration::from_millis(max_wait_ms);
+            for (i, v) in values.iter().enumerate() {
+                let now = t0 + Duration::from_millis(i as u64 * 10);
+                limiter.observe_remaining(&key, now, *v);
+                if let Ok(wait) = limiter.reserve(&key, now, now + max_wait) {
+                    proptest::prop_assert!(wait <= max_wait);
+                }
+            }
+            let later = t0 + Duration::from_millis(values.len() as u64 * 10);
+            let wait = limiter.reserve(&key, later, later + Duration::from_secs(3));
+            proptest::prop_assert!(wait.is_ok(), "wedged: {wait:?}");
+        }
+
+        /// A 429's pause, a Resource Graph quota reset or a Retry-After of any size blocks for at most
+        /// MAX_SERVER_PAUSE, without overflowing an instant.
+        #[test]
+        fn server_pauses_are_capped(
+            secs in proptest::prelude::any::<u64>(),
+            h in proptest::prelude::any::<u64>(),
+            m in proptest::prelude::any::<u64>(),
+            s in hostile_f64(),
+        ) {
+            let t0 = Instant::now();
+            let limiter = RateLimiter::new(RateLimits::default());
+            let key = LimitKey::ResourceGraph { principal: "p".into() };
+            let until = pause_end(t0, Duration::from_secs(secs));
+            limiter.block_until(&key, t0, until);
+            let after = t0 + MAX_SERVER_PAUSE;
+            proptest::prop_assert!(limiter.reserve(&key, after, after).is_ok());
+            if let Some(d) = parse_quota_resets_after(&format!("{h}:{m}:{s}")) {
+                proptest::prop_assert!(d <= MAX_SERVER_PAUSE);
+            }
+            let bucket_key = LimitKey::Arm {
+                principal: "p".into(),
+                subscription: "s".into(),
+                class: RequestClass::Write,
+            };
+            limiter.block_until(&bucket_key, t0, until);
+            let w = limiter.reserve(&bucket_key, t0, t0 + Duration::from_hours(1));
+            proptest::prop_assert!(w.is_ok_and(|w| w <= MAX_SERVER_PAUSE + Duration::from_secs(1)));
+        }
+    }
+
+    /// Concurrent callers of one bucket are served in the order they asked (FIFO), whatever their number: a
+    /// reservation fixes each caller's turn, and a caller whose turn would come after its deadline is refused
+    /// at once without taking a turn from anyone.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_are_served_first_come_first_served() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(RateLimits {
+            reads: BucketSpec {
+                capacity: 2.0,
+                refill_per_sec: 10.0,
+            },
+            ..RateLimits::default()
+        }));
+        let key = LimitKey::Arm {
+            principal: "p".into(),
+            subscription: "s".into(),
+            class: RequestClass::Read,
+        };
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let far = Instant::now() + Duration::from_mins(1);
+        let mut tasks = Vec::new();
+        for i in 0..50usize {
+            let (limiter, key, order) = (limiter.clone(), key.clone(), order.clone());
+            // An impatient caller in the middle: refused, and the others keep their turns.
+            let deadline = if i == 25 {
+                Instant::now() + Duration::from_millis(1)
+            } else {
+                far
+            };
+            tasks.push(tokio::spawn(async move {
+                if limiter.acquire(&key, deadline).await.is_ok() {
+                    order.lock().unwrap().push(i);
+                }
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        let expected: Vec<usize> = (0..50).filter(|i| *i != 25).collect();
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn quota_reset_overflow_is_capped() {
+        assert_eq!(
+            parse_quota_resets_after("18446744073709551615:0:0"),
+            Some(MAX_SERVER_PAUSE)
+        );
+        assert_eq!(
+            parse_quota_resets_after("0:0:1e300"),
+            Some(MAX_SERVER_PAUSE)
+        );
+        assert_eq!(parse_quota_resets_after("0:0:NaN"), None);
     }
 }

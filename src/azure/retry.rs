@@ -121,7 +121,8 @@ pub fn decide(
     deadline: Instant,
     unit: f64,
 ) -> Decision {
-    let fits = |wait: Duration| now + wait < deadline;
+    // Checked: a server may ask for any wait, and an overflowing instant must mean "does not fit".
+    let fits = |wait: Duration| now.checked_add(wait).is_some_and(|at| at < deadline);
     match error {
         AzureError::Throttled { retry_after } => {
             if attempt >= policy.max_attempts {
@@ -176,7 +177,7 @@ pub fn decide(
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs.min(86_400)));
     }
     if let Ok(secs) = value.parse::<f64>()
         && secs.is_finite()
@@ -321,5 +322,28 @@ mod tests {
             decide(&p, &pnf, 1, now, now + Duration::from_millis(100), 0.0),
             Decision::GiveUp
         );
+    }
+
+    proptest::proptest! {
+        /// Any `Retry-After` a server sends (seconds, fractions, dates, garbage) and any wait in a 429 error
+        /// is decided on without panicking; a wait that does not fit the deadline gives up.
+        #[test]
+        fn hostile_retry_after_never_panics(
+            text in "\\PC{0,40}",
+            secs in proptest::prelude::any::<u64>(),
+            nanos in 0u32..1_000_000_000,
+            attempt in 0u32..10,
+        ) {
+            let now_wall = SystemTime::now();
+            let _ = parse_retry_after(&text, now_wall);
+            let _ = parse_retry_after(&secs.to_string(), now_wall);
+            let p = RetryPolicy::default();
+            let now = Instant::now();
+            let err = AzureError::Throttled { retry_after: Some(Duration::new(secs, nanos)) };
+            match decide(&p, &err, attempt, now, now + Duration::from_secs(30), 0.5) {
+                Decision::RetryAfter(w) => proptest::prop_assert!(w < Duration::from_secs(30)),
+                Decision::GiveUp => {}
+            }
+        }
     }
 }

@@ -219,7 +219,10 @@ pub(crate) fn engine(
     let budget = connection
         .budget_secs
         .map_or(config.verify_budget, Duration::from_secs)
-        .max(Duration::from_secs(1));
+        .clamp(
+            Duration::from_secs(1),
+            Duration::from_secs(crate::runtime::config::MAX_VERIFY_BUDGET_SECS),
+        );
     let credential = bootstrap::credential(&config, env, connection.identity.resolve(env))?;
     let client = bootstrap::azure_client(&config, credential, &Metrics::noop())?;
     Ok((Engine::new(config, client), budget))
@@ -242,6 +245,9 @@ pub async fn run_verify(args: &VerifyArgs, env: &dyn Env) -> Result<u8, Operator
         .await;
     progress.finish().await;
     eprintln!("{}", summary_line(&report));
+    for capacity in &report.capacity {
+        eprintln!("{}", capacity.line());
+    }
     if let Some(reason) = report.inventory.failure() {
         return Err(OperatorError::Inventory(reason.to_owned()));
     }
@@ -359,6 +365,11 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
     progress.stage(format!("reconcile: applying {writes} writes"), Some(writes));
     let (pairs, skipped) = engine.apply(&azure, &plan, None).await;
     progress.finish().await;
+    let capacity = crate::runtime::engine::capacity(
+        &observed.registries,
+        &inventory.assignments_per_subscription,
+        &pairs,
+    );
     let report = VerificationReport {
         started_at: started_at
             .format(&time::format_description::well_known::Rfc3339)
@@ -373,6 +384,7 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
         unverified_pairs: skipped,
         azure_requests: azure.requests_sent(),
         inventory: crate::core::model::InventoryOutcome::Taken(inventory.source),
+        capacity,
     };
     println!("results:");
     print!("{}", report::render_table(&report));

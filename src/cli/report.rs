@@ -767,6 +767,7 @@ mod tests {
             inventory: crate::core::model::InventoryOutcome::Taken(
                 crate::core::model::InventorySource::ResourceGraph,
             ),
+            capacity: Vec::new(),
         }
     }
 

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::core::model::{PairResult, PairStatus, RegistryResult, RegistryStatus, ResourceId};
+use crate::core::model::{
+    LIMIT_REASON_PREFIX, PairResult, PairStatus, ROLE_ASSIGNMENT_LIMIT, RegistryResult,
+    RegistryStatus, ResourceId, SubscriptionCapacity,
+};
 
 /// The `alertname` of every alert this project sends.
 pub const ALERT_NAME: &str = "AcrAutoAttach";
@@ -29,6 +32,8 @@ pub struct AlertRun<'a> {
     pub pairs: &'a [PairResult],
     pub registries: &'a [RegistryResult],
     pub azure_failures: &'a [AzureFailureCount],
+    /// Role assignments counted per registry subscription (a verification run; empty for events).
+    pub capacity: &'a [SubscriptionCapacity],
     /// True for a run that verified the whole scope (the timer): an active alert whose subject it did not
     /// report is then resolved too (the cluster or registry is gone or no longer selected). Event runs see a
     /// few pairs only and resolve only what they saw healthy.
@@ -49,6 +54,7 @@ impl<'a> AlertRun<'a> {
             pairs: &report.pairs,
             registries: &report.registry_results,
             azure_failures,
+            capacity: &report.capacity,
             complete_scope: report.complete,
             now,
         }
@@ -194,6 +200,8 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
         });
     }
 
+    alerts.extend(capacity_alerts(run));
+
     // Sum per (operation, kind): a run reports counts per status, the alert is per operation.
     let mut per_operation: BTreeMap<(String, &'static str), u32> = BTreeMap::new();
     for f in run.azure_failures {
@@ -243,6 +251,63 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
         });
     }
     alerts
+}
+
+/// One alert per subscription at or above 90 % of Azure's role-assignment limit (warning), or where Azure
+/// refused a PUT for the limit in this run (critical; known from the run's counts or its failed pairs).
+fn capacity_alerts(run: &AlertRun<'_>) -> Vec<Alert> {
+    let mut near: BTreeMap<String, SubscriptionCapacity> = BTreeMap::new();
+    for c in run.capacity.iter().filter(|c| c.near_limit()) {
+        near.insert(c.subscription.to_ascii_lowercase(), c.clone());
+    }
+    for p in run.pairs {
+        if p.status == PairStatus::Failed
+            && p.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(LIMIT_REASON_PREFIX))
+        {
+            let sub = p.registry_id.subscription_id().to_ascii_lowercase();
+            near.entry(sub.clone())
+                .or_insert_with(|| SubscriptionCapacity {
+                    subscription: sub,
+                    assignments: ROLE_ASSIGNMENT_LIMIT,
+                    limit: ROLE_ASSIGNMENT_LIMIT,
+                    exhausted: true,
+                })
+                .exhausted = true;
+        }
+    }
+    near.into_iter()
+        .map(|(subscription, c)| {
+            let severity = if c.exhausted { "critical" } else { "warning" };
+            let mut labels = base_labels("role_assignment_limit", severity);
+            labels.insert("subscription".to_owned(), subscription.clone());
+            let summary = if c.exhausted {
+                format!(
+                    "Subscription {subscription} is at Azure's limit of {} role assignments: new attachments there fail",
+                    c.limit
+                )
+            } else {
+                format!(
+                    "Subscription {subscription} holds {} of Azure's {} role assignments ({}%)",
+                    c.assignments,
+                    c.limit,
+                    c.percent()
+                )
+            };
+            let annotations = BTreeMap::from([
+                ("summary".to_owned(), summary),
+                ("reason".to_owned(), c.line()),
+                ("invocation_id".to_owned(), run.invocation_id.to_owned()),
+            ]);
+            Alert {
+                labels,
+                annotations,
+                starts_at: None,
+                ends_at: None,
+            }
+        })
+        .collect()
 }
 
 /// Which of Alertmanager's `active` alerts (ours, by `alertname`) this run resolves (pure): those whose label
@@ -408,6 +473,7 @@ mod tests {
     ) -> AlertRun<'a> {
         AlertRun {
             invocation_id: "inv",
+            capacity: &[],
             pairs,
             registries,
             azure_failures: failures,
@@ -535,5 +601,46 @@ mod tests {
         assert_eq!(m.alerts.len(), 1);
         assert!(m.text.contains("acr-autoattach explain --cluster"));
         assert_eq!(m.title, "acr-autoattach: 1 problem(s) need attention");
+    }
+
+    #[test]
+    fn capacity_alerts_at_ninety_percent_and_when_azure_refused_for_the_limit() {
+        let cap = |sub: &str, n: u64| SubscriptionCapacity {
+            subscription: sub.into(),
+            assignments: n,
+            limit: ROLE_ASSIGNMENT_LIMIT,
+            exhausted: false,
+        };
+        let capacity = [cap("s-low", 3_599), cap("s-near", 3_600)];
+        let mut refused = pair("a", "r", PairStatus::Failed);
+        refused.reason = Some(format!(
+            "{LIMIT_REASON_PREFIX}: subscription S1 holds Azure's fixed maximum"
+        ));
+        let pairs = [refused];
+        let mut r = run(&pairs, &[], &[], true);
+        r.capacity = &capacity;
+        let alerts = plan_firing(&r, 3);
+        let limit: Vec<(&str, &str)> = alerts
+            .iter()
+            .filter(|a| a.label("status") == Some("role_assignment_limit"))
+            .map(|a| {
+                (
+                    a.label("subscription").unwrap(),
+                    a.label("severity").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(limit, [("s-near", "warning"), ("s1", "critical")]);
+        let s1 = alerts
+            .iter()
+            .find(|a| a.label("subscription") == Some("s1"))
+            .unwrap();
+        assert!(
+            s1.annotations["summary"].contains("limit of 4000"),
+            "{s1:?}"
+        );
+        // The pair itself alerts too, with the reason naming the limit and the subscription.
+        assert!(alerts.iter().any(|a| a.label("status") == Some("failed")
+            && a.annotations["reason"].contains("subscription S1")));
     }
 }

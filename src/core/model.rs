@@ -700,6 +700,62 @@ pub struct VerificationReport {
     /// `resource_graph`, `arm` or `failed: <reason>`.
     #[serde(rename = "inventory_source")]
     pub inventory: InventoryOutcome,
+    /// Per subscription holding a registry in scope: the role assignments counted against Azure's limit.
+    #[serde(default)]
+    pub capacity: Vec<SubscriptionCapacity>,
+}
+
+/// Azure's fixed maximum of role assignments per subscription (at subscription, resource-group and resource
+/// scope; management-group assignments do not count). It cannot be raised.
+pub const ROLE_ASSIGNMENT_LIMIT: u64 = 4_000;
+/// Share of [`ROLE_ASSIGNMENT_LIMIT`] in use at which a verification run alerts, in percent.
+pub const CAPACITY_ALERT_PERCENT: u64 = 90;
+/// The failure kind (and reason prefix) of a pair that could not be written because its subscription is full.
+pub const LIMIT_REASON_PREFIX: &str = "role_assignment_limit_exceeded";
+
+/// How close one subscription is to Azure's role-assignment limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionCapacity {
+    pub subscription: String,
+    /// Assignments at the subscription, its resource groups and resources.
+    pub assignments: u64,
+    pub limit: u64,
+    /// Azure refused a PUT in this run with `RoleAssignmentLimitExceeded`.
+    #[serde(default)]
+    pub exhausted: bool,
+}
+
+impl SubscriptionCapacity {
+    /// At or above [`CAPACITY_ALERT_PERCENT`] of the limit, or refused by Azure.
+    pub fn near_limit(&self) -> bool {
+        self.exhausted
+            || self.assignments.saturating_mul(100)
+                >= self.limit.saturating_mul(CAPACITY_ALERT_PERCENT)
+    }
+
+    /// One line for logs and the `verify` output.
+    pub fn line(&self) -> String {
+        let note = if self.exhausted {
+            " - FULL: Azure refused a new assignment (RoleAssignmentLimitExceeded)"
+        } else if self.near_limit() {
+            " - near Azure's limit: assign roles to groups or remove unused assignments"
+        } else {
+            ""
+        };
+        format!(
+            "role assignments in subscription {}: {} of {} ({}%){note}",
+            self.subscription,
+            self.assignments,
+            self.limit,
+            self.percent()
+        )
+    }
+
+    pub fn percent(&self) -> u64 {
+        (self.assignments.saturating_mul(100))
+            .checked_div(self.limit)
+            .unwrap_or(100)
+    }
 }
 
 /// Where a run's inventory came from.

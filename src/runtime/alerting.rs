@@ -38,7 +38,20 @@ pub enum AlertConfigError {
         variable: &'static str,
         value: String,
     },
+    #[error("{variable} {value} is out of range {min}..={max}")]
+    OutOfRange {
+        variable: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
 }
+
+/// Bounds of `AUTOATTACH_ALERT_TIMEOUT_MS` (2 minutes: an alert must not hold an invocation longer).
+pub const MAX_ALERT_TIMEOUT_MS: u64 = 120_000;
+/// Bounds of `AUTOATTACH_ALERT_TTL_SECONDS` (a week; without a bound a huge value overflowed the alert's
+/// `endsAt` and panicked the invocation).
+pub const MAX_ALERT_TTL_SECONDS: u64 = 604_800;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AlertFormat {
@@ -119,11 +132,27 @@ impl AlertConfig {
                 })
                 .transpose()
         };
+        let bounded = |variable: &'static str, min: u64, max: u64| {
+            number(variable)?
+                .map(|value| {
+                    if (min..=max).contains(&value) {
+                        Ok(value)
+                    } else {
+                        Err(AlertConfigError::OutOfRange {
+                            variable,
+                            value,
+                            min,
+                            max,
+                        })
+                    }
+                })
+                .transpose()
+        };
         let mut config = Self::new(&webhook, format)?;
-        if let Some(ms) = number("AUTOATTACH_ALERT_TIMEOUT_MS")? {
+        if let Some(ms) = bounded("AUTOATTACH_ALERT_TIMEOUT_MS", 1, MAX_ALERT_TIMEOUT_MS)? {
             config.timeout = Duration::from_millis(ms);
         }
-        if let Some(s) = number("AUTOATTACH_ALERT_TTL_SECONDS")? {
+        if let Some(s) = bounded("AUTOATTACH_ALERT_TTL_SECONDS", 1, MAX_ALERT_TTL_SECONDS)? {
             config.firing_ttl = Duration::from_secs(s);
         }
         if let Some(n) = number("AUTOATTACH_ALERT_TRANSIENT_THRESHOLD")? {
@@ -449,6 +478,7 @@ mod tests {
         assert!(t.drain().is_empty());
         let run = AlertRun {
             invocation_id: "inv",
+            capacity: &[],
             pairs: &[],
             registries: &[],
             azure_failures: &counts,
@@ -493,5 +523,33 @@ mod tests {
             }),
             Err(AlertConfigError::BadFormat(_))
         ));
+    }
+
+    proptest::proptest! {
+        /// AUTOATTACH_ALERT_TTL_SECONDS and AUTOATTACH_ALERT_TIMEOUT_MS of any size: accepted within their
+        /// bounds (and then an alert's `endsAt` cannot overflow), refused with the bound named outside.
+        #[test]
+        fn alert_numbers_are_bounded(value in proptest::prelude::any::<u64>(), ttl in proptest::prelude::any::<bool>()) {
+            let variable = if ttl { "AUTOATTACH_ALERT_TTL_SECONDS" } else { "AUTOATTACH_ALERT_TIMEOUT_MS" };
+            let max = if ttl { MAX_ALERT_TTL_SECONDS } else { MAX_ALERT_TIMEOUT_MS };
+            let text = value.to_string();
+            let env = |k: &str| match k {
+                "AUTOATTACH_ALERT_WEBHOOK" => Some("http://127.0.0.1:9/".to_owned()),
+                k if k == variable => Some(text.clone()),
+                _ => None,
+            };
+            match AlertConfig::from_env(&env) {
+                Ok(Some(c)) => {
+                    proptest::prop_assert!((1..=max).contains(&value));
+                    proptest::prop_assert!(time::OffsetDateTime::now_utc().checked_add(c.firing_ttl.try_into().unwrap()).is_some());
+                }
+                Ok(None) => proptest::prop_assert!(false, "webhook set"),
+                Err(e) => {
+                    proptest::prop_assert!(!(1..=max).contains(&value));
+                    let message = e.to_string();
+                    proptest::prop_assert!(message.contains(variable) && message.contains(&max.to_string()), "{}", message);
+                }
+            }
+        }
     }
 }

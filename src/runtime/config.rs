@@ -72,6 +72,9 @@ pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
 pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
 /// Event Grid waits 30 s for an answer; the readiness wait must leave room for the rest of the invocation.
 pub const MAX_READY_TIMEOUT_SECS: u64 = 24;
+/// Upper bound of `AUTOATTACH_VERIFY_BUDGET_SECS` (a day: longer than any Functions plan lets a run last;
+/// without a bound a huge value overflowed the run's deadline and panicked).
+pub const MAX_VERIFY_BUDGET_SECS: u64 = 86_400;
 
 /// Validated handler configuration.
 #[derive(Clone)]
@@ -216,10 +219,10 @@ impl Config {
             540,
             "AUTOATTACH_VERIFY_BUDGET_SECS",
         )?;
-        if budget_secs == 0 {
+        if !(1..=MAX_VERIFY_BUDGET_SECS).contains(&budget_secs) {
             return Err(ConfigError::new(
                 "AUTOATTACH_VERIFY_BUDGET_SECS",
-                "must be at least 1",
+                format!("{budget_secs} is out of range 1..={MAX_VERIFY_BUDGET_SECS}"),
             ));
         }
 
@@ -436,6 +439,8 @@ mod tests {
             ("AUTOATTACH_MAX_CONCURRENCY", "0"),
             ("AUTOATTACH_USE_RESOURCE_GRAPH", "perhaps"),
             ("AUTOATTACH_VERIFY_BUDGET_SECS", "0"),
+            ("AUTOATTACH_VERIFY_BUDGET_SECS", "86401"),
+            ("AUTOATTACH_VERIFY_BUDGET_SECS", "18446744073709551615"),
         ];
         for (key, value) in cases {
             let err = cfg(&[(key, value)]).unwrap_err();
@@ -465,5 +470,24 @@ mod tests {
         assert_eq!(c.subscriptions.len(), 2);
         assert!(c.detach);
         assert_eq!(c.arm_endpoint.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    proptest::proptest! {
+        /// Any number in a bounded setting is accepted inside its bounds and refused, naming the setting and
+        /// the bound, outside them; an accepted budget never overflows a deadline.
+        #[test]
+        fn verify_budget_is_bounded(secs in proptest::prelude::any::<u64>()) {
+            match cfg(&[("AUTOATTACH_VERIFY_BUDGET_SECS", &secs.to_string())]) {
+                Ok(c) => {
+                    proptest::prop_assert!((1..=MAX_VERIFY_BUDGET_SECS).contains(&secs));
+                    proptest::prop_assert!(tokio::time::Instant::now().checked_add(c.verify_budget).is_some());
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!(1..=MAX_VERIFY_BUDGET_SECS).contains(&secs));
+                    proptest::prop_assert_eq!(e.setting, "AUTOATTACH_VERIFY_BUDGET_SECS");
+                    proptest::prop_assert!(e.to_string().contains("86400"), "{}", e);
+                }
+            }
+        }
     }
 }

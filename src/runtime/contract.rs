@@ -6,7 +6,7 @@
 //! body makes it wait until `functionTimeout`, so every 2xx here carries a JSON object.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -210,8 +210,37 @@ pub struct InvocationFailure {
     pub logs: Vec<String>,
 }
 
+/// A `Logs` entry as the host may log it: every control character (newline, carriage return, escape, …)
+/// and Unicode line separator is written as `\u{…}`, so nothing an event carries can end the host's log
+/// line and forge another.
+pub fn escape_log_line(line: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !line.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if unsafe_char(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn escape_logs(logs: Vec<String>) -> Vec<String> {
+    logs.into_iter()
+        .map(|l| match escape_log_line(&l) {
+            std::borrow::Cow::Borrowed(_) => l,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        })
+        .collect()
+}
+
 impl IntoResponse for InvocationAnswer {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        self.logs = escape_logs(std::mem::take(&mut self.logs));
         json_response(
             StatusCode::OK,
             &serde_json::to_value(&self).unwrap_or_else(|_| json!({})),
@@ -223,7 +252,7 @@ impl IntoResponse for InvocationFailure {
     fn into_response(self) -> Response {
         json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({"error": {"code": "InvocationFailed", "message": self.reason}, "Logs": self.logs}),
+            &json!({"error": {"code": "InvocationFailed", "message": escape_log_line(&self.reason)}, "Logs": escape_logs(self.logs)}),
         )
     }
 }
@@ -278,9 +307,11 @@ async fn not_found() -> Response {
 async fn invoke<F: Functions>(
     State(slot): State<HandlerSlot<F>>,
     Path(function): Path<String>,
+    timeout: Option<axum::Extension<BodyReadTimeout>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let body_timeout = timeout.map_or(ServeLimits::default().body_read_timeout, |t| t.0.0);
     let Some(function) = FunctionName::parse(&function) else {
         return error_response(
             StatusCode::NOT_FOUND,
@@ -293,7 +324,20 @@ async fn invoke<F: Functions>(
         );
     };
     // Read the (possibly chunked) body with a hard cap, so an oversized body is refused without buffering it.
-    let bytes: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let read = tokio::time::timeout(body_timeout, Limited::new(body, MAX_BODY_BYTES).collect());
+    let Ok(read) = read.await else {
+        tracing::warn!(
+            function = function.as_str(),
+            timeout_ms = body_timeout.as_millis() as u64,
+            "invocation body not received in time"
+        );
+        return error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            "the invocation body did not arrive in time",
+        );
+    };
+    let bytes: Bytes = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -348,6 +392,30 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && v.len() <= 256)
 }
 
+/// The server's edges: how long a peer may take to send a request, and how many connections may be open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// A request's headers must arrive within this (a connection trickling bytes is closed).
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this (answered 408 otherwise).
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    /// The host talks over loopback and sends at most 1 MB: 10 s for headers and 20 s for a body are far
+    /// more than it needs and far less than a slow-loris peer wants; 512 connections are more than the host
+    /// opens for a burst (invocations of one resource share one run) and stay under a 1,024 descriptor limit.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(20),
+            max_connections: 512,
+        }
+    }
+}
+
 /// Binds `127.0.0.1:port` (the host connects over IPv4 loopback only) and serves until `shutdown` resolves;
 /// in-flight invocations finish before it returns.
 pub async fn serve<F: Functions>(
@@ -355,9 +423,7 @@ pub async fn serve<F: Functions>(
     handler: Arc<F>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(handler))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router(listener, app(handler), shutdown, ServeLimits::default()).await
 }
 
 /// [`serve`] with a handler that is filled in later (see [`HandlerSlot`]).
@@ -366,10 +432,77 @@ pub async fn serve_slot<F: Functions>(
     slot: HandlerSlot<F>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app_with_slot(slot))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router(
+        listener,
+        app_with_slot(slot),
+        shutdown,
+        ServeLimits::default(),
+    )
+    .await
 }
+
+/// Serves `router` over HTTP/1.1 (what the host speaks) with the [`ServeLimits`]: headers must arrive within
+/// their timeout, at most `max_connections` are open, and on `shutdown` no new connection is accepted while
+/// every open one finishes its request.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let router = router.layer(axum::Extension(BodyReadTimeout(limits.body_read_timeout)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Wait for a free slot before accepting: excess connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(Body::new)),
+        );
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The body read timeout, handed to the invocation route.
+#[derive(Debug, Clone, Copy)]
+struct BodyReadTimeout(Duration);
 
 /// Resolves on SIGTERM (what the host and the platform send) or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -448,5 +581,25 @@ mod tests {
         assert_eq!(r.metadata.retry_context.unwrap().retry_count, 1);
         assert_eq!(r.metadata.data, Some(json!({"a":1})));
         assert_eq!(r.metadata.other.get("extra"), Some(&json!(2)));
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_logs_line() {
+        assert_eq!(escape_log_line("plain line"), "plain line");
+        assert_eq!(
+            escape_log_line("e1\n[Information] forged\r\u{1b}[31m\u{2028}x"),
+            "e1\\u{a}[Information] forged\\u{d}\\u{1b}[31m\\u{2028}x"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_lines_hold_no_control_character(line in "\\PC*|[\\x00-\\x1f\\x7f-\\u{9f}\\u{2028}a]*") {
+            let escaped = escape_log_line(&line);
+            let clean = !escaped
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'));
+            proptest::prop_assert!(clean, "{:?}", escaped);
+        }
     }
 }

@@ -14,7 +14,7 @@
 //! The subscription list (for scope and tenants) is cached per process for [`SUBSCRIPTION_CACHE_TTL`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -29,8 +29,9 @@ use crate::azure::{
 };
 use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
 use crate::core::model::{
-    Cluster, ClusterPrincipal, InventoryOutcome, Mode, PairFailure, PairResult, PairStatus,
-    Registry, ResourceId, RoleAssignment, RoleDefinition, VerificationReport,
+    Cluster, ClusterPrincipal, InventoryOutcome, LIMIT_REASON_PREFIX, Mode, PairFailure,
+    PairResult, PairStatus, ROLE_ASSIGNMENT_LIMIT, Registry, ResourceId, RoleAssignment,
+    RoleDefinition, SubscriptionCapacity, VerificationReport,
 };
 use crate::core::outcome::RunFailure;
 pub use crate::core::outcome::{EventOutcome, EventReport};
@@ -38,6 +39,7 @@ use crate::core::planner::{
     self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
 };
 use crate::runtime::config::Config;
+use crate::runtime::singleflight::SingleFlight;
 use crate::telemetry::{AssignmentOutcome, Metrics, pair_span};
 
 /// How long the list of visible subscriptions (scope and tenants) is reused across invocations.
@@ -82,13 +84,51 @@ impl EngineError {
     }
 }
 
+/// What work an event asks for: events with the same key need the same reads and writes (the resource's
+/// current state decides, never the event), so concurrent ones share one run. `None`: no Azure work.
+pub fn work_key(event: &ClassifiedEvent) -> Option<String> {
+    let (kind, id) = match &event.classification {
+        Classification::ClusterWrite { cluster, .. } => ("cluster_write", cluster),
+        Classification::ClusterDelete { cluster } => ("cluster_delete", cluster),
+        Classification::RegistryWrite { registry, .. } => ("registry_write", registry),
+        Classification::RegistryDelete { .. } | Classification::Ignored { .. } => return None,
+    };
+    Some(format!("{kind} {}", id.as_str().to_ascii_lowercase()))
+}
+
+/// The report of an event that could not be handled before the delivery deadline: the invocation fails so
+/// Event Grid redelivers it.
+pub fn unfinished_report(event: &ClassifiedEvent, why: &str) -> EventReport {
+    let mut report = EventReport::new(
+        event.metadata.id.clone(),
+        event.metadata.event_type.clone(),
+        event.classification.label().to_owned(),
+    );
+    report.conclude(Some(RunFailure {
+        message: why.to_owned(),
+        transient: true,
+    }));
+    report
+}
+
 /// The engine. Cheap to share: one per process. `C` is the real [`AzureClient`] except in unit tests, which
 /// script a fake (`fake.rs`).
 pub struct Engine<C: AzureConnect = AzureClient> {
     config: Config,
     client: C,
     metrics: Metrics,
-    subscriptions: Mutex<Option<(Instant, Vec<Subscription>)>>,
+    /// The visible subscriptions: filled once per [`SUBSCRIPTION_CACHE_TTL`] however many invocations ask at
+    /// once (single flight); a failed fill is shared by the callers that waited for it, never kept.
+    subscriptions: SingleFlight<(), Result<Vec<Subscription>, AzureError>>,
+}
+
+/// `d` before now, or the first instant this process asked for one when it has not been running that long.
+pub fn ago(d: Duration) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    Instant::now()
+        .checked_sub(d)
+        .map_or(epoch, |t| t.max(epoch))
 }
 
 impl<C: AzureConnect> Engine<C> {
@@ -97,7 +137,7 @@ impl<C: AzureConnect> Engine<C> {
             config,
             client,
             metrics: Metrics::noop(),
-            subscriptions: Mutex::new(None),
+            subscriptions: SingleFlight::new(SUBSCRIPTION_CACHE_TTL),
         }
     }
 
@@ -136,24 +176,18 @@ impl<C: AzureConnect> Engine<C> {
                 .any(|s| s.eq_ignore_ascii_case(subscription_id))
     }
 
-    /// Visible subscriptions, cached for [`SUBSCRIPTION_CACHE_TTL`].
+    /// Visible subscriptions, cached for [`SUBSCRIPTION_CACHE_TTL`] and filled by one request however many
+    /// callers need them at once.
     async fn visible_subscriptions(&self, azure: &C::Ops) -> Result<Vec<Subscription>, AzureError> {
-        if let Some((at, subs)) = self.lock_subscriptions().as_ref()
-            && at.elapsed() < SUBSCRIPTION_CACHE_TTL
-        {
-            return Ok(subs.clone());
-        }
-        let subs = azure.list_subscriptions().await?;
-        *self.lock_subscriptions() = Some((Instant::now(), subs.clone()));
-        Ok(subs)
-    }
-
-    fn lock_subscriptions(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<(Instant, Vec<Subscription>)>> {
+        let azure = azure.clone();
         self.subscriptions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .run(
+                (),
+                ago(SUBSCRIPTION_CACHE_TTL),
+                Result::is_ok,
+                move || async move { azure.list_subscriptions().await },
+            )
+            .await
     }
 
     /// Subscriptions in scope (configured ∩ visible, or every enabled visible one) and every visible
@@ -597,6 +631,8 @@ impl<C: AzureConnect> Engine<C> {
         // One span per written pair; it closes with the final status (after read-back) recorded on it.
         let mut spans: Vec<Option<tracing::Span>> = vec![None; plan.items.len()];
         let mut skipped = 0usize;
+        // Subscriptions Azure refused a PUT in with RoleAssignmentLimitExceeded: no further PUT goes there.
+        let mut full: BTreeSet<String> = BTreeSet::new();
         let mut pending = FuturesUnordered::new();
         let mut next = plan
             .items
@@ -608,6 +644,12 @@ impl<C: AzureConnect> Engine<C> {
                 let Some((index, item)) = next.next() else {
                     break;
                 };
+                let subscription = item.registry.subscription_id().to_ascii_lowercase();
+                if matches!(item.action, Action::Create(_)) && full.contains(&subscription) {
+                    outcomes[index] =
+                        ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()));
+                    continue;
+                }
                 if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
                     skipped += 1;
                     outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
@@ -624,7 +666,19 @@ impl<C: AzureConnect> Engine<C> {
                 );
             }
             match pending.next().await {
-                Some((index, outcome)) => outcomes[index] = outcome,
+                Some((index, outcome)) => {
+                    if let ApplyOutcome::Failed(failure) = &outcome
+                        && failure.kind == LIMIT_REASON_PREFIX
+                    {
+                        full.insert(
+                            plan.items[index]
+                                .registry
+                                .subscription_id()
+                                .to_ascii_lowercase(),
+                        );
+                    }
+                    outcomes[index] = outcome;
+                }
                 None => break,
             }
         }
@@ -736,6 +790,7 @@ impl<C: AzureConnect> Engine<C> {
             unverified_pairs: 0,
             azure_requests: 0,
             inventory: InventoryOutcome::Failed(String::new()),
+            capacity: Vec::new(),
         };
         match self.observe_and_plan(&azure, &subs).await {
             Ok((mut plan, observed, inventory)) => {
@@ -746,6 +801,11 @@ impl<C: AzureConnect> Engine<C> {
                 report.clusters = observed.clusters.iter().map(|c| c.id.clone()).collect();
                 report.registries = observed.registries.iter().map(|r| r.id.clone()).collect();
                 let (pairs, skipped) = self.apply(&azure, &plan, None).await;
+                report.capacity = capacity(
+                    &observed.registries,
+                    &inventory.assignments_per_subscription,
+                    &pairs,
+                );
                 report.pairs = pairs;
                 report.registry_results = plan.registry_results;
                 if skipped > 0 {
@@ -811,6 +871,9 @@ async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
                     assignment_id: a.id,
                 },
                 Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
+                Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
+                    ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()))
+                }
                 Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
             }
         }
@@ -825,6 +888,46 @@ async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
 }
 
 /// A failed write as the pair's typed failure: its kind (the metric label) and whether retrying can help.
+/// A pair in a full subscription: names the limit and the subscription, and what helps. Not transient.
+fn limit_failure(subscription: &str) -> PairFailure {
+    PairFailure::permanent(
+        LIMIT_REASON_PREFIX,
+        format!(
+            "subscription {subscription} holds Azure's fixed maximum of {ROLE_ASSIGNMENT_LIMIT} role assignments; no assignment can be created there until some are removed or replaced by group assignments (https://aka.ms/rbac-limits)"
+        ),
+    )
+}
+
+/// Per subscription holding a registry in scope: the assignments the inventory counted against the limit,
+/// and whether Azure refused a PUT there for the limit in this run.
+pub fn capacity(
+    registries: &[Registry],
+    counted: &BTreeMap<String, u64>,
+    pairs: &[PairResult],
+) -> Vec<SubscriptionCapacity> {
+    let exhausted: BTreeSet<String> = pairs
+        .iter()
+        .filter(|p| {
+            p.failure
+                .as_ref()
+                .is_some_and(|f| f.kind == LIMIT_REASON_PREFIX)
+        })
+        .map(|p| p.registry_id.subscription_id().to_ascii_lowercase())
+        .collect();
+    registries
+        .iter()
+        .map(|r| r.id.subscription_id().to_ascii_lowercase())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|subscription| SubscriptionCapacity {
+            assignments: counted.get(&subscription).copied().unwrap_or(0),
+            limit: ROLE_ASSIGNMENT_LIMIT,
+            exhausted: exhausted.contains(&subscription),
+            subscription,
+        })
+        .collect()
+}
+
 fn pair_failure(e: &AzureError) -> PairFailure {
     PairFailure {
         kind: e.kind(),

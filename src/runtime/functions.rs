@@ -2,8 +2,11 @@
 //! hand it to the engine, report every result in `Logs`, `ReturnValue` and telemetry, and decide between an
 //! answer (200) and a failed invocation (500, so the platform retries).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+
+use futures::StreamExt as _;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,15 +16,16 @@ use tracing::Instrument;
 
 use crate::azure::RequestObserver;
 use crate::core::alerts::{AlertRun, AzureFailureCount};
-use crate::core::events::{self, EventRejection};
-use crate::core::model::{PairResult, RegistryResult, VerificationReport};
+use crate::core::events::{self, ClassifiedEvent, EventRejection};
+use crate::core::model::{PairResult, RegistryResult, SubscriptionCapacity, VerificationReport};
 use crate::core::outcome::{Answer, EventOutcome, EventReport, answer};
 use crate::runtime::alerting::{Alerter, AzureFailureTally};
 use crate::runtime::config::Config;
 use crate::runtime::contract::{
     FunctionName, Functions, Invocation, InvocationAnswer, InvocationFailure,
 };
-use crate::runtime::engine::Engine;
+use crate::runtime::engine::{EVENT_HARD_BUDGET, Engine, unfinished_report, work_key};
+use crate::runtime::singleflight::SingleFlight;
 use crate::telemetry::{
     EventOutcomeLabel, Metrics, RunOutcomeLabel, TelemetryGuard, Trigger, invocation_span,
 };
@@ -30,6 +34,10 @@ use crate::telemetry::{
 /// telemetry as an `AttachmentVerification` record). Each `Logs` entry becomes a host log line, and a
 /// 10,000-cluster estate must not produce an answer of hundreds of megabytes.
 pub const MAX_PAIR_LOG_LINES: usize = 1_000;
+
+/// Distinct events of one delivery handled at once; the Azure client bounds the requests in flight, this
+/// bounds the work an invocation holds open.
+pub const MAX_EVENTS_IN_FLIGHT: usize = 8;
 
 /// The telemetry trigger kind of each function.
 fn trigger(function: FunctionName) -> Trigger {
@@ -127,15 +135,19 @@ impl Functions for Handler {
 
 /// Everything an invocation needs; one per process, shared by all invocations.
 pub struct Handler {
-    engine: Engine,
+    engine: Arc<Engine>,
     observability: Observability,
+    /// Concurrent invocations about the same resource share one run of the engine (single flight): a burst
+    /// of N deliveries of one event costs at most two runs, never N.
+    events: SingleFlight<String, EventReport>,
 }
 
 impl Handler {
     pub fn new(engine: Engine, observability: Observability) -> Self {
         Self {
-            engine,
+            engine: Arc::new(engine),
             observability,
+            events: SingleFlight::new(EVENT_HARD_BUDGET),
         }
     }
 
@@ -211,15 +223,52 @@ impl Handler {
                 }
             }
         }
-        let reports = futures::future::join_all(
-            classified
-                .iter()
-                .map(|e| self.engine.handle_event(e, started)),
-        )
-        .await;
+        // Duplicates within the delivery need the work once: one report per distinct work, the others
+        // counted on it.
+        let mut distinct: Vec<(ClassifiedEvent, usize)> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for event in classified {
+            match work_key(&event) {
+                Some(key) => {
+                    if let Some(&i) = seen.get(&key) {
+                        distinct[i].1 += 1;
+                    } else {
+                        seen.insert(key, distinct.len());
+                        distinct.push((event, 0));
+                    }
+                }
+                None => distinct.push((event, 0)),
+            }
+        }
+        // Whatever is not done by the delivery deadline fails alone (and only it asks for a retry).
+        let deadline = started + EVENT_HARD_BUDGET;
+        let distinct = &distinct;
+        let reports: Vec<EventReport> = futures::stream::iter(0..distinct.len())
+            .map(|i| async move {
+                let (event, duplicates) = &distinct[i];
+                let mut report =
+                    match tokio::time::timeout_at(deadline, self.coalesced(event, started)).await {
+                        Ok(report) => report,
+                        Err(_) => unfinished_report(
+                            event,
+                            "not finished within the delivery deadline; Event Grid will retry",
+                        ),
+                    };
+                if *duplicates > 0 {
+                    report.notes.push(format!(
+                        "{duplicates} duplicate events in this delivery merged into this one"
+                    ));
+                }
+                report
+            })
+            .buffered(MAX_EVENTS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut pair_lines = 0usize;
-        for report in &reports {
-            metrics.record_event(&report.event_type, event_outcome(report));
+        for (report, (_, duplicates)) in reports.iter().zip(distinct) {
+            for _ in 0..=*duplicates {
+                metrics.record_event(&report.event_type, event_outcome(report));
+            }
             logs.push(event_line(report));
             for pair in &report.pairs {
                 self.record_pair(pair, &invocation.invocation_id);
@@ -255,6 +304,28 @@ impl Handler {
         })
     }
 
+    /// Handles `event`, sharing the run with every concurrent invocation about the same work whose run
+    /// began after this one arrived (`started`): never an answer from a state read before the event.
+    async fn coalesced(&self, event: &ClassifiedEvent, started: Instant) -> EventReport {
+        let Some(key) = work_key(event) else {
+            return self.engine.handle_event(event, started).await;
+        };
+        let engine = Arc::clone(&self.engine);
+        let owned = event.clone();
+        let mut report = self
+            .events
+            .run(
+                key,
+                started,
+                |_| true,
+                move || async move { engine.handle_event(&owned, started).await },
+            )
+            .await;
+        report.event_id.clone_from(&event.metadata.id);
+        report.event_type.clone_from(&event.metadata.event_type);
+        report
+    }
+
     async fn alert(&self, invocation: &Invocation, reports: &[EventReport]) {
         let Some(alerter) = &self.observability.alerter else {
             return;
@@ -273,6 +344,7 @@ impl Handler {
         }
         let run = AlertRun {
             invocation_id: &invocation.invocation_id,
+            capacity: &[],
             pairs: &pairs,
             registries: &registries,
             azure_failures: &azure_failures,
@@ -331,6 +403,9 @@ impl Handler {
         for registry in &report.registry_results {
             self.record_registry(registry, &invocation.invocation_id);
         }
+        for capacity in &report.capacity {
+            metrics.record_capacity(capacity);
+        }
         metrics.record_run(if report.inventory.failure().is_none() && report.complete {
             if report.all_compliant() {
                 RunOutcomeLabel::Healthy
@@ -351,6 +426,7 @@ impl Handler {
             alerter.send(&run).await;
         }
         logs.push(summary_line(&report));
+        logs.extend(report.capacity.iter().map(SubscriptionCapacity::line));
         for pair in report.pairs.iter().take(MAX_PAIR_LOG_LINES) {
             logs.push(pair_line(pair));
         }
@@ -466,6 +542,7 @@ fn summary_json(report: &VerificationReport, past_due: bool) -> Value {
         "azureRequests": report.azure_requests,
         "durationSeconds": report.duration_seconds,
         "inventorySource": report.inventory,
+        "roleAssignments": report.capacity,
     })
 }
 

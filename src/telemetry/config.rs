@@ -21,7 +21,7 @@ pub enum TelemetryConfigError {
         variable: &'static str,
         value: String,
     },
-    #[error("{variable}: `{value}` is not a number of milliseconds")]
+    #[error("{variable}: `{value}` is not a number of milliseconds in 1..=60000")]
     BadTimeout {
         variable: &'static str,
         value: String,
@@ -159,6 +159,15 @@ impl AppInsightsConnectionString {
     /// The raw string, for the exporter only.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The `Authorization` field when it asks for anything but the instrumentation key (`AAD`: Microsoft
+    /// Entra authentication with the app's managed identity).
+    pub fn unsupported_authorization(&self) -> Option<&str> {
+        connection_string_fields(&self.0)
+            .find(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.eq_ignore_ascii_case("ikey"))
     }
 
     /// `IngestionEndpoint`, when the string names one.
@@ -347,12 +356,17 @@ fn resolve_signal(
     }))
 }
 
+/// Upper bound of every telemetry timeout setting (a flush or an export must not hold an invocation longer).
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
 fn parse_millis(variable: &'static str, value: &str) -> Result<Duration, TelemetryConfigError> {
     value
         .trim()
         .parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
         .map(Duration::from_millis)
-        .map_err(|_| TelemetryConfigError::BadTimeout {
+        .ok_or_else(|| TelemetryConfigError::BadTimeout {
             variable,
             value: value.to_owned(),
         })

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
 
 use crate::core::model::{PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus};
 
@@ -19,9 +19,10 @@ pub const AZURE_THROTTLED: &str = "autoattach.azure.throttled";
 pub const VERIFICATION_RUNS: &str = "autoattach.verification.runs";
 pub const ALERTS_SENT: &str = "autoattach.alerts.sent";
 pub const ALERTS_FAILED: &str = "autoattach.alerts.failed";
+pub const ROLE_ASSIGNMENTS_USED: &str = "autoattach.role_assignments.used";
 
 /// Every documented instrument name, for tests and the docs.
-pub const ALL_INSTRUMENTS: [&str; 11] = [
+pub const ALL_INSTRUMENTS: [&str; 12] = [
     EVENTS,
     ASSIGNMENTS,
     VERIFICATION_PAIRS,
@@ -33,7 +34,36 @@ pub const ALL_INSTRUMENTS: [&str; 11] = [
     VERIFICATION_RUNS,
     ALERTS_SENT,
     ALERTS_FAILED,
+    ROLE_ASSIGNMENTS_USED,
 ];
+
+/// The values the `event.type` attribute may take (metric attributes must stay low-cardinality and must not
+/// carry what a sender chose): the Event Grid and Resource Notifications types this project distinguishes,
+/// `unparsed`, and `other` for anything else.
+pub const EVENT_TYPES: [&str; 13] = [
+    "Microsoft.Resources.ResourceWriteSuccess",
+    "Microsoft.Resources.ResourceWriteFailure",
+    "Microsoft.Resources.ResourceWriteCancel",
+    "Microsoft.Resources.ResourceDeleteSuccess",
+    "Microsoft.Resources.ResourceDeleteFailure",
+    "Microsoft.Resources.ResourceDeleteCancel",
+    "Microsoft.Resources.ResourceActionSuccess",
+    "Microsoft.Resources.ResourceActionFailure",
+    "Microsoft.Resources.ResourceActionCancel",
+    "Microsoft.ResourceNotifications.Resources.CreatedOrUpdated",
+    "Microsoft.ResourceNotifications.Resources.Deleted",
+    "Microsoft.EventGrid.SubscriptionValidationEvent",
+    "unparsed",
+];
+
+/// `raw` as an `event.type` attribute value: its canonical spelling when known, else `other`.
+pub fn event_type_label(raw: &str) -> &'static str {
+    EVENT_TYPES
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(raw))
+        .copied()
+        .unwrap_or("other")
+}
 
 /// The instrumentation scope name every signal of this project uses.
 pub const SCOPE: &str = "acr-autoattach";
@@ -126,6 +156,7 @@ pub struct Metrics {
     runs: Counter<u64>,
     alerts_sent: Counter<u64>,
     alerts_failed: Counter<u64>,
+    role_assignments_used: Gauge<u64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,6 +226,11 @@ impl Metrics {
                 .with_unit("{delivery}")
                 .with_description("Failed webhook deliveries, by format and reason")
                 .build(),
+            role_assignments_used: meter
+                .u64_gauge(ROLE_ASSIGNMENTS_USED)
+                .with_unit("{assignment}")
+                .with_description("Role assignments counted against Azure's 4,000 per-subscription limit, per registry subscription (each verification run)")
+                .build(),
         }
     }
 
@@ -207,7 +243,7 @@ impl Metrics {
         self.events.add(
             1,
             &[
-                KeyValue::new("event.type", event_type.to_owned()),
+                KeyValue::new("event.type", event_type_label(event_type)),
                 KeyValue::new("outcome", outcome.as_str()),
             ],
         );
@@ -265,6 +301,17 @@ impl Metrics {
         if throttled || status == Some(429) {
             self.azure_throttled.add(1, &[op]);
         }
+    }
+
+    /// One verification run's count of role assignments in one registry subscription.
+    pub fn record_capacity(&self, capacity: &crate::core::model::SubscriptionCapacity) {
+        self.role_assignments_used.record(
+            capacity.assignments,
+            &[
+                KeyValue::new("subscription", capacity.subscription.clone()),
+                KeyValue::new("limit", i64::try_from(capacity.limit).unwrap_or(i64::MAX)),
+            ],
+        );
     }
 
     pub fn record_run(&self, outcome: RunOutcomeLabel) {
@@ -330,5 +377,22 @@ mod tests {
             EventOutcomeLabel::Processed,
         );
         m.clone().record_run(RunOutcomeLabel::Healthy);
+    }
+
+    #[test]
+    fn event_type_attribute_takes_only_known_values() {
+        assert_eq!(
+            event_type_label("microsoft.resources.resourcewritesuccess"),
+            "Microsoft.Resources.ResourceWriteSuccess"
+        );
+        assert_eq!(event_type_label("unparsed"), "unparsed");
+        for hostile in [
+            "",
+            "x\nforged",
+            "Microsoft.Resources.ResourceWriteSuccess ",
+            "a".repeat(10_000).as_str(),
+        ] {
+            assert_eq!(event_type_label(hostile), "other");
+        }
     }
 }

@@ -578,8 +578,22 @@ fn build_guard(
     };
     let counters = std::sync::Arc::new(counting::Counters::default());
     let counted = |e| counting::Counting::new(e, counters.clone());
+    // opentelemetry-application-insights 0.46 refuses any Authorization but `ikey`: that must cost only this
+    // exporter, never OTLP, and one line says so (the value is `AAD`, not a secret; scrubbed all the same).
+    let refused = config
+        .app_insights
+        .as_ref()
+        .and_then(AppInsightsConnectionString::unsupported_authorization);
+    if let Some(auth) = refused {
+        eprintln!(
+            "acr-autoattach: Application Insights exporter disabled: the connection string asks for Authorization={} (Microsoft Entra authentication), which the exporter cannot do; other exporters (OTLP) continue. Use the instrumentation-key connection string, or export through OTLP.",
+            scrub(auth, &secrets)
+        );
+    }
     let app_insights = match (&config.app_insights, &client) {
-        (Some(cs), Some(c)) => Some(app_insights_exporter(cs, c.clone(), &secrets)?),
+        (Some(cs), Some(c)) if refused.is_none() => {
+            Some(app_insights_exporter(cs, c.clone(), &secrets)?)
+        }
         _ => None,
     };
 

@@ -1,0 +1,236 @@
+//! Coalescing of concurrent work on one key (single flight). A caller asks for "a run of this work that
+//! began at or after `not_before`": it joins a run in flight or queued that qualifies, reuses a finished
+//! one that qualifies, or queues a new run behind the one in flight. So a burst of N identical requests
+//! costs at most two runs (the one in flight when the burst began and one trailing run that every later
+//! arrival joins), and no caller is ever answered from a run that began before its own `not_before`: a
+//! burst is never answered from a state read before its event happened.
+//!
+//! Runs are driven by whoever awaits them (no task is spawned), so a run keeps the invocation's task-local
+//! accounting; a run whose every caller went away stops and is resumed by the next caller.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
+use tokio::time::Instant;
+
+type Run<V> = Shared<BoxFuture<'static, V>>;
+
+struct Flight<V> {
+    /// When the work actually began (unset while the run waits for the one before it).
+    began: Arc<OnceLock<Instant>>,
+    run: Run<V>,
+    /// Set once the run finished and its value may be reused.
+    done: Option<V>,
+}
+
+/// Single flight per key; see the module documentation.
+pub struct SingleFlight<K, V> {
+    flights: Mutex<HashMap<K, Vec<Flight<V>>>>,
+    /// Finished runs older than this are forgotten.
+    keep: Duration,
+}
+
+impl<K, V> SingleFlight<K, V>
+where
+    K: Eq + Hash + Clone,
+    V: Clone + Send + Sync + 'static,
+{
+    pub fn new(keep: Duration) -> Self {
+        Self {
+            flights: Mutex::new(HashMap::new()),
+            keep,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Vec<Flight<V>>>> {
+        self.flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value of a run of `work` that began at or after `not_before`. `reusable` says whether a finished
+    /// run's value may serve later callers (e.g. not an error); a value that may not is still shared with
+    /// every caller that joined the run while it was in flight.
+    pub async fn run<F>(
+        &self,
+        key: K,
+        not_before: Instant,
+        reusable: fn(&V) -> bool,
+        work: impl FnOnce() -> F,
+    ) -> V
+    where
+        F: Future<Output = V> + Send + 'static,
+    {
+        let run = {
+            let mut map = self.lock();
+            let now = Instant::now();
+            let keep = self.keep;
+            map.retain(|_, flights| {
+                flights
+                    .retain(|f| f.done.is_none() || f.began.get().is_some_and(|b| now - *b < keep));
+                !flights.is_empty()
+            });
+            let flights = map.entry(key.clone()).or_default();
+            // Newest first: a queued run, or one that began late enough.
+            let found = flights.iter().rev().find(|f| match f.began.get() {
+                None => true,
+                Some(began) => *began >= not_before,
+            });
+            match found {
+                Some(Flight {
+                    done: Some(value), ..
+                }) => return value.clone(),
+                Some(flight) => flight.run.clone(),
+                None => {
+                    let previous = flights.last().map(|f| f.run.clone());
+                    let began = Arc::new(OnceLock::new());
+                    let mark = Arc::clone(&began);
+                    let work = work();
+                    let run = async move {
+                        if let Some(previous) = previous {
+                            previous.await;
+                        }
+                        let _ = mark.set(Instant::now());
+                        work.await
+                    }
+                    .boxed()
+                    .shared();
+                    flights.push(Flight {
+                        began,
+                        run: run.clone(),
+                        done: None,
+                    });
+                    run
+                }
+            }
+        };
+        let value = run.clone().await;
+        let mut map = self.lock();
+        let mut emptied = false;
+        let key_flights = map.get_mut(&key).and_then(|flights| {
+            flights
+                .iter()
+                .position(|f| f.run.ptr_eq(&run))
+                .map(|i| (flights, i))
+        });
+        if let Some((flights, index)) = key_flights {
+            if reusable(&value) {
+                flights[index].done = Some(value.clone());
+                // Older finished runs can no longer be the best answer for anyone.
+                let mut i = 0usize;
+                flights.retain(|f| {
+                    let keep = i >= index || f.done.is_none();
+                    i += 1;
+                    keep
+                });
+            } else {
+                flights.remove(index);
+                emptied = flights.is_empty();
+            }
+        }
+        if emptied {
+            map.remove(&key);
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    fn always(_: &u32) -> bool {
+        true
+    }
+
+    fn counting(
+        runs: &Arc<AtomicU32>,
+        pause: Duration,
+    ) -> impl FnOnce() -> BoxFuture<'static, u32> + use<> {
+        let runs = Arc::clone(runs);
+        move || {
+            async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(pause).await;
+                n
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_costs_one_run_and_late_arrivals_one_trailing_run() {
+        let flight: Arc<SingleFlight<&str, u32>> =
+            Arc::new(SingleFlight::new(Duration::from_mins(1)));
+        let runs = Arc::new(AtomicU32::new(0));
+        let t0 = Instant::now();
+        let first: Vec<_> = (0..500)
+            .map(|_| {
+                let (flight, runs) = (Arc::clone(&flight), Arc::clone(&runs));
+                tokio::spawn(async move {
+                    flight
+                        .run("k", t0, always, counting(&runs, Duration::from_millis(100)))
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // These arrive while the first run is in flight: they must not take its (older) answer.
+        let t1 = Instant::now();
+        let late: Vec<_> = (0..500)
+            .map(|_| {
+                let (flight, runs) = (Arc::clone(&flight), Arc::clone(&runs));
+                tokio::spawn(async move {
+                    flight
+                        .run("k", t1, always, counting(&runs, Duration::from_millis(100)))
+                        .await
+                })
+            })
+            .collect();
+        for h in first {
+            assert_eq!(h.await.unwrap(), 1);
+        }
+        for h in late {
+            assert_eq!(h.await.unwrap(), 2);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // A finished run that began after `not_before` is reused; one that began before is not.
+        let again = flight
+            .run("k", t1, always, counting(&runs, Duration::ZERO))
+            .await;
+        assert_eq!(again, 2);
+        let fresh = flight
+            .run("k", Instant::now(), always, counting(&runs, Duration::ZERO))
+            .await;
+        assert_eq!(fresh, 3);
+        // Another key is independent.
+        let other = flight
+            .run("other", t0, always, counting(&runs, Duration::ZERO))
+            .await;
+        assert_eq!(other, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreusable_values_are_shared_in_flight_but_not_kept() {
+        let flight: SingleFlight<u8, u32> = SingleFlight::new(Duration::from_mins(1));
+        let runs = Arc::new(AtomicU32::new(0));
+        let t0 = Instant::now();
+        let never = |_: &u32| false;
+        let (a, b) = tokio::join!(
+            flight.run(1, t0, never, counting(&runs, Duration::from_millis(5))),
+            flight.run(1, t0, never, counting(&runs, Duration::from_millis(5))),
+        );
+        assert_eq!((a, b), (1, 1));
+        let c = flight
+            .run(1, t0, never, counting(&runs, Duration::ZERO))
+            .await;
+        assert_eq!(c, 2, "a failure is not served to later callers");
+    }
+}
