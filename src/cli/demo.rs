@@ -139,7 +139,8 @@ async fn otlp(
             for span in items(&value, "resourceSpans", "scopeSpans", "spans") {
                 r.spans += 1;
                 let name = span["name"].as_str().unwrap_or_default();
-                if name == "OnResourceEvent" || name == "VerifyAttachments" {
+                // Invocation spans are named `faas.name` = `<app>/<function>`.
+                if name.ends_with("/OnResourceEvent") || name.ends_with("/VerifyAttachments") {
                     r.invocation_spans += 1;
                 }
             }

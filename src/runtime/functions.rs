@@ -23,7 +23,8 @@ use crate::runtime::contract::{
 };
 use crate::runtime::engine::Engine;
 use crate::telemetry::{
-    EventOutcomeLabel, Metrics, RunOutcomeLabel, TelemetryGuard, Trigger, invocation_span,
+    EventOutcomeLabel, Metrics, ProcessInfo, RunOutcomeLabel, TelemetryGuard, Trigger,
+    invocation_span, record_invocation_result, record_timer,
 };
 
 /// The most per-pair lines one answer's `Logs` carries; the rest are counted (every result still reaches
@@ -129,13 +130,20 @@ impl Functions for Handler {
 pub struct Handler {
     engine: Engine,
     observability: Observability,
+    /// The function app (name and id) the invocation spans name.
+    process: ProcessInfo,
 }
 
 impl Handler {
     pub fn new(engine: Engine, observability: Observability) -> Self {
+        let process = observability.guard.as_ref().map_or_else(
+            || ProcessInfo::from_env(&|_| None),
+            |g| g.process_info().clone(),
+        );
         Self {
             engine,
             observability,
+            process,
         }
     }
 
@@ -153,23 +161,33 @@ impl Handler {
     ) -> Result<InvocationAnswer, InvocationFailure> {
         let function = invocation.function;
         let span = invocation_span(
+            &self.process,
             function.as_str(),
             &invocation.invocation_id,
             trigger(function),
             invocation.traceparent.as_deref(),
         );
-        let outcome = with_azure_failure_tally(
+        let (outcome, run_error) = with_azure_failure_tally(
             async {
                 match function {
-                    FunctionName::OnResourceEvent => self.on_resource_event(&invocation).await,
+                    FunctionName::OnResourceEvent => {
+                        (self.on_resource_event(&invocation).await, None)
+                    }
                     FunctionName::VerifyAttachments => {
-                        Ok(self.verify_attachments(&invocation).await)
+                        let (answer, run_error) = self.verify_attachments(&invocation).await;
+                        (Ok(answer), run_error)
                     }
                 }
             }
-            .instrument(span),
+            .instrument(span.clone()),
         )
         .await;
+        // What the host sees: 200 for an answer, 500 for a failure (`InvocationFailure` answers 500).
+        match &outcome {
+            Ok(_) => record_invocation_result(&span, 200, run_error),
+            Err(_) => record_invocation_result(&span, 500, Some("500")),
+        }
+        drop(span);
         if let Some(guard) = &self.observability.guard {
             let flushed = guard.flush_async().await;
             if !flushed.completed {
@@ -294,7 +312,12 @@ impl Handler {
             .record_registry_result(registry, invocation_id);
     }
 
-    async fn verify_attachments(&self, invocation: &Invocation) -> InvocationAnswer {
+    /// The timer's run; the second value is the span's `error.type` when the run could not do its work
+    /// (`inventory_failed`, `incomplete`), though it answers 200.
+    async fn verify_attachments(
+        &self,
+        invocation: &Invocation,
+    ) -> (InvocationAnswer, Option<&'static str>) {
         let metrics = &self.observability.metrics;
         let value = match invocation
             .request
@@ -303,19 +326,32 @@ impl Handler {
             .and_then(|r| r.trigger_value(FunctionName::VerifyAttachments.binding()))
         {
             Ok(v) => v,
-            Err(e) => return rejected(invocation, e.as_str(), &e.to_string(), metrics),
+            Err(e) => {
+                return (
+                    rejected(invocation, e.as_str(), &e.to_string(), metrics),
+                    None,
+                );
+            }
         };
         let timer: TimerInfo = match serde_json::from_value(value) {
             Ok(t) => t,
             Err(e) => {
-                return rejected(
-                    invocation,
-                    "not_a_timer",
-                    &format!("the timer value is not a TimerInfo: {e}"),
-                    metrics,
+                return (
+                    rejected(
+                        invocation,
+                        "not_a_timer",
+                        &format!("the timer value is not a TimerInfo: {e}"),
+                        metrics,
+                    ),
+                    None,
                 );
             }
         };
+        record_timer(
+            &tracing::Span::current(),
+            &self.engine.config().verify_schedule,
+            &fired_at(invocation),
+        );
         let mut logs = Vec::new();
         if timer.is_past_due {
             logs.push(
@@ -331,14 +367,17 @@ impl Handler {
         for registry in &report.registry_results {
             self.record_registry(registry, &invocation.invocation_id);
         }
-        metrics.record_run(if report.inventory.failure().is_none() && report.complete {
-            if report.all_compliant() {
-                RunOutcomeLabel::Healthy
-            } else {
-                RunOutcomeLabel::Unhealthy
-            }
+        let run_error = if report.inventory.failure().is_some() {
+            Some("inventory_failed")
+        } else if !report.complete {
+            Some("incomplete")
         } else {
-            RunOutcomeLabel::Failed
+            None
+        };
+        metrics.record_run(match run_error {
+            Some(_) => RunOutcomeLabel::Failed,
+            None if report.all_compliant() => RunOutcomeLabel::Healthy,
+            None => RunOutcomeLabel::Unhealthy,
         });
         if let Some(alerter) = &self.observability.alerter {
             let azure_failures = take_azure_failures();
@@ -364,12 +403,32 @@ impl Handler {
             logs.push(registry_line(registry));
         }
         let summary = summary_json(&report, timer.is_past_due);
-        InvocationAnswer {
-            logs,
-            return_value: summary,
-            ..InvocationAnswer::default()
-        }
+        (
+            InvocationAnswer {
+                logs,
+                return_value: summary,
+                ..InvocationAnswer::default()
+            },
+            run_error,
+        )
     }
+}
+
+/// `faas.time` of a timer invocation: the host's `sys.UtcNow` (when the timer fired), else now, RFC 3339.
+fn fired_at(invocation: &Invocation) -> String {
+    let host_time = invocation
+        .request
+        .as_ref()
+        .ok()
+        .and_then(|r| r.metadata.sys.as_ref())
+        .and_then(|sys| sys.utc_now.as_deref())
+        .and_then(|t| {
+            OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339).ok()
+        });
+    host_time
+        .unwrap_or_else(OffsetDateTime::now_utc)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn event_outcome(report: &EventReport) -> EventOutcomeLabel {
