@@ -2,6 +2,7 @@
 //! hand it to the engine, report every result in `Logs`, `ReturnValue` and telemetry, and decide between an
 //! answer (200) and a failed invocation (500, so the platform retries).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use tracing::Instrument;
 use crate::azure::RequestObserver;
 use crate::core::alerts::{AlertRun, AzureFailureCount};
 use crate::core::events::{self, EventRejection};
-use crate::core::model::{PairResult, RegistryResult, VerificationReport};
+use crate::core::model::{PairResult, PairStatus, RegistryResult, ResourceId, VerificationReport};
+use crate::core::ncrontab::Schedule;
 use crate::core::outcome::{Answer, EventOutcome, EventReport, answer};
 use crate::runtime::alerting::{Alerter, AzureFailureTally};
 use crate::runtime::config::Config;
@@ -22,9 +24,10 @@ use crate::runtime::contract::{
     FunctionName, Functions, Invocation, InvocationAnswer, InvocationFailure,
 };
 use crate::runtime::engine::Engine;
+use crate::runtime::pair_records::{self, PairRecords, is_snapshot_run};
 use crate::telemetry::{
-    EventOutcomeLabel, Metrics, ProcessInfo, RunOutcomeLabel, TelemetryGuard, Trigger,
-    invocation_span, record_invocation_result, record_timer,
+    EventOutcomeLabel, Metrics, ProcessInfo, RegistrySummary, RunOutcomeLabel, TelemetryGuard,
+    Trigger, invocation_span, record_invocation_result, record_timer,
 };
 
 /// The most per-pair lines one answer's `Logs` carries; the rest are counted (every result still reaches
@@ -347,10 +350,13 @@ impl Handler {
                 );
             }
         };
+        let fired = fired_at(invocation);
         record_timer(
             &tracing::Span::current(),
             &self.engine.config().verify_schedule,
-            &fired_at(invocation),
+            &fired
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
         );
         let mut logs = Vec::new();
         if timer.is_past_due {
@@ -361,9 +367,26 @@ impl Handler {
         }
         let config = self.engine.config();
         let report = self.engine.verify(config.verify_budget, &[], None).await;
-        for pair in &report.pairs {
-            self.record_pair(pair, &invocation.invocation_id);
-        }
+        let snapshot = config.pair_records == PairRecords::All
+            || is_snapshot_run(
+                fired,
+                timer
+                    .schedule_status
+                    .as_ref()
+                    .and_then(|s| s.last.as_deref())
+                    .and_then(parse_time),
+                Schedule::parse(&config.verify_schedule).ok().as_ref(),
+                config.snapshot_hours,
+            );
+        emit_verification_records(
+            metrics,
+            self.observability.guard.as_deref(),
+            &report,
+            config.pair_records,
+            snapshot,
+            &invocation.invocation_id,
+        )
+        .await;
         for registry in &report.registry_results {
             self.record_registry(registry, &invocation.invocation_id);
         }
@@ -414,21 +437,94 @@ impl Handler {
     }
 }
 
-/// `faas.time` of a timer invocation: the host's `sys.UtcNow` (when the timer fired), else now, RFC 3339.
-fn fired_at(invocation: &Invocation) -> String {
-    let host_time = invocation
+/// When the timer fired (`faas.time`): the host's `sys.UtcNow`, else now.
+fn fired_at(invocation: &Invocation) -> OffsetDateTime {
+    invocation
         .request
         .as_ref()
         .ok()
         .and_then(|r| r.metadata.sys.as_ref())
         .and_then(|sys| sys.utc_now.as_deref())
-        .and_then(|t| {
-            OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339).ok()
-        });
-    host_time
+        .and_then(parse_time)
         .unwrap_or_else(OffsetDateTime::now_utc)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+}
+
+/// An RFC 3339 time as the host writes it (`2026-12-01T06:00:00.0040000Z`, `ScheduleStatus.Last` may carry
+/// an offset).
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Records emitted between two flushes: below the SDK's batch queue (2,048 log records by default), which
+/// drops what does not fit, so a 200,000-record snapshot is delivered whole rather than mostly dropped.
+pub const RECORDS_PER_FLUSH: usize = 1_000;
+
+/// Reports a verification run's pair results as `AUTOATTACH_PAIR_RECORDS` says: every result is counted in
+/// the metrics; an `AttachmentVerification` record is emitted for those [`pair_records::emits`] keeps
+/// (all of them when `snapshot`); then one `RegistryVerification` summary per registry in scope. With a
+/// `guard`, it flushes every [`RECORDS_PER_FLUSH`] records. Returns the number of `AttachmentVerification`
+/// records emitted.
+pub async fn emit_verification_records(
+    metrics: &Metrics,
+    guard: Option<&TelemetryGuard>,
+    report: &VerificationReport,
+    mode: PairRecords,
+    snapshot: bool,
+    invocation_id: &str,
+) -> usize {
+    let snapshot = snapshot || mode == PairRecords::All;
+    // registry (lower-cased id) → (pairs, compliant, reported)
+    let mut per_registry: BTreeMap<String, (usize, usize, usize)> = report
+        .registries
+        .iter()
+        .map(|r| (r.to_string().to_ascii_lowercase(), (0, 0, 0)))
+        .collect();
+    let mut emitted = 0;
+    for pair in &report.pairs {
+        let emit = pair_records::emits(mode, snapshot, pair.status);
+        if emit {
+            metrics.record_verification(pair, invocation_id);
+            emitted += 1;
+            if emitted % RECORDS_PER_FLUSH == 0
+                && let Some(guard) = guard
+            {
+                let _ = guard.flush_async().await;
+            }
+        } else {
+            metrics.record_pair(pair);
+        }
+        let entry = per_registry
+            .entry(pair.registry_id.to_string().to_ascii_lowercase())
+            .or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(pair.status == PairStatus::Compliant);
+        entry.2 += usize::from(emit);
+    }
+    let complete = report.complete && report.inventory.failure().is_none();
+    let ids: BTreeMap<String, &ResourceId> = report
+        .registries
+        .iter()
+        .chain(report.pairs.iter().map(|p| &p.registry_id))
+        .map(|r| (r.to_string().to_ascii_lowercase(), r))
+        .collect();
+    for (key, (pairs, compliant, reported)) in &per_registry {
+        let Some(registry_id) = ids.get(key) else {
+            continue;
+        };
+        metrics.record_registry_summary(
+            &RegistrySummary {
+                registry_id,
+                pairs: *pairs,
+                compliant: *compliant,
+                reported: *reported,
+                records: mode.as_str(),
+                snapshot,
+                complete,
+            },
+            invocation_id,
+        );
+    }
+    emitted
 }
 
 fn event_outcome(report: &EventReport) -> EventOutcomeLabel {

@@ -11,3 +11,4 @@ mod engine_tests;
 #[cfg(test)]
 pub(crate) mod fake_azure;
 pub mod functions;
+pub mod pair_records;

@@ -32,8 +32,8 @@ pub use config::{
 pub use counting::ExportStats;
 pub use metrics::{AssignmentOutcome, EventOutcomeLabel, Metrics, RunOutcomeLabel, status_class};
 pub use records::{
-    ATTACHMENT_VERIFICATION, REGISTRY_VERIFICATION, Trigger, invocation_span, pair_span,
-    record_invocation_result, record_timer,
+    ATTACHMENT_VERIFICATION, REGISTRY_VERIFICATION, RegistrySummary, Trigger, invocation_span,
+    pair_span, record_invocation_result, record_timer,
 };
 
 /// Targets whose own events must not be fed back into the OTel log/span bridges (an exporter logging about

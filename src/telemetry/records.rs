@@ -106,7 +106,49 @@ pub fn pair_span(cluster: &ResourceId, registry: &ResourceId) -> Span {
     )
 }
 
+/// The summary of one verification run for one registry: a `RegistryVerification` record with `status` =
+/// `summary`, emitted for every registry the run covered, whatever `AUTOATTACH_PAIR_RECORDS` says. It is
+/// what lets a query over `changes` records tell "compliant, not reported" from "not covered".
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrySummary<'a> {
+    pub registry_id: &'a ResourceId,
+    /// Pair results of this registry in the run.
+    pub pairs: usize,
+    /// Of which `compliant`.
+    pub compliant: usize,
+    /// Of which the run emitted an `AttachmentVerification` record for.
+    pub reported: usize,
+    /// `all` or `changes`.
+    pub records: &'static str,
+    /// The run reported every pair (`all`, or the snapshot run of `changes`).
+    pub snapshot: bool,
+    /// The run covered its whole scope (no deadline cut, inventory succeeded).
+    pub complete: bool,
+}
+
 impl Metrics {
+    /// Emits the `RegistryVerification` summary of one registry for one run (INFO).
+    pub fn record_registry_summary(&self, summary: &RegistrySummary<'_>, invocation_id: &str) {
+        // Integers (OTLP `intValue`); no count comes near `i64::MAX`.
+        let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        tracing::event!(
+            name: "RegistryVerification",
+            tracing::Level::INFO,
+            {
+                registry.id = %summary.registry_id,
+                status = "summary",
+                pairs.total = int(summary.pairs),
+                pairs.compliant = int(summary.compliant),
+                pairs.reported = int(summary.reported),
+                records = summary.records,
+                snapshot = summary.snapshot,
+                run.complete = summary.complete,
+                invocation.id = invocation_id,
+            },
+            "RegistryVerification"
+        );
+    }
+
     /// Emits one `AttachmentVerification` log record for `result` and counts it in
     /// `autoattach.verification.pairs` (and `autoattach.attach.latency` when it carries a latency).
     pub fn record_verification(&self, result: &PairResult, invocation_id: &str) {
