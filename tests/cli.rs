@@ -34,6 +34,8 @@ fn every_bad_setting_exits_2_naming_it() {
         ("AUTOATTACH_MAX_CONCURRENCY", "1000"),
         ("AUTOATTACH_VERIFY_BUDGET_SECS", "-1"),
         ("AUTOATTACH_USE_RESOURCE_GRAPH", "sure"),
+        ("AUTOATTACH_PAIR_RECORDS", "some"),
+        ("AUTOATTACH_SNAPSHOT_HOURS", "0"),
         ("AUTOATTACH_ALERT_WEBHOOK", "not a url"),
         ("AUTOATTACH_ALERT_FORMAT", "pager"),
         ("AUTOATTACH_ALERT_TRANSIENT_THRESHOLD", "many"),

@@ -1,13 +1,23 @@
 //! `acr-autoattach demo --json` end to end: the binary starts everything itself and every pair must end as
 //! the design says.
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the demo forwards its telemetry there too: an in-process OTLP
+//! receiver stands in for the user's Jaeger or Collector and decodes what arrives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/telemetry_receivers.rs"]
+mod receivers;
 
 use std::process::Command;
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
 #[test]
 fn demo_json_reports_every_pair_as_expected() {
+    let users_collector = receivers::TelemetryReceiver::start();
     let out = Command::new(env!("CARGO_BIN_EXE_acr-autoattach"))
         .args(["demo", "--json"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", users_collector.url())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -41,6 +51,43 @@ fn demo_json_reports_every_pair_as_expected() {
             .unwrap()
             >= 8,
         "{summary}"
+    );
+    // The user's collector saw the run: invocation spans and the verification records.
+    let telemetry = &summary["telemetry"];
+    assert_eq!(
+        telemetry["forwarded_to"].as_str(),
+        Some(format!("{}/v1/traces", users_collector.url()).as_str()),
+        "{telemetry}"
+    );
+    assert!(
+        telemetry["forwarded_requests"].as_u64().unwrap() > 0,
+        "{telemetry}"
+    );
+    let spans: Vec<_> = users_collector
+        .traces()
+        .into_iter()
+        .flat_map(|t| t.resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect();
+    assert!(
+        spans.iter().any(|s| s.name.ends_with("/OnResourceEvent")),
+        "{:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let records: Vec<_> = users_collector
+        .logs()
+        .into_iter()
+        .flat_map(|l| l.resource_logs)
+        .flat_map(|r| r.scope_logs)
+        .flat_map(|s| s.log_records)
+        .collect();
+    assert!(
+        records.iter().any(|r| matches!(
+            r.body.as_ref().and_then(|b| b.value.as_ref()),
+            Some(Value::StringValue(s)) if s == "AttachmentVerification"
+        )),
+        "no AttachmentVerification reached the user's collector"
     );
     // An ABAC registry gets Repository Reader, never AcrPull.
     assert!(

@@ -163,15 +163,17 @@ async fn each_written_pair_has_a_span_with_its_status_and_its_request_as_child()
     let pair = pair_spans[0];
     assert_eq!(pair.fields["otel.name"], "pair decision");
     assert!(
-        pair.fields["cluster.id"].eq_ignore_ascii_case(&kubelets[1].0),
+        pair.fields["autoattach.cluster.id"].eq_ignore_ascii_case(&kubelets[1].0),
         "{pair:#?}"
     );
     assert!(
-        pair.fields["registry.id"].eq_ignore_ascii_case(&registry.id()),
+        pair.fields["autoattach.registry.id"].eq_ignore_ascii_case(&registry.id()),
         "{pair:#?}"
     );
     assert_eq!(
-        pair.fields.get("status").map(String::as_str),
+        pair.fields
+            .get("autoattach.pair.status")
+            .map(String::as_str),
         Some("repaired")
     );
     let writes: Vec<&CapturedSpan> = spans

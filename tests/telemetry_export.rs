@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use acr_autoattach::azure::Operation;
+use acr_autoattach::azure::span as azure_span;
 use acr_autoattach::core::model::{
     PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus, ResourceId,
 };
@@ -22,8 +24,10 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use receivers::TelemetryReceiver;
 
+const PUT_URL: &str = "https://management.azure.com/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-acr/providers/Microsoft.ContainerRegistry/registries/acrshared/providers/Microsoft.Authorization/roleAssignments/6f1c0000-0000-0000-0000-000000000001?api-version=2022-04-01";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
+const APP_ID: &str = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg-attach/providers/Microsoft.Web/sites/func-autoattach-prod";
 
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
@@ -54,6 +58,7 @@ fn info() -> ProcessInfo {
         faas_name: "func-autoattach-prod".into(),
         faas_instance: "instance-7".into(),
         service_version: "0.1.0".into(),
+        app_resource_id: Some(APP_ID.into()),
     }
 }
 
@@ -104,12 +109,13 @@ fn run_scenario(guard: &TelemetryGuard, planted_url_secret: Option<&str>) -> Sce
 
     {
         let inv = telemetry::invocation_span(
+            &info(),
             "OnResourceEvent",
             "inv-event-1",
             Trigger::PubSub,
             Some(&format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")),
         );
-        let _e = inv.enter();
+        let entered = inv.enter();
         m.record_event(
             "Microsoft.Resources.ResourceWriteSuccess",
             EventOutcomeLabel::Processed,
@@ -121,21 +127,28 @@ fn run_scenario(guard: &TelemetryGuard, planted_url_secret: Option<&str>) -> Sce
             None => "https://management.azure.com/subscriptions/x/providers/Microsoft.ContainerService/managedClusters/aks-1?api-version=2025-10-01".to_owned(),
         };
         {
-            let span = telemetry::azure_request_span(
-                "arm.get_cluster",
+            let span = azure_span::request_span(
+                Operation::GetCluster,
                 "GET",
                 &url::Url::parse(&url).unwrap(),
+                0,
             );
             let _s = span.enter();
-            telemetry::record_http_status(&span, Some(200));
-            m.record_azure_request(
-                "arm.get_cluster",
-                Some(200),
-                false,
-                Duration::from_millis(40),
-            );
+            azure_span::record_answer(&span, Some(200), "");
+            m.record_azure_request("get_cluster", Some(200), false, Duration::from_millis(40));
         }
-        m.record_azure_request("arm.get_cluster", Some(429), true, Duration::from_millis(5));
+        {
+            // The handler's identity may not write role assignments: 403, a client span in error.
+            let span = azure_span::request_span(
+                Operation::PutRoleAssignment,
+                "PUT",
+                &url::Url::parse(PUT_URL).unwrap(),
+                0,
+            );
+            let _s = span.enter();
+            azure_span::record_answer(&span, Some(403), "");
+        }
+        m.record_azure_request("get_cluster", Some(429), true, Duration::from_millis(5));
         for (r, status, latency) in [
             ("acrshared", PairStatus::Repaired, Some(4.5)),
             ("acrteam", PairStatus::Compliant, Some(1.25)),
@@ -147,13 +160,23 @@ fn run_scenario(guard: &TelemetryGuard, planted_url_secret: Option<&str>) -> Sce
             pair_results += 1;
         }
         tracing::info!(cluster = "aks-1", "event handled");
+        // The invocation failed (a transient error): the host saw 500.
+        drop(entered);
+        telemetry::record_invocation_result(&inv, 500, Some("500"));
     }
     let report = guard.flush();
     assert!(report.completed, "first flush: {report:?}");
 
     {
-        let inv =
-            telemetry::invocation_span("VerifyAttachments", "inv-timer-1", Trigger::Timer, None);
+        let inv = telemetry::invocation_span(
+            &info(),
+            "VerifyAttachments",
+            "inv-timer-1",
+            Trigger::Timer,
+            None,
+        );
+        telemetry::record_timer(&inv, "0 */30 * * * *", "2026-12-01T06:30:00Z");
+        telemetry::record_invocation_result(&inv, 200, None);
         let _e = inv.enter();
         let results = [
             pair("aks-1", "acrshared", PairStatus::Compliant, None, None),
@@ -197,12 +220,17 @@ fn run_scenario(guard: &TelemetryGuard, planted_url_secret: Option<&str>) -> Sce
             "inv-timer-1",
         );
         m.record_azure_request(
-            "rbac.put_assignment",
+            "put_role_assignment",
             Some(403),
             false,
             Duration::from_millis(30),
         );
-        m.record_azure_request("graph.get_sp", None, false, Duration::from_secs(2));
+        m.record_azure_request(
+            "graph_service_principal",
+            None,
+            false,
+            Duration::from_secs(2),
+        );
         m.record_run(RunOutcomeLabel::Unhealthy);
         m.record_capacity(&acr_autoattach::core::model::SubscriptionCapacity {
             subscription: "00000000-0000-4000-8000-000000000001".into(),
@@ -295,8 +323,17 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
         Some("azure")
     );
     assert_eq!(
+        attr_str(&resource.attributes, "cloud.platform"),
+        Some("azure.functions")
+    );
+    assert_eq!(
+        attr_str(&resource.attributes, "cloud.resource_id"),
+        Some(APP_ID)
+    );
+    assert_eq!(
         attr_str(&resource.attributes, "faas.name"),
-        Some("func-autoattach-prod")
+        None,
+        "faas.name is per function: a span attribute on Azure"
     );
     assert_eq!(
         attr_str(&resource.attributes, "faas.instance"),
@@ -323,7 +360,7 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
         .collect();
     let event_inv = spans
         .iter()
-        .find(|s| s.name == "OnResourceEvent")
+        .find(|s| s.name == "func-autoattach-prod/OnResourceEvent")
         .expect("event invocation span");
     assert_eq!(hex(&event_inv.trace_id), TRACE_ID);
     assert_eq!(hex(&event_inv.parent_span_id), PARENT_SPAN_ID);
@@ -336,10 +373,58 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
         attr_str(&event_inv.attributes, "faas.invocation_id"),
         Some("inv-event-1")
     );
+    assert_eq!(
+        attr_str(&event_inv.attributes, "faas.name"),
+        Some("func-autoattach-prod/OnResourceEvent")
+    );
+    assert_eq!(
+        attr_str(&event_inv.attributes, "cloud.resource_id"),
+        Some(format!("{APP_ID}/functions/OnResourceEvent").as_str())
+    );
+    // The failed invocation: the host saw 500, the span is an error.
+    assert!(
+        matches!(
+            attr(&event_inv.attributes, "http.response.status_code"),
+            Some(Value::IntValue(500))
+        ),
+        "{:?}",
+        event_inv.attributes
+    );
+    assert_eq!(attr_str(&event_inv.attributes, "error.type"), Some("500"));
+    assert_eq!(
+        event_inv.status.as_ref().map(|s| s.code),
+        Some(2),
+        "STATUS_CODE_ERROR"
+    );
     let timer_inv = spans
         .iter()
-        .find(|s| s.name == "VerifyAttachments")
+        .find(|s| s.name == "func-autoattach-prod/VerifyAttachments")
         .expect("timer invocation span");
+    assert_eq!(
+        attr_str(&timer_inv.attributes, "faas.cron"),
+        Some("0 */30 * * * *")
+    );
+    assert_eq!(
+        attr_str(&timer_inv.attributes, "faas.time"),
+        Some("2026-12-01T06:30:00Z")
+    );
+    assert_eq!(attr_str(&timer_inv.attributes, "error.type"), None);
+    assert_ne!(
+        timer_inv.status.as_ref().map_or(0, |s| s.code),
+        2,
+        "a healthy run is no error"
+    );
+    // No unnamespaced span attribute.
+    for s in &spans {
+        for kv in &s.attributes {
+            assert!(
+                kv.key.contains('.'),
+                "unnamespaced attribute {} on {}",
+                kv.key,
+                s.name
+            );
+        }
+    }
     assert!(
         timer_inv.parent_span_id.is_empty(),
         "no traceparent: a root span"
@@ -351,7 +436,7 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
     );
     let azure = spans
         .iter()
-        .find(|s| s.name == "GET arm.get_cluster")
+        .find(|s| s.name == "GET managedClusters")
         .expect("azure request span");
     assert_eq!(azure.parent_span_id, event_inv.span_id);
     assert_eq!(azure.trace_id, event_inv.trace_id);
@@ -366,6 +451,14 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
     );
     assert!(
         matches!(
+            attr(&azure.attributes, "server.port"),
+            Some(Value::IntValue(443))
+        ),
+        "{:?}",
+        azure.attributes
+    );
+    assert!(
+        matches!(
             attr(&azure.attributes, "http.response.status_code"),
             Some(Value::IntValue(200))
         ),
@@ -373,16 +466,33 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
         azure.attributes
     );
     assert!(
-        !attr_str(&azure.attributes, "url.full")
+        attr_str(&azure.attributes, "url.full")
             .unwrap()
-            .contains('?')
+            .ends_with("?api-version=2025-10-01"),
+        "{:?}",
+        azure.attributes
+    );
+    assert_ne!(azure.status.as_ref().map_or(0, |s| s.code), 2);
+    let forbidden = spans
+        .iter()
+        .find(|s| s.name == "PUT roleAssignments")
+        .expect("the 403 client span");
+    assert!(matches!(
+        attr(&forbidden.attributes, "http.response.status_code"),
+        Some(Value::IntValue(403))
+    ));
+    assert_eq!(attr_str(&forbidden.attributes, "error.type"), Some("403"));
+    assert_eq!(forbidden.status.as_ref().map(|s| s.code), Some(2));
+    assert_eq!(
+        attr_str(&forbidden.attributes, "azure.operation"),
+        Some("put_role_assignment")
     );
     let pair_spans: Vec<_> = spans.iter().filter(|s| s.name == "pair decision").collect();
     assert_eq!(pair_spans.len(), scenario.pair_results);
     assert!(
         pair_spans
             .iter()
-            .all(|s| attr_str(&s.attributes, "status").is_some())
+            .all(|s| attr_str(&s.attributes, "autoattach.pair.status").is_some())
     );
     assert_eq!(
         pair_spans
@@ -395,6 +505,7 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
     // Metrics: every documented instrument, with its attributes.
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut pair_statuses = BTreeSet::new();
+    let mut duration_buckets = BTreeSet::new();
     for req in receiver.metrics() {
         for m in req
             .resource_metrics
@@ -403,6 +514,26 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
             .flat_map(|s| &s.metrics)
         {
             let keys = seen.entry(m.name.clone()).or_default();
+            if m.name == names::AZURE_REQUEST_DURATION {
+                assert_eq!(m.unit, "s");
+                let Some(Data::Histogram(h)) = m.data.as_ref() else {
+                    panic!("{} is a histogram", m.name)
+                };
+                for p in &h.data_points {
+                    assert_eq!(
+                        p.explicit_bounds,
+                        names::AZURE_REQUEST_DURATION_BOUNDARIES.to_vec(),
+                        "second buckets, 0.005 … 10"
+                    );
+                    duration_buckets.extend(
+                        p.bucket_counts
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| **c > 0)
+                            .map(|(i, _)| i),
+                    );
+                }
+            }
             let attrs: Vec<&Vec<KeyValue>> = match m.data.as_ref() {
                 Some(Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes).collect(),
                 Some(Data::Histogram(h)) => h.data_points.iter().map(|p| &p.attributes).collect(),
@@ -417,6 +548,11 @@ fn check_otlp(receiver: &TelemetryReceiver, scenario: &Scenario, logs: &LogBuffe
             }
         }
     }
+    // 30/40 ms land in (0.025, 0.05], 2 s in (1, 2.5]: seconds in second buckets, not all in the first.
+    assert!(
+        duration_buckets.contains(&3) && duration_buckets.contains(&10),
+        "{duration_buckets:?}"
+    );
     for (name, keys) in expected_metric_attributes() {
         let got = seen
             .get(name)
@@ -611,8 +747,18 @@ fn application_insights_receives_requests_dependencies_metrics_and_verification_
     let requests = of_type("RequestData");
     let event_req = requests
         .iter()
-        .find(|e| e["data"]["baseData"]["name"] == "OnResourceEvent")
+        .find(|e| e["data"]["baseData"]["name"] == "func-autoattach-prod/OnResourceEvent")
         .expect("request for the event invocation");
+    // The failed invocation is a failed request with the code the host saw.
+    assert_eq!(event_req["data"]["baseData"]["success"], false);
+    assert_eq!(event_req["data"]["baseData"]["responseCode"], "500");
+    let timer_req = requests
+        .iter()
+        .find(|e| e["data"]["baseData"]["name"] == "func-autoattach-prod/VerifyAttachments")
+        .expect("request for the timer invocation");
+    assert_eq!(timer_req["data"]["baseData"]["success"], true);
+    assert_eq!(timer_req["data"]["baseData"]["responseCode"], "200");
+    assert_eq!(props(timer_req)["faas.cron"], "0 */30 * * * *");
     assert_eq!(event_req["tags"]["ai.operation.id"], TRACE_ID);
     assert_eq!(event_req["tags"]["ai.operation.parentId"], PARENT_SPAN_ID);
     assert_eq!(props(event_req)["faas.trigger"], "pubsub");
@@ -620,8 +766,14 @@ fn application_insights_receives_requests_dependencies_metrics_and_verification_
     let deps = of_type("RemoteDependencyData");
     let azure = deps
         .iter()
-        .find(|e| e["data"]["baseData"]["name"] == "GET arm.get_cluster")
+        .find(|e| e["data"]["baseData"]["name"] == "GET managedClusters")
         .expect("dependency for the Azure request");
+    let forbidden = deps
+        .iter()
+        .find(|e| e["data"]["baseData"]["name"] == "PUT roleAssignments")
+        .expect("dependency for the 403");
+    assert_eq!(forbidden["data"]["baseData"]["success"], false);
+    assert_eq!(forbidden["data"]["baseData"]["resultCode"], "403");
     assert_eq!(azure["tags"]["ai.operation.id"], TRACE_ID);
     assert_eq!(
         azure["tags"]["ai.operation.parentId"],
@@ -807,9 +959,14 @@ fn a_dead_backend_costs_at_most_one_bounded_flush_and_never_an_error() {
         let (guard, _default) = telemetry::init_scoped(&config, &info(), std::io::sink).unwrap();
         let m = guard.metrics();
         {
-            let _inv =
-                telemetry::invocation_span("VerifyAttachments", "inv-dead", Trigger::Timer, None)
-                    .entered();
+            let _inv = telemetry::invocation_span(
+                &info(),
+                "VerifyAttachments",
+                "inv-dead",
+                Trigger::Timer,
+                None,
+            )
+            .entered();
             m.record_verification(
                 &pair("aks-1", "acr", PairStatus::Compliant, None, None),
                 "inv-dead",

@@ -46,9 +46,14 @@ fn global_setup_logs_export_failures_without_the_endpoint_key() {
     ));
 
     {
-        let _inv =
-            telemetry::invocation_span("VerifyAttachments", "inv-global", Trigger::Timer, None)
-                .entered();
+        let _inv = telemetry::invocation_span(
+            &info,
+            "VerifyAttachments",
+            "inv-global",
+            Trigger::Timer,
+            None,
+        )
+        .entered();
         tracing::info!("verification started");
         // What a dependency quoting the URL it failed on would log.
         tracing::warn!(target: "some_http_dependency", "request to http://{dead}/v1/traces?api-key={QUERY_KEY} failed");

@@ -379,19 +379,7 @@ impl Engine {
             request = request.header(reqwest::header::CONTENT_LENGTH, "0");
         }
 
-        let span = tracing::info_span!(
-            "azure.request",
-            otel.name = %call.method,
-            otel.kind = "client",
-            http.request.method = %call.method,
-            server.address = call.url.host_str().unwrap_or_default(),
-            server.port = call.url.port_or_known_default().unwrap_or_default(),
-            url.path = call.url.path(),
-            azure.operation = call.op.as_str(),
-            http.request.resend_count = attempt - 1,
-            http.response.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
+        let span = super::span::request_span(call.op, call.method.as_str(), &call.url, attempt - 1);
         sent.fetch_add(1, Ordering::Relaxed);
         let result = async {
             let response = request.send().await?;
@@ -421,11 +409,11 @@ impl Engine {
                     // Refused, reset, TLS or a broken body: no usable answer, retried alike.
                     AzureError::Connect(truncate(&without_url(&e), 200))
                 };
-                span.record("error.type", error.kind());
+                super::span::record_answer(&span, None, error.kind());
                 return Err(error);
             }
         };
-        span.record("http.response.status_code", status);
+        super::span::record_answer(&span, Some(status), "");
         self.record(call.op, Some(status), elapsed);
         if body.len() > MAX_BODY_BYTES {
             return Err(AzureError::Decode {
@@ -443,7 +431,6 @@ impl Engine {
         }
         let wait = retry_after(&headers, SystemTime::now());
         let error = error_from_status(status, &body, wait);
-        span.record("error.type", error.kind());
         if status == 401 {
             self.tokens.invalidate(scope).await;
         }

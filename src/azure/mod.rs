@@ -16,6 +16,7 @@ pub mod ops;
 pub mod ratelimit;
 pub mod resource_graph;
 pub mod retry;
+pub mod span;
 pub mod token;
 pub mod wire;
 

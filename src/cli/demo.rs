@@ -78,6 +78,12 @@ pub struct TelemetrySummary {
     pub metric_names: Vec<String>,
     pub log_records: u64,
     pub verification_records: u64,
+    /// The user's OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`, shown without user info or query) the
+    /// demo forwarded every export to, when set.
+    pub forwarded_to: Option<String>,
+    /// Exports forwarded there, and those it refused or that could not reach it.
+    pub forwarded_requests: u64,
+    pub forward_failures: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,17 +118,120 @@ struct Received {
     metric_names: std::collections::BTreeSet<String>,
     log_records: u64,
     verification_records: u64,
+    forwarded_requests: u64,
+    forward_failures: u64,
+}
+
+/// An OTLP/HTTP endpoint and the headers to send it.
+type Endpoint = (String, Vec<(String, String)>);
+
+/// The user's own OTLP/HTTP endpoints (from `OTEL_EXPORTER_OTLP_*` of the demo's environment), where the
+/// receiver forwards every export it gets, so Jaeger or a Collector the user runs sees the demo too.
+struct Forward {
+    client: reqwest::Client,
+    /// signal (`traces`, `metrics`, `logs`) → (endpoint, headers)
+    signals: BTreeMap<&'static str, Endpoint>,
+    /// The endpoint as shown to the user (no user info, no query).
+    shown: String,
+}
+
+impl Forward {
+    /// `None` when no OTLP endpoint is set. gRPC endpoints are left out (the receiver speaks OTLP/HTTP);
+    /// the returned note says so.
+    fn from_env(
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Option<Self>, Option<String>), DemoError> {
+        use crate::telemetry::{OtlpProtocol, Signal, TelemetryConfig, redact_url};
+        let config = TelemetryConfig::from_env(env).map_err(|e| DemoError::Other(e.to_string()))?;
+        let mut signals = BTreeMap::new();
+        let mut grpc = Vec::new();
+        let mut shown = None;
+        for (signal, name) in [
+            (Signal::Traces, "traces"),
+            (Signal::Metrics, "metrics"),
+            (Signal::Logs, "logs"),
+        ] {
+            let Some(c) = config.otlp.signal(signal) else {
+                continue;
+            };
+            if c.protocol == OtlpProtocol::Grpc {
+                grpc.push(name);
+                continue;
+            }
+            shown.get_or_insert_with(|| redact_url(&c.endpoint));
+            signals.insert(name, (c.endpoint.clone(), c.headers.clone()));
+        }
+        let note = (!grpc.is_empty()).then(|| {
+            format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL is grpc for {}: the demo forwards over OTLP/HTTP only, set http/protobuf or http/json to see those signals",
+                grpc.join(", ")
+            )
+        });
+        let Some(shown) = shown else {
+            return Ok((None, note));
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| DemoError::Other(format!("HTTP client for forwarding: {e}")))?;
+        Ok((
+            Some(Self {
+                client,
+                signals,
+                shown,
+            }),
+            note,
+        ))
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Received>>,
+    forward: Option<Arc<Forward>>,
+}
+
+/// Sends one export on to the user's endpoint (OTLP/HTTP JSON, as the handler sent it).
+async fn forward_export(state: ReceiverState, signal: String, body: Bytes) {
+    let Some(forward) = &state.forward else {
+        return;
+    };
+    let Some((endpoint, headers)) = forward.signals.get(signal.as_str()) else {
+        return;
+    };
+    let mut request = forward
+        .client
+        .post(endpoint)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    for (k, v) in headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+    let mut r = state
+        .received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if ok {
+        r.forwarded_requests += 1;
+    } else {
+        r.forward_failures += 1;
+    }
 }
 
 async fn otlp(
-    State(received): State<Arc<Mutex<Received>>>,
+    State(state): State<ReceiverState>,
     Path(signal): Path<String>,
     body: Bytes,
 ) -> &'static str {
+    if state.forward.is_some() {
+        tokio::spawn(forward_export(state.clone(), signal.clone(), body.clone()));
+    }
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
         return "{}";
     };
-    let mut r = received
+    let mut r = state
+        .received
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let items = |v: &Value, outer: &str, inner: &str, leaf: &str| -> Vec<Value> {
@@ -139,7 +248,8 @@ async fn otlp(
             for span in items(&value, "resourceSpans", "scopeSpans", "spans") {
                 r.spans += 1;
                 let name = span["name"].as_str().unwrap_or_default();
-                if name == "OnResourceEvent" || name == "VerifyAttachments" {
+                // Invocation spans are named `faas.name` = `<app>/<function>`.
+                if name.ends_with("/OnResourceEvent") || name.ends_with("/VerifyAttachments") {
                     r.invocation_spans += 1;
                 }
             }
@@ -169,15 +279,20 @@ async fn otlp(
 struct Receiver {
     url: String,
     received: Arc<Mutex<Received>>,
+    forwarded_to: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Receiver {
-    async fn start() -> Result<Self, DemoError> {
+    async fn start(forward: Option<Forward>) -> Result<Self, DemoError> {
         let received = Arc::new(Mutex::new(Received::default()));
+        let forwarded_to = forward.as_ref().map(|f| f.shown.clone());
         let app = Router::new()
             .route("/v1/{signal}", post(otlp))
-            .with_state(Arc::clone(&received));
+            .with_state(ReceiverState {
+                received: Arc::clone(&received),
+                forward: forward.map(Arc::new),
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -191,6 +306,7 @@ impl Receiver {
         Ok(Self {
             url,
             received,
+            forwarded_to,
             stop: Some(tx),
         })
     }
@@ -206,6 +322,9 @@ impl Receiver {
             metric_names: r.metric_names.iter().cloned().collect(),
             log_records: r.log_records,
             verification_records: r.verification_records,
+            forwarded_to: self.forwarded_to.clone(),
+            forwarded_requests: r.forwarded_requests,
+            forward_failures: r.forward_failures,
         }
     }
 }
@@ -237,7 +356,18 @@ pub async fn run(
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
-    let receiver = Receiver::start().await?;
+    // The user's own OTLP endpoint, if any: the demo's receiver forwards every export there as well.
+    let (forward, note) = Forward::from_env(&|k: &str| std::env::var(k).ok())?;
+    if let Some(f) = &forward {
+        say(&format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set: the run's telemetry goes to {} as well as to the demo's own receiver",
+            f.shown
+        ));
+    }
+    if let Some(note) = note {
+        say(&note);
+    }
+    let receiver = Receiver::start(forward).await?;
     let mut options = TestbedOptions::for_tests(handler_command);
     // A cluster takes 1.5 s to provision, so the first write event finds it `Creating`; Event Grid's retry
     // schedule runs 20× faster than in Azure.
@@ -519,5 +649,12 @@ pub fn render(report: &DemoReport) -> String {
         t.log_records,
         t.verification_records
     );
+    if let Some(to) = &t.forwarded_to {
+        let _ = writeln!(
+            out,
+            "telemetry also forwarded to {to} (OTEL_EXPORTER_OTLP_ENDPOINT): {} exports delivered, {} failed",
+            t.forwarded_requests, t.forward_failures
+        );
+    }
     out
 }

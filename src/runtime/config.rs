@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::core::model::Mode;
 use crate::core::ncrontab::Schedule;
+use crate::runtime::pair_records::{DEFAULT_SNAPSHOT_HOURS, MAX_SNAPSHOT_HOURS, PairRecords};
 
 /// Where settings come from.
 pub trait Env {
@@ -100,6 +101,11 @@ pub struct Config {
     pub verify_budget: Duration,
     /// Upper bound on concurrent Azure requests of one invocation.
     pub max_concurrency: usize,
+    /// Which `AttachmentVerification` records a timer run emits (`AUTOATTACH_PAIR_RECORDS`).
+    pub pair_records: PairRecords,
+    /// Width of the window with one full snapshot of pair records in `changes` mode
+    /// (`AUTOATTACH_SNAPSHOT_HOURS`).
+    pub snapshot_hours: u64,
 }
 
 impl fmt::Debug for Config {
@@ -121,6 +127,8 @@ impl fmt::Debug for Config {
             )
             .field("verify_budget", &self.verify_budget)
             .field("max_concurrency", &self.max_concurrency)
+            .field("pair_records", &self.pair_records)
+            .field("snapshot_hours", &self.snapshot_hours)
             .finish()
     }
 }
@@ -238,6 +246,27 @@ impl Config {
             ));
         }
 
+        let pair_records = match get("AUTOATTACH_PAIR_RECORDS") {
+            None => PairRecords::default(),
+            Some(v) => PairRecords::parse(&v).ok_or_else(|| {
+                ConfigError::new(
+                    "AUTOATTACH_PAIR_RECORDS",
+                    format!("`{v}` is not one of: changes, all"),
+                )
+            })?,
+        };
+        let snapshot_hours = parse_u64(
+            get("AUTOATTACH_SNAPSHOT_HOURS"),
+            DEFAULT_SNAPSHOT_HOURS,
+            "AUTOATTACH_SNAPSHOT_HOURS",
+        )?;
+        if !(1..=MAX_SNAPSHOT_HOURS).contains(&snapshot_hours) {
+            return Err(ConfigError::new(
+                "AUTOATTACH_SNAPSHOT_HOURS",
+                format!("{snapshot_hours} is out of range 1..={MAX_SNAPSHOT_HOURS}"),
+            ));
+        }
+
         Ok(Self {
             tag,
             mode,
@@ -251,6 +280,8 @@ impl Config {
             managed_identity_client_id,
             verify_budget: Duration::from_secs(budget_secs),
             max_concurrency: max_concurrency as usize,
+            pair_records,
+            snapshot_hours,
         })
     }
 
@@ -292,6 +323,11 @@ impl Config {
                 "AUTOATTACH_USE_RESOURCE_GRAPH",
                 self.use_resource_graph.to_string(),
             ),
+            (
+                "AUTOATTACH_PAIR_RECORDS",
+                self.pair_records.as_str().to_owned(),
+            ),
+            ("AUTOATTACH_SNAPSHOT_HOURS", self.snapshot_hours.to_string()),
             ("AUTOATTACH_ARM_ENDPOINT", self.arm_endpoint.to_string()),
             ("AUTOATTACH_GRAPH_ENDPOINT", self.graph_endpoint.to_string()),
             (
@@ -418,6 +454,17 @@ mod tests {
         assert_eq!(c.verify_schedule, "0 */30 * * * *");
         assert_eq!(c.arm_endpoint.as_str(), "https://management.azure.com/");
         assert!(c.use_resource_graph);
+        assert_eq!(c.pair_records, PairRecords::Changes);
+        assert_eq!(c.snapshot_hours, 24);
+        let all = cfg(&[
+            ("AUTOATTACH_PAIR_RECORDS", "all"),
+            ("AUTOATTACH_SNAPSHOT_HOURS", "6"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (all.pair_records, all.snapshot_hours),
+            (PairRecords::All, 6)
+        );
     }
 
     #[test]
@@ -441,6 +488,10 @@ mod tests {
             ("AUTOATTACH_VERIFY_BUDGET_SECS", "0"),
             ("AUTOATTACH_VERIFY_BUDGET_SECS", "86401"),
             ("AUTOATTACH_VERIFY_BUDGET_SECS", "18446744073709551615"),
+            ("AUTOATTACH_PAIR_RECORDS", "some"),
+            ("AUTOATTACH_SNAPSHOT_HOURS", "0"),
+            ("AUTOATTACH_SNAPSHOT_HOURS", "169"),
+            ("AUTOATTACH_SNAPSHOT_HOURS", "daily"),
         ];
         for (key, value) in cases {
             let err = cfg(&[(key, value)]).unwrap_err();

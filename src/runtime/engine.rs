@@ -697,7 +697,7 @@ impl<C: AzureConnect> Engine<C> {
                     result.latency_seconds = Some(seconds_since(t, now));
                 }
                 if let Some(span) = span {
-                    span.record("status", result.status.as_str());
+                    span.record("autoattach.pair.status", result.status.as_str());
                 }
                 result
             })

@@ -2,7 +2,7 @@
 //! hand it to the engine, report every result in `Logs`, `ReturnValue` and telemetry, and decide between an
 //! answer (200) and a failed invocation (500, so the platform retries).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -17,7 +17,10 @@ use tracing::Instrument;
 use crate::azure::RequestObserver;
 use crate::core::alerts::{AlertRun, AzureFailureCount};
 use crate::core::events::{self, ClassifiedEvent, EventRejection};
-use crate::core::model::{PairResult, RegistryResult, SubscriptionCapacity, VerificationReport};
+use crate::core::model::{
+    PairResult, PairStatus, RegistryResult, ResourceId, SubscriptionCapacity, VerificationReport,
+};
+use crate::core::ncrontab::Schedule;
 use crate::core::outcome::{Answer, EventOutcome, EventReport, answer};
 use crate::runtime::alerting::{Alerter, AzureFailureTally};
 use crate::runtime::config::Config;
@@ -25,9 +28,11 @@ use crate::runtime::contract::{
     FunctionName, Functions, Invocation, InvocationAnswer, InvocationFailure,
 };
 use crate::runtime::engine::{EVENT_HARD_BUDGET, Engine, unfinished_report, work_key};
+use crate::runtime::pair_records::{self, PairRecords, is_snapshot_run};
 use crate::runtime::singleflight::SingleFlight;
 use crate::telemetry::{
-    EventOutcomeLabel, Metrics, RunOutcomeLabel, TelemetryGuard, Trigger, invocation_span,
+    EventOutcomeLabel, Metrics, ProcessInfo, RegistrySummary, RunOutcomeLabel, TelemetryGuard,
+    Trigger, invocation_span, record_invocation_result, record_timer,
 };
 
 /// The most per-pair lines one answer's `Logs` carries; the rest are counted (every result still reaches
@@ -140,14 +145,21 @@ pub struct Handler {
     /// Concurrent invocations about the same resource share one run of the engine (single flight): a burst
     /// of N deliveries of one event costs at most two runs, never N.
     events: SingleFlight<String, EventReport>,
+    /// The function app (name and id) the invocation spans name.
+    process: ProcessInfo,
 }
 
 impl Handler {
     pub fn new(engine: Engine, observability: Observability) -> Self {
+        let process = observability.guard.as_ref().map_or_else(
+            || ProcessInfo::from_env(&|_| None),
+            |g| g.process_info().clone(),
+        );
         Self {
             engine: Arc::new(engine),
             observability,
             events: SingleFlight::new(EVENT_HARD_BUDGET),
+            process,
         }
     }
 
@@ -165,23 +177,33 @@ impl Handler {
     ) -> Result<InvocationAnswer, InvocationFailure> {
         let function = invocation.function;
         let span = invocation_span(
+            &self.process,
             function.as_str(),
             &invocation.invocation_id,
             trigger(function),
             invocation.traceparent.as_deref(),
         );
-        let outcome = with_azure_failure_tally(
+        let (outcome, run_error) = with_azure_failure_tally(
             async {
                 match function {
-                    FunctionName::OnResourceEvent => self.on_resource_event(&invocation).await,
+                    FunctionName::OnResourceEvent => {
+                        (self.on_resource_event(&invocation).await, None)
+                    }
                     FunctionName::VerifyAttachments => {
-                        Ok(self.verify_attachments(&invocation).await)
+                        let (answer, run_error) = self.verify_attachments(&invocation).await;
+                        (Ok(answer), run_error)
                     }
                 }
             }
-            .instrument(span),
+            .instrument(span.clone()),
         )
         .await;
+        // What the host sees: 200 for an answer, 500 for a failure (`InvocationFailure` answers 500).
+        match &outcome {
+            Ok(_) => record_invocation_result(&span, 200, run_error),
+            Err(_) => record_invocation_result(&span, 500, Some("500")),
+        }
+        drop(span);
         if let Some(guard) = &self.observability.guard {
             let flushed = guard.flush_async().await;
             if !flushed.completed {
@@ -366,7 +388,12 @@ impl Handler {
             .record_registry_result(registry, invocation_id);
     }
 
-    async fn verify_attachments(&self, invocation: &Invocation) -> InvocationAnswer {
+    /// The timer's run; the second value is the span's `error.type` when the run could not do its work
+    /// (`inventory_failed`, `incomplete`), though it answers 200.
+    async fn verify_attachments(
+        &self,
+        invocation: &Invocation,
+    ) -> (InvocationAnswer, Option<&'static str>) {
         let metrics = &self.observability.metrics;
         let value = match invocation
             .request
@@ -375,19 +402,35 @@ impl Handler {
             .and_then(|r| r.trigger_value(FunctionName::VerifyAttachments.binding()))
         {
             Ok(v) => v,
-            Err(e) => return rejected(invocation, e.as_str(), &e.to_string(), metrics),
+            Err(e) => {
+                return (
+                    rejected(invocation, e.as_str(), &e.to_string(), metrics),
+                    None,
+                );
+            }
         };
         let timer: TimerInfo = match serde_json::from_value(value) {
             Ok(t) => t,
             Err(e) => {
-                return rejected(
-                    invocation,
-                    "not_a_timer",
-                    &format!("the timer value is not a TimerInfo: {e}"),
-                    metrics,
+                return (
+                    rejected(
+                        invocation,
+                        "not_a_timer",
+                        &format!("the timer value is not a TimerInfo: {e}"),
+                        metrics,
+                    ),
+                    None,
                 );
             }
         };
+        let fired = fired_at(invocation);
+        record_timer(
+            &tracing::Span::current(),
+            &self.engine.config().verify_schedule,
+            &fired
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        );
         let mut logs = Vec::new();
         if timer.is_past_due {
             logs.push(
@@ -397,23 +440,43 @@ impl Handler {
         }
         let config = self.engine.config();
         let report = self.engine.verify(config.verify_budget, &[], None).await;
-        for pair in &report.pairs {
-            self.record_pair(pair, &invocation.invocation_id);
-        }
+        let snapshot = config.pair_records == PairRecords::All
+            || is_snapshot_run(
+                fired,
+                timer
+                    .schedule_status
+                    .as_ref()
+                    .and_then(|s| s.last.as_deref())
+                    .and_then(parse_time),
+                Schedule::parse(&config.verify_schedule).ok().as_ref(),
+                config.snapshot_hours,
+            );
+        emit_verification_records(
+            metrics,
+            self.observability.guard.as_deref(),
+            &report,
+            config.pair_records,
+            snapshot,
+            &invocation.invocation_id,
+        )
+        .await;
         for registry in &report.registry_results {
             self.record_registry(registry, &invocation.invocation_id);
         }
         for capacity in &report.capacity {
             metrics.record_capacity(capacity);
         }
-        metrics.record_run(if report.inventory.failure().is_none() && report.complete {
-            if report.all_compliant() {
-                RunOutcomeLabel::Healthy
-            } else {
-                RunOutcomeLabel::Unhealthy
-            }
+        let run_error = if report.inventory.failure().is_some() {
+            Some("inventory_failed")
+        } else if !report.complete {
+            Some("incomplete")
         } else {
-            RunOutcomeLabel::Failed
+            None
+        };
+        metrics.record_run(match run_error {
+            Some(_) => RunOutcomeLabel::Failed,
+            None if report.all_compliant() => RunOutcomeLabel::Healthy,
+            None => RunOutcomeLabel::Unhealthy,
         });
         if let Some(alerter) = &self.observability.alerter {
             let azure_failures = take_azure_failures();
@@ -440,12 +503,105 @@ impl Handler {
             logs.push(registry_line(registry));
         }
         let summary = summary_json(&report, timer.is_past_due);
-        InvocationAnswer {
-            logs,
-            return_value: summary,
-            ..InvocationAnswer::default()
-        }
+        (
+            InvocationAnswer {
+                logs,
+                return_value: summary,
+                ..InvocationAnswer::default()
+            },
+            run_error,
+        )
     }
+}
+
+/// When the timer fired (`faas.time`): the host's `sys.UtcNow`, else now.
+fn fired_at(invocation: &Invocation) -> OffsetDateTime {
+    invocation
+        .request
+        .as_ref()
+        .ok()
+        .and_then(|r| r.metadata.sys.as_ref())
+        .and_then(|sys| sys.utc_now.as_deref())
+        .and_then(parse_time)
+        .unwrap_or_else(OffsetDateTime::now_utc)
+}
+
+/// An RFC 3339 time as the host writes it (`2026-12-01T06:00:00.0040000Z`, `ScheduleStatus.Last` may carry
+/// an offset).
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Records emitted between two flushes: below the SDK's batch queue (2,048 log records by default), which
+/// drops what does not fit, so a 200,000-record snapshot is delivered whole rather than mostly dropped.
+pub const RECORDS_PER_FLUSH: usize = 1_000;
+
+/// Reports a verification run's pair results as `AUTOATTACH_PAIR_RECORDS` says: every result is counted in
+/// the metrics; an `AttachmentVerification` record is emitted for those [`pair_records::emits`] keeps
+/// (all of them when `snapshot`); then one `RegistryVerification` summary per registry in scope. With a
+/// `guard`, it flushes every [`RECORDS_PER_FLUSH`] records. Returns the number of `AttachmentVerification`
+/// records emitted.
+pub async fn emit_verification_records(
+    metrics: &Metrics,
+    guard: Option<&TelemetryGuard>,
+    report: &VerificationReport,
+    mode: PairRecords,
+    snapshot: bool,
+    invocation_id: &str,
+) -> usize {
+    let snapshot = snapshot || mode == PairRecords::All;
+    // registry (lower-cased id) → (pairs, compliant, reported)
+    let mut per_registry: BTreeMap<String, (usize, usize, usize)> = report
+        .registries
+        .iter()
+        .map(|r| (r.to_string().to_ascii_lowercase(), (0, 0, 0)))
+        .collect();
+    let mut emitted = 0;
+    for pair in &report.pairs {
+        let emit = pair_records::emits(mode, snapshot, pair.status);
+        if emit {
+            metrics.record_verification(pair, invocation_id);
+            emitted += 1;
+            if emitted % RECORDS_PER_FLUSH == 0
+                && let Some(guard) = guard
+            {
+                let _ = guard.flush_async().await;
+            }
+        } else {
+            metrics.record_pair(pair);
+        }
+        let entry = per_registry
+            .entry(pair.registry_id.to_string().to_ascii_lowercase())
+            .or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(pair.status == PairStatus::Compliant);
+        entry.2 += usize::from(emit);
+    }
+    let complete = report.complete && report.inventory.failure().is_none();
+    let ids: BTreeMap<String, &ResourceId> = report
+        .registries
+        .iter()
+        .chain(report.pairs.iter().map(|p| &p.registry_id))
+        .map(|r| (r.to_string().to_ascii_lowercase(), r))
+        .collect();
+    for (key, (pairs, compliant, reported)) in &per_registry {
+        let Some(registry_id) = ids.get(key) else {
+            continue;
+        };
+        metrics.record_registry_summary(
+            &RegistrySummary {
+                registry_id,
+                pairs: *pairs,
+                compliant: *compliant,
+                reported: *reported,
+                records: mode.as_str(),
+                snapshot,
+                complete,
+            },
+            invocation_id,
+        );
+    }
+    emitted
 }
 
 fn event_outcome(report: &EventReport) -> EventOutcomeLabel {

@@ -11,4 +11,5 @@ mod engine_tests;
 #[cfg(test)]
 pub(crate) mod fake_azure;
 pub mod functions;
+pub mod pair_records;
 pub mod singleflight;

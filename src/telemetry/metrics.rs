@@ -65,6 +65,13 @@ pub fn event_type_label(raw: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Bucket boundaries of `autoattach.azure.request.duration`, in seconds: the HTTP client duration advice of
+/// the semantic conventions (the SDK's default boundaries are for milliseconds and would put every
+/// observation in the first buckets).
+pub const AZURE_REQUEST_DURATION_BOUNDARIES: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
 /// The instrumentation scope name every signal of this project uses.
 pub const SCOPE: &str = "acr-autoattach";
 
@@ -205,6 +212,7 @@ impl Metrics {
                 .f64_histogram(AZURE_REQUEST_DURATION)
                 .with_unit("s")
                 .with_description("Duration of requests to Azure, by operation")
+                .with_boundaries(AZURE_REQUEST_DURATION_BOUNDARIES.to_vec())
                 .build(),
             azure_throttled: meter
                 .u64_counter(AZURE_THROTTLED)

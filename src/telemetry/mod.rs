@@ -32,8 +32,8 @@ pub use config::{
 pub use counting::ExportStats;
 pub use metrics::{AssignmentOutcome, EventOutcomeLabel, Metrics, RunOutcomeLabel, status_class};
 pub use records::{
-    ATTACHMENT_VERIFICATION, REGISTRY_VERIFICATION, Trigger, azure_request_span, invocation_span,
-    pair_span, record_http_status,
+    ATTACHMENT_VERIFICATION, REGISTRY_VERIFICATION, RegistrySummary, Trigger, invocation_span,
+    pair_span, record_invocation_result, record_timer,
 };
 
 /// Targets whose own events must not be fed back into the OTel log/span bridges (an exporter logging about
@@ -80,27 +80,71 @@ pub enum TelemetryError {
 /// What the resource says about this process (besides `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {
-    /// `faas.name`: the function app's name.
+    /// The function app's name (`WEBSITE_SITE_NAME`): the `<app>` of each invocation span's
+    /// `faas.name` = `<app>/<function>`.
     pub faas_name: String,
     /// `faas.instance`: this instance of the app.
     pub faas_instance: String,
     pub service_version: String,
+    /// `cloud.resource_id` of the function app, when the App Service variables name it
+    /// (`/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}`).
+    pub app_resource_id: Option<String>,
 }
 
 impl ProcessInfo {
     /// From the App Service variables the Functions host passes on (`WEBSITE_SITE_NAME`,
-    /// `WEBSITE_INSTANCE_ID`), falling back to the worker id and the process id.
+    /// `WEBSITE_INSTANCE_ID`, `WEBSITE_OWNER_NAME`, `WEBSITE_RESOURCE_GROUP`), falling back to the worker id
+    /// and the process id.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
-        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let get = |k: &str| {
+            env(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let site = get("WEBSITE_SITE_NAME");
+        let app_resource_id = match (
+            &site,
+            get("WEBSITE_OWNER_NAME"),
+            get("WEBSITE_RESOURCE_GROUP"),
+        ) {
+            (Some(site), Some(owner), Some(group)) => app_resource_id(site, &owner, &group),
+            _ => None,
+        };
         Self {
-            faas_name: get("WEBSITE_SITE_NAME")
-                .unwrap_or_else(|| config::DEFAULT_SERVICE_NAME.to_owned()),
+            faas_name: site.unwrap_or_else(|| config::DEFAULT_SERVICE_NAME.to_owned()),
             faas_instance: get("WEBSITE_INSTANCE_ID")
                 .or_else(|| get("FUNCTIONS_CUSTOMHANDLER_WORKER_ID"))
                 .unwrap_or_else(|| format!("pid-{}", std::process::id())),
             service_version: env!("CARGO_PKG_VERSION").to_owned(),
+            app_resource_id,
         }
     }
+
+    /// `faas.name` of an invocation of `function`: `<app>/<function>`, as the conventions require for Azure.
+    pub fn function_name(&self, function: &str) -> String {
+        format!("{}/{function}", self.faas_name)
+    }
+
+    /// `cloud.resource_id` of `function`, when the app's id is known.
+    pub fn function_resource_id(&self, function: &str) -> Option<String> {
+        self.app_resource_id
+            .as_ref()
+            .map(|app| format!("{app}/functions/{function}"))
+    }
+}
+
+/// The function app's ARM id from `WEBSITE_OWNER_NAME` (`{subscription}+{group}-{region}webspace[-Linux]`,
+/// of which only the subscription before `+` is used), `WEBSITE_RESOURCE_GROUP` and the site name. `None`
+/// when the owner name does not start with a subscription GUID.
+fn app_resource_id(site: &str, owner: &str, group: &str) -> Option<String> {
+    let subscription = owner.split('+').next().unwrap_or_default().trim();
+    let is_guid = subscription.len() == 36
+        && subscription
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-');
+    (is_guid && !group.contains('/') && !site.contains('/')).then(|| {
+        format!("/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Web/sites/{site}")
+    })
 }
 
 /// The resource every signal carries. Precedence (later wins): built-in attributes, `OTEL_RESOURCE_ATTRIBUTES`,
@@ -109,10 +153,12 @@ pub fn build_resource(config: &TelemetryConfig, info: &ProcessInfo) -> Resource 
     let mut attrs = vec![
         KeyValue::new("service.version", info.service_version.clone()),
         KeyValue::new("cloud.provider", "azure"),
-        KeyValue::new("cloud.platform", "azure_functions"),
-        KeyValue::new("faas.name", info.faas_name.clone()),
+        KeyValue::new("cloud.platform", "azure.functions"),
         KeyValue::new("faas.instance", info.faas_instance.clone()),
     ];
+    if let Some(id) = &info.app_resource_id {
+        attrs.push(KeyValue::new("cloud.resource_id", id.clone()));
+    }
     for (k, v) in &config.resource_attributes {
         if k != "service.name" {
             attrs.push(KeyValue::new(k.clone(), v.clone()));
@@ -150,6 +196,7 @@ pub struct TelemetryGuard {
     // Owns the runtime the gRPC channel's connection task runs on (the SDK exports from its own threads).
     grpc_runtime: Option<tokio::runtime::Runtime>,
     counters: std::sync::Arc<counting::Counters>,
+    info: ProcessInfo,
 }
 
 impl std::fmt::Debug for TelemetryGuard {
@@ -176,6 +223,11 @@ impl TelemetryGuard {
     /// The metric instruments, bound to this setup's meter provider (no-op without a metrics exporter).
     pub fn metrics(&self) -> Metrics {
         self.metrics.clone()
+    }
+
+    /// The process the resource describes (the function app's name and id, for the invocation spans).
+    pub fn process_info(&self) -> &ProcessInfo {
+        &self.info
     }
 
     /// What the exporters have delivered so far: the telemetry summary the demo and the CLI print.
@@ -395,6 +447,10 @@ where
     let spans = guard.tracer_provider.as_ref().map(|tp| {
         tracing_opentelemetry::layer()
             .with_tracer(tp.tracer(metrics::SCOPE))
+            // No unnamespaced span attributes: `target`, `busy_ns` and `idle_ns` would be (the location
+            // stays as the conventions' `code.*`).
+            .with_target(false)
+            .with_tracked_inactivity(false)
             // Events travel as log records (with the span's trace context); as span events too, Application
             // Insights would store every `AttachmentVerification` twice.
             .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
@@ -714,6 +770,7 @@ fn build_guard(
         flush_timeout: config.flush_timeout,
         grpc_runtime,
         counters,
+        info: info.clone(),
     })
 }
 
@@ -736,6 +793,7 @@ mod tests {
             faas_name: "func-app".into(),
             faas_instance: "i-1".into(),
             service_version: "1.2.3".into(),
+            app_resource_id: None,
         };
         let r = build_resource(&config, &info);
         let get = |k: &'static str| {
@@ -746,6 +804,12 @@ mod tests {
         assert_eq!(get("faas.name").as_deref(), Some("override"));
         assert_eq!(get("faas.instance").as_deref(), Some("i-1"));
         assert_eq!(get("cloud.provider").as_deref(), Some("azure"));
+        assert_eq!(get("cloud.platform").as_deref(), Some("azure.functions"));
+        assert_eq!(
+            get("cloud.resource_id"),
+            None,
+            "unknown app id: not guessed"
+        );
         assert_eq!(get("service.version").as_deref(), Some("1.2.3"));
         assert_eq!(get("deployment.environment").as_deref(), Some("prod"));
 
@@ -760,6 +824,43 @@ mod tests {
                 .as_deref(),
             Some("explicit")
         );
+    }
+
+    #[test]
+    fn app_resource_id_from_the_app_service_variables() {
+        let env = |k: &str| match k {
+            "WEBSITE_SITE_NAME" => Some("func-attach".to_owned()),
+            "WEBSITE_OWNER_NAME" => Some(
+                "0b1f6471-1bf0-4dda-aec3-111122223333+rg-attach-WestEuropewebspace-Linux"
+                    .to_owned(),
+            ),
+            "WEBSITE_RESOURCE_GROUP" => Some("rg-attach".to_owned()),
+            _ => None,
+        };
+        let info = ProcessInfo::from_env(&env);
+        let app = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg-attach/providers/Microsoft.Web/sites/func-attach";
+        assert_eq!(info.app_resource_id.as_deref(), Some(app));
+        assert_eq!(
+            info.function_name("VerifyAttachments"),
+            "func-attach/VerifyAttachments"
+        );
+        assert_eq!(
+            info.function_resource_id("VerifyAttachments"),
+            Some(format!("{app}/functions/VerifyAttachments"))
+        );
+        let r = build_resource(&TelemetryConfig::default(), &info);
+        assert_eq!(
+            r.get(&opentelemetry::Key::from_static_str("cloud.resource_id"))
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some(app)
+        );
+        // An owner name that does not start with a subscription id names nothing.
+        let odd = |k: &str| match k {
+            "WEBSITE_OWNER_NAME" => Some("not-a-subscription+rg".to_owned()),
+            other => env(other),
+        };
+        assert_eq!(ProcessInfo::from_env(&odd).app_resource_id, None);
     }
 
     #[test]

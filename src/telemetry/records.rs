@@ -1,4 +1,5 @@
-//! The `AttachmentVerification` log record and the span helpers. They go through `tracing`, so they reach
+//! The `AttachmentVerification` log record and the invocation and pair span helpers (the Azure request span is
+//! the client's own, `crate::azure::span`). They go through `tracing`, so they reach
 //! stdout JSON always and the OTel exporters when configured.
 
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::Metrics;
+use super::{Metrics, ProcessInfo};
 use crate::core::model::{PairResult, PairStatus, RegistryResult, RegistryStatus, ResourceId};
 
 /// The name (event name and message) of the per-pair verification log record.
@@ -36,23 +37,35 @@ impl Trigger {
     }
 }
 
-/// The span of one invocation: a server span named after the function, with `faas.trigger`,
-/// `faas.invocation_id` and the remote parent from a W3C `traceparent` (ignored when absent or malformed).
+/// The span of one invocation (FaaS server span conventions): named `faas.name` = `<app>/<function>`, with
+/// `faas.trigger`, `faas.invocation_id`, `cloud.resource_id` (when the app's id is known) and the remote
+/// parent from a W3C `traceparent` (ignored when absent or malformed). The outcome is recorded with
+/// [`record_invocation_result`], timer details with [`record_timer`].
 pub fn invocation_span(
+    process: &ProcessInfo,
     function_name: &str,
     invocation_id: &str,
     trigger: Trigger,
     traceparent: Option<&str>,
 ) -> Span {
+    let faas_name = process.function_name(function_name);
     let span = tracing::info_span!(
         "invocation",
-        otel.name = %function_name,
+        otel.name = %faas_name,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
+        faas.name = %faas_name,
         faas.trigger = trigger.as_str(),
         faas.invocation_id = %invocation_id,
-        faas.invoked_name = %function_name,
+        faas.cron = tracing::field::Empty,
+        faas.time = tracing::field::Empty,
+        cloud.resource_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
     );
+    if let Some(id) = process.function_resource_id(function_name) {
+        span.record("cloud.resource_id", id.as_str());
+    }
     if let Some(tp) = traceparent {
         let carrier: HashMap<String, String> =
             HashMap::from([("traceparent".to_owned(), tp.trim().to_owned())]);
@@ -63,57 +76,79 @@ pub fn invocation_span(
     span
 }
 
-/// A client span for one request to Azure, with the HTTP client semantic-convention attributes. The URL is
-/// recorded without user info, query or fragment, so no token, SAS or `$skipToken` reaches telemetry.
-pub fn azure_request_span(operation: &str, method: &str, url: &url::Url) -> Span {
-    let mut clean = url.clone();
-    let _ = clean.set_username("");
-    let _ = clean.set_password(None);
-    clean.set_query(None);
-    clean.set_fragment(None);
-    let server = clean.host_str().unwrap_or_default().to_owned();
-    let port = clean.port_or_known_default().unwrap_or_default();
-    tracing::info_span!(
-        "azure_request",
-        otel.name = %format_args!("{method} {operation}"),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        azure.operation = %operation,
-        http.request.method = %method,
-        url.full = %clean,
-        server.address = %server,
-        server.port = i64::from(port),
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
+/// `faas.cron` (the schedule) and `faas.time` (when the timer fired, RFC 3339) of a timer invocation.
+pub fn record_timer(span: &Span, cron: &str, time: &str) {
+    span.record("faas.cron", cron);
+    span.record("faas.time", time);
 }
 
-/// Records the answer on a span from [`azure_request_span`] (`None`: no response arrived).
-pub fn record_http_status(span: &Span, status: Option<u16>) {
-    if let Some(code) = status {
-        span.record("http.response.status_code", i64::from(code));
-        if code >= 400 {
-            span.record("error.type", code.to_string().as_str());
-            span.record("otel.status_code", "ERROR");
-        }
-    } else {
-        span.record("error.type", "transport");
+/// Ends an invocation span truthfully: `http.response.status_code` is the code the Functions host saw
+/// (200 or 500); `error` (an `error.type` value) marks the span ERROR — for a 500 (`"500"`) and for a run
+/// that answered 200 but could not do its work (a verification that could not inventory). In Application
+/// Insights the request then has `success: false` and `responseCode` = the status code.
+pub fn record_invocation_result(span: &Span, status_code: u16, error: Option<&str>) {
+    span.record("http.response.status_code", i64::from(status_code));
+    if let Some(kind) = error {
+        span.record("error.type", kind);
         span.record("otel.status_code", "ERROR");
     }
 }
 
-/// An internal span around the decision for one (cluster, registry) pair.
+/// An internal span around the write (and read-back) of one (cluster, registry) pair. The engine opens it
+/// only for pairs it writes; pairs that need no write have their `AttachmentVerification` record only.
 pub fn pair_span(cluster: &ResourceId, registry: &ResourceId) -> Span {
     tracing::info_span!(
         "pair",
         otel.name = "pair decision",
-        cluster.id = %cluster,
-        registry.id = %registry,
-        status = tracing::field::Empty,
+        autoattach.cluster.id = %cluster,
+        autoattach.registry.id = %registry,
+        autoattach.pair.status = tracing::field::Empty,
     )
 }
 
+/// The summary of one verification run for one registry: a `RegistryVerification` record with `status` =
+/// `summary`, emitted for every registry the run covered, whatever `AUTOATTACH_PAIR_RECORDS` says. It is
+/// what lets a query over `changes` records tell "compliant, not reported" from "not covered".
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrySummary<'a> {
+    pub registry_id: &'a ResourceId,
+    /// Pair results of this registry in the run.
+    pub pairs: usize,
+    /// Of which `compliant`.
+    pub compliant: usize,
+    /// Of which the run emitted an `AttachmentVerification` record for.
+    pub reported: usize,
+    /// `all` or `changes`.
+    pub records: &'static str,
+    /// The run reported every pair (`all`, or the snapshot run of `changes`).
+    pub snapshot: bool,
+    /// The run covered its whole scope (no deadline cut, inventory succeeded).
+    pub complete: bool,
+}
+
 impl Metrics {
+    /// Emits the `RegistryVerification` summary of one registry for one run (INFO).
+    pub fn record_registry_summary(&self, summary: &RegistrySummary<'_>, invocation_id: &str) {
+        // Integers (OTLP `intValue`); no count comes near `i64::MAX`.
+        let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        tracing::event!(
+            name: "RegistryVerification",
+            tracing::Level::INFO,
+            {
+                registry.id = %summary.registry_id,
+                status = "summary",
+                pairs.total = int(summary.pairs),
+                pairs.compliant = int(summary.compliant),
+                pairs.reported = int(summary.reported),
+                records = summary.records,
+                snapshot = summary.snapshot,
+                run.complete = summary.complete,
+                invocation.id = invocation_id,
+            },
+            "RegistryVerification"
+        );
+    }
+
     /// Emits one `AttachmentVerification` log record for `result` and counts it in
     /// `autoattach.verification.pairs` (and `autoattach.attach.latency` when it carries a latency).
     pub fn record_verification(&self, result: &PairResult, invocation_id: &str) {
@@ -149,7 +184,7 @@ impl Metrics {
         } else {
             emit!(tracing::Level::INFO);
         }
-        Span::current().record("status", status);
+        Span::current().record("autoattach.pair.status", status);
         self.record_pair(result);
     }
 
@@ -215,7 +250,9 @@ mod tests {
             failure: None,
         };
         {
-            let _e = invocation_span("VerifyAttachments", "inv-1", Trigger::Timer, None).entered();
+            let process = crate::telemetry::ProcessInfo::from_env(&|_| None);
+            let _e = invocation_span(&process, "VerifyAttachments", "inv-1", Trigger::Timer, None)
+                .entered();
             guard.metrics().record_verification(&r, "inv-1");
         }
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();

@@ -89,7 +89,17 @@ impl Drop for Server {
     }
 }
 
-type Store = Arc<Mutex<Vec<Received>>>;
+/// Per path: (requests, bytes on the wire, bytes after content decoding).
+pub type Volume = (u64, u64, u64);
+
+/// What the receiver keeps: every request, or (for volume measurements) only byte counts per path.
+#[derive(Clone, Default)]
+struct Store {
+    requests: Arc<Mutex<Vec<Received>>>,
+    count_only: bool,
+    /// path → (requests, bytes on the wire, bytes after content decoding)
+    volume: Arc<Mutex<BTreeMap<String, Volume>>>,
+}
 
 /// Answers OTLP/HTTP (`/v1/traces|metrics|logs`) and Application Insights (`/v2/track`) alike.
 pub struct TelemetryReceiver {
@@ -103,6 +113,7 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
+    let wire = body.len() as u64;
     let gz = headers
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
@@ -135,7 +146,16 @@ async fn record(
     } else {
         0
     };
-    store.lock().unwrap().push(received);
+    {
+        let mut volume = store.volume.lock().unwrap();
+        let v = volume.entry(path.clone()).or_default();
+        v.0 += 1;
+        v.1 += wire;
+        v.2 += received.body.len() as u64;
+    }
+    if !store.count_only {
+        store.requests.lock().unwrap().push(received);
+    }
     if path.ends_with("/v2/track") {
         (
             StatusCode::OK,
@@ -161,7 +181,23 @@ async fn record(
 
 impl TelemetryReceiver {
     pub fn start() -> Self {
-        let store: Store = Arc::default();
+        Self::start_with(Store::default())
+    }
+
+    /// A receiver that keeps only byte counts (for volume measurements of large runs).
+    pub fn start_counting() -> Self {
+        Self::start_with(Store {
+            count_only: true,
+            ..Store::default()
+        })
+    }
+
+    /// path → (requests, bytes on the wire, bytes after content decoding).
+    pub fn volume(&self) -> BTreeMap<String, Volume> {
+        self.store.volume.lock().unwrap().clone()
+    }
+
+    fn start_with(store: Store) -> Self {
         let app = Router::new()
             .fallback(any(record))
             .with_state(store.clone());
@@ -176,7 +212,7 @@ impl TelemetryReceiver {
     }
 
     pub fn requests(&self) -> Vec<Received> {
-        self.store.lock().unwrap().clone()
+        self.store.requests.lock().unwrap().clone()
     }
 
     fn bodies(&self, path: &str) -> Vec<Received> {
