@@ -2,6 +2,9 @@
 //! socket: exact statuses and answer bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 use std::sync::Arc;
 
 use acr_autoattach::runtime::bootstrap::{self, Settings};
@@ -12,6 +15,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use azure_emulator::credential::AppServiceCredential;
 use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use fixtures::event_fixture as fixture;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -229,25 +233,6 @@ async fn real_socket_chunked_body_and_oversized_stream() {
     assert_eq!(resp.status(), 200);
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
-}
-
-/// Reads a shared fixture in place; under CI=true a missing folder fails loudly, otherwise the test skips.
-fn fixture(name: &str) -> Option<Value> {
-    let path = format!(
-        "{}/../shared/fixtures/events/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{path} missing under CI: {e}"
-            );
-            eprintln!("skipping: {path} is missing ({e})");
-            None
-        }
-    }
 }
 
 /// The envelope the host sends for one Event Grid trigger value.

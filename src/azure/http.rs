@@ -182,7 +182,8 @@ impl Reply {
 /// Bodies larger than this are refused rather than buffered.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-pub(crate) struct Engine {
+/// What sends requests: the HTTP client, tokens, retry policy, rate limits and the concurrency cap.
+pub(crate) struct Transport {
     pub http: reqwest::Client,
     pub tokens: TokenSource,
     pub retry: RetryPolicy,
@@ -217,7 +218,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     header_str(headers, "retry-after").and_then(|v| parse_retry_after(v, now))
 }
 
-impl Engine {
+impl Transport {
     fn record(&self, op: Operation, status: Option<u16>, elapsed: Duration) {
         {
             let mut stats = self

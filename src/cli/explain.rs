@@ -13,8 +13,10 @@ use super::operator::{
 use crate::azure::{AssignmentFilter, ScopedClient};
 use crate::cli::report::terminal_safe;
 use crate::core::explain::{Explanation, ScopedAssignment, Selection, explain_pair};
-use crate::core::model::{ClusterPrincipal, Mode, ResourceId, RoleDefinition};
-use crate::core::planner::{Inventory, Observed, PlanSettings, ScopeLevel};
+use crate::core::model::{
+    ClusterPrincipal, Mode, ResourceId, RoleDefinition, service_principal_resolution,
+};
+use crate::core::planner::{Completeness, Observed, PlanSettings, ScopeLevel};
 use crate::runtime::config::{Env, ProcessEnv};
 use crate::runtime::engine::Engine;
 
@@ -47,7 +49,7 @@ pub async fn run_explain(args: &ExplainArgs, env: &dyn Env) -> Result<u8, Operat
         detach: config.detach,
         handler_tenant,
         deleted_clusters: std::collections::BTreeSet::new(),
-        inventory: Inventory::Partial,
+        completeness: Completeness::Partial,
     };
     let mut explanation = explain_pair(&observed, &settings)
         .ok_or_else(|| OperatorError::NotFound("cluster or registry not observed".into()))?;
@@ -98,10 +100,7 @@ async fn observe_pair(
         ClusterPrincipal::NotYetKnown => None,
         ClusterPrincipal::ServicePrincipal { client_id } => {
             let resolved = match azure.resolve_service_principal(client_id).await {
-                Ok(Some(id)) => Ok(id),
-                Ok(None) => Err(format!(
-                    "no service principal with appId {client_id} in the directory"
-                )),
+                Ok(lookup) => service_principal_resolution(client_id, Some(lookup)),
                 Err(e) => Err(e.to_string()),
             };
             observed
