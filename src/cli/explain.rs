@@ -170,6 +170,39 @@ pub fn render_explanation(e: &Explanation) -> String {
     let _ = writeln!(out, "cluster  {}", clean(e.cluster.id.as_str()));
     let _ = writeln!(out, "registry {}", clean(e.registry.id.as_str()));
     let _ = writeln!(out);
+    explain_cluster(&mut out, e);
+    explain_selection(&mut out, e);
+    let tenant = |t: &Option<String>| t.as_deref().map_or_else(|| "unknown".to_owned(), clean);
+    let _ = writeln!(
+        out,
+        "4. tenants: cluster {}, registry {}, handler {}",
+        tenant(&e.tenants.cluster),
+        tenant(&e.tenants.registry),
+        tenant(&e.tenants.handler)
+    );
+    let _ = writeln!(out, "5. role: {} ({})", e.role, e.role_reason);
+    let _ = writeln!(
+        out,
+        "6. principal: {}{}",
+        e.principal_id
+            .as_deref()
+            .map_or_else(|| "unknown".to_owned(), clean),
+        e.principal_note
+            .as_deref()
+            .map(|n| format!(" — {}", clean(n)))
+            .unwrap_or_default()
+    );
+    explain_assignments(&mut out, e);
+    let _ = writeln!(out, "8. verdict: {}", clean(&e.verdict.text));
+    for note in &e.notes {
+        let _ = writeln!(out, "   note: {}", clean(note));
+    }
+    out
+}
+
+/// Step 1: the cluster's facts and tags.
+fn explain_cluster(out: &mut String, e: &Explanation) {
+    let clean = terminal_safe;
     let _ = writeln!(
         out,
         "1. cluster: subscription {}, resource group {}, location {}, provisioningState {}",
@@ -193,6 +226,11 @@ pub fn render_explanation(e: &Explanation) -> String {
             tags.join(", ")
         }
     );
+}
+
+/// Steps 2 and 3: the registry's tag, its selector step by step, the cluster's opt-out, the selection.
+fn explain_selection(out: &mut String, e: &Explanation) {
+    let clean = terminal_safe;
     let _ = writeln!(
         out,
         "2. registry tag `{}`: {}",
@@ -247,26 +285,11 @@ pub fn render_explanation(e: &Explanation) -> String {
             "not selected"
         }
     );
-    let tenant = |t: &Option<String>| t.as_deref().map_or_else(|| "unknown".to_owned(), clean);
-    let _ = writeln!(
-        out,
-        "4. tenants: cluster {}, registry {}, handler {}",
-        tenant(&e.tenants.cluster),
-        tenant(&e.tenants.registry),
-        tenant(&e.tenants.handler)
-    );
-    let _ = writeln!(out, "5. role: {} ({})", e.role, e.role_reason);
-    let _ = writeln!(
-        out,
-        "6. principal: {}{}",
-        e.principal_id
-            .as_deref()
-            .map_or_else(|| "unknown".to_owned(), clean),
-        e.principal_note
-            .as_deref()
-            .map(|n| format!(" — {}", clean(n)))
-            .unwrap_or_default()
-    );
+}
+
+/// Step 7: the assignments at the registry and above, level by level.
+fn explain_assignments(out: &mut String, e: &Explanation) {
+    let clean = terminal_safe;
     let _ = writeln!(out, "7. assignments at the registry and above:");
     for level in [
         ScopeLevel::Registry,
@@ -306,11 +329,6 @@ pub fn render_explanation(e: &Explanation) -> String {
             e.assignments_elsewhere
         );
     }
-    let _ = writeln!(out, "8. verdict: {}", clean(&e.verdict.text));
-    for note in &e.notes {
-        let _ = writeln!(out, "   note: {}", clean(note));
-    }
-    out
 }
 
 #[cfg(test)]
