@@ -3,12 +3,14 @@
 //! `GET /api/v2/alerts`, not through any state of ours), and a failing webhook never fails the caller.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/telemetry_receivers.rs"]
 mod receivers;
 
 use acr_autoattach::core::alerts::{ALERT_NAME, AlertRun, AzureFailureCount};
 use acr_autoattach::core::model::{
-    PairResult, PairStatus, PullRole, RegistryResult, RegistryStatus, ResourceId,
+    PairResult, PairStatus, RegistryResult, RegistryStatus, ResourceId,
 };
 use acr_autoattach::runtime::alerting::{
     AlertConfig, AlertFormat, Alerter, DeliveryFailureKind, DeliveryStage,
@@ -18,30 +20,17 @@ use receivers::{FakeAlertmanager, TelemetryReceiver};
 use time::OffsetDateTime;
 
 fn cluster(n: &str) -> ResourceId {
-    ResourceId::parse(&format!(
-        "/subscriptions/S1/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/{n}"
-    ))
-    .unwrap()
+    fixtures::cluster_id("S1", n)
 }
 
 fn registry(n: &str) -> ResourceId {
-    ResourceId::parse(&format!(
-        "/subscriptions/S1/resourceGroups/rg-acr/providers/Microsoft.ContainerRegistry/registries/{n}"
-    ))
-    .unwrap()
+    fixtures::registry_id("S1", n)
 }
 
 fn pair(c: &str, r: &str, status: PairStatus, reason: &str) -> PairResult {
     PairResult {
-        cluster_id: cluster(c),
-        registry_id: registry(r),
-        principal_id: Some(format!("principal-{c}")),
-        role: Some(PullRole::AcrPull),
-        status,
         reason: Some(reason.to_owned()),
-        assignment_id: None,
-        latency_seconds: None,
-        failure: None,
+        ..fixtures::pair(cluster(c), registry(r), status)
     }
 }
 

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use acr_autoattach::azure::{
     AssignmentFilter, AzureClient, AzureError, BucketSpec, ClientOptions, DeleteOutcome,
-    InventoryOptions, InventorySource, ManagedIdentityOptions, NewAssignment, Operation,
-    PutOutcome, RateLimits, RetryPolicy,
+    InventoryOptions, InventorySource, ManagedIdentityOptions, Operation, PutOutcome, RateLimits,
+    RetryPolicy,
 };
 use acr_autoattach::core::model::{
     ACR_PULL_GUID, ClusterPrincipal, PullRole, ResourceId, RoleAssignmentMode,
 };
+use acr_autoattach::core::planner::AssignmentSpec;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_emulator::{
     BucketLimit, Emulator, EmulatorConfig, EmulatorControl, HandlerRights, RunningEmulator,
@@ -452,7 +453,7 @@ async fn role_assignments_are_created_listed_and_deleted() {
         panic!("kubelet identity expected")
     };
 
-    let new = NewAssignment::for_pair(&cluster_id, &registry_id, &object_id, PullRole::AcrPull);
+    let new = AssignmentSpec::new(&registry_id, &object_id, PullRole::AcrPull, &cluster_id);
     let PutOutcome::Created(created) = azure.put_role_assignment(&new).await.unwrap() else {
         panic!("201 expected")
     };
@@ -467,7 +468,7 @@ async fn role_assignments_are_created_listed_and_deleted() {
         azure.put_role_assignment(&new).await.unwrap(),
         PutOutcome::Unchanged(_)
     ));
-    let other_name = NewAssignment {
+    let other_name = AssignmentSpec {
         name: uuid::Uuid::new_v4(),
         ..new.clone()
     };
@@ -477,7 +478,7 @@ async fn role_assignments_are_created_listed_and_deleted() {
     );
     // The hard allow-list: any other role is refused before a request is sent.
     let sent = azure.requests_sent();
-    let owner = NewAssignment {
+    let owner = AssignmentSpec {
         role_definition_id: format!(
             "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{OWNER_GUID}"
         ),
@@ -587,11 +588,11 @@ async fn missing_write_permission_is_a_forbidden_error_with_code_and_message() {
     let azure = handler_client(&emu).with_deadline(soon(10));
     let someone = emu.create_service_principal("someone");
     let err = azure
-        .put_role_assignment(&NewAssignment::for_pair(
-            &cluster,
+        .put_role_assignment(&AssignmentSpec::new(
             &registry,
             &someone.object_id,
             PullRole::AcrPull,
+            &cluster,
         ))
         .await
         .unwrap_err();

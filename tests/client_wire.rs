@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use acr_autoattach::azure::wire::{
     list_page, resource_graph_page, role_assignment_from_arm, role_definition_from_arm,
 };
-use acr_autoattach::azure::{NewAssignment, cluster_from_arm, registry_from_arm};
+use acr_autoattach::azure::{cluster_from_arm, registry_from_arm};
 use acr_autoattach::core::model::{ClusterPrincipal, PullRole, ResourceId, RoleAssignmentMode};
+use acr_autoattach::core::planner::AssignmentSpec;
 use serde_json::Value;
 
 const SPECS: &str = concat!(
@@ -223,13 +224,13 @@ fn role_assignment_put_body_matches_the_schema() {
         "/subscriptions/s2/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr",
     )
     .unwrap();
-    let body = NewAssignment::for_pair(
-        &cluster,
+    let body = AssignmentSpec::new(
         &registry,
         "ce2ce14e-85d7-4629-bdbc-454d0519d987",
         PullRole::AcrPull,
+        &cluster,
     )
-    .body();
+    .request_body();
     for key in create_required {
         assert!(body.get(key).is_some(), "missing {key}");
     }

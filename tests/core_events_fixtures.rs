@@ -2,33 +2,16 @@
 //! as this project must; AKS/ACR variants built from them by changing only resourceUri/subject/operationName/ids.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+#[path = "support/fixtures.rs"]
+mod fixtures;
 
 use acr_autoattach::core::events::{
     Classification, ClassifiedEvent, EventSchema, IgnoreReason, IncomingEvent, classify,
     parse_trigger,
 };
+use fixtures::event_fixture as fixture;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/events");
-
-/// Reads a fixture; `None` (with a notice) when the shared folder is absent outside CI.
-fn fixture(name: &str) -> Option<Value> {
-    let path = PathBuf::from(FIXTURES).join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_json::from_str(&text).expect("fixture is JSON")),
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "fixture {} missing under CI: {e}",
-                path.display()
-            );
-            eprintln!("SKIP: fixture {} not readable: {e}", path.display());
-            None
-        }
-    }
-}
 
 /// The fixture as a single event object (arrays hold exactly one here).
 fn single(value: &Value) -> Value {

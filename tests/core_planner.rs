@@ -1,6 +1,9 @@
 //! The planner's rules, one test per rule, with fixture builders; and properties over generated estates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 use std::collections::BTreeSet;
 
 use acr_autoattach::core::model::{
@@ -9,9 +12,10 @@ use acr_autoattach::core::model::{
     assignment_name, ownership_description,
 };
 use acr_autoattach::core::planner::{
-    Action, ApplyOutcome, Grant, Inventory, Observed, PendingReason, Plan, PlanItem, PlanSettings,
-    RefusalReason, RemovalReason, ScopeLevel, action_matches, plan, result_for,
+    Action, ApplyOutcome, Completeness, Grant, Observed, PendingReason, Plan, PlanItem,
+    PlanSettings, RefusalReason, RemovalReason, ScopeLevel, action_matches, plan, result_for,
 };
+use fixtures::{cluster_id, registry_id};
 use proptest::prelude::*;
 
 const TAG: &str = "acr-autoattach";
@@ -22,20 +26,6 @@ const REPO_WRITER_GUID: &str = "2a1e307c-b015-4ebd-883e-5b7698a07328";
 const ACR_PUSH_GUID: &str = "8311e382-0749-4cb8-b61a-304f252e45ec";
 
 // ----- builders ------------------------------------------------------------------------------------------
-
-fn cluster_id(sub: &str, name: &str) -> ResourceId {
-    ResourceId::parse(&format!(
-        "/subscriptions/{sub}/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/{name}"
-    ))
-    .unwrap()
-}
-
-fn registry_id(sub: &str, name: &str) -> ResourceId {
-    ResourceId::parse(&format!(
-        "/subscriptions/{sub}/resourceGroups/rg-acr/providers/Microsoft.ContainerRegistry/registries/{name}"
-    ))
-    .unwrap()
-}
 
 /// A ready managed-identity cluster whose kubelet object id is `kubelet-{name}`.
 fn cluster(sub: &str, name: &str, tags: &[(&str, &str)]) -> Cluster {
@@ -221,7 +211,7 @@ fn invalid_selector_is_reported_and_selects_nothing_not_even_removals() {
     let mine = owned(&bad, PullRole::AcrPull, "kubelet-aks1", &c.id);
     let mut s = settings();
     s.detach = true;
-    s.inventory = Inventory::Full;
+    s.completeness = Completeness::Full;
     let p = plan(&observed(vec![c], vec![bad.clone()], vec![mine]), &s);
     assert!(p.items.is_empty(), "{:#?}", p.items);
     assert_eq!(p.registry_results.len(), 1);
@@ -678,10 +668,10 @@ fn audit_mode_reports_missing_and_writes_nothing() {
 
 // ----- detach --------------------------------------------------------------------------------------------
 
-fn detach_settings(inventory: Inventory) -> PlanSettings {
+fn detach_settings(completeness: Completeness) -> PlanSettings {
     let mut s = settings();
     s.detach = true;
-    s.inventory = inventory;
+    s.completeness = completeness;
     s
 }
 
@@ -703,7 +693,7 @@ fn detach_removes_only_owned_assignments_no_longer_selected() {
         vec![ours_dev.clone(), human_dev, ours_prod.clone()],
     );
 
-    let p = plan(&o, &detach_settings(Inventory::Partial));
+    let p = plan(&o, &detach_settings(Completeness::Partial));
     assert_eq!(
         kinds(&p),
         vec![
@@ -744,7 +734,7 @@ fn detach_never_touches_unmarked_or_non_pull_assignments() {
         description: Some(format!("note: {}", ownership_description(&c.id))),
         ..assignment(r.id.as_str(), ACR_PULL_GUID, "kubelet-aks1", "m")
     };
-    let mut s = detach_settings(Inventory::Full);
+    let mut s = detach_settings(Completeness::Full);
     s.deleted_clusters.insert(c.id.clone());
     let p = plan(
         &observed(
@@ -778,7 +768,7 @@ fn detach_on_deleted_absent_opted_out_clusters() {
             })
             .collect::<Vec<_>>()
     };
-    let mut partial = detach_settings(Inventory::Partial);
+    let mut partial = detach_settings(Completeness::Partial);
     partial.deleted_clusters.insert(gone.id.clone());
     assert_eq!(
         reasons(&plan(&o, &partial)),
@@ -787,7 +777,7 @@ fn detach_on_deleted_absent_opted_out_clusters() {
             ("aks-out".into(), "cluster_opted_out")
         ]
     );
-    let mut full = detach_settings(Inventory::Full);
+    let mut full = detach_settings(Completeness::Full);
     full.deleted_clusters = BTreeSet::from([gone.id.clone()]);
     assert_eq!(
         reasons(&plan(&o, &full)),
@@ -810,7 +800,7 @@ fn a_cluster_in_a_subscription_outside_the_inventory_is_not_absent() {
         &elsewhere.id,
     );
     let mut o = observed(vec![], vec![r], vec![ours]);
-    let full = detach_settings(Inventory::Full);
+    let full = detach_settings(Completeness::Full);
     assert!(plan(&o, &full).items.is_empty());
     // Once SUB2 is known to be inventoried, the cluster's absence counts.
     o.subscription_tenants.insert(SUB2.into(), "t".into());
@@ -829,7 +819,7 @@ fn a_present_cluster_is_never_treated_as_deleted() {
     let c = cluster(SUB1, "aks1", &[]);
     let r = registry(SUB1, "acr1", Some("*"));
     let ours = owned(&r, PullRole::AcrPull, "kubelet-aks1", &c.id);
-    let mut s = detach_settings(Inventory::Full);
+    let mut s = detach_settings(Completeness::Full);
     s.deleted_clusters.insert(c.id.clone());
     let p = plan(&observed(vec![c], vec![r], vec![ours]), &s);
     assert!(matches!(only(&p).action, Action::AlreadyCovered { .. }));
@@ -846,7 +836,7 @@ fn detach_replaces_the_assignment_of_a_changed_kubelet_identity() {
     };
     let p = plan(
         &observed(vec![c], vec![r], vec![old.clone()]),
-        &detach_settings(Inventory::Partial),
+        &detach_settings(Completeness::Partial),
     );
     assert_eq!(p.items.len(), 2);
     assert!(
@@ -866,7 +856,7 @@ fn detach_removes_a_role_the_registry_mode_no_longer_honours() {
     let switched = abac(legacy);
     let p = plan(
         &observed(vec![c], vec![switched], vec![ours]),
-        &detach_settings(Inventory::Partial),
+        &detach_settings(Completeness::Partial),
     );
     assert_eq!(p.items.len(), 2);
     assert!(matches!(
@@ -1042,10 +1032,10 @@ fn arb_estate() -> impl Strategy<Value = (Observed, PlanSettings)> {
                 let mut s = settings();
                 s.detach = detach;
                 s.mode = if audit { Mode::Audit } else { Mode::Enforce };
-                s.inventory = if full {
-                    Inventory::Full
+                s.completeness = if full {
+                    Completeness::Full
                 } else {
-                    Inventory::Partial
+                    Completeness::Partial
                 };
                 if let Some(d) = deleted {
                     let name = format!("aks{d}");

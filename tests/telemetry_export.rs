@@ -4,6 +4,8 @@
 //! `/v2/track` envelopes. Plus the secrets test: planted secrets appear in no exported byte and no log line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/telemetry_receivers.rs"]
 mod receivers;
 
@@ -62,18 +64,14 @@ fn info() -> ProcessInfo {
     }
 }
 
+const SUB: &str = "11111111-1111-1111-1111-111111111111";
+
 fn cluster(n: &str) -> ResourceId {
-    ResourceId::parse(&format!(
-        "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/{n}"
-    ))
-    .unwrap()
+    fixtures::cluster_id(SUB, n)
 }
 
 fn registry(n: &str) -> ResourceId {
-    ResourceId::parse(&format!(
-        "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-acr/providers/Microsoft.ContainerRegistry/registries/{n}"
-    ))
-    .unwrap()
+    fixtures::registry_id(SUB, n)
 }
 
 fn pair(
@@ -84,15 +82,9 @@ fn pair(
     latency: Option<f64>,
 ) -> PairResult {
     PairResult {
-        cluster_id: cluster(c),
-        registry_id: registry(r),
-        principal_id: Some(format!("principal-{c}")),
-        role: Some(PullRole::AcrPull),
-        status,
         reason: reason.map(str::to_owned),
-        assignment_id: None,
         latency_seconds: latency,
-        failure: None,
+        ..fixtures::pair(cluster(c), registry(r), status)
     }
 }
 

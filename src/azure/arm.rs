@@ -5,16 +5,13 @@ use std::collections::HashSet;
 use reqwest::Method;
 use serde_json::Value;
 use url::Url;
-use uuid::Uuid;
 
 use super::ScopedClient;
 use super::error::AzureError;
 use super::http::{Audience, Call, Operation, join, same_origin, set_query};
 use super::wire::{self, Subscription};
-use crate::core::model::{
-    Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition, assignment_name,
-    ownership_description,
-};
+use crate::core::model::{Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition};
+use crate::core::planner::AssignmentSpec;
 
 pub mod api_versions {
     pub const MANAGED_CLUSTERS: &str = "2026-02-01";
@@ -35,64 +32,6 @@ pub enum AssignmentFilter {
     Principal(String),
     /// No filter: at, above and below.
     All,
-}
-
-/// A role assignment to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAssignment {
-    /// Where: the registry id.
-    pub scope: ResourceId,
-    /// The deterministic name ([`assignment_name`]).
-    pub name: Uuid,
-    /// The full role definition id, `/subscriptions/{registry's sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
-    pub role_definition_id: String,
-    pub principal_id: String,
-    /// Starts with the ownership mark.
-    pub description: String,
-}
-
-impl NewAssignment {
-    /// The assignment this project makes for (cluster, registry): deterministic name, full role id, mark.
-    pub fn for_pair(
-        cluster: &ResourceId,
-        registry: &ResourceId,
-        principal_id: &str,
-        role: PullRole,
-    ) -> Self {
-        Self {
-            scope: registry.clone(),
-            name: assignment_name(registry, principal_id, role),
-            role_definition_id: role.definition_id(registry.subscription_id()),
-            principal_id: principal_id.trim().to_owned(),
-            description: ownership_description(cluster),
-        }
-    }
-
-    /// The role assignment's full id.
-    pub fn id(&self) -> String {
-        crate::core::model::role_assignment_id(&self.scope, self.name)
-    }
-
-    /// The PUT body, exactly as arm.md prescribes.
-    pub fn body(&self) -> Value {
-        crate::core::model::role_assignment_body(
-            &self.role_definition_id,
-            &self.principal_id,
-            &self.description,
-        )
-    }
-}
-
-impl From<&crate::core::planner::AssignmentSpec> for NewAssignment {
-    fn from(spec: &crate::core::planner::AssignmentSpec) -> Self {
-        Self {
-            scope: spec.scope.clone(),
-            name: spec.name,
-            role_definition_id: spec.role_definition_id.clone(),
-            principal_id: spec.principal_id.clone(),
-            description: spec.description.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,7 +289,10 @@ impl ScopedClient {
 
     /// PUT a role assignment. Only the two pull roles are ever sent (an allow-list at the edge, on top of
     /// the planner's). `PrincipalNotFound` is retried with back-off, bounded.
-    pub async fn put_role_assignment(&self, new: &NewAssignment) -> Result<PutOutcome, AzureError> {
+    pub async fn put_role_assignment(
+        &self,
+        new: &AssignmentSpec,
+    ) -> Result<PutOutcome, AzureError> {
         if PullRole::from_definition_guid(&new.role_definition_id).is_none() {
             return Err(AzureError::InvalidRequest(format!(
                 "refusing to assign role `{}`: only AcrPull and Container Registry Repository Reader are allowed",
@@ -369,7 +311,7 @@ impl ScopedClient {
             new.name
         );
         let url = self.arm_url(&path, api_versions::AUTHORIZATION, &[])?;
-        let body = new.body();
+        let body = new.request_body();
         let call = Call {
             op: Operation::PutRoleAssignment,
             method: Method::PUT,
@@ -483,18 +425,18 @@ mod tests {
     fn new_assignment_body_follows_arm_md() {
         let cluster = ResourceId::parse("/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks").unwrap();
         let registry = ResourceId::parse("/subscriptions/s2/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr").unwrap();
-        let a = NewAssignment::for_pair(
-            &cluster,
+        let a = AssignmentSpec::new(
             &registry,
             " 0000-oid ",
             PullRole::RepositoryReader,
+            &cluster,
         );
         assert_eq!(
             a.name,
-            assignment_name(&registry, "0000-oid", PullRole::RepositoryReader)
+            crate::core::model::assignment_name(&registry, "0000-oid", PullRole::RepositoryReader)
         );
         assert_eq!(
-            a.body(),
+            a.request_body(),
             json!({"properties": {
                 "roleDefinitionId": "/subscriptions/s2/providers/Microsoft.Authorization/roleDefinitions/b93aa761-3e63-49ed-ac28-beffa264f7ac",
                 "principalId": "0000-oid",
@@ -502,8 +444,8 @@ mod tests {
                 "description": format!("managed-by: acr-autoattach cluster={cluster}"),
             }})
         );
-        assert!(a.id().starts_with(registry.as_str()));
-        assert!(a.id().ends_with(&a.name.to_string()));
+        assert!(a.assignment_id().starts_with(registry.as_str()));
+        assert!(a.assignment_id().ends_with(&a.name.to_string()));
     }
 
     #[test]

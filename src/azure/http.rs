@@ -184,7 +184,8 @@ impl Reply {
 /// Bodies larger than this are refused rather than buffered.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-pub(crate) struct Engine {
+/// What sends requests: the HTTP client, tokens, retry policy, rate limits and the concurrency cap.
+pub(crate) struct Transport {
     pub http: reqwest::Client,
     pub tokens: TokenSource,
     pub retry: RetryPolicy,
@@ -222,7 +223,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         .map(|d| d.min(MAX_SERVER_PAUSE))
 }
 
-impl Engine {
+impl Transport {
     fn record(&self, op: Operation, status: Option<u16>, elapsed: Duration) {
         {
             let mut stats = self

@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 
-pub use arm::{AssignmentFilter, DeleteOutcome, NewAssignment, PutOutcome, api_versions};
+pub use arm::{AssignmentFilter, DeleteOutcome, PutOutcome, api_versions};
 pub use error::AzureError;
 pub use http::{ClientStats, Operation, RequestContext, RequestObserver};
 pub use inventory::{Inventory, InventoryOptions, InventorySource};
@@ -43,7 +43,7 @@ pub use token::{
 };
 pub use wire::{Subscription, cluster_from_arm, registry_from_arm, role_assignment_from_arm};
 
-use http::Engine;
+use http::Transport;
 use ratelimit::RateLimiter;
 use token::TokenSource;
 
@@ -141,7 +141,7 @@ impl ClientOptions {
 }
 
 pub(crate) struct Inner {
-    pub engine: Engine,
+    pub transport: Transport,
     pub arm: Url,
     pub graph: Url,
     pub resource_graph: Url,
@@ -178,7 +178,7 @@ impl AzureClient {
             .unwrap_or_else(|| options.arm_endpoint.clone());
         Ok(Self {
             inner: Arc::new(Inner {
-                engine: Engine {
+                transport: Transport {
                     http,
                     tokens: TokenSource::new(options.credential),
                     retry: options.retry,
@@ -210,12 +210,17 @@ impl AzureClient {
 
     /// Every request sent so far, by operation and status class.
     pub fn stats(&self) -> ClientStats {
-        self.inner.engine.stats()
+        self.inner.transport.stats()
     }
 
     /// Who the ARM token says we are (fetched on demand), for the tenant check and diagnostics.
     pub async fn identity(&self, deadline: Instant) -> Result<TokenClaims, AzureError> {
-        let (_, claims) = self.inner.engine.tokens.token(ARM_SCOPE, deadline).await?;
+        let (_, claims) = self
+            .inner
+            .transport
+            .tokens
+            .token(ARM_SCOPE, deadline)
+            .await?;
         Ok(claims)
     }
 }
@@ -275,7 +280,7 @@ impl ScopedClient {
     pub(crate) async fn execute(&self, call: &http::Call<'_>) -> Result<http::Reply, AzureError> {
         self.client
             .inner
-            .engine
+            .transport
             .execute(&self.ctx, &self.sent, call)
             .await
     }

@@ -1,6 +1,6 @@
 //! The seam between the engine and Azure: the operations the engine uses, as traits. The real client
 //! implements them by delegating to its inherent methods; the engine's unit tests script a fake
-//! (`runtime::engine::fake`) in the style of kube-rs controller-rs's `ApiServerVerifier`.
+//! (`runtime::fake_azure`) in the style of kube-rs controller-rs's `ApiServerVerifier`.
 
 use std::future::Future;
 
@@ -8,9 +8,10 @@ use tokio::time::Instant;
 
 use super::{
     AssignmentFilter, AzureClient, AzureError, DeleteOutcome, Inventory, InventoryOptions,
-    NewAssignment, PutOutcome, ScopedClient, Subscription,
+    PutOutcome, ScopedClient, Subscription,
 };
 use crate::core::model::{Cluster, Registry, ResourceId, RoleAssignment, RoleDefinition};
+use crate::core::planner::AssignmentSpec;
 
 /// Where the engine gets a deadline-bound view of Azure from (the real [`AzureClient`], or a fake).
 pub trait AzureConnect: Send + Sync {
@@ -61,7 +62,7 @@ pub trait AzureOps: Send + Sync {
     ) -> impl Future<Output = Result<Option<String>, AzureError>> + Send;
     fn put_role_assignment(
         &self,
-        new: &NewAssignment,
+        new: &AssignmentSpec,
     ) -> impl Future<Output = Result<PutOutcome, AzureError>> + Send;
     fn delete_role_assignment(
         &self,
@@ -126,7 +127,7 @@ impl AzureOps for ScopedClient {
     async fn resolve_service_principal(&self, app_id: &str) -> Result<Option<String>, AzureError> {
         ScopedClient::resolve_service_principal(self, app_id).await
     }
-    async fn put_role_assignment(&self, new: &NewAssignment) -> Result<PutOutcome, AzureError> {
+    async fn put_role_assignment(&self, new: &AssignmentSpec) -> Result<PutOutcome, AzureError> {
         ScopedClient::put_role_assignment(self, new).await
     }
     async fn delete_role_assignment(&self, id: &str) -> Result<DeleteOutcome, AzureError> {

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use azure_emulator::admin::{AdminError, ClusterSpec, RegistrySpec};
 use azure_emulator::eventgrid::PublisherConfig;
+use azure_emulator::functions_host::InvocationRecord;
 
 use crate::cli::testbed::{Testbed, TestbedError, TestbedOptions};
 use crate::core::model::{PullRole, role_guid};
@@ -404,69 +405,14 @@ pub async fn run(
         bed.admin.put_resource_group(sub, rg, "westeurope").await?;
     }
 
-    let registries = vec![
-        RegistryPlan {
-            spec: RegistrySpec::new(&s1, "platform", "acrshared").tag("acr-autoattach", "*"),
-            what: "every cluster (`*`)",
-            selects: Some(|_| true),
-        },
-        RegistryPlan {
-            spec: RegistrySpec::new(&s1, "platform", "acrprod")
-                .tag("acr-autoattach", "env in (prod,staging)")
-                .abac(),
-            what: "ABAC mode, `env in (prod,staging)`",
-            selects: Some(|c| c.contains("prod") || c.contains("staging") || c == "aks-optout"),
-        },
-        RegistryPlan {
-            spec: RegistrySpec::new(&s1, "platform", "acrsandbox"),
-            what: "no opt-in tag",
-            selects: None,
-        },
-    ];
+    let registries = demo_registries(&s1);
     for r in &registries {
         bed.admin.put_registry(&r.spec).await?;
         say(&format!("registry {:<11} {}", r.spec.name, r.what));
     }
 
     let sp = control.create_service_principal("aks-legacy-sp");
-    let clusters = vec![
-        ClusterPlan {
-            spec: ClusterSpec::new(&s1, "apps", "aks-prod-weu").tag("env", "prod"),
-            what: "env=prod",
-            opted_out: false,
-        },
-        ClusterPlan {
-            spec: ClusterSpec::new(&s2, "apps2", "aks-prod-neu")
-                .tag("env", "prod")
-                .location("northeurope"),
-            what: "env=prod, other subscription than the registries",
-            opted_out: false,
-        },
-        ClusterPlan {
-            spec: ClusterSpec::new(&s1, "apps", "aks-staging").tag("env", "staging"),
-            what: "env=staging",
-            opted_out: false,
-        },
-        ClusterPlan {
-            spec: ClusterSpec::new(&s1, "apps", "aks-dev").tag("env", "dev"),
-            what: "env=dev",
-            opted_out: false,
-        },
-        ClusterPlan {
-            spec: ClusterSpec::new(&s1, "apps", "aks-optout")
-                .tag("env", "prod")
-                .tag("acr-autoattach", "off"),
-            what: "env=prod but opted out (acr-autoattach=off)",
-            opted_out: true,
-        },
-        ClusterPlan {
-            spec: ClusterSpec::new(&s2, "apps2", "aks-sp-legacy")
-                .tag("env", "dev")
-                .service_principal(&sp.app_id),
-            what: "service-principal cluster, env=dev",
-            opted_out: false,
-        },
-    ];
+    let clusters = demo_clusters(&s1, &s2, &sp.app_id);
     let puts = clusters.iter().map(|c| bed.admin.put_cluster(&c.spec));
     for (c, put) in clusters.iter().zip(futures::future::join_all(puts).await) {
         put?;
@@ -508,61 +454,15 @@ pub async fn run(
         say(&format!("VerifyAttachments (timer, run now): {line}"));
     }
 
-    // Seconds from event to verified attach, as the handler reported them.
-    let mut latency: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for inv in &invocations {
-        let events = inv
-            .return_value
-            .as_ref()
-            .and_then(|v| v["events"].as_array().cloned())
-            .unwrap_or_default();
-        for pair in events
-            .iter()
-            .flat_map(|e| e["pairs"].as_array().cloned().unwrap_or_default())
-        {
-            if let (Some(c), Some(r), Some(s)) = (
-                pair["cluster_id"].as_str(),
-                pair["registry_id"].as_str(),
-                pair["latency_seconds"].as_f64(),
-            ) && pair["status"] == "repaired"
-            {
-                latency
-                    .entry((c.to_ascii_lowercase(), r.to_ascii_lowercase()))
-                    .or_insert(s);
-            }
-        }
-    }
+    let latency = reported_latencies(&invocations);
 
     let mut pairs = Vec::new();
     for r in &registries {
         let listed = bed.admin.list_role_assignments(&r.spec.id()).await?;
         for c in &clusters {
             let principal = principals.get(&c.spec.name).cloned().unwrap_or_default();
-            let role = listed
-                .iter()
-                .filter(|a| {
-                    a["properties"]["scope"]
-                        .as_str()
-                        .is_some_and(|s| s.eq_ignore_ascii_case(&r.spec.id()))
-                        && a["properties"]["principalId"]
-                            .as_str()
-                            .is_some_and(|p| p.eq_ignore_ascii_case(&principal))
-                })
-                .find_map(|a| {
-                    PullRole::from_definition_guid(&role_guid(
-                        a["properties"]["roleDefinitionId"].as_str()?,
-                    ))
-                });
-            let expected = match r.selects {
-                None => Expected::NotOptedIn,
-                Some(_) if c.opted_out => Expected::OptedOut,
-                Some(f) if f(&c.spec.name) => Expected::Attached(if r.spec.abac {
-                    PullRole::RepositoryReader
-                } else {
-                    PullRole::AcrPull
-                }),
-                Some(_) => Expected::NotSelected,
-            };
+            let role = assigned_role(&listed, &r.spec.id(), &principal);
+            let expected = expected_for(r, c);
             let as_expected = match expected {
                 Expected::Attached(want) => role == Some(want),
                 _ => role.is_none(),
@@ -602,6 +502,132 @@ pub async fn run(
     };
     bed.shutdown().await;
     Ok(DemoReport { pairs, summary })
+}
+
+/// The demo's registries: one for every cluster, one ABAC registry with a selector, one not opted in.
+fn demo_registries(s1: &str) -> Vec<RegistryPlan> {
+    vec![
+        RegistryPlan {
+            spec: RegistrySpec::new(s1, "platform", "acrshared").tag("acr-autoattach", "*"),
+            what: "every cluster (`*`)",
+            selects: Some(|_| true),
+        },
+        RegistryPlan {
+            spec: RegistrySpec::new(s1, "platform", "acrprod")
+                .tag("acr-autoattach", "env in (prod,staging)")
+                .abac(),
+            what: "ABAC mode, `env in (prod,staging)`",
+            selects: Some(|c| c.contains("prod") || c.contains("staging") || c == "aks-optout"),
+        },
+        RegistryPlan {
+            spec: RegistrySpec::new(s1, "platform", "acrsandbox"),
+            what: "no opt-in tag",
+            selects: None,
+        },
+    ]
+}
+
+/// The demo's clusters across two subscriptions, one opted out and one with a service principal.
+fn demo_clusters(s1: &str, s2: &str, sp_app_id: &str) -> Vec<ClusterPlan> {
+    vec![
+        ClusterPlan {
+            spec: ClusterSpec::new(s1, "apps", "aks-prod-weu").tag("env", "prod"),
+            what: "env=prod",
+            opted_out: false,
+        },
+        ClusterPlan {
+            spec: ClusterSpec::new(s2, "apps2", "aks-prod-neu")
+                .tag("env", "prod")
+                .location("northeurope"),
+            what: "env=prod, other subscription than the registries",
+            opted_out: false,
+        },
+        ClusterPlan {
+            spec: ClusterSpec::new(s1, "apps", "aks-staging").tag("env", "staging"),
+            what: "env=staging",
+            opted_out: false,
+        },
+        ClusterPlan {
+            spec: ClusterSpec::new(s1, "apps", "aks-dev").tag("env", "dev"),
+            what: "env=dev",
+            opted_out: false,
+        },
+        ClusterPlan {
+            spec: ClusterSpec::new(s1, "apps", "aks-optout")
+                .tag("env", "prod")
+                .tag("acr-autoattach", "off"),
+            what: "env=prod but opted out (acr-autoattach=off)",
+            opted_out: true,
+        },
+        ClusterPlan {
+            spec: ClusterSpec::new(s2, "apps2", "aks-sp-legacy")
+                .tag("env", "dev")
+                .service_principal(sp_app_id),
+            what: "service-principal cluster, env=dev",
+            opted_out: false,
+        },
+    ]
+}
+
+/// Seconds from event to verified attach, as the handler reported them in its answers.
+fn reported_latencies(invocations: &[InvocationRecord]) -> BTreeMap<(String, String), f64> {
+    let mut latency: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for inv in invocations {
+        let events = inv
+            .return_value
+            .as_ref()
+            .and_then(|v| v["events"].as_array().cloned())
+            .unwrap_or_default();
+        for pair in events
+            .iter()
+            .flat_map(|e| e["pairs"].as_array().cloned().unwrap_or_default())
+        {
+            if let (Some(c), Some(r), Some(s)) = (
+                pair["cluster_id"].as_str(),
+                pair["registry_id"].as_str(),
+                pair["latency_seconds"].as_f64(),
+            ) && pair["status"] == "repaired"
+            {
+                latency
+                    .entry((c.to_ascii_lowercase(), r.to_ascii_lowercase()))
+                    .or_insert(s);
+            }
+        }
+    }
+    latency
+}
+
+/// The pull role `listed` grants `principal` at `scope`, if any.
+fn assigned_role(listed: &[Value], scope: &str, principal: &str) -> Option<PullRole> {
+    listed
+        .iter()
+        .filter(|a| {
+            a["properties"]["scope"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case(scope))
+                && a["properties"]["principalId"]
+                    .as_str()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(principal))
+        })
+        .find_map(|a| {
+            PullRole::from_definition_guid(&role_guid(
+                a["properties"]["roleDefinitionId"].as_str()?,
+            ))
+        })
+}
+
+/// What the demo expects for (registry, cluster).
+fn expected_for(r: &RegistryPlan, c: &ClusterPlan) -> Expected {
+    match r.selects {
+        None => Expected::NotOptedIn,
+        Some(_) if c.opted_out => Expected::OptedOut,
+        Some(f) if f(&c.spec.name) => Expected::Attached(if r.spec.abac {
+            PullRole::RepositoryReader
+        } else {
+            PullRole::AcrPull
+        }),
+        Some(_) => Expected::NotSelected,
+    }
 }
 
 /// The human-readable table.

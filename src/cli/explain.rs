@@ -13,8 +13,10 @@ use super::operator::{
 use crate::azure::{AssignmentFilter, ScopedClient};
 use crate::cli::report::terminal_safe;
 use crate::core::explain::{Explanation, ScopedAssignment, Selection, explain_pair};
-use crate::core::model::{ClusterPrincipal, Mode, ResourceId, RoleDefinition};
-use crate::core::planner::{Inventory, Observed, PlanSettings, ScopeLevel};
+use crate::core::model::{
+    ClusterPrincipal, Mode, ResourceId, RoleDefinition, service_principal_resolution,
+};
+use crate::core::planner::{Completeness, Observed, PlanSettings, ScopeLevel};
 use crate::runtime::config::{Env, ProcessEnv};
 use crate::runtime::engine::Engine;
 
@@ -47,7 +49,7 @@ pub async fn run_explain(args: &ExplainArgs, env: &dyn Env) -> Result<u8, Operat
         detach: config.detach,
         handler_tenant,
         deleted_clusters: std::collections::BTreeSet::new(),
-        inventory: Inventory::Partial,
+        completeness: Completeness::Partial,
     };
     let mut explanation = explain_pair(&observed, &settings)
         .ok_or_else(|| OperatorError::NotFound("cluster or registry not observed".into()))?;
@@ -98,10 +100,7 @@ async fn observe_pair(
         ClusterPrincipal::NotYetKnown => None,
         ClusterPrincipal::ServicePrincipal { client_id } => {
             let resolved = match azure.resolve_service_principal(client_id).await {
-                Ok(Some(id)) => Ok(id),
-                Ok(None) => Err(format!(
-                    "no service principal with appId {client_id} in the directory"
-                )),
+                Ok(lookup) => service_principal_resolution(client_id, Some(lookup)),
                 Err(e) => Err(e.to_string()),
             };
             observed
@@ -171,6 +170,39 @@ pub fn render_explanation(e: &Explanation) -> String {
     let _ = writeln!(out, "cluster  {}", clean(e.cluster.id.as_str()));
     let _ = writeln!(out, "registry {}", clean(e.registry.id.as_str()));
     let _ = writeln!(out);
+    explain_cluster(&mut out, e);
+    explain_selection(&mut out, e);
+    let tenant = |t: &Option<String>| t.as_deref().map_or_else(|| "unknown".to_owned(), clean);
+    let _ = writeln!(
+        out,
+        "4. tenants: cluster {}, registry {}, handler {}",
+        tenant(&e.tenants.cluster),
+        tenant(&e.tenants.registry),
+        tenant(&e.tenants.handler)
+    );
+    let _ = writeln!(out, "5. role: {} ({})", e.role, e.role_reason);
+    let _ = writeln!(
+        out,
+        "6. principal: {}{}",
+        e.principal_id
+            .as_deref()
+            .map_or_else(|| "unknown".to_owned(), clean),
+        e.principal_note
+            .as_deref()
+            .map(|n| format!(" — {}", clean(n)))
+            .unwrap_or_default()
+    );
+    explain_assignments(&mut out, e);
+    let _ = writeln!(out, "8. verdict: {}", clean(&e.verdict.text));
+    for note in &e.notes {
+        let _ = writeln!(out, "   note: {}", clean(note));
+    }
+    out
+}
+
+/// Step 1: the cluster's facts and tags.
+fn explain_cluster(out: &mut String, e: &Explanation) {
+    let clean = terminal_safe;
     let _ = writeln!(
         out,
         "1. cluster: subscription {}, resource group {}, location {}, provisioningState {}",
@@ -194,6 +226,11 @@ pub fn render_explanation(e: &Explanation) -> String {
             tags.join(", ")
         }
     );
+}
+
+/// Steps 2 and 3: the registry's tag, its selector step by step, the cluster's opt-out, the selection.
+fn explain_selection(out: &mut String, e: &Explanation) {
+    let clean = terminal_safe;
     let _ = writeln!(
         out,
         "2. registry tag `{}`: {}",
@@ -248,26 +285,11 @@ pub fn render_explanation(e: &Explanation) -> String {
             "not selected"
         }
     );
-    let tenant = |t: &Option<String>| t.as_deref().map_or_else(|| "unknown".to_owned(), clean);
-    let _ = writeln!(
-        out,
-        "4. tenants: cluster {}, registry {}, handler {}",
-        tenant(&e.tenants.cluster),
-        tenant(&e.tenants.registry),
-        tenant(&e.tenants.handler)
-    );
-    let _ = writeln!(out, "5. role: {} ({})", e.role, e.role_reason);
-    let _ = writeln!(
-        out,
-        "6. principal: {}{}",
-        e.principal_id
-            .as_deref()
-            .map_or_else(|| "unknown".to_owned(), clean),
-        e.principal_note
-            .as_deref()
-            .map(|n| format!(" — {}", clean(n)))
-            .unwrap_or_default()
-    );
+}
+
+/// Step 7: the assignments at the registry and above, level by level.
+fn explain_assignments(out: &mut String, e: &Explanation) {
+    let clean = terminal_safe;
     let _ = writeln!(out, "7. assignments at the registry and above:");
     for level in [
         ScopeLevel::Registry,
@@ -307,11 +329,6 @@ pub fn render_explanation(e: &Explanation) -> String {
             e.assignments_elsewhere
         );
     }
-    let _ = writeln!(out, "8. verdict: {}", clean(&e.verdict.text));
-    for note in &e.notes {
-        let _ = writeln!(out, "   note: {}", clean(note));
-    }
-    out
 }
 
 #[cfg(test)]

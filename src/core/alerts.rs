@@ -119,6 +119,15 @@ fn base_labels(status: &str, severity: &str) -> BTreeMap<String, String> {
 /// operations answered 403 (`forbidden`) and operations failing transiently `threshold` times or more
 /// (`transient`). Duplicate results for one pair yield one alert, for the worst status.
 pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
+    let mut alerts = pair_alerts(run);
+    alerts.extend(registry_alerts(run));
+    alerts.extend(capacity_alerts(run));
+    alerts.extend(azure_alerts(run, transient_threshold));
+    alerts
+}
+
+/// One alert per `failed`/`missing` pair, for its worst status.
+fn pair_alerts(run: &AlertRun<'_>) -> Vec<Alert> {
     // At most one alert per pair: keyed by the lower-cased ids, keeping the worst status.
     let mut worst: BTreeMap<(String, String), &PairResult> = BTreeMap::new();
     for p in run.pairs {
@@ -172,7 +181,12 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
             ends_at: None,
         });
     }
+    alerts
+}
 
+/// One alert per registry with an invalid selector.
+fn registry_alerts(run: &AlertRun<'_>) -> Vec<Alert> {
+    let mut alerts = Vec::new();
     let mut seen_registries = BTreeSet::new();
     for r in run.registries {
         if !seen_registries.insert(r.registry_id.key()) {
@@ -199,9 +213,12 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
             ends_at: None,
         });
     }
+    alerts
+}
 
-    alerts.extend(capacity_alerts(run));
-
+/// One alert per Azure operation answered 403, or failing transiently `transient_threshold` times or more.
+fn azure_alerts(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
+    let mut alerts = Vec::new();
     // Sum per (operation, kind): a run reports counts per status, the alert is per operation.
     let mut per_operation: BTreeMap<(String, &'static str), u32> = BTreeMap::new();
     for f in run.azure_failures {

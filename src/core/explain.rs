@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::core::model::{
     ClusterPrincipal, PullRole, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
+    SERVICE_PRINCIPAL_NOT_LOOKED_UP,
 };
 use crate::core::planner::{self, Action, Observed, Plan, PlanSettings, ScopeLevel};
 use crate::core::selector::{OptIn, RequirementOutcome, cluster_opted_out, parse_opt_in};
@@ -157,7 +158,7 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
                     Some(format!("the service principal of appId {client_id}")),
                 ),
                 Some(Err(reason)) => (None, Some(reason.clone())),
-                None => (None, Some("service principal not looked up".to_owned())),
+                None => (None, Some(SERVICE_PRINCIPAL_NOT_LOOKED_UP.to_owned())),
             }
         }
     };

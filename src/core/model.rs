@@ -338,6 +338,25 @@ impl Cluster {
     }
 }
 
+/// Who gets access for a service-principal cluster, as `Observed.principals` holds it: the object id the
+/// directory lookup found, or why there is none. `lookup` is `None` when the directory was not asked, and
+/// `Some(None)` when it has no such application. The one wording of an unresolved principal.
+pub fn service_principal_resolution(
+    client_id: &str,
+    lookup: Option<Option<String>>,
+) -> Result<String, String> {
+    match lookup {
+        Some(Some(object_id)) => Ok(object_id),
+        Some(None) => Err(format!(
+            "no service principal with appId {client_id} in the directory"
+        )),
+        None => Err(SERVICE_PRINCIPAL_NOT_LOOKED_UP.to_owned()),
+    }
+}
+
+/// Why a service-principal cluster's object id is unknown when the directory was not asked.
+pub const SERVICE_PRINCIPAL_NOT_LOOKED_UP: &str = "service principal not looked up";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     pub id: ResourceId,

@@ -71,7 +71,7 @@ pub struct Observed {
 /// Whether the snapshot holds every cluster in scope (timer) or only some (event).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Inventory {
+pub enum Completeness {
     Full,
     Partial,
 }
@@ -85,7 +85,7 @@ pub struct PlanSettings {
     pub handler_tenant: Option<String>,
     /// Clusters confirmed gone (delete event and GET 404).
     pub deleted_clusters: BTreeSet<ResourceId>,
-    pub inventory: Inventory,
+    pub completeness: Completeness,
 }
 
 impl PlanSettings {
@@ -97,7 +97,7 @@ impl PlanSettings {
             detach: false,
             handler_tenant: None,
             deleted_clusters: BTreeSet::new(),
-            inventory: Inventory::Partial,
+            completeness: Completeness::Partial,
         }
     }
 }
@@ -753,7 +753,7 @@ fn removal_reason(
                 .registries
                 .keys()
                 .any(|r| r.subscription_id().eq_ignore_ascii_case(sub));
-        return (settings.inventory == Inventory::Full && inventoried)
+        return (settings.completeness == Completeness::Full && inventoried)
             .then_some(RemovalReason::ClusterAbsent);
     };
     // The registry must be observed with a valid opt-in to judge selection.

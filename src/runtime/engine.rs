@@ -25,18 +25,18 @@ use tracing::Instrument as _;
 
 use crate::azure::{
     AssignmentFilter, AzureClient, AzureConnect, AzureError, AzureOps, DeleteOutcome,
-    InventoryOptions, NewAssignment, PutOutcome, Subscription,
+    InventoryOptions, PutOutcome, Subscription,
 };
 use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, seconds_since};
 use crate::core::model::{
     Cluster, ClusterPrincipal, InventoryOutcome, LIMIT_REASON_PREFIX, Mode, PairFailure,
     PairResult, PairStatus, ROLE_ASSIGNMENT_LIMIT, Registry, ResourceId, RoleAssignment,
-    RoleDefinition, SubscriptionCapacity, VerificationReport,
+    RoleDefinition, SubscriptionCapacity, VerificationReport, service_principal_resolution,
 };
 use crate::core::outcome::RunFailure;
 pub use crate::core::outcome::{EventOutcome, EventReport};
 use crate::core::planner::{
-    self, Action, ApplyOutcome, Inventory, Observed, Plan, PlanItem, PlanSettings,
+    self, Action, ApplyOutcome, Completeness, Observed, Plan, PlanItem, PlanSettings,
 };
 use crate::runtime::config::Config;
 use crate::runtime::singleflight::SingleFlight;
@@ -156,14 +156,18 @@ impl<C: AzureConnect> Engine<C> {
         &self.client
     }
 
-    fn plan_settings(&self, inventory: Inventory, handler_tenant: Option<String>) -> PlanSettings {
+    fn plan_settings(
+        &self,
+        completeness: Completeness,
+        handler_tenant: Option<String>,
+    ) -> PlanSettings {
         PlanSettings {
             tag_name: self.config.tag.clone(),
             mode: self.config.mode,
             detach: self.config.detach,
             handler_tenant,
             deleted_clusters: BTreeSet::new(),
-            inventory,
+            completeness,
         }
     }
 
@@ -363,7 +367,7 @@ impl<C: AzureConnect> Engine<C> {
             observed.clusters.push(cluster);
             observed.registries = registries;
             return self
-                .plan_apply_report(azure, observed, Inventory::Partial, meta, report)
+                .plan_apply_report(azure, observed, Completeness::Partial, meta, report)
                 .await;
         };
         // Every assignment of the principal (at, above and below each subscription holding a tagged registry):
@@ -385,7 +389,7 @@ impl<C: AzureConnect> Engine<C> {
             .await?;
         observed.clusters.push(cluster);
         observed.registries = registries;
-        self.plan_apply_report(azure, observed, Inventory::Partial, meta, report)
+        self.plan_apply_report(azure, observed, Completeness::Partial, meta, report)
             .await
     }
 
@@ -447,7 +451,7 @@ impl<C: AzureConnect> Engine<C> {
                 .await?;
         }
         observed.registries.push(registry);
-        self.plan_apply_report(azure, observed, Inventory::Partial, meta, report)
+        self.plan_apply_report(azure, observed, Completeness::Partial, meta, report)
             .await
     }
 
@@ -494,7 +498,7 @@ impl<C: AzureConnect> Engine<C> {
                     .filter(|a| a.owner_cluster().as_ref() == Some(id)),
             );
         }
-        let mut settings = self.plan_settings(Inventory::Partial, None);
+        let mut settings = self.plan_settings(Completeness::Partial, None);
         settings.deleted_clusters.insert(id.clone());
         let plan = planner::plan(&observed, &settings);
         if plan.items.is_empty() {
@@ -537,20 +541,12 @@ impl<C: AzureConnect> Engine<C> {
             ClusterPrincipal::NotYetKnown => Ok(None),
             ClusterPrincipal::ServicePrincipal { client_id } => {
                 match azure.resolve_service_principal(client_id).await {
-                    Ok(Some(object_id)) => {
+                    Ok(lookup) => {
+                        let resolved = service_principal_resolution(client_id, Some(lookup));
                         observed
                             .principals
-                            .insert(cluster.id.clone(), Ok(object_id.clone()));
-                        Ok(Some(object_id))
-                    }
-                    Ok(None) => {
-                        observed.principals.insert(
-                            cluster.id.clone(),
-                            Err(format!(
-                                "no service principal with appId {client_id} in the directory"
-                            )),
-                        );
-                        Ok(None)
+                            .insert(cluster.id.clone(), resolved.clone());
+                        Ok(resolved.ok())
                     }
                     Err(e) if e.is_transient() => Err(e),
                     Err(e) => {
@@ -600,12 +596,12 @@ impl<C: AzureConnect> Engine<C> {
         &self,
         azure: &C::Ops,
         observed: Observed,
-        inventory: Inventory,
+        completeness: Completeness,
         meta: &EventMetadata,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
         let handler_tenant = azure.handler_tenant().await;
-        let plan = planner::plan(&observed, &self.plan_settings(inventory, handler_tenant));
+        let plan = planner::plan(&observed, &self.plan_settings(completeness, handler_tenant));
         if plan.items.is_empty() && plan.registry_results.is_empty() {
             report.notes.push("no registry selects this cluster".into());
         }
@@ -729,13 +725,10 @@ impl<C: AzureConnect> Engine<C> {
         let mut principals = HashMap::new();
         for cluster in &inventory.clusters {
             if let ClusterPrincipal::ServicePrincipal { client_id } = &cluster.principal {
-                let resolved = match inventory.service_principals.get(client_id) {
-                    Some(Some(id)) => Ok(id.clone()),
-                    Some(None) => Err(format!(
-                        "no service principal with appId {client_id} in the directory"
-                    )),
-                    None => Err("service principal not looked up".to_owned()),
-                };
+                let resolved = service_principal_resolution(
+                    client_id,
+                    inventory.service_principals.get(client_id).cloned(),
+                );
                 principals.insert(cluster.id.clone(), resolved);
             }
         }
@@ -755,7 +748,7 @@ impl<C: AzureConnect> Engine<C> {
         let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(
             &observed,
-            &self.plan_settings(Inventory::Full, handler_tenant),
+            &self.plan_settings(Completeness::Full, handler_tenant),
         );
         Ok((plan, observed, inventory))
     }
@@ -864,19 +857,16 @@ async fn apply_item<A: AzureOps>(azure: &A, item: &PlanItem, metrics: &Metrics) 
 
 async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
     match &item.action {
-        Action::Create(spec) => {
-            let new = NewAssignment::from(spec);
-            match azure.put_role_assignment(&new).await {
-                Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => ApplyOutcome::Created {
-                    assignment_id: a.id,
-                },
-                Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
-                Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
-                    ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()))
-                }
-                Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
+        Action::Create(spec) => match azure.put_role_assignment(spec).await {
+            Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => ApplyOutcome::Created {
+                assignment_id: a.id,
+            },
+            Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
+            Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
+                ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()))
             }
-        }
+            Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
+        },
         Action::Remove { assignment, .. } => {
             match azure.delete_role_assignment(&assignment.id).await {
                 Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => ApplyOutcome::Removed,

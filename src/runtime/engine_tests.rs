@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::azure::{
-    AssignmentFilter, AzureConnect, AzureError, NewAssignment, PutOutcome, Subscription,
-};
+use crate::azure::{AssignmentFilter, AzureConnect, AzureError, PutOutcome, Subscription};
 use crate::core::events::{Classification, ClassifiedEvent, EventMetadata, EventSchema};
 use crate::core::fixtures::{PRINCIPAL, SUB, assignment, cluster, observed, registry, settings};
 use crate::core::model::{Cluster, PairStatus, RoleAssignmentMode};
@@ -75,11 +73,10 @@ fn put_call(plan: &Plan) -> Call {
     let Action::Create(spec) = &plan.items[0].action else {
         unreachable!("create_plan checks the action");
     };
-    let new = NewAssignment::from(spec);
     Call::PutRoleAssignment(
-        new.scope.to_string(),
-        new.principal_id.clone(),
-        new.role_definition_id,
+        spec.scope.to_string(),
+        spec.principal_id.clone(),
+        spec.role_definition_id.clone(),
     )
 }
 

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 
 use crate::azure::{
     AssignmentFilter, AzureConnect, AzureError, AzureOps, DeleteOutcome, Inventory,
-    InventoryOptions, NewAssignment, PutOutcome, Subscription,
+    InventoryOptions, PutOutcome, Subscription,
 };
 use crate::core::model::{Cluster, Registry, ResourceId, RoleAssignment, RoleDefinition};
+use crate::core::planner::AssignmentSpec;
 
 /// One expected call: the operation and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +192,7 @@ impl AzureOps for FakeAzure {
             Principal
         )
     }
-    async fn put_role_assignment(&self, new: &NewAssignment) -> Result<PutOutcome, AzureError> {
+    async fn put_role_assignment(&self, new: &AssignmentSpec) -> Result<PutOutcome, AzureError> {
         answer!(
             self.next(Call::PutRoleAssignment(
                 new.scope.to_string(),

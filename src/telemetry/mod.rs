@@ -599,26 +599,7 @@ fn build_guard(
         detail: scrub(&e.to_string(), &secrets),
     };
 
-    let needs_grpc = [Signal::Traces, Signal::Metrics, Signal::Logs]
-        .iter()
-        .any(|s| {
-            config
-                .otlp
-                .signal(*s)
-                .is_some_and(|c| c.protocol == OtlpProtocol::Grpc)
-        });
-    let grpc_runtime = if needs_grpc {
-        Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("telemetry-grpc")
-                .enable_all()
-                .build()
-                .map_err(|e| TelemetryError::Runtime(e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    let grpc_runtime = grpc_runtime(config)?;
     // Tonic channels spawn their connection task on the runtime current at construction.
     let grpc_enter = grpc_runtime.as_ref().map(tokio::runtime::Runtime::enter);
 
@@ -657,24 +638,7 @@ fn build_guard(
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut any_traces = false;
     if let (Some(sc), Some(client)) = (&config.otlp.traces, &client) {
-        let exporter = if sc.protocol == OtlpProtocol::Grpc {
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(sc.endpoint.clone())
-                .with_timeout(sc.timeout)
-                .with_metadata(grpc_metadata(&sc.headers))
-                .build()
-        } else {
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(otlp_protocol(sc.protocol))
-                .with_endpoint(sc.endpoint.clone())
-                .with_timeout(sc.timeout)
-                .with_headers(header_map(&sc.headers))
-                .with_http_client(client.clone())
-                .build()
-        }
-        .map_err(|e| exporter_err("traces", &e))?;
+        let exporter = otlp_span_exporter(sc, client).map_err(|e| exporter_err("traces", &e))?;
         tracer_builder =
             tracer_builder.with_batch_exporter(counting::Counting::new(exporter, counters.clone()));
         any_traces = true;
@@ -689,24 +653,7 @@ fn build_guard(
     let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
     let mut any_metrics = false;
     if let (Some(sc), Some(client)) = (&config.otlp.metrics, &client) {
-        let exporter = if sc.protocol == OtlpProtocol::Grpc {
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(sc.endpoint.clone())
-                .with_timeout(sc.timeout)
-                .with_metadata(grpc_metadata(&sc.headers))
-                .build()
-        } else {
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_protocol(otlp_protocol(sc.protocol))
-                .with_endpoint(sc.endpoint.clone())
-                .with_timeout(sc.timeout)
-                .with_headers(header_map(&sc.headers))
-                .with_http_client(client.clone())
-                .build()
-        }
-        .map_err(|e| exporter_err("metrics", &e))?;
+        let exporter = otlp_metric_exporter(sc, client).map_err(|e| exporter_err("metrics", &e))?;
         meter_builder = meter_builder.with_reader(
             PeriodicReader::builder(counting::Counting::new(exporter, counters.clone()))
                 .with_interval(METRIC_EXPORT_INTERVAL)
@@ -728,24 +675,7 @@ fn build_guard(
     let mut logger_builder = SdkLoggerProvider::builder().with_resource(resource);
     let mut any_logs = false;
     if let (Some(sc), Some(client)) = (&config.otlp.logs, &client) {
-        let exporter = if sc.protocol == OtlpProtocol::Grpc {
-            opentelemetry_otlp::LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(sc.endpoint.clone())
-                .with_timeout(sc.timeout)
-                .with_metadata(grpc_metadata(&sc.headers))
-                .build()
-        } else {
-            opentelemetry_otlp::LogExporter::builder()
-                .with_http()
-                .with_protocol(otlp_protocol(sc.protocol))
-                .with_endpoint(sc.endpoint.clone())
-                .with_timeout(sc.timeout)
-                .with_headers(header_map(&sc.headers))
-                .with_http_client(client.clone())
-                .build()
-        }
-        .map_err(|e| exporter_err("logs", &e))?;
+        let exporter = otlp_log_exporter(sc, client).map_err(|e| exporter_err("logs", &e))?;
         logger_builder =
             logger_builder.with_batch_exporter(counting::Counting::new(exporter, counters.clone()));
         any_logs = true;
@@ -772,6 +702,102 @@ fn build_guard(
         counters,
         info: info.clone(),
     })
+}
+
+/// The OTLP SpanExporter for one signal's settings: gRPC (tonic) or HTTP (protobuf/JSON) through `client`.
+fn otlp_span_exporter(
+    sc: &OtlpSignalConfig,
+    client: &reqwest::blocking::Client,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    if sc.protocol == OtlpProtocol::Grpc {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(sc.endpoint.clone())
+            .with_timeout(sc.timeout)
+            .with_metadata(grpc_metadata(&sc.headers))
+            .build()
+    } else {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(otlp_protocol(sc.protocol))
+            .with_endpoint(sc.endpoint.clone())
+            .with_timeout(sc.timeout)
+            .with_headers(header_map(&sc.headers))
+            .with_http_client(client.clone())
+            .build()
+    }
+}
+
+/// The OTLP MetricExporter for one signal's settings: gRPC (tonic) or HTTP (protobuf/JSON) through `client`.
+fn otlp_metric_exporter(
+    sc: &OtlpSignalConfig,
+    client: &reqwest::blocking::Client,
+) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
+    if sc.protocol == OtlpProtocol::Grpc {
+        opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(sc.endpoint.clone())
+            .with_timeout(sc.timeout)
+            .with_metadata(grpc_metadata(&sc.headers))
+            .build()
+    } else {
+        opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_protocol(otlp_protocol(sc.protocol))
+            .with_endpoint(sc.endpoint.clone())
+            .with_timeout(sc.timeout)
+            .with_headers(header_map(&sc.headers))
+            .with_http_client(client.clone())
+            .build()
+    }
+}
+
+/// The OTLP LogExporter for one signal's settings: gRPC (tonic) or HTTP (protobuf/JSON) through `client`.
+fn otlp_log_exporter(
+    sc: &OtlpSignalConfig,
+    client: &reqwest::blocking::Client,
+) -> Result<opentelemetry_otlp::LogExporter, opentelemetry_otlp::ExporterBuildError> {
+    if sc.protocol == OtlpProtocol::Grpc {
+        opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(sc.endpoint.clone())
+            .with_timeout(sc.timeout)
+            .with_metadata(grpc_metadata(&sc.headers))
+            .build()
+    } else {
+        opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(otlp_protocol(sc.protocol))
+            .with_endpoint(sc.endpoint.clone())
+            .with_timeout(sc.timeout)
+            .with_headers(header_map(&sc.headers))
+            .with_http_client(client.clone())
+            .build()
+    }
+}
+
+/// A one-thread runtime for tonic, when any signal is exported over gRPC.
+fn grpc_runtime(
+    config: &TelemetryConfig,
+) -> Result<Option<tokio::runtime::Runtime>, TelemetryError> {
+    let needs_grpc = [Signal::Traces, Signal::Metrics, Signal::Logs]
+        .iter()
+        .any(|s| {
+            config
+                .otlp
+                .signal(*s)
+                .is_some_and(|c| c.protocol == OtlpProtocol::Grpc)
+        });
+    if !needs_grpc {
+        return Ok(None);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("telemetry-grpc")
+        .enable_all()
+        .build()
+        .map(Some)
+        .map_err(|e| TelemetryError::Runtime(e.to_string()))
 }
 
 #[cfg(test)]
