@@ -46,6 +46,12 @@ pub const SUBSCRIPTION_CACHE_TTL: Duration = Duration::from_mins(5);
 pub const EVENT_HARD_BUDGET: Duration = Duration::from_secs(27);
 /// Time reserved after the readiness wait for planning, writes and read-back.
 pub const AFTER_READY_RESERVE: Duration = Duration::from_secs(7);
+/// The read actions the inventory needs on every subscription it verifies (the acr-autoattach reader role).
+pub const INVENTORY_READS: [&str; 3] = [
+    "Microsoft.ContainerService/managedClusters/read",
+    "Microsoft.ContainerRegistry/registries/read",
+    "Microsoft.Authorization/roleAssignments/read",
+];
 /// A verification run stops issuing writes when less than this is left, so it can still report.
 pub const REPORT_RESERVE: Duration = Duration::from_secs(2);
 
@@ -54,6 +60,11 @@ pub const REPORT_RESERVE: Duration = Duration::from_secs(2);
 pub enum EngineError {
     #[error("Azure: {0}")]
     Azure(#[from] AzureError),
+    /// The run cannot see what it is meant to verify (issue 10, rule 7): a configured subscription that is not
+    /// visible, a scope with no subscription, a read right the inventory needs that the identity lacks. Never
+    /// reported as compliant; the detail names the missing permission.
+    #[error("blind: {detail}")]
+    ScopeNotVisible { detail: String },
     #[error(
         "cluster {cluster} not ready after {waited_secs} s (provisioningState {state}); Event Grid will retry"
     )]
@@ -70,6 +81,7 @@ impl EngineError {
         match self {
             Self::Azure(e) => e.is_transient(),
             Self::ClusterNotReady { .. } => true,
+            Self::ScopeNotVisible { .. } => false,
         }
     }
 
@@ -78,6 +90,7 @@ impl EngineError {
         match self {
             Self::Azure(e) => e.kind(),
             Self::ClusterNotReady { .. } => "cluster_not_ready",
+            Self::ScopeNotVisible { .. } => "scope_not_visible",
         }
     }
 }
@@ -148,6 +161,119 @@ impl<C: AzureConnect> Engine<C> {
         Ok(subs)
     }
 
+    fn forget_subscriptions(&self) {
+        *self.lock_subscriptions() = None;
+    }
+
+    /// Never green while blind (issue 10, rule 7): every subscription to verify is visible and enabled, there is
+    /// at least one, and on each the identity holds (directly or through a group, at the subscription or
+    /// above) the read rights the inventory needs. Resource Graph and ARM lists silently leave out what the
+    /// caller cannot read, so an empty answer proves nothing: the rights are checked from the identity's own
+    /// role assignments (one list per subscription, one GET per distinct role).
+    async fn check_sight(
+        &self,
+        azure: &ScopedClient,
+        subscriptions: &[String],
+    ) -> Result<(), EngineError> {
+        let claims = self.client.identity(azure.deadline()).await?;
+        let who = claims
+            .object_id
+            .clone()
+            .unwrap_or_else(|| "(unknown object id)".to_owned());
+        let blind = |detail: String| EngineError::ScopeNotVisible { detail };
+        if subscriptions.is_empty() {
+            return Err(blind(format!(
+                "no subscription is visible to the identity {who}: grant it the acr-autoattach reader role \
+                 (Microsoft.Resources/subscriptions/read, {}) on the subscriptions to verify",
+                INVENTORY_READS.join(", ")
+            )));
+        }
+        let visible = self.visible_subscriptions(azure).await?;
+        for sub in subscriptions {
+            match visible
+                .iter()
+                .find(|v| v.subscription_id.eq_ignore_ascii_case(sub))
+            {
+                None => {
+                    return Err(blind(format!(
+                        "subscription {sub} is not visible to the identity {who}: it lacks \
+                         Microsoft.Resources/subscriptions/read there (grant it the acr-autoattach reader role)"
+                    )));
+                }
+                Some(v) if !v.is_enabled() => {
+                    return Err(blind(format!(
+                        "subscription {sub} is not enabled (state {})",
+                        v.state.as_deref().unwrap_or("unknown")
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(object_id) = claims.object_id else {
+            return Err(blind(
+                "the identity's token carries no object id (oid): its read rights cannot be checked".into(),
+            ));
+        };
+        let mut definitions: HashMap<String, Option<RoleDefinition>> = HashMap::new();
+        for sub in subscriptions {
+            let scope = format!("/subscriptions/{sub}");
+            let held = match azure
+                .list_role_assignments(&scope, &AssignmentFilter::AssignedTo(object_id.clone()))
+                .await
+            {
+                Ok(held) => held,
+                Err(e @ AzureError::Forbidden { .. }) => {
+                    return Err(blind(format!(
+                        "the identity {object_id} lacks Microsoft.Authorization/roleAssignments/read on \
+                         subscription {sub} ({e})"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let sub_id = ResourceId::parse(&scope).map_err(|e| blind(e.to_string()))?;
+            let above: Vec<&RoleAssignment> = held
+                .iter()
+                .filter(|a| {
+                    let s = a.scope.trim();
+                    s == "/"
+                        || s.to_ascii_lowercase()
+                            .starts_with("/providers/microsoft.management/managementgroups/")
+                        || sub_id.is_within(s)
+                })
+                .collect();
+            for a in &above {
+                if !definitions.contains_key(&a.role_definition_guid) {
+                    let def = azure
+                        .get_role_definition(&scope, &a.role_definition_guid)
+                        .await
+                        .ok()
+                        .flatten();
+                    definitions.insert(a.role_definition_guid.clone(), def);
+                }
+            }
+            let missing: Vec<&str> = INVENTORY_READS
+                .iter()
+                .copied()
+                .filter(|action| {
+                    !above.iter().any(|a| {
+                        definitions
+                            .get(&a.role_definition_guid)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|d| planner::permits(&d.actions, &d.not_actions, action))
+                    })
+                })
+                .collect();
+            if !missing.is_empty() {
+                return Err(blind(format!(
+                    "the identity {object_id} lacks {} on subscription {sub} (grant it the acr-autoattach \
+                     reader role there); what it cannot read would be reported as absent",
+                    missing.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn lock_subscriptions(
         &self,
     ) -> std::sync::MutexGuard<'_, Option<(Instant, Vec<Subscription>)>> {
@@ -194,16 +320,12 @@ impl<C: AzureConnect> Engine<C> {
                 report.outcome = EventOutcome::Ignored;
                 Ok(())
             }
-            Classification::ClusterWrite {
-                cluster,
-                resource_body,
-            } => {
+            Classification::ClusterWrite { cluster } => {
                 report.resource = Some(cluster.to_string());
                 if self.in_configured_scope(cluster.subscription_id()) {
                     self.on_cluster_write(
                         &azure,
                         cluster,
-                        resource_body.as_ref(),
                         &event.metadata,
                         started,
                         &mut report,
@@ -214,16 +336,12 @@ impl<C: AzureConnect> Engine<C> {
                     Ok(())
                 }
             }
-            Classification::RegistryWrite {
-                registry,
-                resource_body,
-            } => {
+            Classification::RegistryWrite { registry } => {
                 report.resource = Some(registry.to_string());
                 if self.in_configured_scope(registry.subscription_id()) {
                     self.on_registry_write(
                         &azure,
                         registry,
-                        resource_body.as_ref(),
                         &event.metadata,
                         &mut report,
                     )
@@ -270,14 +388,8 @@ impl<C: AzureConnect> Engine<C> {
         &self,
         azure: &C::Ops,
         id: &ResourceId,
-        body: Option<&serde_json::Value>,
         started: Instant,
     ) -> Result<Option<Cluster>, EngineError> {
-        if let Some(cluster) = body.and_then(|b| crate::azure::cluster_from_arm(b).ok())
-            && cluster.is_ready()
-        {
-            return Ok(Some(cluster));
-        }
         let ready_deadline = started + self.config.ready_timeout;
         let mut pause = Duration::from_millis(250);
         loop {
@@ -304,12 +416,11 @@ impl<C: AzureConnect> Engine<C> {
         &self,
         azure: &C::Ops,
         id: &ResourceId,
-        body: Option<&serde_json::Value>,
         meta: &EventMetadata,
         started: Instant,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
-        let Some(cluster) = self.wait_ready(azure, id, body, started).await? else {
+        let Some(cluster) = self.wait_ready(azure, id, started).await? else {
             report
                 .notes
                 .push("cluster no longer exists; nothing to attach".into());
@@ -359,16 +470,11 @@ impl<C: AzureConnect> Engine<C> {
         &self,
         azure: &C::Ops,
         id: &ResourceId,
-        body: Option<&serde_json::Value>,
         meta: &EventMetadata,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
-        let from_body = body.and_then(|b| crate::azure::registry_from_arm(b).ok());
-        let registry = match from_body {
-            Some(r) => Some(r),
-            None => azure.get_registry(id).await?,
-        };
-        let Some(registry) = registry else {
+        // Read from ARM whatever the event said: its id, tags and roleAssignmentMode decide.
+        let Some(registry) = azure.get_registry(id).await? else {
             report
                 .notes
                 .push("registry no longer exists; nothing to attach".into());
@@ -431,7 +537,7 @@ impl<C: AzureConnect> Engine<C> {
                 "a cluster with this id exists again (re-created): handled as a write".into(),
             );
             return self
-                .on_cluster_write(azure, id, None, meta, started, report)
+                .on_cluster_write(azure, id, meta, started, report)
                 .await;
         }
         let (scope, tenants) = self.scope(azure).await?;
@@ -445,6 +551,20 @@ impl<C: AzureConnect> Engine<C> {
             registries,
             ..Observed::default()
         };
+        // The live clusters in scope: an assignment named for the deleted cluster stays while another cluster
+        // the registry selects uses the same principal (shared, bring-your-own kubelet identities).
+        for list in futures::future::join_all(scope.iter().map(|s| azure.list_clusters(s))).await {
+            observed.clusters.extend(list?);
+        }
+        let sp_clusters: Vec<Cluster> = observed
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.principal, ClusterPrincipal::ServicePrincipal { .. }))
+            .cloned()
+            .collect();
+        for cluster in &sp_clusters {
+            self.resolve_principal(azure, cluster, &mut observed).await?;
+        }
         let lists = subs.iter().map(|s| {
             let scope = format!("/subscriptions/{s}");
             async move {
@@ -661,14 +781,18 @@ impl<C: AzureConnect> Engine<C> {
         azure: &C::Ops,
         subscriptions: &[String],
     ) -> Result<(Plan, Observed, crate::azure::Inventory), EngineError> {
-        // The (cached) subscription list gives the tenants and, when no subscription is named, the scope, so
-        // the inventory need not list subscriptions again.
+        // A fresh subscription list (one request per run) gives the tenants and, when no subscription is named,
+        // the scope, so the inventory need not list subscriptions again; then the run proves it can see what it
+        // is meant to verify (issue 10, rule 7).
+        self.forget_subscriptions();
         let (scope, tenants) = self.scope(azure).await?;
-        let subscriptions = if subscriptions.is_empty() {
-            scope
+        let named: Vec<String> = if subscriptions.is_empty() {
+            self.config.subscriptions.clone()
         } else {
             subscriptions.to_vec()
         };
+        let subscriptions = if named.is_empty() { scope } else { named };
+        self.check_sight(azure, &subscriptions).await?;
         let mut options = InventoryOptions::new(subscriptions, self.config.tag.clone());
         options.use_resource_graph = self.config.use_resource_graph;
         let inventory = azure.inventory_with(&options).await?;
