@@ -5,6 +5,9 @@
 
 #[path = "support/estate.rs"]
 mod estate;
+#[path = "support/telemetry_receivers.rs"]
+#[allow(dead_code)]
+mod receivers;
 
 use acr_autoattach::cli::testbed::Testbed;
 use acr_autoattach::core::model::{ACR_PULL_GUID, REPOSITORY_READER_GUID};
@@ -132,11 +135,15 @@ async fn resource_ids_outside_the_exact_arm_shape_are_ignored_at_no_cost() {
     let base = format!("/subscriptions/{s1}/resourceGroups/rg/providers");
     let odd = [
         // a nested provider under a storage account
-        format!("{base}/Microsoft.Storage/storageAccounts/st/providers/Microsoft.ContainerRegistry/registries/acrtagged"),
+        format!(
+            "{base}/Microsoft.Storage/storageAccounts/st/providers/Microsoft.ContainerRegistry/registries/acrtagged"
+        ),
         // a subscription-level path
         format!("/subscriptions/{s1}/providers/Microsoft.ContainerRegistry/registries/acrtagged"),
         // a registry under the resource group scope of another provider
-        format!("{base}/Microsoft.ContainerRegistry/registries/acrtagged/providers/Microsoft.ContainerRegistry/registries/x"),
+        format!(
+            "{base}/Microsoft.ContainerRegistry/registries/acrtagged/providers/Microsoft.ContainerRegistry/registries/x"
+        ),
     ];
     for uri in &odd {
         for event in [
@@ -173,7 +180,10 @@ async fn run_timer(bed: &Testbed) -> InvocationRecord {
 
 /// The log line of the pair's result (`{status} cluster=… registry=…`).
 fn pair_line<'a>(inv: &'a InvocationRecord, cluster: &str, registry: &str) -> &'a str {
-    let (c, r) = (format!("cluster={cluster} "), format!("registry={registry} "));
+    let (c, r) = (
+        format!("cluster={cluster} "),
+        format!("registry={registry} "),
+    );
     inv.logs
         .iter()
         .find(|l| l.contains(&c) && l.contains(&r))
@@ -237,9 +247,18 @@ async fn a_condition_added_to_our_own_assignment_is_never_rewritten() {
         .find(|a| principal(a) == kubelet.to_ascii_lowercase())
         .unwrap();
     let id = ours["id"].as_str().unwrap().to_owned();
-    let description = ours["properties"]["description"].as_str().map(str::to_owned);
+    let description = ours["properties"]["description"]
+        .as_str()
+        .map(str::to_owned);
     // A person narrows the tool's own Repository Reader assignment to some repositories.
-    put_conditioned(&bed, &id, REPOSITORY_READER_GUID, &kubelet, description.as_deref()).await;
+    put_conditioned(
+        &bed,
+        &id,
+        REPOSITORY_READER_GUID,
+        &kubelet,
+        description.as_deref(),
+    )
+    .await;
     bed.emulator.control().reset_stats();
 
     let inv = run_timer(&bed).await;
@@ -248,7 +267,9 @@ async fn a_condition_added_to_our_own_assignment_is_never_rewritten() {
     assert!(
         line.starts_with("compliant ")
             && line.contains("restricted by a condition")
-            && line.contains(&format!("az role assignment list --assignee {kubelet} --scope {acr}")),
+            && line.contains(&format!(
+                "az role assignment list --assignee {kubelet} --scope {acr}"
+            )),
         "{line}"
     );
     assert_eq!(handler_count(&bed, "PUT roleAssignments"), 0, "re-PUT");
@@ -273,7 +294,14 @@ async fn a_conditioned_grant_by_a_person_is_left_and_nothing_broader_is_added() 
         "{acr}/providers/Microsoft.Authorization/roleAssignments/{}",
         uuid::Uuid::new_v4()
     );
-    put_conditioned(&bed, &id, REPOSITORY_READER_GUID, &kubelet, Some("alice: team-a only")).await;
+    put_conditioned(
+        &bed,
+        &id,
+        REPOSITORY_READER_GUID,
+        &kubelet,
+        Some("alice: team-a only"),
+    )
+    .await;
     bed.emulator.control().reset_stats();
     // The registry opts in: its event selects the cluster.
     bed.admin
@@ -324,7 +352,10 @@ async fn detach_leaves_marked_look_alikes_at_other_scopes_names_and_marks() {
     for (scope, description) in [
         (group.as_str(), mark.clone()),
         (subscription.as_str(), mark.clone()),
-        (other.as_str(), format!("managed-by: acr-autoattachcluster={gone}")),
+        (
+            other.as_str(),
+            format!("managed-by: acr-autoattachcluster={gone}"),
+        ),
         (third.as_str(), mark.clone()),
     ] {
         bed.admin
@@ -337,20 +368,33 @@ async fn detach_leaves_marked_look_alikes_at_other_scopes_names_and_marks() {
             .filter(|a| principal(a) == kubelet.to_ascii_lowercase())
             .count()
     };
-    let before = count(&bed.admin.list_role_assignments(&subscription).await.unwrap());
+    let before = count(
+        &bed.admin
+            .list_role_assignments(&subscription)
+            .await
+            .unwrap(),
+    );
     assert_eq!(before, 5);
 
     // The event path: the cluster is deleted.
     bed.admin.delete_cluster(&gone).await.unwrap();
     settle(&bed).await;
     assert!(pulls(&bed, &acr, &kubelet).await.is_empty(), "ours went");
-    let after = bed.admin.list_role_assignments(&subscription).await.unwrap();
+    let after = bed
+        .admin
+        .list_role_assignments(&subscription)
+        .await
+        .unwrap();
     assert_eq!(count(&after), 4, "{after:#?}");
     // And the timer agrees.
     bed.publisher.unsubscribe("acr-autoattach");
     let inv = run_timer(&bed).await;
     assert!(inv.succeeded(), "{inv:?}");
-    let after = bed.admin.list_role_assignments(&subscription).await.unwrap();
+    let after = bed
+        .admin
+        .list_role_assignments(&subscription)
+        .await
+        .unwrap();
     assert_eq!(count(&after), 4, "{after:#?}");
     assert_eq!(handler_count(&bed, "DELETE roleAssignments"), 1);
     bed.shutdown().await;
@@ -406,10 +450,10 @@ async fn a_shared_kubelet_identity_keeps_its_assignment_while_a_selected_cluster
         RegistrySpec::new(&s1, "rg", "acrshared").tag("acr-autoattach", "*"),
     )
     .await;
-    let kubelet = bed
-        .emulator
-        .control()
-        .create_user_assigned_identity(&s1, "rg", "blue-green-kubelet");
+    let kubelet =
+        bed.emulator
+            .control()
+            .create_user_assigned_identity(&s1, "rg", "blue-green-kubelet");
     let rid = format!(
         "/subscriptions/{s1}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/blue-green-kubelet"
     );
@@ -418,7 +462,10 @@ async fn a_shared_kubelet_identity_keeps_its_assignment_while_a_selected_cluster
     settle(&bed).await;
     assert_attached(&bed, &acr, &kubelet.object_id, ACR_PULL_GUID).await;
     let ours = assignments_at(&bed, &acr).await;
-    let named = ours[0]["properties"]["description"].as_str().unwrap().to_owned();
+    let named = ours[0]["properties"]["description"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (first, second) = if named.ends_with(&blue) {
         (blue, green)
     } else {
@@ -444,5 +491,202 @@ async fn a_shared_kubelet_identity_keeps_its_assignment_while_a_selected_cluster
     let inv = run_timer(&bed).await;
     assert!(inv.succeeded(), "{inv:?}");
     assert!(pulls(&bed, &acr, &kubelet.object_id).await.is_empty());
+    bed.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Rule 7: never green while blind
+
+/// An estate with one attached pair (so a blind run that says "0 × 0, all compliant" is plainly wrong).
+async fn attached_estate(bed: &Testbed) -> (String, String) {
+    let s1 = sub(bed, 0);
+    rg(bed, &s1, "rg").await;
+    let acr = registry(
+        bed,
+        RegistrySpec::new(&s1, "rg", "acrseen").tag("acr-autoattach", "*"),
+    )
+    .await;
+    let (aks, kubelet) = cluster(bed, ClusterSpec::new(&s1, "rg", "aks1")).await;
+    events_off(bed).await;
+    assert_attached(bed, &acr, &kubelet, ACR_PULL_GUID).await;
+    (aks, acr)
+}
+
+/// Deletes every role assignment the handler identity holds (at, above or below each subscription), as a
+/// person would: its read role and its write role (Role Based Access Control Administrator, whose `*/read`
+/// also lets it read).
+async fn revoke_all(bed: &Testbed) {
+    let handler = bed.emulator.control().handler_principal_id();
+    for s in bed.emulator.control().subscriptions() {
+        for a in bed
+            .admin
+            .list_role_assignments(&format!("/subscriptions/{s}"))
+            .await
+            .unwrap()
+        {
+            if principal(&a) == handler.to_ascii_lowercase() {
+                bed.admin
+                    .delete_role_assignment(a["id"].as_str().unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+struct Cli {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// The operator CLI with the emulator's exports as its whole environment.
+async fn cli(bed: &Testbed, env: &[(&str, &str)], args: &[&str]) -> Cli {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .env_clear()
+        .envs(bed.emulator.env())
+        .env("AUTOATTACH_TOKEN_NO_RETRY", "true");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::time::timeout(
+        std::time::Duration::from_mins(1),
+        command.args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    Cli {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const READER: &str = azure_emulator::rbac::HANDLER_READER;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_fails_and_alerts_when_the_handler_lost_its_read_rights() {
+    let am = receivers::FakeAlertmanager::start();
+    let bed = start(
+        options()
+            .setting("AUTOATTACH_ALERT_WEBHOOK", &am.url())
+            .setting("AUTOATTACH_ALERT_FORMAT", "alertmanager"),
+    )
+    .await;
+    attached_estate(&bed).await;
+    revoke_all(&bed).await;
+    let inv = run_timer(&bed).await;
+    // A failed invocation for the host (500; the host discards the answer's Logs, as the real one does) ...
+    assert!(!inv.succeeded(), "a blind run answered success: {inv:#?}");
+    assert_eq!(inv.http_status, Some(500), "{inv:#?}");
+    // ... whose reason names the missing permission in the handler's log ...
+    let output: Vec<String> = bed
+        .host
+        .handler_output()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert!(
+        output
+            .iter()
+            .any(|l| l.contains("no subscription is visible")
+                && l.contains("Microsoft.ContainerService/managedClusters/read")),
+        "{output:#?}"
+    );
+    // ... and a critical alert.
+    let blind: Vec<Value> = am
+        .all()
+        .into_iter()
+        .filter(|a| a["labels"]["status"] == "blind")
+        .collect();
+    assert_eq!(blind.len(), 1, "{:#?}", am.all());
+    assert!(
+        blind[0]["annotations"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Microsoft.Resources/subscriptions/read")),
+        "{blind:#?}"
+    );
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_reconcile_exit_2_when_blind() {
+    let bed = start(options()).await;
+    attached_estate(&bed).await;
+    let s1 = sub(&bed, 0);
+    let unknown = "0badc0de-0000-4000-8000-000000000000";
+
+    // A configured subscription the identity cannot see (not in its subscription list).
+    for args in [&["verify"][..], &["reconcile"][..]] {
+        let run = cli(
+            &bed,
+            &[("AUTOATTACH_SUBSCRIPTIONS", &format!("{s1},{unknown}"))],
+            args,
+        )
+        .await;
+        assert_eq!(run.code, 2, "{args:?}\n{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("subscription {unknown} is not visible"))
+                && run
+                    .stderr
+                    .contains("Microsoft.Resources/subscriptions/read"),
+            "{}",
+            run.stderr
+        );
+    }
+    // The identity keeps sight of the subscription and of role assignments, but not of clusters and
+    // registries: Resource Graph and ARM lists would silently leave them out.
+    revoke_all(&bed).await;
+    let handler = bed.emulator.control().handler_principal_id();
+    let auditor = bed.emulator.control().create_custom_role(
+        "assignments auditor",
+        &[
+            "Microsoft.Resources/subscriptions/read",
+            "Microsoft.Authorization/roleAssignments/read",
+            "Microsoft.Authorization/roleDefinitions/read",
+        ],
+        &[],
+    );
+    bed.emulator
+        .control()
+        .grant(&handler, &auditor, &format!("/subscriptions/{s1}"));
+    for args in [&["verify"][..], &["reconcile", "--dry-run"][..]] {
+        let run = cli(&bed, &[], args).await;
+        assert_eq!(run.code, 2, "{args:?}\n{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("lacks Microsoft.ContainerService/managedClusters/read, Microsoft.ContainerRegistry/registries/read")
+                && run.stderr.contains(&s1),
+            "{}",
+            run.stderr
+        );
+    }
+    // A 403 on a list the inventory needs: only a resource group's read is left, so the subscription's role
+    // assignments cannot be listed.
+    revoke_all(&bed).await;
+    bed.emulator.control().grant(
+        &handler,
+        READER,
+        &format!("/subscriptions/{s1}/resourceGroups/rg"),
+    );
+    let run = cli(&bed, &[], &["verify"]).await;
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("lacks Microsoft.Authorization/roleAssignments/read"),
+        "{}",
+        run.stderr
+    );
+    // No subscription at all in scope.
+    revoke_all(&bed).await;
+    let run = cli(&bed, &[], &["verify"]).await;
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("no subscription is visible"),
+        "{}",
+        run.stderr
+    );
     bed.shutdown().await;
 }

@@ -12,8 +12,8 @@ use super::error::AzureError;
 use super::http::{Audience, Call, Operation, join, same_origin, set_query};
 use super::wire::{self, Subscription};
 use crate::core::model::{
-    ArmKind, Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition, assignment_name,
-    ownership_description,
+    ArmKind, Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition,
+    assignment_name, ownership_description,
 };
 
 pub mod api_versions {

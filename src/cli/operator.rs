@@ -349,10 +349,12 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
         println!("dry run: nothing was written");
         let clean = writes == 0
             && plan.registry_results.is_empty()
-            && plan
-                .items
-                .iter()
-                .all(|i| matches!(i.action, Action::AlreadyCovered { .. } | Action::Exists { .. }));
+            && plan.items.iter().all(|i| {
+                matches!(
+                    i.action,
+                    Action::AlreadyCovered { .. } | Action::Exists { .. }
+                )
+            });
         return Ok(if clean { EXIT_OK } else { EXIT_NOT_IN_ORDER });
     }
     let mut progress = Progress::start(engine.client().clone());

@@ -33,6 +33,9 @@ pub struct AlertRun<'a> {
     /// report is then resolved too (the cluster or registry is gone or no longer selected). Event runs see a
     /// few pairs only and resolve only what they saw healthy.
     pub complete_scope: bool,
+    /// Why the run could not see what it is meant to verify (issue 10, rule 7: a subscription not visible, a
+    /// read right missing, a 403 on an inventory list): fires a critical `blind` alert naming it.
+    pub blind: Option<&'a str>,
     pub now: OffsetDateTime,
 }
 
@@ -50,6 +53,7 @@ impl<'a> AlertRun<'a> {
             registries: &report.registry_results,
             azure_failures,
             complete_scope: report.complete,
+            blind: report.inventory.failure(),
             now,
         }
     }
@@ -189,6 +193,22 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
         alerts.push(Alert {
             labels,
             annotations,
+            starts_at: None,
+            ends_at: None,
+        });
+    }
+
+    if let Some(reason) = run.blind {
+        let summary = format!(
+            "acr-autoattach cannot see what it must verify; nothing in its scope is known to be compliant: {reason}"
+        );
+        alerts.push(Alert {
+            labels: base_labels("blind", "critical"),
+            annotations: BTreeMap::from([
+                ("summary".to_owned(), summary),
+                ("reason".to_owned(), reason.to_owned()),
+                ("invocation_id".to_owned(), run.invocation_id.to_owned()),
+            ]),
             starts_at: None,
             ends_at: None,
         });
@@ -412,6 +432,7 @@ mod tests {
             registries,
             azure_failures: failures,
             complete_scope: complete,
+            blind: None,
             now: datetime!(2026-11-30 06:00 UTC),
         }
     }

@@ -764,9 +764,13 @@ fn classify_resource_event(
         };
         return match id.resource_type().as_deref() {
             Some(CLUSTER_TYPE) => exact(id, ArmKind::ManagedCluster)
-                .map_or_else(invalid_id, |cluster| Classification::ClusterWrite { cluster }),
+                .map_or_else(invalid_id, |cluster| Classification::ClusterWrite {
+                    cluster,
+                }),
             Some(REGISTRY_TYPE) => exact(id, ArmKind::Registry)
-                .map_or_else(invalid_id, |registry| Classification::RegistryWrite { registry }),
+                .map_or_else(invalid_id, |registry| Classification::RegistryWrite {
+                    registry,
+                }),
             _ => ignored(IgnoreReason::OtherResourceType),
         };
     }
@@ -898,8 +902,7 @@ mod tests {
     use serde_json::json;
 
     const CLUSTER: &str = "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1";
-    const REGISTRY: &str =
-        "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr1";
+    const REGISTRY: &str = "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr1";
 
     fn eg(event_type: &str, operation: &str, uri: &str) -> Value {
         json!({
@@ -1141,7 +1144,10 @@ mod tests {
             panic!("{:?}", c.classification)
         };
         assert_eq!(cluster.as_str(), CLUSTER);
-        assert_eq!(c.metadata.subscription_id.as_deref(), Some("00000000-0000-0000-0000-0000000000a1"));
+        assert_eq!(
+            c.metadata.subscription_id.as_deref(),
+            Some("00000000-0000-0000-0000-0000000000a1")
+        );
         assert_eq!(c.metadata.schema, EventSchema::CloudEvents);
     }
 
@@ -1158,13 +1164,21 @@ mod tests {
         ];
         for uri in &bad {
             for (event_type, op) in [
-                ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.ContainerRegistry/registries/write"),
-                ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Resources/tags/write"),
+                (
+                    "Microsoft.Resources.ResourceWriteSuccess",
+                    "Microsoft.ContainerRegistry/registries/write",
+                ),
+                (
+                    "Microsoft.Resources.ResourceWriteSuccess",
+                    "Microsoft.Resources/tags/write",
+                ),
             ] {
                 let c = classify_one(&eg(event_type, op, uri));
                 assert_eq!(
                     c.classification,
-                    Classification::Ignored { reason: IgnoreReason::InvalidResourceId },
+                    Classification::Ignored {
+                        reason: IgnoreReason::InvalidResourceId
+                    },
                     "{op} {uri}"
                 );
             }
@@ -1172,13 +1186,22 @@ mod tests {
                            "data": {"resourceInfo": {"id": uri}}});
             assert_eq!(
                 classify_one(&n).classification,
-                Classification::Ignored { reason: IgnoreReason::InvalidResourceId },
+                Classification::Ignored {
+                    reason: IgnoreReason::InvalidResourceId
+                },
                 "{uri}"
             );
         }
-        let upper = REGISTRY.to_uppercase().replace("00000000-0000-0000-0000-0000000000A1", g);
+        let upper = REGISTRY
+            .to_uppercase()
+            .replace("00000000-0000-0000-0000-0000000000A1", g);
         assert!(matches!(
-            classify_one(&eg("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.ContainerRegistry/registries/write", &upper)).classification,
+            classify_one(&eg(
+                "Microsoft.Resources.ResourceWriteSuccess",
+                "Microsoft.ContainerRegistry/registries/write",
+                &upper
+            ))
+            .classification,
             Classification::RegistryWrite { .. }
         ));
     }

@@ -693,13 +693,18 @@ mod tests {
             format!(" {}", ownership_description(&c)),
             format!("{} extra", ownership_description(&c)),
             format!("{}/agentPools/x", ownership_description(&c)),
-            format!("{OWNERSHIP_MARK} cluster=/subscriptions/s/providers/Microsoft.ContainerService/managedClusters/a"),
+            format!(
+                "{OWNERSHIP_MARK} cluster=/subscriptions/s/providers/Microsoft.ContainerService/managedClusters/a"
+            ),
         ] {
             let odd = RoleAssignment {
                 description: Some(near_miss.clone()),
                 ..ra.clone()
             };
-            assert!(!odd.is_owned() && odd.owner_cluster().is_none(), "{near_miss}");
+            assert!(
+                !odd.is_owned() && odd.owner_cluster().is_none(),
+                "{near_miss}"
+            );
         }
         let human = RoleAssignment {
             description: Some("made by alice".into()),

@@ -29,9 +29,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::core::model::{
-    ArmKind, Cluster, ClusterPrincipal, Mode, PairFailure, PairResult, PairStatus, PullRole, Registry,
-    RegistryResult, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
-    assignment_name, ownership_description, role_guid,
+    ArmKind, Cluster, ClusterPrincipal, Mode, PairFailure, PairResult, PairStatus, PullRole,
+    Registry, RegistryResult, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode,
+    RoleDefinition, assignment_name, ownership_description, role_guid,
 };
 use crate::core::roles;
 use crate::core::selector::{OptIn, cluster_opted_out, registry_opt_in};
@@ -141,7 +141,9 @@ pub enum Action {
     Create(AssignmentSpec),
     /// An assignment with the deterministic name exists but does not (or no longer) give pull as observed
     /// (e.g. a person changed it): it is never PUT again (issue 10, rule 2); nothing is written.
-    Exists { assignment_id: String },
+    Exists {
+        assignment_id: String,
+    },
     /// Audit mode: this assignment is missing; nothing is written.
     ReportMissing(AssignmentSpec),
     Pending {
@@ -851,7 +853,10 @@ fn principal_still_needed(
         }
         match current_principal(cluster, cx.observed) {
             Ok(p) => p.eq_ignore_ascii_case(principal),
-            Err(PendingReason::ServicePrincipalUnresolved { .. } | PendingReason::ServicePrincipalNotLookedUp) => true,
+            Err(
+                PendingReason::ServicePrincipalUnresolved { .. }
+                | PendingReason::ServicePrincipalNotLookedUp,
+            ) => true,
             Err(PendingReason::ClusterNotReady { .. }) => false,
         }
     })

@@ -215,6 +215,7 @@ impl<C: AzureConnect> Engine<C> {
             ));
         };
         let mut definitions: HashMap<String, Option<RoleDefinition>> = HashMap::new();
+        let mut problems = Vec::new();
         for sub in subscriptions {
             let scope = format!("/subscriptions/{sub}");
             let held = match azure
@@ -223,10 +224,11 @@ impl<C: AzureConnect> Engine<C> {
             {
                 Ok(held) => held,
                 Err(e @ AzureError::Forbidden { .. }) => {
-                    return Err(blind(format!(
+                    problems.push(format!(
                         "the identity {object_id} lacks Microsoft.Authorization/roleAssignments/read on \
                          subscription {sub} ({e})"
-                    )));
+                    ));
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -264,14 +266,18 @@ impl<C: AzureConnect> Engine<C> {
                 })
                 .collect();
             if !missing.is_empty() {
-                return Err(blind(format!(
+                problems.push(format!(
                     "the identity {object_id} lacks {} on subscription {sub} (grant it the acr-autoattach \
                      reader role there); what it cannot read would be reported as absent",
                     missing.join(", ")
-                )));
+                ));
             }
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(blind(problems.join("; ")))
+        }
     }
 
     fn lock_subscriptions(
@@ -323,14 +329,8 @@ impl<C: AzureConnect> Engine<C> {
             Classification::ClusterWrite { cluster } => {
                 report.resource = Some(cluster.to_string());
                 if self.in_configured_scope(cluster.subscription_id()) {
-                    self.on_cluster_write(
-                        &azure,
-                        cluster,
-                        &event.metadata,
-                        started,
-                        &mut report,
-                    )
-                    .await
+                    self.on_cluster_write(&azure, cluster, &event.metadata, started, &mut report)
+                        .await
                 } else {
                     out_of_scope(&mut report, cluster);
                     Ok(())
@@ -339,13 +339,8 @@ impl<C: AzureConnect> Engine<C> {
             Classification::RegistryWrite { registry } => {
                 report.resource = Some(registry.to_string());
                 if self.in_configured_scope(registry.subscription_id()) {
-                    self.on_registry_write(
-                        &azure,
-                        registry,
-                        &event.metadata,
-                        &mut report,
-                    )
-                    .await
+                    self.on_registry_write(&azure, registry, &event.metadata, &mut report)
+                        .await
                 } else {
                     out_of_scope(&mut report, registry);
                     Ok(())
@@ -563,7 +558,8 @@ impl<C: AzureConnect> Engine<C> {
             .cloned()
             .collect();
         for cluster in &sp_clusters {
-            self.resolve_principal(azure, cluster, &mut observed).await?;
+            self.resolve_principal(azure, cluster, &mut observed)
+                .await?;
         }
         let lists = subs.iter().map(|s| {
             let scope = format!("/subscriptions/{s}");

@@ -162,9 +162,7 @@ impl Handler {
             async {
                 match function {
                     FunctionName::OnResourceEvent => self.on_resource_event(&invocation).await,
-                    FunctionName::VerifyAttachments => {
-                        Ok(self.verify_attachments(&invocation).await)
-                    }
+                    FunctionName::VerifyAttachments => self.verify_attachments(&invocation).await,
                 }
             }
             .instrument(span),
@@ -277,6 +275,7 @@ impl Handler {
             registries: &registries,
             azure_failures: &azure_failures,
             complete_scope: false,
+            blind: None,
             now: OffsetDateTime::now_utc(),
         };
         alerter.send(&run).await;
@@ -294,7 +293,12 @@ impl Handler {
             .record_registry_result(registry, invocation_id);
     }
 
-    async fn verify_attachments(&self, invocation: &Invocation) -> InvocationAnswer {
+    /// Runs one verification. A run whose inventory failed (it could not see its scope: issue 10, rule 7)
+    /// reports and alerts what it could, then fails the invocation so the host records a failure.
+    async fn verify_attachments(
+        &self,
+        invocation: &Invocation,
+    ) -> Result<InvocationAnswer, InvocationFailure> {
         let metrics = &self.observability.metrics;
         let value = match invocation
             .request
@@ -303,17 +307,17 @@ impl Handler {
             .and_then(|r| r.trigger_value(FunctionName::VerifyAttachments.binding()))
         {
             Ok(v) => v,
-            Err(e) => return rejected(invocation, e.as_str(), &e.to_string(), metrics),
+            Err(e) => return Ok(rejected(invocation, e.as_str(), &e.to_string(), metrics)),
         };
         let timer: TimerInfo = match serde_json::from_value(value) {
             Ok(t) => t,
             Err(e) => {
-                return rejected(
+                return Ok(rejected(
                     invocation,
                     "not_a_timer",
                     &format!("the timer value is not a TimerInfo: {e}"),
                     metrics,
-                );
+                ));
             }
         };
         let mut logs = Vec::new();
@@ -363,12 +367,21 @@ impl Handler {
         for registry in &report.registry_results {
             logs.push(registry_line(registry));
         }
+        if let Some(reason) = report.inventory.failure() {
+            tracing::error!(invocation_id = %invocation.invocation_id, reason, "verification failed: the scope could not be inventoried");
+            return Err(InvocationFailure {
+                reason: format!(
+                    "verification failed: the scope could not be inventoried: {reason}"
+                ),
+                logs,
+            });
+        }
         let summary = summary_json(&report, timer.is_past_due);
-        InvocationAnswer {
+        Ok(InvocationAnswer {
             logs,
             return_value: summary,
             ..InvocationAnswer::default()
-        }
+        })
     }
 }
 
