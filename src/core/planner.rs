@@ -987,6 +987,9 @@ pub enum ApplyOutcome {
     Created { assignment_id: String },
     /// `409 RoleAssignmentExists`: the same principal, role and scope exist under another name.
     AlreadyExists,
+    /// Nothing was sent: a fresh read just before the write found the deterministic name taken (the snapshot
+    /// was stale); it is never PUT again (issue 10, rule 2).
+    NameTaken { assignment_id: String },
     /// The DELETE succeeded (or the assignment was already gone).
     Removed,
     /// The write or its read-back failed.
@@ -1012,6 +1015,15 @@ pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
             Some(assignment_id.clone()),
         ),
         (Action::Exists { assignment_id }, _) => (
+            PairStatus::Compliant,
+            Some(format!(
+                "the assignment {assignment_id} exists under the deterministic name; it is never rewritten (see it with `az role assignment list --assignee {} --scope {}`)",
+                item.principal_id.as_deref().unwrap_or("?"),
+                item.registry
+            )),
+            Some(assignment_id.clone()),
+        ),
+        (Action::Create(_), ApplyOutcome::NameTaken { assignment_id }) => (
             PairStatus::Compliant,
             Some(format!(
                 "the assignment {assignment_id} exists under the deterministic name; it is never rewritten (see it with `az role assignment list --assignee {} --scope {}`)",

@@ -8,7 +8,10 @@
 //!   registry written to; no term grows with the number of registries except through the writes.
 //! - registry write: 1 GET registry + S' cluster lists + 1 role-assignment list at the registry (at and above)
 //!   + one Graph lookup per selected service-principal cluster + W writes + (W > 0 ? 1 : 0) read-back.
-//! - cluster delete (detach on): 1 GET cluster + S' registry lists + S unfiltered role-assignment lists + W.
+//! - cluster delete (detach on): 1 GET cluster + S' registry lists + S' cluster lists (shared principals) + one
+//!   Graph lookup per service-principal cluster + S unfiltered role-assignment lists + W.
+//! - verification (timer, CLI): 1 subscription list + S' own-assignment lists and one role-definition GET per
+//!   distinct role the identity holds (the sight check, issue 10 rule 7) + the inventory + W.
 //! - everything else: zero requests.
 //!
 //! The subscription list (for scope and tenants) is cached per process for [`SUBSCRIPTION_CACHE_TTL`].
@@ -713,12 +716,17 @@ impl<C: AzureConnect> Engine<C> {
         // One span per written pair; it closes with the final status (after read-back) recorded on it.
         let mut spans: Vec<Option<tracing::Span>> = vec![None; plan.items.len()];
         let mut skipped = 0usize;
+        // PUT only to create: a fresh read of each registry written to settles names the snapshot missed.
+        let decided = names_taken(azure, plan).await;
+        for (index, outcome) in &decided {
+            outcomes[*index] = outcome.clone();
+        }
         let mut pending = FuturesUnordered::new();
         let mut next = plan
             .items
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.action.needs_write());
+            .filter(|(index, i)| i.action.needs_write() && !decided.contains_key(index));
         loop {
             while pending.len() < self.config.max_concurrency {
                 let Some((index, item)) = next.next() else {
@@ -911,7 +919,9 @@ async fn apply_item<A: AzureOps>(azure: &A, item: &PlanItem, metrics: &Metrics) 
         let label = match (&item.action, &outcome) {
             (_, ApplyOutcome::Failed { .. }) => Some(AssignmentOutcome::Failed),
             (_, ApplyOutcome::Created { .. }) => Some(AssignmentOutcome::Created),
-            (_, ApplyOutcome::AlreadyExists) => Some(AssignmentOutcome::Exists),
+            (_, ApplyOutcome::AlreadyExists | ApplyOutcome::NameTaken { .. }) => {
+                Some(AssignmentOutcome::Exists)
+            }
             (_, ApplyOutcome::Removed) => Some(AssignmentOutcome::Removed),
             (_, ApplyOutcome::NotApplied) => None,
         };
@@ -951,6 +961,52 @@ fn pair_failure(e: &AzureError) -> PairFailure {
         transient: e.is_transient(),
         detail: e.to_string(),
     }
+}
+
+/// The creates whose deterministic name is already taken at their registry, read fresh from ARM (one list per
+/// registry with a create) just before writing: Resource Graph lags, and a PUT under an existing name would
+/// rewrite it (e.g. drop a condition a person added). A create whose registry cannot be read is not sent.
+async fn names_taken(azure: &ScopedClient, plan: &Plan) -> HashMap<usize, ApplyOutcome> {
+    let mut by_registry: HashMap<&ResourceId, Vec<(usize, String)>> = HashMap::new();
+    for (index, item) in plan.items.iter().enumerate() {
+        if let Action::Create(spec) = &item.action {
+            by_registry
+                .entry(&item.registry)
+                .or_default()
+                .push((index, spec.name.to_string()));
+        }
+    }
+    let lists = by_registry.iter().map(|(registry, creates)| async move {
+        (
+            creates,
+            azure
+                .list_role_assignments(registry.as_str(), &AssignmentFilter::AtScope)
+                .await,
+        )
+    });
+    let mut decided = HashMap::new();
+    for (creates, listed) in futures::future::join_all(lists).await {
+        match listed {
+            Ok(found) => {
+                for (index, name) in creates {
+                    if let Some(a) = found.iter().find(|a| a.name.eq_ignore_ascii_case(name)) {
+                        decided.insert(
+                            *index,
+                            ApplyOutcome::NameTaken {
+                                assignment_id: a.id.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                for (index, _) in creates {
+                    decided.insert(*index, ApplyOutcome::Failed(pair_failure(&e)));
+                }
+            }
+        }
+    }
+    decided
 }
 
 /// Confirms every created assignment through a fresh ARM read: one list per registry written to (at scope),
