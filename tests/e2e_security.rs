@@ -6,7 +6,6 @@
 #[path = "support/estate.rs"]
 mod estate;
 #[path = "support/telemetry_receivers.rs"]
-#[allow(dead_code)]
 mod receivers;
 
 use acr_autoattach::cli::testbed::Testbed;

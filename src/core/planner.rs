@@ -1014,16 +1014,8 @@ pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
             Some(format!("covered by {how}")),
             Some(assignment_id.clone()),
         ),
-        (Action::Exists { assignment_id }, _) => (
-            PairStatus::Compliant,
-            Some(format!(
-                "the assignment {assignment_id} exists under the deterministic name; it is never rewritten (see it with `az role assignment list --assignee {} --scope {}`)",
-                item.principal_id.as_deref().unwrap_or("?"),
-                item.registry
-            )),
-            Some(assignment_id.clone()),
-        ),
-        (Action::Create(_), ApplyOutcome::NameTaken { assignment_id }) => (
+        (Action::Exists { assignment_id }, _)
+        | (Action::Create(_), ApplyOutcome::NameTaken { assignment_id }) => (
             PairStatus::Compliant,
             Some(format!(
                 "the assignment {assignment_id} exists under the deterministic name; it is never rewritten (see it with `az role assignment list --assignee {} --scope {}`)",
