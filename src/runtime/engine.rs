@@ -175,12 +175,11 @@ impl<C: AzureConnect> Engine<C> {
     /// role assignments (one list per subscription, one GET per distinct role).
     async fn check_sight(
         &self,
-        azure: &ScopedClient,
+        azure: &C::Ops,
         subscriptions: &[String],
     ) -> Result<(), EngineError> {
-        let claims = self.client.identity(azure.deadline()).await?;
-        let who = claims
-            .object_id
+        let object_id = azure.handler_object_id().await;
+        let who = object_id
             .clone()
             .unwrap_or_else(|| "(unknown object id)".to_owned());
         let blind = |detail: String| EngineError::ScopeNotVisible { detail };
@@ -212,7 +211,7 @@ impl<C: AzureConnect> Engine<C> {
                 Some(_) => {}
             }
         }
-        let Some(object_id) = claims.object_id else {
+        let Some(object_id) = object_id else {
             return Err(blind(
                 "the identity's token carries no object id (oid): its read rights cannot be checked".into(),
             ));
@@ -966,7 +965,11 @@ fn pair_failure(e: &AzureError) -> PairFailure {
 /// The creates whose deterministic name is already taken at their registry, read fresh from ARM (one list per
 /// registry with a create) just before writing: Resource Graph lags, and a PUT under an existing name would
 /// rewrite it (e.g. drop a condition a person added). A create whose registry cannot be read is not sent.
-async fn names_taken(azure: &ScopedClient, plan: &Plan) -> HashMap<usize, ApplyOutcome> {
+async fn names_taken<A: AzureOps>(azure: &A, plan: &Plan) -> HashMap<usize, ApplyOutcome> {
+    if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
+        // No write will be sent anyway (see `Engine::apply`).
+        return HashMap::new();
+    }
     let mut by_registry: HashMap<&ResourceId, Vec<(usize, String)>> = HashMap::new();
     for (index, item) in plan.items.iter().enumerate() {
         if let Action::Create(spec) = &item.action {

@@ -40,7 +40,6 @@ fn cluster_write(c: &Cluster) -> ClassifiedEvent {
         },
         classification: Classification::ClusterWrite {
             cluster: c.id.clone(),
-            resource_body: None,
         },
     }
 }
@@ -81,6 +80,15 @@ fn put_call(plan: &Plan) -> Call {
         new.principal_id.clone(),
         new.role_definition_id,
     )
+}
+
+/// The fresh read of the registry just before a create (PUT only to create): the name is free.
+fn free_name_call() -> Call {
+    Call::ListRoleAssignments(registry_scope(), AssignmentFilter::AtScope)
+}
+
+fn free_name() -> Reply {
+    Reply::Assignments(Ok(Vec::new()))
 }
 
 fn registry_scope() -> String {
@@ -168,6 +176,7 @@ async fn a_cluster_that_becomes_ready_during_the_wait_is_attached() {
         None,
     );
     let fake = fake
+        .expect(free_name_call(), free_name())
         .expect(
             put_call(&plan),
             Reply::Put(Ok(PutOutcome::Created(created.clone()))),
@@ -185,7 +194,7 @@ async fn a_cluster_that_becomes_ready_during_the_wait_is_attached() {
     assert_eq!(report.pairs.len(), 1);
     assert_eq!(report.pairs[0].status, PairStatus::Repaired);
     assert_eq!(report.pairs[0].assignment_id, Some(created.id));
-    assert_eq!(report.azure_requests, 9);
+    assert_eq!(report.azure_requests, 10);
     assert_eq!(answer(&[report]), Answer::Succeed);
 }
 
@@ -211,7 +220,9 @@ async fn the_apply_sends_no_write_inside_the_report_reserve() {
     );
 
     // Just outside the reserve, the write goes out.
-    let fake = FakeAzure::new().expect(put_call(&plan), Reply::Put(Ok(PutOutcome::AlreadyExists)));
+    let fake = FakeAzure::new()
+        .expect(free_name_call(), free_name())
+        .expect(put_call(&plan), Reply::Put(Ok(PutOutcome::AlreadyExists)));
     let e = engine(&fake, Duration::from_secs(10));
     let azure = fake.until(Instant::now() + REPORT_RESERVE + Duration::from_millis(1));
     let (pairs, skipped) = e.apply(&azure, &plan, None).await;
@@ -247,6 +258,7 @@ async fn the_read_back_confirms_a_created_assignment_or_fails_the_pair_transient
     ];
     for (listed, status, failure) in cases {
         let fake = FakeAzure::new()
+            .expect(free_name_call(), free_name())
             .expect(
                 put_call(&plan),
                 Reply::Put(Ok(PutOutcome::Created(created.clone()))),
@@ -286,6 +298,7 @@ async fn a_throttled_write_retries_the_event_and_a_forbidden_one_does_not() {
         ),
     ] {
         let fake = ready_cluster_write_script(FakeAzure::new())
+            .expect(free_name_call(), free_name())
             .expect(put_call(&plan), Reply::Put(Err(error)));
         let report = engine(&fake, Duration::from_secs(10))
             .handle_event(&cluster_write(&c), Instant::now())
