@@ -319,3 +319,78 @@ async fn a_throttled_write_retries_the_event_and_a_forbidden_one_does_not() {
         assert_eq!(matches!(answer(&[report]), Answer::Retry { .. }), transient);
     }
 }
+
+/// Issue 10, rule 7: a verification run that cannot see its scope fails, naming what is missing, and never
+/// reaches the inventory.
+#[tokio::test(start_paused = true)]
+async fn a_blind_verification_fails_before_its_inventory() {
+    let other = "0badc0de-0000-4000-8000-000000000000";
+    let oid = "00000000-0000-4000-8000-0000000000ee";
+    let own_assignments = Call::ListRoleAssignments(
+        format!("/subscriptions/{SUB}"),
+        AssignmentFilter::AssignedTo(oid.into()),
+    );
+    // A named subscription that the identity cannot see.
+    let fake = FakeAzure::new()
+        .expect(
+            Call::ListSubscriptions,
+            Reply::Subscriptions(Ok(vec![subscription()])),
+        )
+        .expect(Call::HandlerObjectId, Reply::ObjectId(Some(oid.into())));
+    let report = engine(&fake, Duration::from_secs(3))
+        .verify(Duration::from_secs(30), &[SUB.into(), other.into()], None)
+        .await;
+    fake.verify();
+    let failure = report.inventory.failure().unwrap().to_owned();
+    assert!(
+        failure.contains(&format!("subscription {other} is not visible"))
+            && failure.contains("Microsoft.Resources/subscriptions/read"),
+        "{failure}"
+    );
+    assert!(!report.all_compliant());
+
+    // A visible subscription on which the identity holds nothing that reads clusters and registries.
+    let fake = FakeAzure::new()
+        .expect(
+            Call::ListSubscriptions,
+            Reply::Subscriptions(Ok(vec![subscription()])),
+        )
+        .expect(Call::HandlerObjectId, Reply::ObjectId(Some(oid.into())))
+        .expect(own_assignments.clone(), Reply::Assignments(Ok(Vec::new())));
+    let report = engine(&fake, Duration::from_secs(3))
+        .verify(Duration::from_secs(30), &[], None)
+        .await;
+    fake.verify();
+    let failure = report.inventory.failure().unwrap().to_owned();
+    assert!(
+        failure.contains("lacks Microsoft.ContainerService/managedClusters/read, Microsoft.ContainerRegistry/registries/read, Microsoft.Authorization/roleAssignments/read"),
+        "{failure}"
+    );
+
+    // A 403 on the identity's own assignments names the right to list them.
+    let fake = FakeAzure::new()
+        .expect(
+            Call::ListSubscriptions,
+            Reply::Subscriptions(Ok(vec![subscription()])),
+        )
+        .expect(Call::HandlerObjectId, Reply::ObjectId(Some(oid.into())))
+        .expect(
+            own_assignments,
+            Reply::Assignments(Err(AzureError::Forbidden {
+                code: "AuthorizationFailed".into(),
+                message: "no".into(),
+            })),
+        );
+    let report = engine(&fake, Duration::from_secs(3))
+        .verify(Duration::from_secs(30), &[], None)
+        .await;
+    fake.verify();
+    assert!(
+        report
+            .inventory
+            .failure()
+            .is_some_and(|f| f.contains("lacks Microsoft.Authorization/roleAssignments/read")),
+        "{:?}",
+        report.inventory
+    );
+}
