@@ -48,6 +48,7 @@ fn run<'a>(
         registries,
         azure_failures: failures,
         complete_scope: complete,
+        blind: None,
         now: OffsetDateTime::now_utc(),
     }
 }

@@ -372,7 +372,7 @@ fn subscription_owner_covers_in_legacy_mode_but_not_in_abac_mode() {
 }
 
 #[test]
-fn conditioned_assignment_does_not_cover_in_abac_mode() {
+fn a_conditioned_assignment_is_a_persons_decision_never_widened() {
     let c = cluster(SUB1, "aks1", &[]);
     let r = abac(registry(SUB1, "acrabac", Some("*")));
     let conditioned = RoleAssignment {
@@ -383,7 +383,12 @@ fn conditioned_assignment_does_not_cover_in_abac_mode() {
         &observed(vec![c.clone()], vec![r.clone()], vec![conditioned.clone()]),
         &settings(),
     );
-    assert!(matches!(only(&p).action, Action::Create(_)), "{p:#?}");
+    // Issue 10, rule 2: compliant, restricted; nothing broader is created beside it.
+    let Action::AlreadyCovered { how, .. } = &only(&p).action else {
+        panic!("{p:#?}")
+    };
+    assert!(how.restricted_by_condition, "{how:?}");
+    assert!(how.to_string().contains("restricted by a condition"));
     // The same assignment without a condition covers.
     let plain = RoleAssignment {
         condition: None,

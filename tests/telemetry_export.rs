@@ -886,6 +886,7 @@ fn planted_secrets_reach_no_exported_byte_and_no_log_line() {
         registries: &[],
         azure_failures: &[],
         complete_scope: false,
+        blind: None,
         now: time::OffsetDateTime::now_utc(),
     }));
     assert!(

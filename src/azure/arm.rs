@@ -10,7 +10,10 @@ use super::ScopedClient;
 use super::error::AzureError;
 use super::http::{Audience, Call, Operation, join, same_origin, set_query};
 use super::wire::{self, Subscription};
-use crate::core::model::{Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition};
+use crate::core::model::{
+    ArmKind, Cluster, PullRole, Registry, ResourceId, RoleAssignment, RoleDefinition,
+    assignment_name,
+};
 use crate::core::planner::AssignmentSpec;
 
 pub mod api_versions {
@@ -30,6 +33,8 @@ pub enum AssignmentFilter {
     AtScope,
     /// `principalId eq '{id}'`: at, above or below the scope.
     Principal(String),
+    /// `assignedTo('{id}')`: the principal's assignments, including those it holds through groups.
+    AssignedTo(String),
     /// No filter: at, above and below.
     All,
 }
@@ -170,7 +175,7 @@ impl ScopedClient {
 
     /// The cluster, or `None` when it does not exist (any more).
     pub async fn get_cluster(&self, id: &ResourceId) -> Result<Option<Cluster>, AzureError> {
-        if id.resource_type().as_deref() != Some(wire::MANAGED_CLUSTER_TYPE) {
+        if !id.is_exact(ArmKind::ManagedCluster) {
             return Err(AzureError::InvalidRequest(format!(
                 "not a managed cluster id: `{id}`"
             )));
@@ -206,7 +211,7 @@ impl ScopedClient {
     }
 
     pub async fn get_registry(&self, id: &ResourceId) -> Result<Option<Registry>, AzureError> {
-        if id.resource_type().as_deref() != Some(wire::REGISTRY_TYPE) {
+        if !id.is_exact(ArmKind::Registry) {
             return Err(AzureError::InvalidRequest(format!(
                 "not a registry id: `{id}`"
             )));
@@ -269,6 +274,14 @@ impl ScopedClient {
                 }
                 Some(format!("principalId eq '{id}'"))
             }
+            AssignmentFilter::AssignedTo(id) => {
+                if !is_guid_like(id) {
+                    return Err(AzureError::InvalidRequest(format!(
+                        "not a principal id: `{id}`"
+                    )));
+                }
+                Some(format!("assignedTo('{id}')"))
+            }
             AssignmentFilter::All => None,
         };
         let extra: Vec<(&str, &str)> = filter_text
@@ -287,16 +300,34 @@ impl ScopedClient {
         ))
     }
 
-    /// PUT a role assignment. Only the two pull roles are ever sent (an allow-list at the edge, on top of
-    /// the planner's). `PrincipalNotFound` is retried with back-off, bounded.
+    /// PUT a role assignment. The last line of defence (issue 10, rule 1), on top of the planner's: only the
+    /// two pull roles, only at a registry's own scope (its exact ARM id), only with the role's id in the
+    /// registry's subscription and the deterministic name. `PrincipalNotFound` is retried with back-off,
+    /// bounded.
     pub async fn put_role_assignment(
         &self,
         new: &AssignmentSpec,
     ) -> Result<PutOutcome, AzureError> {
-        if PullRole::from_definition_guid(&new.role_definition_id).is_none() {
+        let Some(role) = PullRole::from_definition_guid(&new.role_definition_id) else {
             return Err(AzureError::InvalidRequest(format!(
                 "refusing to assign role `{}`: only AcrPull and Container Registry Repository Reader are allowed",
                 new.role_definition_id
+            )));
+        };
+        if !new.scope.is_exact(ArmKind::Registry) {
+            return Err(AzureError::InvalidRequest(format!(
+                "refusing to assign at `{}`: only at a registry's own scope",
+                new.scope
+            )));
+        }
+        if !new
+            .role_definition_id
+            .eq_ignore_ascii_case(&role.definition_id(new.scope.subscription_id()))
+            || new.name != assignment_name(&new.scope, &new.principal_id, role)
+        {
+            return Err(AzureError::InvalidRequest(format!(
+                "refusing assignment `{}`: not the deterministic name and role id for its registry and principal",
+                new.name
             )));
         }
         if !is_guid_like(&new.principal_id) {
@@ -359,6 +390,15 @@ impl ScopedClient {
         if !is_assignment {
             return Err(AzureError::InvalidRequest(format!(
                 "not a role assignment id: `{assignment_id}`"
+            )));
+        }
+        // The last line of defence (issue 10, rule 3): this project only ever removes at a registry's scope.
+        let at_registry = lower.rfind(marker).is_some_and(|p| {
+            ResourceId::parse(&id[..p]).is_ok_and(|scope| scope.is_exact(ArmKind::Registry))
+        });
+        if !at_registry {
+            return Err(AzureError::InvalidRequest(format!(
+                "refusing to delete `{assignment_id}`: not at a registry's own scope"
             )));
         }
         let url = self.arm_url(id, api_versions::AUTHORIZATION, &[])?;

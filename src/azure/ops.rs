@@ -27,6 +27,8 @@ pub trait AzureOps: Send + Sync {
     fn requests_sent(&self) -> u64;
     /// The tenant of the handler's own identity (from its token), when it can be read.
     fn handler_tenant(&self) -> impl Future<Output = Option<String>> + Send;
+    /// The object id (`oid`) of the handler's own identity (from its token), when it can be read.
+    fn handler_object_id(&self) -> impl Future<Output = Option<String>> + Send;
     fn list_subscriptions(
         &self,
     ) -> impl Future<Output = Result<Vec<Subscription>, AzureError>> + Send;
@@ -94,6 +96,13 @@ impl AzureOps for ScopedClient {
             .await
             .ok()
             .and_then(|c| c.tenant_id)
+    }
+    async fn handler_object_id(&self) -> Option<String> {
+        self.client()
+            .identity(ScopedClient::deadline(self))
+            .await
+            .ok()
+            .and_then(|c| c.object_id)
     }
     async fn list_subscriptions(&self) -> Result<Vec<Subscription>, AzureError> {
         ScopedClient::list_subscriptions(self).await

@@ -69,7 +69,14 @@ fn parse_id(v: &Value, expected: &'static str) -> Result<ResourceId, WireError> 
     let raw = str_at(v, &["id"]).ok_or(WireError::Missing("id"))?;
     let id = ResourceId::parse(raw).map_err(|e| WireError::BadId(e.to_string()))?;
     let found = id.resource_type().unwrap_or_default();
-    if found != expected {
+    let kind = if expected == MANAGED_CLUSTER_TYPE {
+        Some(crate::core::model::ArmKind::ManagedCluster)
+    } else if expected == REGISTRY_TYPE {
+        Some(crate::core::model::ArmKind::Registry)
+    } else {
+        None
+    };
+    if found != expected || kind.is_some_and(|k| !id.is_exact(k)) {
         return Err(WireError::WrongType {
             id: raw.to_owned(),
             found,

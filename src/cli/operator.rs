@@ -355,10 +355,12 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
         println!("dry run: nothing was written");
         let clean = writes == 0
             && plan.registry_results.is_empty()
-            && plan
-                .items
-                .iter()
-                .all(|i| matches!(i.action, Action::AlreadyCovered { .. }));
+            && plan.items.iter().all(|i| {
+                matches!(
+                    i.action,
+                    Action::AlreadyCovered { .. } | Action::Exists { .. }
+                )
+            });
         return Ok(if clean { EXIT_OK } else { EXIT_NOT_IN_ORDER });
     }
     let mut progress = Progress::start(engine.client().clone());
@@ -429,7 +431,7 @@ pub fn render_plan(plan: &Plan, detach: bool, dry_run: bool) -> String {
                     assignment.name
                 );
             }
-            Action::AlreadyCovered { .. } => covered += 1,
+            Action::AlreadyCovered { .. } | Action::Exists { .. } => covered += 1,
             Action::Pending { reason } => {
                 pending += 1;
                 let _ = writeln!(

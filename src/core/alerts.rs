@@ -38,6 +38,9 @@ pub struct AlertRun<'a> {
     /// report is then resolved too (the cluster or registry is gone or no longer selected). Event runs see a
     /// few pairs only and resolve only what they saw healthy.
     pub complete_scope: bool,
+    /// Why the run could not see what it is meant to verify (issue 10, rule 7: a subscription not visible, a
+    /// read right missing, a 403 on an inventory list): fires a critical `blind` alert naming it.
+    pub blind: Option<&'a str>,
     pub now: OffsetDateTime,
 }
 
@@ -56,6 +59,7 @@ impl<'a> AlertRun<'a> {
             azure_failures,
             capacity: &report.capacity,
             complete_scope: report.complete,
+            blind: report.inventory.failure(),
             now,
         }
     }
@@ -122,6 +126,7 @@ pub fn plan_firing(run: &AlertRun<'_>, transient_threshold: u32) -> Vec<Alert> {
     let mut alerts = pair_alerts(run);
     alerts.extend(registry_alerts(run));
     alerts.extend(capacity_alerts(run));
+    alerts.extend(blind_alert(run));
     alerts.extend(azure_alerts(run, transient_threshold));
     alerts
 }
@@ -214,6 +219,24 @@ fn registry_alerts(run: &AlertRun<'_>) -> Vec<Alert> {
         });
     }
     alerts
+}
+
+/// The critical alert of a run that could not see what it must verify (issue 10, rule 7).
+fn blind_alert(run: &AlertRun<'_>) -> Option<Alert> {
+    let reason = run.blind?;
+    let summary = format!(
+        "acr-autoattach cannot see what it must verify; nothing in its scope is known to be compliant: {reason}"
+    );
+    Some(Alert {
+        labels: base_labels("blind", "critical"),
+        annotations: BTreeMap::from([
+            ("summary".to_owned(), summary),
+            ("reason".to_owned(), reason.to_owned()),
+            ("invocation_id".to_owned(), run.invocation_id.to_owned()),
+        ]),
+        starts_at: None,
+        ends_at: None,
+    })
 }
 
 /// One alert per Azure operation answered 403, or failing transiently `transient_threshold` times or more.
@@ -495,6 +518,7 @@ mod tests {
             registries,
             azure_failures: failures,
             complete_scope: complete,
+            blind: None,
             now: datetime!(2026-11-30 06:00 UTC),
         }
     }

@@ -29,7 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::core::model::ResourceId;
+use crate::core::model::{ArmKind, ResourceId, is_guid};
 
 /// The suffix of a Tags API resource (`PUT {resource}/providers/Microsoft.Resources/tags/default`).
 pub const TAGS_SUFFIX: &str = "/providers/Microsoft.Resources/tags/default";
@@ -479,11 +479,11 @@ fn truncate(text: &str, max_chars: usize) -> String {
 /// What an event means for this project.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Classification {
-    /// A cluster was created or updated (incl. its tags). `resource_body` is the ARM-shaped resource when the
-    /// event carried it (Resource Notifications), saving a GET.
+    /// A cluster was created or updated (incl. its tags). Whatever the schema, the event names the resource and
+    /// nothing more: a Resource Notifications body is never handed on (its identity, state and tags could be
+    /// forged or stale); the engine reads the cluster from ARM.
     ClusterWrite {
         cluster: ResourceId,
-        resource_body: Option<Value>,
     },
     ClusterDelete {
         cluster: ResourceId,
@@ -491,7 +491,6 @@ pub enum Classification {
     /// A registry was created or updated, or its tags changed.
     RegistryWrite {
         registry: ResourceId,
-        resource_body: Option<Value>,
     },
     RegistryDelete {
         registry: ResourceId,
@@ -540,7 +539,9 @@ pub enum IgnoreReason {
     ResourceUriMismatch,
     /// `data` lacks `operationName` or `resourceUri`/`resourceInfo.id`, or `data` is not an object.
     MalformedData,
-    /// `resourceUri` is not an ARM resource id.
+    /// `resourceUri` is not an ARM resource id, or not one in the exact shape of a cluster or registry id
+    /// (`/subscriptions/{guid}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}`): nested providers, a
+    /// subscription-level path and extra segments are all refused.
     InvalidResourceId,
 }
 
@@ -762,14 +763,14 @@ fn classify_resource_event(
             return ignored(IgnoreReason::InvalidResourceId);
         };
         return match id.resource_type().as_deref() {
-            Some(CLUSTER_TYPE) => Classification::ClusterWrite {
-                cluster: id,
-                resource_body: None,
-            },
-            Some(REGISTRY_TYPE) => Classification::RegistryWrite {
-                registry: id,
-                resource_body: None,
-            },
+            Some(CLUSTER_TYPE) => exact(id, ArmKind::ManagedCluster)
+                .map_or_else(invalid_id, |cluster| Classification::ClusterWrite {
+                    cluster,
+                }),
+            Some(REGISTRY_TYPE) => exact(id, ArmKind::Registry)
+                .map_or_else(invalid_id, |registry| Classification::RegistryWrite {
+                    registry,
+                }),
             _ => ignored(IgnoreReason::OtherResourceType),
         };
     }
@@ -802,16 +803,18 @@ fn classify_resource_event(
     if id.resource_type().as_deref() != Some(operation_type) {
         return ignored(IgnoreReason::ResourceUriMismatch);
     }
+    let kind = if is_cluster {
+        ArmKind::ManagedCluster
+    } else {
+        ArmKind::Registry
+    };
+    let Some(id) = exact(id, kind) else {
+        return ignored(IgnoreReason::InvalidResourceId);
+    };
     match (is_cluster, is_delete) {
-        (true, false) => Classification::ClusterWrite {
-            cluster: id,
-            resource_body: None,
-        },
+        (true, false) => Classification::ClusterWrite { cluster: id },
         (true, true) => Classification::ClusterDelete { cluster: id },
-        (false, false) => Classification::RegistryWrite {
-            registry: id,
-            resource_body: None,
-        },
+        (false, false) => Classification::RegistryWrite { registry: id },
         (false, true) => Classification::RegistryDelete { registry: id },
     }
 }
@@ -831,19 +834,19 @@ pub fn strip_tags_suffix(uri: &str) -> &str {
 }
 
 fn classify_notification(event: &IncomingEvent, is_delete: bool) -> Classification {
-    let (raw_id, body) = if is_delete {
+    // Only `resourceInfo.id` is read: the body's properties and tags are never used (rule 1 of issue 10).
+    let raw_id = if is_delete {
         let Ok(data) = ResourceNotificationsResourceDeletedEventData::deserialize(event.data())
         else {
             return ignored(IgnoreReason::MalformedData);
         };
-        (data.resource_info.and_then(|i| i.id), None)
+        data.resource_info.and_then(|i| i.id)
     } else {
         let Ok(data) = ResourceNotificationsResourceUpdatedEventData::deserialize(event.data())
         else {
             return ignored(IgnoreReason::MalformedData);
         };
-        let raw_body = event.data().get("resourceInfo").cloned();
-        (data.resource_info.and_then(|i| i.id), raw_body)
+        data.resource_info.and_then(|i| i.id)
     };
     let Some(raw_id) = non_empty(raw_id).or_else(|| non_empty(event.subject().map(str::to_owned)))
     else {
@@ -852,36 +855,39 @@ fn classify_notification(event: &IncomingEvent, is_delete: bool) -> Classificati
     let Some(id) = parse_event_resource_id(&raw_id) else {
         return ignored(IgnoreReason::InvalidResourceId);
     };
-    // The body is handed on in ARM's GET shape with the cleaned id, so readers need not clean it again.
-    let body = body.map(|mut b| {
-        if let Value::Object(map) = &mut b {
-            map.insert("id".to_owned(), Value::String(id.as_str().to_owned()));
+    let kind = match id.resource_type().as_deref() {
+        Some(CLUSTER_TYPE) => ArmKind::ManagedCluster,
+        Some(REGISTRY_TYPE) => ArmKind::Registry,
+        Some(t) if t.starts_with("microsoft.authorization/roleassignments") => {
+            return ignored(IgnoreReason::RoleAssignment);
         }
-        b
-    });
-    match (id.resource_type().as_deref(), is_delete) {
-        (Some(CLUSTER_TYPE), false) => Classification::ClusterWrite {
-            cluster: id,
-            resource_body: body,
-        },
-        (Some(CLUSTER_TYPE), true) => Classification::ClusterDelete { cluster: id },
-        (Some(REGISTRY_TYPE), false) => Classification::RegistryWrite {
-            registry: id,
-            resource_body: body,
-        },
-        (Some(REGISTRY_TYPE), true) => Classification::RegistryDelete { registry: id },
-        (Some(t), _) if t.starts_with("microsoft.authorization/roleassignments") => {
-            ignored(IgnoreReason::RoleAssignment)
-        }
-        (Some(t), _)
+        Some(t)
             if [CLUSTER_TYPE, REGISTRY_TYPE]
                 .iter()
                 .any(|p| t.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))) =>
         {
-            ignored(IgnoreReason::ChildResource)
+            return ignored(IgnoreReason::ChildResource);
         }
-        _ => ignored(IgnoreReason::OtherResourceType),
+        _ => return ignored(IgnoreReason::OtherResourceType),
+    };
+    let Some(id) = exact(id, kind) else {
+        return ignored(IgnoreReason::InvalidResourceId);
+    };
+    match (kind, is_delete) {
+        (ArmKind::ManagedCluster, false) => Classification::ClusterWrite { cluster: id },
+        (ArmKind::ManagedCluster, true) => Classification::ClusterDelete { cluster: id },
+        (ArmKind::Registry, false) => Classification::RegistryWrite { registry: id },
+        (ArmKind::Registry, true) => Classification::RegistryDelete { registry: id },
     }
+}
+
+/// `id` when it is in the exact ARM shape of `kind` with a GUID subscription; `None` otherwise.
+fn exact(id: ResourceId, kind: ArmKind) -> Option<ResourceId> {
+    (id.is_exact(kind) && is_guid(id.subscription_id())).then_some(id)
+}
+
+fn invalid_id() -> Classification {
+    ignored(IgnoreReason::InvalidResourceId)
 }
 
 /// Seconds from `event_time` to `now` (negative clock skew reads as zero).
@@ -895,15 +901,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const CLUSTER: &str = "/subscriptions/s1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1";
-    const REGISTRY: &str =
-        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr1";
+    const CLUSTER: &str = "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1";
+    const REGISTRY: &str = "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr1";
 
     fn eg(event_type: &str, operation: &str, uri: &str) -> Value {
         json!({
-            "id": "e1", "topic": "/subscriptions/s1", "subject": uri, "eventType": event_type,
+            "id": "e1", "topic": "/subscriptions/00000000-0000-0000-0000-0000000000a1", "subject": uri, "eventType": event_type,
             "eventTime": "2026-01-04T10:15:00.1234567Z", "dataVersion": "2", "metadataVersion": "1",
-            "data": {"operationName": operation, "resourceUri": uri, "subscriptionId": "s1", "tenantId": "t1",
+            "data": {"operationName": operation, "resourceUri": uri, "subscriptionId": "00000000-0000-0000-0000-0000000000a1", "tenantId": "t1",
                      "correlationId": "c1", "status": "Succeeded"}
         })
     }
@@ -922,7 +927,7 @@ mod tests {
             CLUSTER,
         ));
         assert!(
-            matches!(&c.classification, Classification::ClusterWrite { cluster, resource_body: None } if cluster.as_str() == CLUSTER)
+            matches!(&c.classification, Classification::ClusterWrite { cluster } if cluster.as_str() == CLUSTER)
         );
         assert_eq!(c.metadata.tenant_id.as_deref(), Some("t1"));
         assert_eq!(c.metadata.correlation_id.as_deref(), Some("c1"));
@@ -949,7 +954,7 @@ mod tests {
         assert!(
             matches!(&c.classification, Classification::RegistryWrite { registry, .. } if registry.as_str() == REGISTRY)
         );
-        let sa = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa/providers/Microsoft.Resources/tags/default";
+        let sa = "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa/providers/Microsoft.Resources/tags/default";
         let c = classify_one(&eg(
             "Microsoft.Resources.ResourceWriteSuccess",
             "Microsoft.Resources/tags/write",
@@ -1003,7 +1008,7 @@ mod tests {
             (
                 "Microsoft.Resources.ResourceWriteSuccess",
                 "Microsoft.Resources/deployments/write",
-                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Resources/deployments/d"
+                "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/rg/providers/Microsoft.Resources/deployments/d"
                     .to_owned(),
                 IgnoreReason::Deployment,
             ),
@@ -1126,26 +1131,78 @@ mod tests {
     }
 
     #[test]
-    fn notification_carries_the_body() {
+    fn notification_names_the_resource_and_nothing_more() {
         let v = json!({
-            "specversion": "1.0", "id": "n1", "source": "/subscriptions/s1", "type": "Microsoft.ResourceNotifications.Resources.CreatedOrUpdated",
+            "specversion": "1.0", "id": "n1", "source": "/subscriptions/00000000-0000-0000-0000-0000000000a1", "type": "Microsoft.ResourceNotifications.Resources.CreatedOrUpdated",
             "time": "2026-01-04T10:15:00Z", "subject": CLUSTER,
             "data": {"resourceInfo": {"id": format!("{CLUSTER} "), "name": "aks1", "type": "Microsoft.ContainerService/managedClusters",
                      "location": "westeurope", "tags": {"env": "prod"}, "properties": {"provisioningState": "Succeeded"}},
                      "operationalInfo": {"resourceEventTime": "2026-01-04T10:15:00Z"}, "apiVersion": "2026-02-01"}
         });
         let c = classify_one(&v);
-        let Classification::ClusterWrite {
-            cluster,
-            resource_body: Some(body),
-        } = c.classification
-        else {
+        let Classification::ClusterWrite { cluster } = c.classification else {
             panic!("{:?}", c.classification)
         };
         assert_eq!(cluster.as_str(), CLUSTER);
-        assert_eq!(body["id"], CLUSTER);
-        assert_eq!(body["tags"]["env"], "prod");
-        assert_eq!(c.metadata.subscription_id.as_deref(), Some("s1"));
+        assert_eq!(
+            c.metadata.subscription_id.as_deref(),
+            Some("00000000-0000-0000-0000-0000000000a1")
+        );
         assert_eq!(c.metadata.schema, EventSchema::CloudEvents);
+    }
+
+    #[test]
+    fn only_the_exact_arm_shape_of_a_cluster_or_registry_id_is_accepted() {
+        let g = "00000000-0000-0000-0000-0000000000a1";
+        let bad = [
+            // nested provider
+            format!("/subscriptions/{g}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st/providers/Microsoft.ContainerRegistry/registries/acr"),
+            // subscription-level path
+            format!("/subscriptions/{g}/providers/Microsoft.ContainerRegistry/registries/acr"),
+            // not a GUID subscription
+            "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr".to_owned(),
+        ];
+        for uri in &bad {
+            for (event_type, op) in [
+                (
+                    "Microsoft.Resources.ResourceWriteSuccess",
+                    "Microsoft.ContainerRegistry/registries/write",
+                ),
+                (
+                    "Microsoft.Resources.ResourceWriteSuccess",
+                    "Microsoft.Resources/tags/write",
+                ),
+            ] {
+                let c = classify_one(&eg(event_type, op, uri));
+                assert_eq!(
+                    c.classification,
+                    Classification::Ignored {
+                        reason: IgnoreReason::InvalidResourceId
+                    },
+                    "{op} {uri}"
+                );
+            }
+            let n = json!({"specversion": "1.0", "id": "n", "type": "Microsoft.ResourceNotifications.Resources.CreatedOrUpdated",
+                           "data": {"resourceInfo": {"id": uri}}});
+            assert_eq!(
+                classify_one(&n).classification,
+                Classification::Ignored {
+                    reason: IgnoreReason::InvalidResourceId
+                },
+                "{uri}"
+            );
+        }
+        let upper = REGISTRY
+            .to_uppercase()
+            .replace("00000000-0000-0000-0000-0000000000A1", g);
+        assert!(matches!(
+            classify_one(&eg(
+                "Microsoft.Resources.ResourceWriteSuccess",
+                "Microsoft.ContainerRegistry/registries/write",
+                &upper
+            ))
+            .classification,
+            Classification::RegistryWrite { .. }
+        ));
     }
 }

@@ -309,6 +309,13 @@ fn verdict(
             ),
             false,
         ),
+        Action::Exists { assignment_id } => v(
+            "compliant",
+            format!(
+                "compliant: the assignment {assignment_id} exists under the deterministic name; it is never rewritten"
+            ),
+            true,
+        ),
         Action::Pending { reason } => v("pending", format!("pending: {reason}"), false),
         Action::Refused { reason } => v("refused", reason.to_string(), false),
         Action::Remove { .. } => v(

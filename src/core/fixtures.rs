@@ -45,10 +45,18 @@ pub fn registry(tag: Option<&str>, mode: RoleAssignmentMode) -> Registry {
     }
 }
 
+/// An assignment of `role` to [`PRINCIPAL`] at `scope`; one made by this project (`owned_by`) carries the
+/// deterministic name, as the real ones do (detach removes nothing else).
 pub fn assignment(scope: &str, role: &str, owned_by: Option<&Cluster>) -> RoleAssignment {
+    let deterministic = owned_by.and_then(|_| {
+        let registry = crate::core::model::ResourceId::parse(scope).ok()?;
+        let pull = crate::core::model::PullRole::from_definition_guid(role)?;
+        Some(crate::core::model::assignment_name(&registry, PRINCIPAL, pull).to_string())
+    });
+    let name = deterministic.unwrap_or_else(|| format!("x-{role}"));
     RoleAssignment {
-        id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/x-{role}"),
-        name: format!("x-{role}"),
+        id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+        name,
         scope: scope.to_owned(),
         role_definition_guid: role.to_owned(),
         principal_id: PRINCIPAL.to_owned(),

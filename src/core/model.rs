@@ -117,6 +117,20 @@ impl ResourceId {
         })
     }
 
+    /// True when the id is exactly `/subscriptions/{s}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}`
+    /// for `kind` (compared case-insensitively): no nested provider, no child segment, not at subscription
+    /// level. The only shape in which this project accepts a cluster or registry id (issue 10, rule 1).
+    pub fn is_exact(&self, kind: ArmKind) -> bool {
+        let segs: Vec<&str> = self.segments().collect();
+        let (namespace, type_name) = kind.namespace_and_type();
+        segs.len() == 8
+            && segs[0].eq_ignore_ascii_case("subscriptions")
+            && segs[2].eq_ignore_ascii_case("resourceGroups")
+            && segs[4].eq_ignore_ascii_case("providers")
+            && segs[5].eq_ignore_ascii_case(namespace)
+            && segs[6].eq_ignore_ascii_case(type_name)
+    }
+
     /// True when `scope` is this id or one of its ancestors (compared case-insensitively, on segment
     /// boundaries). `/` (the root / a management group path that does not start with /subscriptions) is not
     /// handled here.
@@ -125,6 +139,33 @@ impl ResourceId {
         let me = self.key();
         me == scope || (me.starts_with(&scope) && me.as_bytes().get(scope.len()) == Some(&b'/'))
     }
+}
+
+/// The two resource types whose ids this project acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArmKind {
+    ManagedCluster,
+    Registry,
+}
+
+impl ArmKind {
+    /// The provider namespace and the resource type, as ARM spells them.
+    pub fn namespace_and_type(self) -> (&'static str, &'static str) {
+        match self {
+            Self::ManagedCluster => ("Microsoft.ContainerService", "managedClusters"),
+            Self::Registry => ("Microsoft.ContainerRegistry", "registries"),
+        }
+    }
+}
+
+/// True for the canonical GUID shape `8-4-4-4-12` hex digits (subscription ids in events must be GUIDs).
+pub fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 impl TryFrom<String> for ResourceId {
@@ -391,19 +432,25 @@ pub fn ownership_description(cluster: &ResourceId) -> String {
 }
 
 impl RoleAssignment {
-    /// True when the description carries the ownership mark.
+    /// True when the description parses exactly as the ownership mark ([`RoleAssignment::owner_cluster`]).
     pub fn is_owned(&self) -> bool {
-        self.description
-            .as_deref()
-            .is_some_and(|d| d.trim_start().starts_with(OWNERSHIP_MARK))
+        self.owner_cluster().is_some()
     }
 
-    /// The cluster an owned assignment was made for.
+    /// The cluster an owned assignment was made for: the description must be exactly what
+    /// [`ownership_description`] writes, `managed-by: acr-autoattach cluster={exact cluster id}`, nothing
+    /// before, between or after (a near miss such as `managed-by: acr-autoattachcluster=…` is a person's text).
     pub fn owner_cluster(&self) -> Option<ResourceId> {
-        let d = self.description.as_deref()?.trim_start();
-        let rest = d.strip_prefix(OWNERSHIP_MARK)?;
-        let id = rest.trim().strip_prefix("cluster=")?;
-        ResourceId::parse(id.split_whitespace().next()?).ok()
+        let rest = self
+            .description
+            .as_deref()?
+            .strip_prefix(OWNERSHIP_MARK)?
+            .strip_prefix(" cluster=")?;
+        if rest.chars().any(char::is_whitespace) {
+            return None;
+        }
+        let id = ResourceId::parse(rest).ok()?;
+        (id.as_str() == rest && id.is_exact(ArmKind::ManagedCluster)).then_some(id)
     }
 }
 
@@ -659,7 +706,25 @@ mod tests {
             condition: None,
         };
         assert!(ra.is_owned());
-        assert_eq!(ra.owner_cluster(), Some(c));
+        assert_eq!(ra.owner_cluster(), Some(c.clone()));
+        for near_miss in [
+            format!("managed-by: acr-autoattachcluster={c}"),
+            format!(" {}", ownership_description(&c)),
+            format!("{} extra", ownership_description(&c)),
+            format!("{}/agentPools/x", ownership_description(&c)),
+            format!(
+                "{OWNERSHIP_MARK} cluster=/subscriptions/s/providers/Microsoft.ContainerService/managedClusters/a"
+            ),
+        ] {
+            let odd = RoleAssignment {
+                description: Some(near_miss.clone()),
+                ..ra.clone()
+            };
+            assert!(
+                !odd.is_owned() && odd.owner_cluster().is_none(),
+                "{near_miss}"
+            );
+        }
         let human = RoleAssignment {
             description: Some("made by alice".into()),
             ..ra

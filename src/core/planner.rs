@@ -29,9 +29,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::core::model::{
-    Cluster, ClusterPrincipal, Mode, PairFailure, PairResult, PairStatus, PullRole, Registry,
-    RegistryResult, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
-    assignment_name, ownership_description, role_guid,
+    ArmKind, Cluster, ClusterPrincipal, Mode, PairFailure, PairResult, PairStatus, PullRole,
+    Registry, RegistryResult, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode,
+    RoleDefinition, assignment_name, ownership_description, role_guid,
 };
 use crate::core::roles;
 use crate::core::selector::{OptIn, cluster_opted_out, registry_opt_in};
@@ -139,6 +139,11 @@ pub enum Action {
     },
     /// Enforce mode: PUT this assignment.
     Create(AssignmentSpec),
+    /// An assignment with the deterministic name exists but does not (or no longer) give pull as observed
+    /// (e.g. a person changed it): it is never PUT again (issue 10, rule 2); nothing is written.
+    Exists {
+        assignment_id: String,
+    },
     /// Audit mode: this assignment is missing; nothing is written.
     ReportMissing(AssignmentSpec),
     Pending {
@@ -164,6 +169,7 @@ impl Action {
         match self {
             Self::AlreadyCovered { .. } => "already_covered",
             Self::Create(_) => "create",
+            Self::Exists { .. } => "exists",
             Self::ReportMissing(_) => "report_missing",
             Self::Pending { .. } => "pending",
             Self::Refused { .. } => "refused",
@@ -183,7 +189,7 @@ impl Action {
         match self {
             Self::Remove { .. } => 0,
             Self::AlreadyCovered { .. } => 1,
-            Self::Create(_) => 2,
+            Self::Create(_) | Self::Exists { .. } => 2,
             Self::ReportMissing(_) => 3,
             Self::Pending { .. } => 4,
             Self::Refused { .. } => 5,
@@ -245,11 +251,18 @@ impl AssignmentSpec {
 pub struct Coverage {
     pub grant: Grant,
     pub scope: ScopeLevel,
+    /// The assignment carries a condition (e.g. limiting pull to some repositories). That is a person's
+    /// decision: the pair is compliant and no broader assignment is ever added beside it (issue 10, rule 2).
+    pub restricted_by_condition: bool,
 }
 
 impl fmt::Display for Coverage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {} scope", self.grant, self.scope.as_str())
+        write!(f, "{} at {} scope", self.grant, self.scope.as_str())?;
+        if self.restricted_by_condition {
+            f.write_str(", restricted by a condition")?;
+        }
+        Ok(())
     }
 }
 
@@ -439,8 +452,9 @@ impl fmt::Display for RemovalReason {
 
 /// Whether `assignment` gives pull access on `registry` to its principal (the caller matches the principal):
 /// its scope is the registry or an ancestor (`management_groups`: the management groups above the registry's
-/// subscription, names or ids), its role includes pull for the registry's mode, and in ABAC mode it carries no
-/// condition (a condition may limit pull to some repositories).
+/// subscription, names or ids) and its role includes pull for the registry's mode. An assignment with a
+/// condition covers too, [restricted](Coverage::restricted_by_condition): the condition (e.g. pull from some
+/// repositories only) is a person's decision, never overridden by adding a broader assignment beside it.
 pub fn pull_coverage<S: BuildHasher>(
     assignment: &RoleAssignment,
     registry: &Registry,
@@ -448,20 +462,19 @@ pub fn pull_coverage<S: BuildHasher>(
     management_groups: &[String],
 ) -> Option<Coverage> {
     let scope = scope_level(&assignment.scope, &registry.id, management_groups)?;
-    if registry.mode == RoleAssignmentMode::AbacRepositoryPermissions
-        && assignment
-            .condition
-            .as_deref()
-            .is_some_and(|c| !c.trim().is_empty())
-    {
-        return None;
-    }
     let grant = role_grants_pull(
         &assignment.role_definition_guid,
         registry.mode,
         role_definitions,
     )?;
-    Some(Coverage { grant, scope })
+    Some(Coverage {
+        grant,
+        scope,
+        restricted_by_condition: assignment
+            .condition
+            .as_deref()
+            .is_some_and(|c| !c.trim().is_empty()),
+    })
 }
 
 /// Where `scope` lies relative to `registry`, or `None` when it is not the registry or an ancestor.
@@ -687,11 +700,19 @@ fn pair_item(
             pull_coverage(a, registry, &observed.role_definitions, mgs).map(|c| (*a, c))
         })
         .min_by(|(a1, c1), (a2, c2)| {
-            (c1.scope, c1.grant.rank(), a1.id.to_ascii_lowercase()).cmp(&(
-                c2.scope,
-                c2.grant.rank(),
-                a2.id.to_ascii_lowercase(),
-            ))
+            // A whole-registry grant is named before a restricted one; then the nearest scope.
+            (
+                c1.restricted_by_condition,
+                c1.scope,
+                c1.grant.rank(),
+                a1.id.to_ascii_lowercase(),
+            )
+                .cmp(&(
+                    c2.restricted_by_condition,
+                    c2.scope,
+                    c2.grant.rank(),
+                    a2.id.to_ascii_lowercase(),
+                ))
         });
     if let Some((assignment, how)) = covered {
         return item(
@@ -702,13 +723,27 @@ fn pair_item(
             },
         );
     }
+    let spec = AssignmentSpec::new(&registry.id, &principal, role, &cluster.id);
+    // Never rewrite: an assignment already under the deterministic name (whatever it holds now, e.g. a person
+    // changed it) is never PUT again; the PUT is only ever a create.
+    if let Some(existing) = observed
+        .assignments
+        .iter()
+        .find(|a| a.name.eq_ignore_ascii_case(&spec.name.to_string()))
+    {
+        return item(
+            Some(principal),
+            Action::Exists {
+                assignment_id: existing.id.clone(),
+            },
+        );
+    }
     if !cluster.is_ready() {
         let reason = PendingReason::ClusterNotReady {
             provisioning_state: cluster.provisioning_state.clone(),
         };
         return item(Some(principal), Action::Pending { reason });
     }
-    let spec = AssignmentSpec::new(&registry.id, &principal, role, &cluster.id);
     let action = match settings.mode {
         Mode::Enforce => Action::Create(spec),
         Mode::Audit => Action::ReportMissing(spec),
@@ -774,6 +809,57 @@ fn removal_reason(
         });
     }
     (role != PullRole::for_mode(registry.mode)).then_some(RemovalReason::RoleNotHonoured)
+}
+
+/// The owner cluster, role and registry of an assignment this project provably made, or `None` (issue 10,
+/// rule 3). All must hold: the description parses exactly as the ownership mark; the role is one of the two
+/// pull roles; the scope is a registry's own exact id (never a resource group, a subscription or anything
+/// nested); the name is the deterministic name for (registry, principal, role).
+pub fn provably_ours(assignment: &RoleAssignment) -> Option<(ResourceId, PullRole, ResourceId)> {
+    let owner = assignment.owner_cluster()?;
+    let role = PullRole::from_definition_guid(&assignment.role_definition_guid)?;
+    let registry = ResourceId::parse(&assignment.scope).ok()?;
+    if !registry.is_exact(ArmKind::Registry) {
+        return None;
+    }
+    let name = assignment_name(&registry, &assignment.principal_id, role);
+    assignment
+        .name
+        .trim()
+        .eq_ignore_ascii_case(&name.to_string())
+        .then_some((owner, role, registry))
+}
+
+/// Shared principals (bring-your-own kubelet identity): whether a live cluster that the registry still selects
+/// uses the assignment's principal, whatever cluster the description names. A selected service-principal
+/// cluster whose object id is not known counts as using it (it cannot be proven otherwise). Only judged when
+/// the role is the one the registry's mode honours (otherwise the assignment grants nothing to keep).
+fn principal_still_needed(
+    cx: &DetachContext<'_>,
+    assignment: &RoleAssignment,
+    role: PullRole,
+    registry_id: &ResourceId,
+) -> bool {
+    let Some((registry, Some(opt_in))) = cx.registries.get(registry_id) else {
+        return false;
+    };
+    if role != PullRole::for_mode(registry.mode) {
+        return false;
+    }
+    let principal = assignment.principal_id.trim();
+    cx.clusters.values().any(|cluster| {
+        if cluster_opted_out(cluster, &cx.settings.tag_name) || !opt_in.selects(cluster) {
+            return false;
+        }
+        match current_principal(cluster, cx.observed) {
+            Ok(p) => p.eq_ignore_ascii_case(principal),
+            Err(
+                PendingReason::ServicePrincipalUnresolved { .. }
+                | PendingReason::ServicePrincipalNotLookedUp,
+            ) => true,
+            Err(PendingReason::ClusterNotReady { .. }) => false,
+        }
+    })
 }
 
 /// Observed state in, actions out. Deterministic: the same snapshot always gives the same plan.
@@ -849,22 +935,15 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
             settings,
         };
         for assignment in &assignments {
-            if !assignment.is_owned() {
-                continue;
-            }
-            let Some(role) = PullRole::from_definition_guid(&assignment.role_definition_guid)
-            else {
-                continue;
-            };
-            let (Some(owner), Ok(registry_id)) = (
-                assignment.owner_cluster(),
-                ResourceId::parse(&assignment.scope),
-            ) else {
+            let Some((owner, role, registry_id)) = provably_ours(assignment) else {
                 continue;
             };
             let Some(reason) = removal_reason(&cx, assignment, role, &owner, &registry_id) else {
                 continue;
             };
+            if principal_still_needed(&cx, assignment, role, &registry_id) {
+                continue;
+            }
             out.items.push(PlanItem {
                 cluster: owner,
                 registry: registry_id,
@@ -908,6 +987,9 @@ pub enum ApplyOutcome {
     Created { assignment_id: String },
     /// `409 RoleAssignmentExists`: the same principal, role and scope exist under another name.
     AlreadyExists,
+    /// Nothing was sent: a fresh read just before the write found the deterministic name taken (the snapshot
+    /// was stale); it is never PUT again (issue 10, rule 2).
+    NameTaken { assignment_id: String },
     /// The DELETE succeeded (or the assignment was already gone).
     Removed,
     /// The write or its read-back failed.
@@ -918,9 +1000,28 @@ pub enum ApplyOutcome {
 pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
     let (status, reason, assignment_id) = match (&item.action, outcome) {
         (_, ApplyOutcome::Failed(failure)) => (PairStatus::Failed, Some(failure.reason()), None),
+        (Action::AlreadyCovered { assignment_id, how }, _) if how.restricted_by_condition => (
+            PairStatus::Compliant,
+            Some(format!(
+                "covered by {how}: a person's decision, left as it is (see it with `az role assignment list --assignee {} --scope {} --query \"[].{{role:roleDefinitionName, condition:condition}}\"`)",
+                item.principal_id.as_deref().unwrap_or("?"),
+                item.registry
+            )),
+            Some(assignment_id.clone()),
+        ),
         (Action::AlreadyCovered { assignment_id, how }, _) => (
             PairStatus::Compliant,
             Some(format!("covered by {how}")),
+            Some(assignment_id.clone()),
+        ),
+        (Action::Exists { assignment_id }, _)
+        | (Action::Create(_), ApplyOutcome::NameTaken { assignment_id }) => (
+            PairStatus::Compliant,
+            Some(format!(
+                "the assignment {assignment_id} exists under the deterministic name; it is never rewritten (see it with `az role assignment list --assignee {} --scope {}`)",
+                item.principal_id.as_deref().unwrap_or("?"),
+                item.registry
+            )),
             Some(assignment_id.clone()),
         ),
         (Action::Create(_), ApplyOutcome::Created { assignment_id }) => {

@@ -483,6 +483,7 @@ mod tests {
             registries: &[],
             azure_failures: &counts,
             complete_scope: true,
+            blind: None,
             now: OffsetDateTime::UNIX_EPOCH,
         };
         let firing = plan_firing(&run, 3);

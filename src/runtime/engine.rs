@@ -8,13 +8,16 @@
 //!   registry written to; no term grows with the number of registries except through the writes.
 //! - registry write: 1 GET registry + S' cluster lists + 1 role-assignment list at the registry (at and above)
 //!   + one Graph lookup per selected service-principal cluster + W writes + (W > 0 ? 1 : 0) read-back.
-//! - cluster delete (detach on): 1 GET cluster + S' registry lists + S unfiltered role-assignment lists + W.
+//! - cluster delete (detach on): 1 GET cluster + S' registry lists + S' cluster lists (shared principals) + one
+//!   Graph lookup per service-principal cluster + S unfiltered role-assignment lists + W.
+//! - verification (timer, CLI): 1 subscription list + S' own-assignment lists and one role-definition GET per
+//!   distinct role the identity holds (the sight check, issue 10 rule 7) + the inventory + W.
 //! - everything else: zero requests.
 //!
 //! The subscription list (for scope and tenants) is cached per process for [`SUBSCRIPTION_CACHE_TTL`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -48,6 +51,12 @@ pub const SUBSCRIPTION_CACHE_TTL: Duration = Duration::from_mins(5);
 pub const EVENT_HARD_BUDGET: Duration = Duration::from_secs(27);
 /// Time reserved after the readiness wait for planning, writes and read-back.
 pub const AFTER_READY_RESERVE: Duration = Duration::from_secs(7);
+/// The read actions the inventory needs on every subscription it verifies (the acr-autoattach reader role).
+pub const INVENTORY_READS: [&str; 3] = [
+    "Microsoft.ContainerService/managedClusters/read",
+    "Microsoft.ContainerRegistry/registries/read",
+    "Microsoft.Authorization/roleAssignments/read",
+];
 /// A verification run stops issuing writes when less than this is left, so it can still report.
 pub const REPORT_RESERVE: Duration = Duration::from_secs(2);
 
@@ -56,6 +65,11 @@ pub const REPORT_RESERVE: Duration = Duration::from_secs(2);
 pub enum EngineError {
     #[error("Azure: {0}")]
     Azure(#[from] AzureError),
+    /// The run cannot see what it is meant to verify (issue 10, rule 7): a configured subscription that is not
+    /// visible, a scope with no subscription, a read right the inventory needs that the identity lacks. Never
+    /// reported as compliant; the detail names the missing permission.
+    #[error("blind: {detail}")]
+    ScopeNotVisible { detail: String },
     #[error(
         "cluster {cluster} not ready after {waited_secs} s (provisioningState {state}); Event Grid will retry"
     )]
@@ -72,6 +86,7 @@ impl EngineError {
         match self {
             Self::Azure(e) => e.is_transient(),
             Self::ClusterNotReady { .. } => true,
+            Self::ScopeNotVisible { .. } => false,
         }
     }
 
@@ -80,6 +95,7 @@ impl EngineError {
         match self {
             Self::Azure(e) => e.kind(),
             Self::ClusterNotReady { .. } => "cluster_not_ready",
+            Self::ScopeNotVisible { .. } => "scope_not_visible",
         }
     }
 }
@@ -120,6 +136,8 @@ pub struct Engine<C: AzureConnect = AzureClient> {
     /// The visible subscriptions: filled once per [`SUBSCRIPTION_CACHE_TTL`] however many invocations ask at
     /// once (single flight); a failed fill is shared by the callers that waited for it, never kept.
     subscriptions: SingleFlight<(), Result<Vec<Subscription>, AzureError>>,
+    /// Set by a verification run: lists older than this are not reused (its scope is listed anew).
+    subscriptions_fresh_after: Mutex<Option<Instant>>,
 }
 
 /// `d` before now, or the first instant this process asked for one when it has not been running that long.
@@ -138,6 +156,7 @@ impl<C: AzureConnect> Engine<C> {
             client,
             metrics: Metrics::noop(),
             subscriptions: SingleFlight::new(SUBSCRIPTION_CACHE_TTL),
+            subscriptions_fresh_after: Mutex::new(None),
         }
     }
 
@@ -184,14 +203,143 @@ impl<C: AzureConnect> Engine<C> {
     /// callers need them at once.
     async fn visible_subscriptions(&self, azure: &C::Ops) -> Result<Vec<Subscription>, AzureError> {
         let azure = azure.clone();
-        self.subscriptions
-            .run(
-                (),
-                ago(SUBSCRIPTION_CACHE_TTL),
-                Result::is_ok,
-                move || async move { azure.list_subscriptions().await },
+        let not_before = {
+            let fresh_after = self
+                .subscriptions_fresh_after
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            fresh_after.map_or_else(
+                || ago(SUBSCRIPTION_CACHE_TTL),
+                |t| t.max(ago(SUBSCRIPTION_CACHE_TTL)),
             )
+        };
+        self.subscriptions
+            .run((), not_before, Result::is_ok, move || async move {
+                azure.list_subscriptions().await
+            })
             .await
+    }
+
+    /// The next [`Self::visible_subscriptions`] lists them anew (a verification run's own, fresh list).
+    fn forget_subscriptions(&self) {
+        *self
+            .subscriptions_fresh_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Never green while blind (issue 10, rule 7): every subscription to verify is visible and enabled, there is
+    /// at least one, and on each the identity holds (directly or through a group, at the subscription or
+    /// above) the read rights the inventory needs. Resource Graph and ARM lists silently leave out what the
+    /// caller cannot read, so an empty answer proves nothing: the rights are checked from the identity's own
+    /// role assignments (one list per subscription, one GET per distinct role).
+    async fn check_sight(
+        &self,
+        azure: &C::Ops,
+        subscriptions: &[String],
+    ) -> Result<(), EngineError> {
+        let object_id = azure.handler_object_id().await;
+        let who = object_id
+            .clone()
+            .unwrap_or_else(|| "(unknown object id)".to_owned());
+        let blind = |detail: String| EngineError::ScopeNotVisible { detail };
+        if subscriptions.is_empty() {
+            return Err(blind(format!(
+                "no subscription is visible to the identity {who}: grant it the acr-autoattach reader role \
+                 (Microsoft.Resources/subscriptions/read, {}) on the subscriptions to verify",
+                INVENTORY_READS.join(", ")
+            )));
+        }
+        let visible = self.visible_subscriptions(azure).await?;
+        for sub in subscriptions {
+            match visible
+                .iter()
+                .find(|v| v.subscription_id.eq_ignore_ascii_case(sub))
+            {
+                None => {
+                    return Err(blind(format!(
+                        "subscription {sub} is not visible to the identity {who}: it lacks \
+                         Microsoft.Resources/subscriptions/read there (grant it the acr-autoattach reader role)"
+                    )));
+                }
+                Some(v) if !v.is_enabled() => {
+                    return Err(blind(format!(
+                        "subscription {sub} is not enabled (state {})",
+                        v.state.as_deref().unwrap_or("unknown")
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(object_id) = object_id else {
+            return Err(blind(
+                "the identity's token carries no object id (oid): its read rights cannot be checked".into(),
+            ));
+        };
+        let mut definitions: HashMap<String, Option<RoleDefinition>> = HashMap::new();
+        let mut problems = Vec::new();
+        for sub in subscriptions {
+            let scope = format!("/subscriptions/{sub}");
+            let held = match azure
+                .list_role_assignments(&scope, &AssignmentFilter::AssignedTo(object_id.clone()))
+                .await
+            {
+                Ok(held) => held,
+                Err(e @ AzureError::Forbidden { .. }) => {
+                    problems.push(format!(
+                        "the identity {object_id} lacks Microsoft.Authorization/roleAssignments/read on \
+                         subscription {sub} ({e})"
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let sub_id = ResourceId::parse(&scope).map_err(|e| blind(e.to_string()))?;
+            let above: Vec<&RoleAssignment> = held
+                .iter()
+                .filter(|a| {
+                    let s = a.scope.trim();
+                    s == "/"
+                        || s.to_ascii_lowercase()
+                            .starts_with("/providers/microsoft.management/managementgroups/")
+                        || sub_id.is_within(s)
+                })
+                .collect();
+            for a in &above {
+                if !definitions.contains_key(&a.role_definition_guid) {
+                    let def = azure
+                        .get_role_definition(&scope, &a.role_definition_guid)
+                        .await
+                        .ok()
+                        .flatten();
+                    definitions.insert(a.role_definition_guid.clone(), def);
+                }
+            }
+            let missing: Vec<&str> = INVENTORY_READS
+                .iter()
+                .copied()
+                .filter(|action| {
+                    !above.iter().any(|a| {
+                        definitions
+                            .get(&a.role_definition_guid)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|d| planner::permits(&d.actions, &d.not_actions, action))
+                    })
+                })
+                .collect();
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "the identity {object_id} lacks {} on subscription {sub} (grant it the acr-autoattach \
+                     reader role there); what it cannot read would be reported as absent",
+                    missing.join(", ")
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(blind(problems.join("; ")))
+        }
     }
 
     /// Subscriptions in scope (configured ∩ visible, or every enabled visible one) and every visible
@@ -232,40 +380,21 @@ impl<C: AzureConnect> Engine<C> {
                 report.outcome = EventOutcome::Ignored;
                 Ok(())
             }
-            Classification::ClusterWrite {
-                cluster,
-                resource_body,
-            } => {
+            Classification::ClusterWrite { cluster } => {
                 report.resource = Some(cluster.to_string());
                 if self.in_configured_scope(cluster.subscription_id()) {
-                    self.on_cluster_write(
-                        &azure,
-                        cluster,
-                        resource_body.as_ref(),
-                        &event.metadata,
-                        started,
-                        &mut report,
-                    )
-                    .await
+                    self.on_cluster_write(&azure, cluster, &event.metadata, started, &mut report)
+                        .await
                 } else {
                     out_of_scope(&mut report, cluster);
                     Ok(())
                 }
             }
-            Classification::RegistryWrite {
-                registry,
-                resource_body,
-            } => {
+            Classification::RegistryWrite { registry } => {
                 report.resource = Some(registry.to_string());
                 if self.in_configured_scope(registry.subscription_id()) {
-                    self.on_registry_write(
-                        &azure,
-                        registry,
-                        resource_body.as_ref(),
-                        &event.metadata,
-                        &mut report,
-                    )
-                    .await
+                    self.on_registry_write(&azure, registry, &event.metadata, &mut report)
+                        .await
                 } else {
                     out_of_scope(&mut report, registry);
                     Ok(())
@@ -308,14 +437,8 @@ impl<C: AzureConnect> Engine<C> {
         &self,
         azure: &C::Ops,
         id: &ResourceId,
-        body: Option<&serde_json::Value>,
         started: Instant,
     ) -> Result<Option<Cluster>, EngineError> {
-        if let Some(cluster) = body.and_then(|b| crate::azure::cluster_from_arm(b).ok())
-            && cluster.is_ready()
-        {
-            return Ok(Some(cluster));
-        }
         let ready_deadline = started + self.config.ready_timeout;
         let mut pause = Duration::from_millis(250);
         loop {
@@ -342,12 +465,11 @@ impl<C: AzureConnect> Engine<C> {
         &self,
         azure: &C::Ops,
         id: &ResourceId,
-        body: Option<&serde_json::Value>,
         meta: &EventMetadata,
         started: Instant,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
-        let Some(cluster) = self.wait_ready(azure, id, body, started).await? else {
+        let Some(cluster) = self.wait_ready(azure, id, started).await? else {
             report
                 .notes
                 .push("cluster no longer exists; nothing to attach".into());
@@ -397,16 +519,11 @@ impl<C: AzureConnect> Engine<C> {
         &self,
         azure: &C::Ops,
         id: &ResourceId,
-        body: Option<&serde_json::Value>,
         meta: &EventMetadata,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
-        let from_body = body.and_then(|b| crate::azure::registry_from_arm(b).ok());
-        let registry = match from_body {
-            Some(r) => Some(r),
-            None => azure.get_registry(id).await?,
-        };
-        let Some(registry) = registry else {
+        // Read from ARM whatever the event said: its id, tags and roleAssignmentMode decide.
+        let Some(registry) = azure.get_registry(id).await? else {
             report
                 .notes
                 .push("registry no longer exists; nothing to attach".into());
@@ -469,7 +586,7 @@ impl<C: AzureConnect> Engine<C> {
                 "a cluster with this id exists again (re-created): handled as a write".into(),
             );
             return self
-                .on_cluster_write(azure, id, None, meta, started, report)
+                .on_cluster_write(azure, id, meta, started, report)
                 .await;
         }
         let (scope, tenants) = self.scope(azure).await?;
@@ -483,6 +600,21 @@ impl<C: AzureConnect> Engine<C> {
             registries,
             ..Observed::default()
         };
+        // The live clusters in scope: an assignment named for the deleted cluster stays while another cluster
+        // the registry selects uses the same principal (shared, bring-your-own kubelet identities).
+        for list in futures::future::join_all(scope.iter().map(|s| azure.list_clusters(s))).await {
+            observed.clusters.extend(list?);
+        }
+        let sp_clusters: Vec<Cluster> = observed
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.principal, ClusterPrincipal::ServicePrincipal { .. }))
+            .cloned()
+            .collect();
+        for cluster in &sp_clusters {
+            self.resolve_principal(azure, cluster, &mut observed)
+                .await?;
+        }
         let lists = subs.iter().map(|s| {
             let scope = format!("/subscriptions/{s}");
             async move {
@@ -629,12 +761,17 @@ impl<C: AzureConnect> Engine<C> {
         let mut skipped = 0usize;
         // Subscriptions Azure refused a PUT in with RoleAssignmentLimitExceeded: no further PUT goes there.
         let mut full: BTreeSet<String> = BTreeSet::new();
+        // PUT only to create: a fresh read of each registry written to settles names the snapshot missed.
+        let decided = names_taken(azure, plan).await;
+        for (index, outcome) in &decided {
+            outcomes[*index] = outcome.clone();
+        }
         let mut pending = FuturesUnordered::new();
         let mut next = plan
             .items
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.action.needs_write());
+            .filter(|(index, i)| i.action.needs_write() && !decided.contains_key(index));
         loop {
             while pending.len() < self.config.max_concurrency {
                 let Some((index, item)) = next.next() else {
@@ -711,14 +848,18 @@ impl<C: AzureConnect> Engine<C> {
         azure: &C::Ops,
         subscriptions: &[String],
     ) -> Result<(Plan, Observed, crate::azure::Inventory), EngineError> {
-        // The (cached) subscription list gives the tenants and, when no subscription is named, the scope, so
-        // the inventory need not list subscriptions again.
+        // A fresh subscription list (one request per run) gives the tenants and, when no subscription is named,
+        // the scope, so the inventory need not list subscriptions again; then the run proves it can see what it
+        // is meant to verify (issue 10, rule 7).
+        self.forget_subscriptions();
         let (scope, tenants) = self.scope(azure).await?;
-        let subscriptions = if subscriptions.is_empty() {
-            scope
+        let named: Vec<String> = if subscriptions.is_empty() {
+            self.config.subscriptions.clone()
         } else {
             subscriptions.to_vec()
         };
+        let subscriptions = if named.is_empty() { scope } else { named };
+        self.check_sight(azure, &subscriptions).await?;
         let mut options = InventoryOptions::new(subscriptions, self.config.tag.clone());
         options.use_resource_graph = self.config.use_resource_graph;
         let inventory = azure.inventory_with(&options).await?;
@@ -844,7 +985,9 @@ async fn apply_item<A: AzureOps>(azure: &A, item: &PlanItem, metrics: &Metrics) 
         let label = match (&item.action, &outcome) {
             (_, ApplyOutcome::Failed { .. }) => Some(AssignmentOutcome::Failed),
             (_, ApplyOutcome::Created { .. }) => Some(AssignmentOutcome::Created),
-            (_, ApplyOutcome::AlreadyExists) => Some(AssignmentOutcome::Exists),
+            (_, ApplyOutcome::AlreadyExists | ApplyOutcome::NameTaken { .. }) => {
+                Some(AssignmentOutcome::Exists)
+            }
             (_, ApplyOutcome::Removed) => Some(AssignmentOutcome::Removed),
             (_, ApplyOutcome::NotApplied) => None,
         };
@@ -924,6 +1067,56 @@ fn pair_failure(e: &AzureError) -> PairFailure {
         transient: e.is_transient(),
         detail: e.to_string(),
     }
+}
+
+/// The creates whose deterministic name is already taken at their registry, read fresh from ARM (one list per
+/// registry with a create) just before writing: Resource Graph lags, and a PUT under an existing name would
+/// rewrite it (e.g. drop a condition a person added). A create whose registry cannot be read is not sent.
+async fn names_taken<A: AzureOps>(azure: &A, plan: &Plan) -> HashMap<usize, ApplyOutcome> {
+    if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
+        // No write will be sent anyway (see `Engine::apply`).
+        return HashMap::new();
+    }
+    let mut by_registry: HashMap<&ResourceId, Vec<(usize, String)>> = HashMap::new();
+    for (index, item) in plan.items.iter().enumerate() {
+        if let Action::Create(spec) = &item.action {
+            by_registry
+                .entry(&item.registry)
+                .or_default()
+                .push((index, spec.name.to_string()));
+        }
+    }
+    let lists = by_registry.iter().map(|(registry, creates)| async move {
+        (
+            creates,
+            azure
+                .list_role_assignments(registry.as_str(), &AssignmentFilter::AtScope)
+                .await,
+        )
+    });
+    let mut decided = HashMap::new();
+    for (creates, listed) in futures::future::join_all(lists).await {
+        match listed {
+            Ok(found) => {
+                for (index, name) in creates {
+                    if let Some(a) = found.iter().find(|a| a.name.eq_ignore_ascii_case(name)) {
+                        decided.insert(
+                            *index,
+                            ApplyOutcome::NameTaken {
+                                assignment_id: a.id.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                for (index, _) in creates {
+                    decided.insert(*index, ApplyOutcome::Failed(pair_failure(&e)));
+                }
+            }
+        }
+    }
+    decided
 }
 
 /// Confirms every created assignment through a fresh ARM read: one list per registry written to (at scope),

@@ -38,7 +38,6 @@ fn cluster_write(c: &Cluster) -> ClassifiedEvent {
         },
         classification: Classification::ClusterWrite {
             cluster: c.id.clone(),
-            resource_body: None,
         },
     }
 }
@@ -78,6 +77,15 @@ fn put_call(plan: &Plan) -> Call {
         spec.principal_id.clone(),
         spec.role_definition_id.clone(),
     )
+}
+
+/// The fresh read of the registry just before a create (PUT only to create): the name is free.
+fn free_name_call() -> Call {
+    Call::ListRoleAssignments(registry_scope(), AssignmentFilter::AtScope)
+}
+
+fn free_name() -> Reply {
+    Reply::Assignments(Ok(Vec::new()))
 }
 
 fn registry_scope() -> String {
@@ -165,6 +173,7 @@ async fn a_cluster_that_becomes_ready_during_the_wait_is_attached() {
         None,
     );
     let fake = fake
+        .expect(free_name_call(), free_name())
         .expect(
             put_call(&plan),
             Reply::Put(Ok(PutOutcome::Created(created.clone()))),
@@ -182,7 +191,7 @@ async fn a_cluster_that_becomes_ready_during_the_wait_is_attached() {
     assert_eq!(report.pairs.len(), 1);
     assert_eq!(report.pairs[0].status, PairStatus::Repaired);
     assert_eq!(report.pairs[0].assignment_id, Some(created.id));
-    assert_eq!(report.azure_requests, 9);
+    assert_eq!(report.azure_requests, 10);
     assert_eq!(answer(&[report]), Answer::Succeed);
 }
 
@@ -208,7 +217,9 @@ async fn the_apply_sends_no_write_inside_the_report_reserve() {
     );
 
     // Just outside the reserve, the write goes out.
-    let fake = FakeAzure::new().expect(put_call(&plan), Reply::Put(Ok(PutOutcome::AlreadyExists)));
+    let fake = FakeAzure::new()
+        .expect(free_name_call(), free_name())
+        .expect(put_call(&plan), Reply::Put(Ok(PutOutcome::AlreadyExists)));
     let e = engine(&fake, Duration::from_secs(10));
     let azure = fake.until(Instant::now() + REPORT_RESERVE + Duration::from_millis(1));
     let (pairs, skipped) = e.apply(&azure, &plan, None).await;
@@ -244,6 +255,7 @@ async fn the_read_back_confirms_a_created_assignment_or_fails_the_pair_transient
     ];
     for (listed, status, failure) in cases {
         let fake = FakeAzure::new()
+            .expect(free_name_call(), free_name())
             .expect(
                 put_call(&plan),
                 Reply::Put(Ok(PutOutcome::Created(created.clone()))),
@@ -283,6 +295,7 @@ async fn a_throttled_write_retries_the_event_and_a_forbidden_one_does_not() {
         ),
     ] {
         let fake = ready_cluster_write_script(FakeAzure::new())
+            .expect(free_name_call(), free_name())
             .expect(put_call(&plan), Reply::Put(Err(error)));
         let report = engine(&fake, Duration::from_secs(10))
             .handle_event(&cluster_write(&c), Instant::now())
@@ -302,4 +315,79 @@ async fn a_throttled_write_retries_the_event_and_a_forbidden_one_does_not() {
         );
         assert_eq!(matches!(answer(&[report]), Answer::Retry { .. }), transient);
     }
+}
+
+/// Issue 10, rule 7: a verification run that cannot see its scope fails, naming what is missing, and never
+/// reaches the inventory.
+#[tokio::test(start_paused = true)]
+async fn a_blind_verification_fails_before_its_inventory() {
+    let other = "0badc0de-0000-4000-8000-000000000000";
+    let oid = "00000000-0000-4000-8000-0000000000ee";
+    let own_assignments = Call::ListRoleAssignments(
+        format!("/subscriptions/{SUB}"),
+        AssignmentFilter::AssignedTo(oid.into()),
+    );
+    // A named subscription that the identity cannot see.
+    let fake = FakeAzure::new()
+        .expect(
+            Call::ListSubscriptions,
+            Reply::Subscriptions(Ok(vec![subscription()])),
+        )
+        .expect(Call::HandlerObjectId, Reply::ObjectId(Some(oid.into())));
+    let report = engine(&fake, Duration::from_secs(3))
+        .verify(Duration::from_secs(30), &[SUB.into(), other.into()], None)
+        .await;
+    fake.verify();
+    let failure = report.inventory.failure().unwrap().to_owned();
+    assert!(
+        failure.contains(&format!("subscription {other} is not visible"))
+            && failure.contains("Microsoft.Resources/subscriptions/read"),
+        "{failure}"
+    );
+    assert!(!report.all_compliant());
+
+    // A visible subscription on which the identity holds nothing that reads clusters and registries.
+    let fake = FakeAzure::new()
+        .expect(
+            Call::ListSubscriptions,
+            Reply::Subscriptions(Ok(vec![subscription()])),
+        )
+        .expect(Call::HandlerObjectId, Reply::ObjectId(Some(oid.into())))
+        .expect(own_assignments.clone(), Reply::Assignments(Ok(Vec::new())));
+    let report = engine(&fake, Duration::from_secs(3))
+        .verify(Duration::from_secs(30), &[], None)
+        .await;
+    fake.verify();
+    let failure = report.inventory.failure().unwrap().to_owned();
+    assert!(
+        failure.contains("lacks Microsoft.ContainerService/managedClusters/read, Microsoft.ContainerRegistry/registries/read, Microsoft.Authorization/roleAssignments/read"),
+        "{failure}"
+    );
+
+    // A 403 on the identity's own assignments names the right to list them.
+    let fake = FakeAzure::new()
+        .expect(
+            Call::ListSubscriptions,
+            Reply::Subscriptions(Ok(vec![subscription()])),
+        )
+        .expect(Call::HandlerObjectId, Reply::ObjectId(Some(oid.into())))
+        .expect(
+            own_assignments,
+            Reply::Assignments(Err(AzureError::Forbidden {
+                code: "AuthorizationFailed".into(),
+                message: "no".into(),
+            })),
+        );
+    let report = engine(&fake, Duration::from_secs(3))
+        .verify(Duration::from_secs(30), &[], None)
+        .await;
+    fake.verify();
+    assert!(
+        report
+            .inventory
+            .failure()
+            .is_some_and(|f| f.contains("lacks Microsoft.Authorization/roleAssignments/read")),
+        "{:?}",
+        report.inventory
+    );
 }

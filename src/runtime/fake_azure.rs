@@ -21,6 +21,7 @@ use crate::core::planner::AssignmentSpec;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     HandlerTenant,
+    HandlerObjectId,
     ListSubscriptions,
     GetCluster(String),
     ListClusters(String),
@@ -40,6 +41,7 @@ pub enum Call {
 #[allow(dead_code)]
 pub enum Reply {
     Tenant(Option<String>),
+    ObjectId(Option<String>),
     Subscriptions(Result<Vec<Subscription>, AzureError>),
     Cluster(Result<Option<Cluster>, AzureError>),
     Clusters(Result<Vec<Cluster>, AzureError>),
@@ -144,6 +146,9 @@ impl AzureOps for FakeAzure {
     }
     async fn handler_tenant(&self) -> Option<String> {
         answer!(self.next(Call::HandlerTenant), Tenant)
+    }
+    async fn handler_object_id(&self) -> Option<String> {
+        answer!(self.next(Call::HandlerObjectId), ObjectId)
     }
     async fn list_subscriptions(&self) -> Result<Vec<Subscription>, AzureError> {
         answer!(self.next(Call::ListSubscriptions), Subscriptions)

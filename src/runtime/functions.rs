@@ -189,10 +189,7 @@ impl Handler {
                     FunctionName::OnResourceEvent => {
                         (self.on_resource_event(&invocation).await, None)
                     }
-                    FunctionName::VerifyAttachments => {
-                        let (answer, run_error) = self.verify_attachments(&invocation).await;
-                        (Ok(answer), run_error)
-                    }
+                    FunctionName::VerifyAttachments => self.verify_attachments(&invocation).await,
                 }
             }
             .instrument(span.clone()),
@@ -371,6 +368,7 @@ impl Handler {
             registries: &registries,
             azure_failures: &azure_failures,
             complete_scope: false,
+            blind: None,
             now: OffsetDateTime::now_utc(),
         };
         alerter.send(&run).await;
@@ -388,12 +386,17 @@ impl Handler {
             .record_registry_result(registry, invocation_id);
     }
 
-    /// The timer's run; the second value is the span's `error.type` when the run could not do its work
-    /// (`inventory_failed`, `incomplete`), though it answers 200.
+    /// Runs one verification. A run whose inventory failed (it could not see its scope: issue 10, rule 7)
+    /// reports and alerts what it could, then fails the invocation so the host records a failure. The second
+    /// value is the span's `error.type` when the run could not do its work (`inventory_failed`, or
+    /// `incomplete` — a partial run still answers 200).
     async fn verify_attachments(
         &self,
         invocation: &Invocation,
-    ) -> (InvocationAnswer, Option<&'static str>) {
+    ) -> (
+        Result<InvocationAnswer, InvocationFailure>,
+        Option<&'static str>,
+    ) {
         let metrics = &self.observability.metrics;
         let value = match invocation
             .request
@@ -404,7 +407,7 @@ impl Handler {
             Ok(v) => v,
             Err(e) => {
                 return (
-                    rejected(invocation, e.as_str(), &e.to_string(), metrics),
+                    Ok(rejected(invocation, e.as_str(), &e.to_string(), metrics)),
                     None,
                 );
             }
@@ -413,12 +416,12 @@ impl Handler {
             Ok(t) => t,
             Err(e) => {
                 return (
-                    rejected(
+                    Ok(rejected(
                         invocation,
                         "not_a_timer",
                         &format!("the timer value is not a TimerInfo: {e}"),
                         metrics,
-                    ),
+                    )),
                     None,
                 );
             }
@@ -502,13 +505,25 @@ impl Handler {
         for registry in &report.registry_results {
             logs.push(registry_line(registry));
         }
+        if let Some(reason) = report.inventory.failure() {
+            tracing::error!(invocation_id = %invocation.invocation_id, reason, "verification failed: the scope could not be inventoried");
+            return (
+                Err(InvocationFailure {
+                    reason: format!(
+                        "verification failed: the scope could not be inventoried: {reason}"
+                    ),
+                    logs,
+                }),
+                run_error,
+            );
+        }
         let summary = summary_json(&report, timer.is_past_due);
         (
-            InvocationAnswer {
+            Ok(InvocationAnswer {
                 logs,
                 return_value: summary,
                 ..InvocationAnswer::default()
-            },
+            }),
             run_error,
         )
     }
