@@ -9,7 +9,7 @@ use acr_autoattach::core::model::{
     Cluster, ClusterPrincipal, PullRole, Registry, ResourceId, RoleAssignment, RoleAssignmentMode,
     Tags, ownership_description,
 };
-use acr_autoattach::core::planner::{Inventory, Observed, PlanSettings, plan};
+use acr_autoattach::core::planner::{Completeness, Observed, PlanSettings, plan};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const CLUSTERS: usize = 10_000;
@@ -93,7 +93,7 @@ fn estate() -> Observed {
 fn bench_planning(c: &mut Criterion) {
     let observed = estate();
     let mut settings = PlanSettings::new(TAG);
-    settings.inventory = Inventory::Full;
+    settings.completeness = Completeness::Full;
     settings.detach = true;
     let first = plan(&observed, &settings);
     let pairs = CLUSTERS * REGISTRIES;

@@ -351,6 +351,32 @@ struct RegistryPlan {
     selects: Option<fn(&str) -> bool>,
 }
 
+/// Each demo cluster's principal once it has provisioned: the kubelet identity ARM reports, or the service
+/// principal's object id for the service-principal cluster.
+async fn principals_when_ready(
+    bed: &Testbed,
+    clusters: &[ClusterPlan],
+    sp_object_id: &str,
+) -> Result<BTreeMap<String, String>, DemoError> {
+    let mut principals = BTreeMap::new();
+    for c in clusters {
+        let body = bed
+            .admin
+            .wait_cluster_succeeded(&c.spec.id(), Duration::from_secs(30))
+            .await?;
+        let principal = if c.spec.service_principal_client_id.is_some() {
+            sp_object_id.to_owned()
+        } else {
+            body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        principals.insert(c.spec.name.clone(), principal);
+    }
+    Ok(principals)
+}
+
 /// Runs the demo. `say` receives the progress lines.
 pub async fn run(
     handler_command: Vec<String>,
@@ -424,22 +450,7 @@ pub async fn run(
     say(
         "events flow: Event Grid → Functions host → OnResourceEvent (clusters provision for 1.5 s)",
     );
-    let mut principals = BTreeMap::new();
-    for c in &clusters {
-        let body = bed
-            .admin
-            .wait_cluster_succeeded(&c.spec.id(), Duration::from_secs(30))
-            .await?;
-        let principal = if c.spec.service_principal_client_id.is_some() {
-            sp.object_id.clone()
-        } else {
-            body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        };
-        principals.insert(c.spec.name.clone(), principal);
-    }
+    let principals = principals_when_ready(&bed, &clusters, &sp.object_id).await?;
     if !bed.wait_idle(Duration::from_secs(45)).await {
         say("warning: Event Grid still had deliveries in flight");
     }

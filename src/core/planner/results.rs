@@ -1,0 +1,103 @@
+//! Results: what applying an item led to, as the pair's verification result.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// What the edge did with an item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Nothing was sent: the action needs no write (covered, audit, pending, refused) or was skipped.
+    NotApplied,
+    /// The PUT succeeded and the read-back found the assignment.
+    Created { assignment_id: String },
+    /// `409 RoleAssignmentExists`: the same principal, role and scope exist under another name.
+    AlreadyExists,
+    /// Nothing was sent: a fresh read just before the write found the deterministic name taken (the snapshot
+    /// was stale); it is never PUT again (issue 10, rule 2).
+    NameTaken { assignment_id: String },
+    /// The DELETE succeeded (or the assignment was already gone).
+    Removed,
+    /// The write or its read-back failed.
+    Failed(PairFailure),
+}
+
+/// The verification result of an item after apply. Latency is left for the caller (it owns the clock).
+pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
+    let (status, reason, assignment_id) = match (&item.action, outcome) {
+        (_, ApplyOutcome::Failed(failure)) => (PairStatus::Failed, Some(failure.reason()), None),
+        (Action::AlreadyCovered { assignment_id, how }, _) if how.restricted_by_condition => (
+            PairStatus::Compliant,
+            Some(format!(
+                "covered by {how}: a person's decision, left as it is (see it with `az role assignment list --assignee {} --scope {} --query \"[].{{role:roleDefinitionName, condition:condition}}\"`)",
+                item.principal_id.as_deref().unwrap_or("?"),
+                item.registry
+            )),
+            Some(assignment_id.clone()),
+        ),
+        (Action::AlreadyCovered { assignment_id, how }, _) => (
+            PairStatus::Compliant,
+            Some(format!("covered by {how}")),
+            Some(assignment_id.clone()),
+        ),
+        (Action::Exists { assignment_id }, _)
+        | (Action::Create(_), ApplyOutcome::NameTaken { assignment_id }) => (
+            PairStatus::Compliant,
+            Some(format!(
+                "the assignment {assignment_id} exists under the deterministic name; it is never rewritten (see it with `az role assignment list --assignee {} --scope {}`)",
+                item.principal_id.as_deref().unwrap_or("?"),
+                item.registry
+            )),
+            Some(assignment_id.clone()),
+        ),
+        (Action::Create(_), ApplyOutcome::Created { assignment_id }) => {
+            (PairStatus::Repaired, None, Some(assignment_id.clone()))
+        }
+        (Action::Create(spec), ApplyOutcome::AlreadyExists) => (
+            PairStatus::Compliant,
+            Some(format!(
+                "{} already assigned (RoleAssignmentExists)",
+                spec.role
+            )),
+            None,
+        ),
+        (Action::Create(_), _) => (
+            PairStatus::Failed,
+            Some("the assignment was not created".to_owned()),
+            None,
+        ),
+        (Action::ReportMissing(spec), _) => (
+            PairStatus::Missing,
+            Some(format!(
+                "no pull-capable assignment; {} needed (audit mode writes nothing)",
+                spec.role
+            )),
+            None,
+        ),
+        (Action::Pending { reason }, _) => (PairStatus::Pending, Some(reason.to_string()), None),
+        (Action::Refused { reason }, _) => (PairStatus::Failed, Some(reason.to_string()), None),
+        (Action::Remove { assignment, reason }, ApplyOutcome::Removed) => (
+            PairStatus::Detached,
+            Some(reason.to_string()),
+            Some(assignment.id.clone()),
+        ),
+        (Action::Remove { assignment, .. }, _) => (
+            PairStatus::Failed,
+            Some("the owned assignment was not removed".to_owned()),
+            Some(assignment.id.clone()),
+        ),
+    };
+    PairResult {
+        cluster_id: item.cluster.clone(),
+        registry_id: item.registry.clone(),
+        principal_id: item.principal_id.clone(),
+        role: item.role,
+        status,
+        reason,
+        assignment_id,
+        latency_seconds: None,
+        failure: match outcome {
+            ApplyOutcome::Failed(failure) => Some(failure.clone()),
+            _ => None,
+        },
+    }
+}

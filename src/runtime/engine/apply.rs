@@ -1,0 +1,200 @@
+//! Applying a plan's items: the write (PUT only to create, never over a name already taken), a pair's
+//! failure kinds and the limit, and the read-back that confirms what was written.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn apply_item<A: AzureOps>(
+    azure: &A,
+    item: &PlanItem,
+    metrics: &Metrics,
+) -> ApplyOutcome {
+    let outcome = write_item(azure, item).await;
+    if let Some(role) = item.role {
+        let label = match (&item.action, &outcome) {
+            (_, ApplyOutcome::Failed { .. }) => Some(AssignmentOutcome::Failed),
+            (_, ApplyOutcome::Created { .. }) => Some(AssignmentOutcome::Created),
+            (_, ApplyOutcome::AlreadyExists | ApplyOutcome::NameTaken { .. }) => {
+                Some(AssignmentOutcome::Exists)
+            }
+            (_, ApplyOutcome::Removed) => Some(AssignmentOutcome::Removed),
+            (_, ApplyOutcome::NotApplied) => None,
+        };
+        if let Some(label) = label {
+            metrics.record_assignment(label, role);
+        }
+    }
+    outcome
+}
+
+pub(super) async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
+    match &item.action {
+        Action::Create(spec) => match azure.put_role_assignment(spec).await {
+            Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => ApplyOutcome::Created {
+                assignment_id: a.id,
+            },
+            Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
+            Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
+                ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()))
+            }
+            Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
+        },
+        Action::Remove { assignment, .. } => {
+            match azure.delete_role_assignment(&assignment.id).await {
+                Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => ApplyOutcome::Removed,
+                Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
+            }
+        }
+        _ => ApplyOutcome::NotApplied,
+    }
+}
+
+/// A failed write as the pair's typed failure: its kind (the metric label) and whether retrying can help.
+/// A pair in a full subscription: names the limit and the subscription, and what helps. Not transient.
+pub(super) fn limit_failure(subscription: &str) -> PairFailure {
+    PairFailure::permanent(
+        LIMIT_REASON_PREFIX,
+        format!(
+            "subscription {subscription} holds Azure's fixed maximum of {ROLE_ASSIGNMENT_LIMIT} role assignments; no assignment can be created there until some are removed or replaced by group assignments (https://aka.ms/rbac-limits)"
+        ),
+    )
+}
+
+/// Per subscription holding a registry in scope: the assignments the inventory counted against the limit,
+/// and whether Azure refused a PUT there for the limit in this run.
+pub fn capacity(
+    registries: &[Registry],
+    counted: &BTreeMap<String, u64>,
+    pairs: &[PairResult],
+) -> Vec<SubscriptionCapacity> {
+    let exhausted: BTreeSet<String> = pairs
+        .iter()
+        .filter(|p| {
+            p.failure
+                .as_ref()
+                .is_some_and(|f| f.kind == LIMIT_REASON_PREFIX)
+        })
+        .map(|p| p.registry_id.subscription_id().to_ascii_lowercase())
+        .collect();
+    registries
+        .iter()
+        .map(|r| r.id.subscription_id().to_ascii_lowercase())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|subscription| SubscriptionCapacity {
+            assignments: counted.get(&subscription).copied().unwrap_or(0),
+            limit: ROLE_ASSIGNMENT_LIMIT,
+            exhausted: exhausted.contains(&subscription),
+            subscription,
+        })
+        .collect()
+}
+
+pub(super) fn pair_failure(e: &AzureError) -> PairFailure {
+    PairFailure {
+        kind: e.kind(),
+        transient: e.is_transient(),
+        detail: e.to_string(),
+    }
+}
+
+/// The creates whose deterministic name is already taken at their registry, read fresh from ARM (one list per
+/// registry with a create) just before writing: Resource Graph lags, and a PUT under an existing name would
+/// rewrite it (e.g. drop a condition a person added). A create whose registry cannot be read is not sent.
+pub(super) async fn names_taken<A: AzureOps>(
+    azure: &A,
+    plan: &Plan,
+) -> HashMap<usize, ApplyOutcome> {
+    if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
+        // No write will be sent anyway (see `Engine::apply`).
+        return HashMap::new();
+    }
+    let mut by_registry: HashMap<&ResourceId, Vec<(usize, String)>> = HashMap::new();
+    for (index, item) in plan.items.iter().enumerate() {
+        if let Action::Create(spec) = &item.action {
+            by_registry
+                .entry(&item.registry)
+                .or_default()
+                .push((index, spec.name.to_string()));
+        }
+    }
+    let lists = by_registry.iter().map(|(registry, creates)| async move {
+        (
+            creates,
+            azure
+                .list_role_assignments(registry.as_str(), &AssignmentFilter::AtScope)
+                .await,
+        )
+    });
+    let mut decided = HashMap::new();
+    for (creates, listed) in futures::future::join_all(lists).await {
+        match listed {
+            Ok(found) => {
+                for (index, name) in creates {
+                    if let Some(a) = found.iter().find(|a| a.name.eq_ignore_ascii_case(name)) {
+                        decided.insert(
+                            *index,
+                            ApplyOutcome::NameTaken {
+                                assignment_id: a.id.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                for (index, _) in creates {
+                    decided.insert(*index, ApplyOutcome::Failed(pair_failure(&e)));
+                }
+            }
+        }
+    }
+    decided
+}
+
+/// Confirms every created assignment through a fresh ARM read: one list per registry written to (at scope),
+/// so the read-back grows with the writes, never with the pairs observed.
+pub(super) async fn read_back<A: AzureOps>(azure: &A, plan: &Plan, outcomes: &mut [ApplyOutcome]) {
+    let mut by_registry: HashMap<&ResourceId, Vec<usize>> = HashMap::new();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        if matches!(outcome, ApplyOutcome::Created { .. }) {
+            by_registry
+                .entry(&plan.items[index].registry)
+                .or_default()
+                .push(index);
+        }
+    }
+    let lists = by_registry.iter().map(|(registry, indices)| async move {
+        (
+            indices,
+            azure
+                .list_role_assignments(registry.as_str(), &AssignmentFilter::AtScope)
+                .await,
+        )
+    });
+    for (indices, listed) in futures::future::join_all(lists).await {
+        match listed {
+            Ok(found) => {
+                let ids: HashSet<String> =
+                    found.iter().map(|a| a.id.to_ascii_lowercase()).collect();
+                for &index in indices {
+                    if let ApplyOutcome::Created { assignment_id } = &outcomes[index]
+                        && !ids.contains(&assignment_id.to_ascii_lowercase())
+                    {
+                        outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                            PairFailure::NOT_VISIBLE,
+                            "created, but not yet visible on read-back",
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                for &index in indices {
+                    outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                        e.kind(),
+                        format!("read-back failed: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The event path: one classified event, read from Azure (the event only names the resource), planned for
+//! its pairs, applied and read back within the delivery deadline.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl<C: AzureConnect> Engine<C> {
+    /// Handles one classified event, starting the clock at `started` (the invocation's arrival).
+    pub async fn handle_event(&self, event: &ClassifiedEvent, started: Instant) -> EventReport {
+        let budget = (self.config.ready_timeout + AFTER_READY_RESERVE).min(EVENT_HARD_BUDGET);
+        let azure = self.client.until(started + budget);
+        let mut report = EventReport::new(
+            event.metadata.id.clone(),
+            event.metadata.event_type.clone(),
+            event.classification.label().to_owned(),
+        );
+        let result = match &event.classification {
+            Classification::Ignored { .. } => {
+                // The class already names the reason.
+                report.outcome = EventOutcome::Ignored;
+                Ok(())
+            }
+            Classification::ClusterWrite { cluster } => {
+                report.resource = Some(cluster.to_string());
+                if self.in_configured_scope(cluster.subscription_id()) {
+                    self.on_cluster_write(&azure, cluster, &event.metadata, started, &mut report)
+                        .await
+                } else {
+                    out_of_scope(&mut report, cluster);
+                    Ok(())
+                }
+            }
+            Classification::RegistryWrite { registry } => {
+                report.resource = Some(registry.to_string());
+                if self.in_configured_scope(registry.subscription_id()) {
+                    self.on_registry_write(&azure, registry, &event.metadata, &mut report)
+                        .await
+                } else {
+                    out_of_scope(&mut report, registry);
+                    Ok(())
+                }
+            }
+            Classification::ClusterDelete { cluster } => {
+                report.resource = Some(cluster.to_string());
+                if !self.config.detach {
+                    report.notes.push(
+                        "cluster deleted; detach is off (AUTOATTACH_DETACH=false), so its assignments are kept".into(),
+                    );
+                    Ok(())
+                } else if self.in_configured_scope(cluster.subscription_id()) {
+                    self.on_cluster_delete(&azure, cluster, &event.metadata, started, &mut report)
+                        .await
+                } else {
+                    out_of_scope(&mut report, cluster);
+                    Ok(())
+                }
+            }
+            Classification::RegistryDelete { registry } => {
+                report.resource = Some(registry.to_string());
+                report.notes.push(
+                    "registry deleted: nothing to attach; assignments at a deleted scope grant nothing".into(),
+                );
+                Ok(())
+            }
+        };
+        report.conclude(result.err().map(|e| RunFailure {
+            message: e.to_string(),
+            transient: e.is_transient(),
+        }));
+        report.azure_requests = azure.requests_sent();
+        report
+    }
+
+    /// Reads the cluster until it is ready (kubelet identity present, provisioning succeeded) or the
+    /// readiness budget is spent.
+    pub(super) async fn wait_ready(
+        &self,
+        azure: &C::Ops,
+        id: &ResourceId,
+        started: Instant,
+    ) -> Result<Option<Cluster>, EngineError> {
+        let ready_deadline = started + self.config.ready_timeout;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let Some(cluster) = azure.get_cluster(id).await? else {
+                return Ok(None);
+            };
+            if cluster.is_ready() {
+                return Ok(Some(cluster));
+            }
+            let now = Instant::now();
+            if now + pause > ready_deadline {
+                return Err(EngineError::ClusterNotReady {
+                    cluster: id.to_string(),
+                    state: cluster.provisioning_state,
+                    waited_secs: (now - started).as_secs(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    pub(super) async fn on_cluster_write(
+        &self,
+        azure: &C::Ops,
+        id: &ResourceId,
+        meta: &EventMetadata,
+        started: Instant,
+        report: &mut EventReport,
+    ) -> Result<(), EngineError> {
+        let Some(cluster) = self.wait_ready(azure, id, started).await? else {
+            report
+                .notes
+                .push("cluster no longer exists; nothing to attach".into());
+            return Ok(());
+        };
+        let (scope, tenants) = self.scope(azure).await?;
+        let registries = self.tagged_registries(azure, &scope).await?;
+        let mut observed = Observed {
+            subscription_tenants: tenants,
+            ..Observed::default()
+        };
+        let Some(principal) = self
+            .resolve_principal(azure, &cluster, &mut observed)
+            .await?
+        else {
+            // Unresolved principal: the planner reports each selected pair as pending.
+            observed.clusters.push(cluster);
+            observed.registries = registries;
+            return self
+                .plan_apply_report(azure, observed, Completeness::Partial, meta, report)
+                .await;
+        };
+        // Every assignment of the principal (at, above and below each subscription holding a tagged registry):
+        // one list per subscription, whatever the number of registries.
+        let subs: BTreeSet<String> = registries
+            .iter()
+            .map(|r| r.id.subscription_id().to_ascii_lowercase())
+            .collect();
+        let filter = AssignmentFilter::Principal(principal.clone());
+        let lists = subs.iter().map(|s| {
+            let (scope, filter) = (format!("/subscriptions/{s}"), &filter);
+            async move { azure.list_role_assignments(&scope, filter).await }
+        });
+        for list in futures::future::join_all(lists).await {
+            observed.assignments.extend(list?);
+        }
+        observed.role_definitions = self
+            .custom_roles(azure, &observed.assignments, &mut report.notes)
+            .await?;
+        observed.clusters.push(cluster);
+        observed.registries = registries;
+        self.plan_apply_report(azure, observed, Completeness::Partial, meta, report)
+            .await
+    }
+
+    pub(super) async fn on_registry_write(
+        &self,
+        azure: &C::Ops,
+        id: &ResourceId,
+        meta: &EventMetadata,
+        report: &mut EventReport,
+    ) -> Result<(), EngineError> {
+        // Read from ARM whatever the event said: its id, tags and roleAssignmentMode decide.
+        let Some(registry) = azure.get_registry(id).await? else {
+            report
+                .notes
+                .push("registry no longer exists; nothing to attach".into());
+            return Ok(());
+        };
+        if !registry.tags.contains_key(&self.config.tag) && !self.config.detach {
+            report.notes.push(format!(
+                "registry has no `{}` tag: not opted in",
+                self.config.tag
+            ));
+            return Ok(());
+        }
+        let (scope, tenants) = self.scope(azure).await?;
+        let mut observed = Observed {
+            subscription_tenants: tenants,
+            ..Observed::default()
+        };
+        let lists = scope.iter().map(|s| azure.list_clusters(s));
+        for list in futures::future::join_all(lists).await {
+            observed.clusters.extend(list?);
+        }
+        observed.assignments = azure
+            .list_role_assignments(registry.id.as_str(), &AssignmentFilter::AtScope)
+            .await?;
+        observed.role_definitions = self
+            .custom_roles(azure, &observed.assignments, &mut report.notes)
+            .await?;
+        // Only selected service-principal clusters need their object id (one Graph request each).
+        let opt_in = crate::core::selector::parse_opt_in(
+            registry.tags.get(&self.config.tag).unwrap_or_default(),
+        )
+        .ok();
+        let selected_sp: Vec<Cluster> = observed
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.principal, ClusterPrincipal::ServicePrincipal { .. }))
+            .filter(|c| opt_in.as_ref().is_some_and(|o| o.selects(c)))
+            .cloned()
+            .collect();
+        for cluster in &selected_sp {
+            self.resolve_principal(azure, cluster, &mut observed)
+                .await?;
+        }
+        observed.registries.push(registry);
+        self.plan_apply_report(azure, observed, Completeness::Partial, meta, report)
+            .await
+    }
+
+    pub(super) async fn on_cluster_delete(
+        &self,
+        azure: &C::Ops,
+        id: &ResourceId,
+        meta: &EventMetadata,
+        started: Instant,
+        report: &mut EventReport,
+    ) -> Result<(), EngineError> {
+        // Events can be late and reordered: a cluster re-created under the same id is handled as a write.
+        if azure.get_cluster(id).await?.is_some() {
+            report.notes.push(
+                "a cluster with this id exists again (re-created): handled as a write".into(),
+            );
+            return self
+                .on_cluster_write(azure, id, meta, started, report)
+                .await;
+        }
+        let (scope, tenants) = self.scope(azure).await?;
+        let registries = self.tagged_registries(azure, &scope).await?;
+        let subs: BTreeSet<String> = registries
+            .iter()
+            .map(|r| r.id.subscription_id().to_ascii_lowercase())
+            .collect();
+        let mut observed = Observed {
+            subscription_tenants: tenants,
+            registries,
+            ..Observed::default()
+        };
+        // The live clusters in scope: an assignment named for the deleted cluster stays while another cluster
+        // the registry selects uses the same principal (shared, bring-your-own kubelet identities).
+        for list in futures::future::join_all(scope.iter().map(|s| azure.list_clusters(s))).await {
+            observed.clusters.extend(list?);
+        }
+        let sp_clusters: Vec<Cluster> = observed
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.principal, ClusterPrincipal::ServicePrincipal { .. }))
+            .cloned()
+            .collect();
+        for cluster in &sp_clusters {
+            self.resolve_principal(azure, cluster, &mut observed)
+                .await?;
+        }
+        let lists = subs.iter().map(|s| {
+            let scope = format!("/subscriptions/{s}");
+            async move {
+                azure
+                    .list_role_assignments(&scope, &AssignmentFilter::All)
+                    .await
+            }
+        });
+        for list in futures::future::join_all(lists).await {
+            observed.assignments.extend(
+                list?
+                    .into_iter()
+                    .filter(|a| a.owner_cluster().as_ref() == Some(id)),
+            );
+        }
+        let mut settings = self.plan_settings(Completeness::Partial, None);
+        settings.deleted_clusters.insert(id.clone());
+        let plan = planner::plan(&observed, &settings);
+        if plan.items.is_empty() {
+            report
+                .notes
+                .push("cluster deleted; no assignment of ours names it".into());
+        }
+        let (pairs, _) = self.apply(azure, &plan, meta.event_time).await;
+        report.pairs = pairs;
+        Ok(())
+    }
+
+    /// Tagged registries in `scope` (ARM lists, one per subscription: always current, unlike Resource Graph).
+    pub(super) async fn tagged_registries(
+        &self,
+        azure: &C::Ops,
+        scope: &[String],
+    ) -> Result<Vec<Registry>, AzureError> {
+        let lists = scope.iter().map(|s| azure.list_registries(s));
+        let mut out = Vec::new();
+        for list in futures::future::join_all(lists).await {
+            out.extend(
+                list?
+                    .into_iter()
+                    .filter(|r| r.tags.contains_key(&self.config.tag)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The principal that must hold access; a service-principal cluster's object id comes from Graph.
+    pub(super) async fn resolve_principal(
+        &self,
+        azure: &C::Ops,
+        cluster: &Cluster,
+        observed: &mut Observed,
+    ) -> Result<Option<String>, AzureError> {
+        match &cluster.principal {
+            ClusterPrincipal::Kubelet { object_id, .. } => Ok(Some(object_id.clone())),
+            ClusterPrincipal::NotYetKnown => Ok(None),
+            ClusterPrincipal::ServicePrincipal { client_id } => {
+                match azure.resolve_service_principal(client_id).await {
+                    Ok(lookup) => {
+                        let resolved = service_principal_resolution(client_id, Some(lookup));
+                        observed
+                            .principals
+                            .insert(cluster.id.clone(), resolved.clone());
+                        Ok(resolved.ok())
+                    }
+                    Err(e) if e.is_transient() => Err(e),
+                    Err(e) => {
+                        observed
+                            .principals
+                            .insert(cluster.id.clone(), Err(e.to_string()));
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Definitions of roles referenced by `assignments` whose pull semantics are not known by GUID.
+    pub(super) async fn custom_roles(
+        &self,
+        azure: &C::Ops,
+        assignments: &[RoleAssignment],
+        notes: &mut Vec<String>,
+    ) -> Result<HashMap<String, RoleDefinition>, AzureError> {
+        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+        for a in assignments {
+            let guid = a.role_definition_guid.to_ascii_lowercase();
+            if crate::core::roles::built_in(&guid).is_none() {
+                wanted.entry(guid).or_insert_with(|| a.scope.clone());
+            }
+        }
+        let mut out = HashMap::new();
+        for (guid, scope) in wanted {
+            match azure.get_role_definition(&scope, &guid).await {
+                Ok(Some(def)) => {
+                    out.insert(guid, def);
+                }
+                Ok(None) => notes.push(format!(
+                    "role definition {guid} not found; its assignments are not counted"
+                )),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => notes.push(format!(
+                    "role definition {guid} unreadable ({e}); not counted"
+                )),
+            }
+        }
+        Ok(out)
+    }
+}
