@@ -95,7 +95,7 @@ traces
 var capacityQuery = '''
 customMetrics
 | where name == "autoattach.role_assignments.used"
-| extend subscription = tostring(customDimensions["subscription.id"])
+| extend subscription = tostring(customDimensions["subscription"])
 | summarize used = max(value) by subscription
 | where used > THRESHOLD
 '''
