@@ -145,10 +145,11 @@ async fn the_real_handler_exports_a_403_client_span_and_a_failed_run() {
         Some(Value::StringValue(s)) if s.starts_with("2026-12-01T06:30:00")
     ));
 
-    // Every ARM request fails: the run cannot inventory, answers 200, and says so on its span.
+    // Every ARM request fails: the run cannot inventory, so it fails the invocation (500: never green while
+    // blind, issue 10 rule 7) and says why on its span.
     emulator.control().update_faults(|f| f.error_rate = 1.0);
     let answer = handler.invoke(timer_invocation("inv-down")).await;
-    assert!(answer.is_ok(), "{answer:?}");
+    assert!(answer.is_err(), "{answer:?}");
     let down = spans(&receiver)
         .into_iter()
         .find(|s| {
@@ -163,7 +164,7 @@ async fn the_real_handler_exports_a_403_client_span_and_a_failed_run() {
     ));
     assert!(matches!(
         attr(&down.attributes, "http.response.status_code"),
-        Some(Value::IntValue(200))
+        Some(Value::IntValue(500))
     ));
     emulator.shutdown().await;
 }

@@ -195,6 +195,23 @@ pub(crate) struct Transport {
     pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
+/// The client-side budget a call draws from: ARM's bucket per principal, subscription and read/write class,
+/// Resource Graph's quota per principal; Graph has none here.
+fn limit_key(call: &Call<'_>, object_id: Option<String>) -> Option<LimitKey> {
+    let principal = object_id
+        .unwrap_or_else(|| "unknown".to_owned())
+        .to_ascii_lowercase();
+    match call.audience {
+        Audience::ResourceGraph => Some(LimitKey::ResourceGraph { principal }),
+        Audience::Arm => Some(LimitKey::Arm {
+            principal,
+            subscription: subscription_of(call.url.path()),
+            class: RequestClass::for_method(&call.method),
+        }),
+        Audience::Graph => None,
+    }
+}
+
 /// The subscription a request counts against (ARM throttles per subscription); `""` for tenant-level calls.
 pub(crate) fn subscription_of(path: &str) -> String {
     let mut segs = path.trim_start_matches('/').split('/');
@@ -322,27 +339,9 @@ impl Transport {
         attempt: u32,
     ) -> Result<Reply, AzureError> {
         let (token, claims) = self.tokens.token(scope, ctx.deadline).await?;
-        let principal = claims
-            .object_id
-            .unwrap_or_else(|| "unknown".to_owned())
-            .to_ascii_lowercase();
-        let key = match call.audience {
-            Audience::ResourceGraph => Some(LimitKey::ResourceGraph { principal }),
-            Audience::Arm => Some(LimitKey::Arm {
-                principal,
-                subscription: subscription_of(call.url.path()),
-                class: RequestClass::for_method(&call.method),
-            }),
-            Audience::Graph => None,
-        };
+        let key = limit_key(call, claims.object_id);
         if let Some(key) = &key {
-            let waited = self.limiter.acquire(key, ctx.deadline).await?;
-            if !waited.is_zero() {
-                self.bump(|s| {
-                    s.rate_limited_waits += 1;
-                    s.rate_limited_wait_ms += waited.as_millis() as u64;
-                });
-            }
+            self.wait_for_budget(key, ctx.deadline).await?;
         }
         let _permit = tokio::time::timeout_at(ctx.deadline, self.semaphore.acquire())
             .await
@@ -361,24 +360,7 @@ impl Transport {
         let deadline_bound = left < self.retry.per_request_timeout;
         let timeout = left.min(self.retry.per_request_timeout);
 
-        let mut request = self
-            .http
-            .request(call.method.clone(), call.url.clone())
-            .bearer_auth(token.secret())
-            .header("x-ms-client-request-id", uuid::Uuid::new_v4().to_string())
-            .timeout(timeout);
-        if let Some(id) = ctx
-            .invocation_id
-            .as_deref()
-            .and_then(|i| uuid::Uuid::parse_str(i).ok())
-        {
-            request = request.header("x-ms-correlation-request-id", id.to_string());
-        }
-        if let Some(body) = call.body {
-            request = request.json(body);
-        } else if call.method == Method::PUT || call.method == Method::POST {
-            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
-        }
+        let request = self.build_request(call, token.secret(), ctx, timeout);
 
         let span = super::span::request_span(call.op, call.method.as_str(), &call.url, attempt - 1);
         sent.fetch_add(1, Ordering::Relaxed);
@@ -423,20 +405,75 @@ impl Transport {
             });
         }
 
+        self.judge_answer(scope, key.as_ref(), status, &headers, body)
+            .await
+    }
+
+    /// Waits for the client-side budget of `key` (ARM's buckets, Resource Graph's quota), counting the wait.
+    async fn wait_for_budget(&self, key: &LimitKey, deadline: Instant) -> Result<(), AzureError> {
+        let waited = self.limiter.acquire(key, deadline).await?;
+        if !waited.is_zero() {
+            self.bump(|s| {
+                s.rate_limited_waits += 1;
+                s.rate_limited_wait_ms += waited.as_millis() as u64;
+            });
+        }
+        Ok(())
+    }
+
+    /// The HTTP request of one attempt: bearer token, client and correlation ids, body, timeout.
+    fn build_request(
+        &self,
+        call: &Call<'_>,
+        token: &str,
+        ctx: &RequestContext,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .bearer_auth(token)
+            .header("x-ms-client-request-id", uuid::Uuid::new_v4().to_string())
+            .timeout(timeout);
+        if let Some(id) = ctx
+            .invocation_id
+            .as_deref()
+            .and_then(|i| uuid::Uuid::parse_str(i).ok())
+        {
+            request = request.header("x-ms-correlation-request-id", id.to_string());
+        }
+        if let Some(body) = call.body {
+            request = request.json(body);
+        } else if call.method == Method::PUT || call.method == Method::POST {
+            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
+        request
+    }
+
+    /// An answer's verdict: the budget Azure says is left, then 2xx is the reply and anything else an error
+    /// (a 401 drops the cached token; a 429 pauses the bucket until Azure's `Retry-After`).
+    async fn judge_answer(
+        &self,
+        scope: &'static str,
+        key: Option<&LimitKey>,
+        status: u16,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Reply, AzureError> {
         let now = Instant::now();
-        if let Some(key) = &key {
-            self.observe_quota(key, &headers, now);
+        if let Some(key) = key {
+            self.observe_quota(key, headers, now);
         }
         if (200..300).contains(&status) {
             return Ok(Reply { status, body });
         }
-        let wait = retry_after(&headers, SystemTime::now());
+        let wait = retry_after(headers, SystemTime::now());
         let error = error_from_status(status, &body, wait);
         if status == 401 {
             self.tokens.invalidate(scope).await;
         }
         if status == 429
-            && let (Some(key), Some(wait)) = (&key, wait)
+            && let (Some(key), Some(wait)) = (key, wait)
         {
             self.limiter.block_until(key, now, pause_end(now, wait));
         }

@@ -108,29 +108,10 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
     let registry = observed.registries.first()?;
     let tag_value = registry.tags.get(&settings.tag_name).map(str::to_owned);
     let parsed = tag_value.as_deref().map(parse_opt_in);
-    let selection = match &parsed {
-        None | Some(Ok(OptIn::NotOptedIn)) => Selection::NotOptedIn,
-        Some(Ok(OptIn::All)) => Selection::All,
-        Some(Ok(OptIn::Selector(s))) => Selection::Selector {
-            canonical: s.to_string(),
-            steps: s.explain(cluster),
-        },
-        Some(Err(e)) => Selection::Invalid {
-            error: e.to_string(),
-        },
-    };
+    let selection = selection_of(parsed.as_ref(), cluster);
     let opted_out = cluster_opted_out(cluster, &settings.tag_name);
     let selects = matches!(&parsed, Some(Ok(o)) if o.selects(cluster));
-    let role = PullRole::for_mode(registry.mode);
     let mode_name = mode_name(registry.mode);
-    let role_reason = match registry.mode {
-        RoleAssignmentMode::LegacyRegistryPermissions => format!(
-            "the registry's roleAssignmentMode is {mode_name}: AcrPull grants pull on every repository"
-        ),
-        RoleAssignmentMode::AbacRepositoryPermissions => format!(
-            "the registry's roleAssignmentMode is {mode_name}: AcrPull is not honoured there; Container Registry Repository Reader (without a condition) grants pull on every repository"
-        ),
-    };
     let tenant = |own: Option<&String>, id: &ResourceId| {
         own.cloned().or_else(|| {
             observed
@@ -139,55 +120,8 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
                 .cloned()
         })
     };
-    let (principal_id, principal_note) = match &cluster.principal {
-        ClusterPrincipal::Kubelet { object_id, .. } => (
-            Some(object_id.clone()),
-            Some("the kubelet identity (identityProfile.kubeletidentity)".to_owned()),
-        ),
-        ClusterPrincipal::NotYetKnown => (
-            None,
-            Some(format!(
-                "no kubelet identity yet (provisioningState {})",
-                cluster.provisioning_state
-            )),
-        ),
-        ClusterPrincipal::ServicePrincipal { client_id } => {
-            match observed.principals.get(&cluster.id) {
-                Some(Ok(id)) => (
-                    Some(id.clone()),
-                    Some(format!("the service principal of appId {client_id}")),
-                ),
-                Some(Err(reason)) => (None, Some(reason.clone())),
-                None => (None, Some(SERVICE_PRINCIPAL_NOT_LOOKED_UP.to_owned())),
-            }
-        }
-    };
-    let principal_key = principal_id.as_deref().map(str::to_ascii_lowercase);
-    let mut assignments = Vec::new();
-    let mut elsewhere = 0usize;
-    for a in &observed.assignments {
-        if principal_key
-            .as_deref()
-            .is_some_and(|p| !a.principal_id.trim().eq_ignore_ascii_case(p))
-        {
-            continue;
-        }
-        let Some(level) = planner::scope_level(&a.scope, &registry.id, &[]) else {
-            elsewhere += 1;
-            continue;
-        };
-        assignments.push(ScopedAssignment {
-            level,
-            scope: a.scope.clone(),
-            id: a.id.clone(),
-            role: role_label(a, &observed.role_definitions),
-            principal_id: a.principal_id.clone(),
-            owned: a.is_owned(),
-            covers_pull: planner::pull_coverage(a, registry, &observed.role_definitions, &[])
-                .map(|c| c.to_string()),
-        });
-    }
-    assignments.sort_by(|a, b| (a.level, &a.id).cmp(&(b.level, &b.id)));
+    let (principal_id, principal_note) = principal_of(cluster, observed);
+    let (assignments, elsewhere) = assignments_of(observed, registry, principal_id.as_deref());
     let plan = planner::plan(observed, settings);
     let verdict = verdict(&plan, selects && !opted_out, parsed.as_ref());
     Some(Explanation {
@@ -217,8 +151,8 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
             registry: tenant(registry.tenant_id.as_ref(), &registry.id),
             handler: settings.handler_tenant.clone(),
         },
-        role,
-        role_reason,
+        role: PullRole::for_mode(registry.mode),
+        role_reason: role_reason(registry.mode),
         principal_id,
         principal_note,
         assignments,
@@ -226,6 +160,103 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
         verdict,
         notes: Vec::new(),
     })
+}
+
+/// Step 1: how the registry's tag value reads for this cluster.
+fn selection_of(
+    parsed: Option<&Result<OptIn, crate::core::selector::SelectorError>>,
+    cluster: &crate::core::model::Cluster,
+) -> Selection {
+    match parsed {
+        None | Some(Ok(OptIn::NotOptedIn)) => Selection::NotOptedIn,
+        Some(Ok(OptIn::All)) => Selection::All,
+        Some(Ok(OptIn::Selector(s))) => Selection::Selector {
+            canonical: s.to_string(),
+            steps: s.explain(cluster),
+        },
+        Some(Err(e)) => Selection::Invalid {
+            error: e.to_string(),
+        },
+    }
+}
+
+/// Step 2: why the registry's mode needs its pull role.
+fn role_reason(mode: RoleAssignmentMode) -> String {
+    let name = mode_name(mode);
+    match mode {
+        RoleAssignmentMode::LegacyRegistryPermissions => format!(
+            "the registry's roleAssignmentMode is {name}: AcrPull grants pull on every repository"
+        ),
+        RoleAssignmentMode::AbacRepositoryPermissions => format!(
+            "the registry's roleAssignmentMode is {name}: AcrPull is not honoured there; Container Registry Repository Reader (without a condition) grants pull on every repository"
+        ),
+    }
+}
+
+/// Step 3: the principal that must hold pull, or why it is unknown.
+fn principal_of(
+    cluster: &crate::core::model::Cluster,
+    observed: &Observed,
+) -> (Option<String>, Option<String>) {
+    match &cluster.principal {
+        ClusterPrincipal::Kubelet { object_id, .. } => (
+            Some(object_id.clone()),
+            Some("the kubelet identity (identityProfile.kubeletidentity)".to_owned()),
+        ),
+        ClusterPrincipal::NotYetKnown => (
+            None,
+            Some(format!(
+                "no kubelet identity yet (provisioningState {})",
+                cluster.provisioning_state
+            )),
+        ),
+        ClusterPrincipal::ServicePrincipal { client_id } => {
+            match observed.principals.get(&cluster.id) {
+                Some(Ok(id)) => (
+                    Some(id.clone()),
+                    Some(format!("the service principal of appId {client_id}")),
+                ),
+                Some(Err(reason)) => (None, Some(reason.clone())),
+                None => (None, Some(SERVICE_PRINCIPAL_NOT_LOOKED_UP.to_owned())),
+            }
+        }
+    }
+}
+
+/// Step 4: the principal's assignments at the registry or an ancestor (from the registry outwards), and how
+/// many it holds elsewhere.
+fn assignments_of(
+    observed: &Observed,
+    registry: &crate::core::model::Registry,
+    principal_id: Option<&str>,
+) -> (Vec<ScopedAssignment>, usize) {
+    let principal_key = principal_id.map(str::to_ascii_lowercase);
+    let mut assignments = Vec::new();
+    let mut elsewhere = 0usize;
+    for a in &observed.assignments {
+        if principal_key
+            .as_deref()
+            .is_some_and(|p| !a.principal_id.trim().eq_ignore_ascii_case(p))
+        {
+            continue;
+        }
+        let Some(level) = planner::scope_level(&a.scope, &registry.id, &[]) else {
+            elsewhere += 1;
+            continue;
+        };
+        assignments.push(ScopedAssignment {
+            level,
+            scope: a.scope.clone(),
+            id: a.id.clone(),
+            role: role_label(a, &observed.role_definitions),
+            principal_id: a.principal_id.clone(),
+            owned: a.is_owned(),
+            covers_pull: planner::pull_coverage(a, registry, &observed.role_definitions, &[])
+                .map(|c| c.to_string()),
+        });
+    }
+    assignments.sort_by(|a, b| (a.level, &a.id).cmp(&(b.level, &b.id)));
+    (assignments, elsewhere)
 }
 
 fn mode_name(mode: RoleAssignmentMode) -> &'static str {

@@ -198,7 +198,8 @@ impl Handler {
         // What the host sees: 200 for an answer, 500 for a failure (`InvocationFailure` answers 500).
         match &outcome {
             Ok(_) => record_invocation_result(&span, 200, run_error),
-            Err(_) => record_invocation_result(&span, 500, Some("500")),
+            // A run that failed for a known reason (`inventory_failed`) says so; any other failure is "500".
+            Err(_) => record_invocation_result(&span, 500, Some(run_error.unwrap_or("500"))),
         }
         drop(span);
         if let Some(guard) = &self.observability.guard {
