@@ -657,3 +657,60 @@ async fn deleting_a_cluster_without_detach_touches_nothing() {
     );
     bed.shutdown().await;
 }
+
+/// Event Grid gives up on a delivery after its timeout while the real host lets the invocation run on; the
+/// retry then arrives beside the first, still-running invocation (issue 14, point 5). The handler stays
+/// correct: the two overlapping invocations end in exactly one assignment, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_overlapping_a_running_invocation_ends_in_one_assignment() {
+    let mut opts = options().setting("AUTOATTACH_READY_TIMEOUT_SECS", "6");
+    // The cluster provisions for 2.5 s; the first invocation waits for it, Event Grid stops waiting after
+    // 1 s and redelivers 0.5 s later (its 10 s first retry at 1/20 speed), so the two invocations overlap.
+    opts.emulator.settings.cluster_provisioning_ms = 2_500;
+    opts.publisher.delivery_timeout = Duration::from_secs(1);
+    opts.publisher.retry_time_scale = 0.05;
+    let bed = start(opts).await;
+    let s1 = sub(&bed, 0);
+    rg(&bed, &s1, "rg").await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acroverlap").tag("acr-autoattach", "*"),
+    )
+    .await;
+    settle(&bed).await;
+    let before = bed.host.invocations().len();
+    let spec = ClusterSpec::new(&s1, "rg", "overlap");
+    bed.admin.put_cluster(&spec).await.unwrap();
+    settle(&bed).await;
+    // Let a still-running invocation finish after Event Grid went idle.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let invocations: Vec<_> = bed.host.invocations().into_iter().skip(before).collect();
+    let overlapping = invocations.iter().any(|a| {
+        invocations.iter().any(|b| {
+            a.invocation_id != b.invocation_id
+                && a.started_at < b.started_at
+                && b.started_at < a.started_at + a.duration
+        })
+    });
+    assert!(
+        overlapping,
+        "no redelivery overlapped a running invocation: {:?}",
+        invocations
+            .iter()
+            .map(|i| (i.started_at, i.duration, i.http_status))
+            .collect::<Vec<_>>()
+    );
+    let body = bed.admin.get_cluster(&spec.id()).await.unwrap();
+    let oid = body["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        pulls(&bed, &acr, oid).await.len(),
+        1,
+        "exactly one assignment"
+    );
+    assert_attached(&bed, &acr, oid, ACR_PULL_GUID).await;
+    assert!(bed.publisher.deadletters().is_empty());
+    bed.shutdown().await;
+}

@@ -67,10 +67,13 @@ pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
         ),
         (Action::ReportMissing(spec), _) => (
             PairStatus::Missing,
-            Some(format!(
-                "no pull-capable assignment; {} needed (audit mode writes nothing)",
-                spec.role
-            )),
+            Some(match spec.role {
+                PullRole::AcrPull => {
+                    "no pull-capable assignment; AcrPull needed (audit mode writes nothing)".to_owned()
+                }
+                // Say why an AcrPull someone holds (e.g. from `az aks update --attach-acr`) does not count.
+                PullRole::RepositoryReader => "no pull-capable assignment: the registry is in ABAC mode, where AcrPull is not honoured; Container Registry Repository Reader needed (audit mode writes nothing)".to_owned(),
+            }),
             None,
         ),
         (Action::Pending { reason }, _) => (PairStatus::Pending, Some(reason.to_string()), None),
