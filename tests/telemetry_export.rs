@@ -686,15 +686,15 @@ fn otlp_http_json_exports_the_same_contract() {
     assert!(guard.shutdown().completed);
 }
 
-/// An Application Insights connection string with `Authorization=AAD` (which opentelemetry-application-insights
-/// 0.46 cannot serve) disables only that exporter: OTLP still receives the whole contract.
+/// An Application Insights connection string with an `Authorization` the handler does not know (neither `ikey` nor
+/// `AAD`, which tests/telemetry_entra.rs covers) disables only that exporter: OTLP still receives the whole contract.
 #[test]
-fn an_aad_connection_string_disables_only_the_application_insights_exporter() {
+fn an_unknown_authorization_disables_only_the_application_insights_exporter() {
     let receiver = TelemetryReceiver::start();
     let mut env = otlp_env(&receiver, "http/protobuf");
     env.push((
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
-        "InstrumentationKey=00000000-0000-4000-8000-00000000abcd;IngestionEndpoint=http://127.0.0.1:9/;Authorization=AAD".to_owned(),
+        "InstrumentationKey=00000000-0000-4000-8000-00000000abcd;IngestionEndpoint=http://127.0.0.1:9/;Authorization=SharedKey".to_owned(),
     ));
     let config = TelemetryConfig::from_env(&env_of(env)).unwrap();
     let logs = LogBuffer::default();

@@ -21,6 +21,10 @@ pub const GRAPH_AUDIENCES: [&str; 3] = [
     "00000003-0000-0000-c000-000000000000",
 ];
 
+/// Azure Monitor ingestion (Application Insights with Microsoft Entra authentication), public cloud.
+pub const MONITOR_AUDIENCES: [&str; 2] =
+    ["https://monitor.azure.com", "https://monitor.azure.com/"];
+
 /// The claims the emulator puts into (and reads from) a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -145,6 +149,10 @@ pub fn is_arm_audience(aud: &str) -> bool {
 
 pub fn is_graph_audience(aud: &str) -> bool {
     GRAPH_AUDIENCES.contains(&aud)
+}
+
+pub fn is_monitor_audience(aud: &str) -> bool {
+    MONITOR_AUDIENCES.contains(&aud)
 }
 
 #[cfg(test)]

@@ -38,14 +38,13 @@ pub use ops::{AzureConnect, AzureOps};
 pub use ratelimit::{BucketSpec, RateLimits, WindowSpec};
 pub use retry::RetryPolicy;
 pub use token::{
-    ARM_SCOPE, GRAPH_SCOPE, ManagedIdentityOptions, TokenClaims, developer_tools_credential,
-    managed_identity_credential,
+    ARM_SCOPE, GRAPH_SCOPE, MONITOR_SCOPE, ManagedIdentityOptions, TokenClaims, TokenSource,
+    developer_tools_credential, managed_identity_credential,
 };
 pub use wire::{Subscription, cluster_from_arm, registry_from_arm, role_assignment_from_arm};
 
 use http::Transport;
 use ratelimit::RateLimiter;
-use token::TokenSource;
 
 pub const PUBLIC_ARM_ENDPOINT: &str = "https://management.azure.com/";
 pub const PUBLIC_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com/";

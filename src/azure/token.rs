@@ -23,6 +23,9 @@ use super::error::{AzureError, truncate};
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 /// The Microsoft Graph audience.
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Azure Monitor ingestion (Application Insights with Microsoft Entra authentication): the scope the Azure
+/// Monitor exporters of azure-sdk-for-python and -js request (audience `https://monitor.azure.com/`).
+pub const MONITOR_SCOPE: &str = "https://monitor.azure.com//.default";
 
 /// How to build a managed-identity credential.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +120,7 @@ struct CachedToken {
 /// Tokens per audience, cached until shortly before they expire; fetches bounded by the caller's deadline.
 pub struct TokenSource {
     credential: Arc<dyn TokenCredential>,
-    cache: Mutex<HashMap<&'static str, CachedToken>>,
+    cache: Mutex<HashMap<String, CachedToken>>,
 }
 
 impl fmt::Debug for TokenSource {
@@ -140,7 +143,7 @@ impl TokenSource {
     /// A bearer token for `scope`, and its claims.
     pub async fn token(
         &self,
-        scope: &'static str,
+        scope: &str,
         deadline: Instant,
     ) -> Result<(Secret, TokenClaims), AzureError> {
         // Held across the fetch on purpose: concurrent callers wait for one fetch instead of stampeding.
@@ -169,17 +172,17 @@ impl TokenSource {
             refresh_at: now + lifetime.saturating_sub(REFRESH_MARGIN),
             claims: claims.clone(),
         };
-        cache.insert(scope, cached);
+        cache.insert(scope.to_owned(), cached);
         Ok((fetched.token, claims))
     }
 
     /// Forget a token Azure refused (401), so the next call fetches a fresh one.
-    pub async fn invalidate(&self, scope: &'static str) {
+    pub async fn invalidate(&self, scope: &str) {
         self.cache.lock().await.remove(scope);
     }
 
     /// The claims of the cached ARM token, when one was fetched already.
-    pub async fn cached_claims(&self, scope: &'static str) -> Option<TokenClaims> {
+    pub async fn cached_claims(&self, scope: &str) -> Option<TokenClaims> {
         self.cache.lock().await.get(scope).map(|c| c.claims.clone())
     }
 }

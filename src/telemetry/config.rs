@@ -161,20 +161,88 @@ impl AppInsightsConnectionString {
         &self.0
     }
 
-    /// The `Authorization` field when it asks for anything but the instrumentation key (`AAD`: Microsoft
-    /// Entra authentication with the app's managed identity).
-    pub fn unsupported_authorization(&self) -> Option<&str> {
+    /// The `Authorization` field, when the string has one (`ikey`, or `AAD` for Microsoft Entra authentication).
+    pub fn authorization(&self) -> Option<&str> {
+        self.field("Authorization")
+    }
+
+    /// The string the exporter parses under Microsoft Entra authentication: every field but `Authorization`
+    /// (opentelemetry-application-insights 0.46 refuses any value but `ikey`) and `AADAudience` (ours to use),
+    /// and no empty field (a trailing `;` would fail its parser).
+    pub fn for_entra_exporter(&self) -> String {
         connection_string_fields(&self.0)
-            .find(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
+            .filter(|(k, _)| {
+                !k.eq_ignore_ascii_case("Authorization") && !k.eq_ignore_ascii_case("AADAudience")
+            })
+            .map(|(k, v)| format!("{k}={}", v.trim()))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    fn field(&self, name: &str) -> Option<&str> {
+        connection_string_fields(&self.0)
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim())
-            .filter(|v| !v.eq_ignore_ascii_case("ikey"))
+            .filter(|v| !v.is_empty())
     }
 
     /// `IngestionEndpoint`, when the string names one.
     pub fn ingestion_endpoint(&self) -> Option<&str> {
-        connection_string_fields(&self.0)
-            .find(|(k, _)| k.eq_ignore_ascii_case("IngestionEndpoint"))
-            .map(|(_, v)| v.trim())
+        self.field("IngestionEndpoint")
+    }
+}
+
+/// The audience of Application Insights ingestion in the Azure public cloud (Microsoft Learn, "Microsoft Entra
+/// authentication for Application Insights", Token audience); a connection string's `AADAudience` overrides it.
+pub const DEFAULT_INGESTION_AUDIENCE: &str = "https://monitor.azure.com/";
+
+/// How the Application Insights exporter authenticates, from the connection string and
+/// `APPLICATIONINSIGHTS_AUTHENTICATION_STRING` (the setting the Functions host and the Azure Monitor SDKs read:
+/// `Authorization=AAD` for the system-assigned identity, `Authorization=AAD;ClientId=<id>` for a user-assigned one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AppInsightsAuth {
+    /// The instrumentation key alone (local authentication), posted to `/v2/track`.
+    #[default]
+    InstrumentationKey,
+    /// A Microsoft Entra token of the managed identity, posted to `/v2.1/track`.
+    Entra {
+        /// The user-assigned identity's client id; `None` = the system-assigned identity. Not a secret.
+        client_id: Option<String>,
+        /// The token scope: the audience (`AADAudience`, or the public cloud's) followed by `/.default`.
+        scope: String,
+    },
+    /// An `Authorization` value this handler does not know: the Application Insights exporter stays off.
+    Unsupported(String),
+}
+
+impl AppInsightsAuth {
+    /// Microsoft Entra when either string says `Authorization=AAD` (the authentication string wins, and names
+    /// the identity); otherwise the connection string's `Authorization` decides (`ikey` or none: the key).
+    pub fn resolve(cs: &AppInsightsConnectionString, authentication: Option<&str>) -> Self {
+        let auth_fields: Vec<(&str, &str)> = authentication
+            .map(|a| connection_string_fields(a).collect())
+            .unwrap_or_default();
+        let auth_field = |name: &str| {
+            auth_fields
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+                .filter(|v| !v.is_empty())
+        };
+        let is_aad = |v: Option<&str>| v.is_some_and(|v| v.eq_ignore_ascii_case("AAD"));
+        if is_aad(auth_field("Authorization")) || is_aad(cs.authorization()) {
+            let audience = cs
+                .field("AADAudience")
+                .unwrap_or(DEFAULT_INGESTION_AUDIENCE);
+            return Self::Entra {
+                client_id: auth_field("ClientId").map(str::to_owned),
+                scope: format!("{audience}/.default"),
+            };
+        }
+        match cs.authorization() {
+            Some(v) if !v.eq_ignore_ascii_case("ikey") => Self::Unsupported(v.to_owned()),
+            _ => Self::InstrumentationKey,
+        }
     }
 }
 
@@ -208,6 +276,8 @@ pub struct TelemetryConfig {
     pub resource_attributes: Vec<(String, String)>,
     pub otlp: OtlpConfig,
     pub app_insights: Option<AppInsightsConnectionString>,
+    /// How the Application Insights exporter authenticates (meaningless without `app_insights`).
+    pub app_insights_auth: AppInsightsAuth,
     /// The log filter for stdout and exported logs (`RUST_LOG`, default `info`).
     pub log_filter: String,
     /// Upper bound on how long `TelemetryGuard::flush` waits (`AUTOATTACH_TELEMETRY_FLUSH_TIMEOUT_MS`).
@@ -221,6 +291,7 @@ impl Default for TelemetryConfig {
             resource_attributes: Vec::new(),
             otlp: OtlpConfig::default(),
             app_insights: None,
+            app_insights_auth: AppInsightsAuth::InstrumentationKey,
             log_filter: "info".to_owned(),
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
         }
@@ -253,6 +324,14 @@ impl TelemetryConfig {
         let app_insights = get("APPLICATIONINSIGHTS_CONNECTION_STRING")
             .map(|v| AppInsightsConnectionString::parse(&v))
             .transpose()?;
+        let app_insights_auth = app_insights
+            .as_ref()
+            .map_or_else(AppInsightsAuth::default, |cs| {
+                AppInsightsAuth::resolve(
+                    cs,
+                    get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING").as_deref(),
+                )
+            });
         let log_filter = get("RUST_LOG").unwrap_or_else(|| "info".to_owned());
         let flush_timeout = match get("AUTOATTACH_TELEMETRY_FLUSH_TIMEOUT_MS") {
             Some(v) => parse_millis("AUTOATTACH_TELEMETRY_FLUSH_TIMEOUT_MS", &v)?,
@@ -264,6 +343,7 @@ impl TelemetryConfig {
             resource_attributes,
             otlp,
             app_insights,
+            app_insights_auth,
             log_filter,
             flush_timeout,
         })
@@ -572,6 +652,61 @@ mod tests {
             c.app_insights.unwrap().ingestion_endpoint(),
             Some("https://westeurope-5.in.applicationinsights.azure.com/")
         );
+    }
+
+    #[test]
+    fn entra_is_chosen_by_the_authentication_string_or_the_connection_string() {
+        let cs = "InstrumentationKey=k-123456;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/";
+        let c = TelemetryConfig::from_env(&env_of(&[
+            ("APPLICATIONINSIGHTS_CONNECTION_STRING", cs),
+            (
+                "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+                "ClientId=0c1d2e3f-0000-4000-8000-000000000001;Authorization=AAD",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.app_insights_auth,
+            AppInsightsAuth::Entra {
+                client_id: Some("0c1d2e3f-0000-4000-8000-000000000001".to_owned()),
+                scope: "https://monitor.azure.com//.default".to_owned(),
+            }
+        );
+        // Only the connection string asks: the system-assigned identity; `AADAudience` sets the audience.
+        let aad = AppInsightsConnectionString::parse(&format!(
+            "{cs};Authorization=AAD;AADAudience=https://monitor.azure.us;"
+        ))
+        .unwrap();
+        assert_eq!(
+            AppInsightsAuth::resolve(&aad, None),
+            AppInsightsAuth::Entra {
+                client_id: None,
+                scope: "https://monitor.azure.us/.default".to_owned(),
+            }
+        );
+        assert_eq!(
+            aad.for_entra_exporter(),
+            "InstrumentationKey=k-123456;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/"
+        );
+        // No authentication string, `ikey` or none: the key, as before; anything else is refused.
+        let plain = AppInsightsConnectionString::parse(cs).unwrap();
+        assert_eq!(
+            AppInsightsAuth::resolve(&plain, Some("Authorization=ikey")),
+            AppInsightsAuth::InstrumentationKey
+        );
+        let other =
+            AppInsightsConnectionString::parse(&format!("{cs};Authorization=SharedKey")).unwrap();
+        assert_eq!(
+            AppInsightsAuth::resolve(&other, None),
+            AppInsightsAuth::Unsupported("SharedKey".to_owned())
+        );
+        // Without a connection string there is nothing to authenticate.
+        let none = TelemetryConfig::from_env(&env_of(&[(
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+            "Authorization=AAD",
+        )]))
+        .unwrap();
+        assert!(none.app_insights.is_none());
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct ExportStats {
     pub instruments: BTreeSet<String>,
     /// Export calls that returned an error (any signal).
     pub failed_exports: u64,
+    /// Microsoft Entra failures of the Application Insights exporter: a token the managed identity did not
+    /// give, or a post ingestion refused with 401 or 403.
+    pub auth_failures: u64,
 }
 
 #[derive(Default)]
@@ -41,9 +44,14 @@ pub(crate) struct Counters {
     metric_exports: AtomicU64,
     instruments: Mutex<BTreeSet<String>>,
     failed_exports: AtomicU64,
+    auth_failures: AtomicU64,
 }
 
 impl Counters {
+    pub(crate) fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> ExportStats {
         ExportStats {
             spans: self.spans.load(Ordering::Relaxed),
@@ -56,6 +64,7 @@ impl Counters {
                 .map(|s| s.clone())
                 .unwrap_or_default(),
             failed_exports: self.failed_exports.load(Ordering::Relaxed),
+            auth_failures: self.auth_failures.load(Ordering::Relaxed),
         }
     }
 

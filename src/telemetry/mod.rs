@@ -5,8 +5,10 @@
 //!
 //! The contract (names of metrics, attributes, records, spans) is documented in docs/telemetry.md.
 
+mod app_insights;
 pub mod config;
 mod counting;
+mod entra;
 pub mod metrics;
 mod records;
 mod resource;
@@ -14,8 +16,10 @@ mod scrub;
 
 pub use resource::{ProcessInfo, build_resource};
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, metrics::MeterProvider as _};
@@ -29,8 +33,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 pub use config::{
-    AppInsightsConnectionString, OtlpConfig, OtlpProtocol, OtlpSignalConfig, Signal,
-    TelemetryConfig, TelemetryConfigError, redact_url,
+    AppInsightsAuth, AppInsightsConnectionString, OtlpConfig, OtlpProtocol, OtlpSignalConfig,
+    Signal, TelemetryConfig, TelemetryConfigError, redact_url,
 };
 pub use counting::ExportStats;
 pub use metrics::{AssignmentOutcome, EventOutcomeLabel, Metrics, RunOutcomeLabel, status_class};
@@ -43,7 +47,7 @@ pub use records::{
 /// its export would export that log, and so on).
 const EXPORTER_TARGETS_OFF: &str = "opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,\
 opentelemetry_http=off,opentelemetry_application_insights=off,hyper=off,hyper_util=off,reqwest=off,h2=off,\
-tonic=off,tower=off,rustls=off";
+tonic=off,tower=off,rustls=off,acr_autoattach::telemetry::entra=off";
 
 /// The verification records (`AttachmentVerification`, `RegistryVerification`) are the product's output, not
 /// diagnostics: a quieter `RUST_LOG` (say `warn`) must not silence them, nor the invocation spans.
@@ -92,6 +96,8 @@ pub struct TelemetryGuard {
     grpc_runtime: Option<tokio::runtime::Runtime>,
     counters: std::sync::Arc<counting::Counters>,
     info: ProcessInfo,
+    /// The Microsoft Entra token source of the Application Insights exporter, when it authenticates so.
+    entra: Option<Arc<entra::EntraAuth>>,
 }
 
 impl std::fmt::Debug for TelemetryGuard {
@@ -156,6 +162,19 @@ impl TelemetryGuard {
         self.meter_provider = None;
         self.logger_provider = None;
         report
+    }
+
+    /// The dispatcher of `subscriber`, also handed to the Entra token source so that its warnings, logged from
+    /// the SDK's export threads, reach this setup's log lines.
+    fn dispatch<S>(&self, subscriber: S) -> tracing::Dispatch
+    where
+        S: tracing::Subscriber + Send + Sync + 'static,
+    {
+        let dispatch = tracing::Dispatch::new(subscriber);
+        if let Some(entra) = &self.entra {
+            entra.log_to(&dispatch);
+        }
+        dispatch
     }
 
     fn providers(&self) -> Providers {
@@ -254,7 +273,8 @@ fn run_bounded(providers: Providers, timeout: Duration, shutdown: bool) -> Flush
 
 /// Installs the global tracing subscriber (JSON on stdout, plus the OTel bridges when an exporter is
 /// configured), the global tracer and meter providers and the W3C trace-context propagator. Call once at
-/// start-up; tests use [`init_scoped`].
+/// start-up; tests use [`init_scoped`]. Under Microsoft Entra authentication the Application Insights exporter
+/// uses the managed identity named by `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`.
 pub fn init(
     config: &TelemetryConfig,
     info: &ProcessInfo,
@@ -272,9 +292,9 @@ pub fn init_with_writer<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let guard = build_guard(config, info)?;
-    let subscriber = build_subscriber(config, &guard, log_writer);
-    tracing::subscriber::set_global_default(subscriber)
+    let guard = build_guard(config, info, None)?;
+    let dispatch = guard.dispatch(build_subscriber(config, &guard, log_writer));
+    tracing::dispatcher::set_global_default(dispatch)
         .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
     if let Some(tp) = &guard.tracer_provider {
         opentelemetry::global::set_tracer_provider(tp.clone());
@@ -299,9 +319,24 @@ pub fn init_scoped<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let guard = build_guard(config, info)?;
-    let subscriber = build_subscriber(config, &guard, log_writer);
-    let default = tracing::subscriber::set_default(subscriber);
+    init_scoped_with_credential(config, info, log_writer, None)
+}
+
+/// [`init_scoped`] whose Application Insights exporter, under Microsoft Entra authentication, takes its tokens
+/// from `credential` (`None`: the managed identity, as [`init`] does). In-process tests pass a credential for
+/// the emulator's identity endpoint, which `ManagedIdentityCredential` reads from the process environment only.
+pub fn init_scoped_with_credential<W>(
+    config: &TelemetryConfig,
+    info: &ProcessInfo,
+    log_writer: W,
+    credential: Option<Arc<dyn TokenCredential>>,
+) -> Result<(TelemetryGuard, tracing::subscriber::DefaultGuard), TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let guard = build_guard(config, info, credential)?;
+    let dispatch = guard.dispatch(build_subscriber(config, &guard, log_writer));
+    let default = tracing::dispatcher::set_default(&dispatch);
     Ok((guard, default))
 }
 
@@ -410,50 +445,6 @@ fn build_http_client(timeout: Duration) -> Result<reqwest::blocking::Client, Tel
     .map_err(|_| TelemetryError::HttpClient("client construction panicked".to_owned()))?
 }
 
-fn is_loopback_http(endpoint: &str) -> bool {
-    url::Url::parse(endpoint).is_ok_and(|u| {
-        u.scheme() == "http"
-            && matches!(
-                u.host(),
-                Some(url::Host::Ipv4(ip)) if ip.is_loopback()
-            )
-            || u.scheme() == "http"
-                && matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-            || u.scheme() == "http" && u.host_str() == Some("localhost")
-    })
-}
-
-type AppInsightsExporter = opentelemetry_application_insights::Exporter<reqwest::blocking::Client>;
-
-fn app_insights_exporter(
-    cs: &AppInsightsConnectionString,
-    client: reqwest::blocking::Client,
-    secrets: &[String],
-) -> Result<AppInsightsExporter, TelemetryError> {
-    let err = |signal: &'static str, e: &dyn std::fmt::Display| TelemetryError::Exporter {
-        exporter: "application_insights",
-        signal,
-        detail: scrub(&e.to_string(), secrets),
-    };
-    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
-        cs.expose(),
-        client,
-    )
-    .map_err(|e| err("all", &e))?;
-    // The exporter upgrades http:// ingestion endpoints to https://. A plain-http endpoint is only ever a
-    // local test receiver, so keep it as given there and nowhere else.
-    match cs.ingestion_endpoint() {
-        Some(endpoint) if is_loopback_http(endpoint) => {
-            #[allow(deprecated)]
-            let exporter = exporter
-                .with_endpoint(endpoint.trim_end_matches('/'))
-                .map_err(|e| err("all", &e))?;
-            Ok(exporter)
-        }
-        _ => Ok(exporter),
-    }
-}
-
 fn otlp_protocol(p: OtlpProtocol) -> opentelemetry_otlp::Protocol {
     match p {
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
@@ -485,6 +476,7 @@ fn header_map(headers: &[(String, String)]) -> std::collections::HashMap<String,
 fn build_guard(
     config: &TelemetryConfig,
     info: &ProcessInfo,
+    credential: Option<Arc<dyn TokenCredential>>,
 ) -> Result<TelemetryGuard, TelemetryError> {
     let resource = build_resource(config, info);
     let secrets = secrets_of(config);
@@ -510,23 +502,16 @@ fn build_guard(
     };
     let counters = std::sync::Arc::new(counting::Counters::default());
     let counted = |e| counting::Counting::new(e, counters.clone());
-    // opentelemetry-application-insights 0.46 refuses any Authorization but `ikey`: that must cost only this
-    // exporter, never OTLP, and one line says so (the value is `AAD`, not a secret; scrubbed all the same).
-    let refused = config
-        .app_insights
-        .as_ref()
-        .and_then(AppInsightsConnectionString::unsupported_authorization);
-    if let Some(auth) = refused {
-        eprintln!(
-            "acr-autoattach: Application Insights exporter disabled: the connection string asks for Authorization={} (Microsoft Entra authentication), which the exporter cannot do; other exporters (OTLP) continue. Use the instrumentation-key connection string, or export through OTLP.",
-            scrub(auth, &secrets)
-        );
-    }
-    let app_insights = match (&config.app_insights, &client) {
-        (Some(cs), Some(c)) if refused.is_none() => {
-            Some(app_insights_exporter(cs, c.clone(), &secrets)?)
-        }
-        _ => None,
+    let (app_insights, entra) = match (&config.app_insights, &client) {
+        (Some(cs), Some(c)) => app_insights::for_config(
+            cs,
+            &config.app_insights_auth,
+            c,
+            credential,
+            &counters,
+            &secrets,
+        )?,
+        _ => (None, None),
     };
 
     // Traces.
@@ -596,6 +581,7 @@ fn build_guard(
         grpc_runtime,
         counters,
         info: info.clone(),
+        entra,
     })
 }
 
@@ -698,6 +684,7 @@ fn grpc_runtime(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::app_insights::is_loopback_http;
     use super::*;
 
     #[test]

@@ -1,6 +1,7 @@
 //! In-process receivers on 127.0.0.1:0 for telemetry and alerting tests: an OTLP/HTTP collector (decodes
 //! real OTLP protobuf and JSON), an Application Insights ingestion endpoint (`/v2/track`, gzip JSON
-//! envelopes) and a fake of Alertmanager's v2 alerts API. Each runs on its own thread and runtime, so test
+//! envelopes; or, with local authentication off, `/v2.1/track` with a Microsoft Entra bearer token) and a fake
+//! of Alertmanager's v2 alerts API. Each runs on its own thread and runtime, so test
 //! bodies may stay synchronous (a scoped tracing subscriber is thread-local), and stops when dropped.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,12 +21,48 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 
-/// One request as received: path, headers, body after content decoding.
+/// One request as received: path, headers, body after content decoding, and the status it was answered with.
 #[derive(Clone, Debug)]
 pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub status: u16,
+}
+
+/// How an ingestion endpoint with local authentication off judges a bearer token: `Ok` accepts the post,
+/// `Err((status, message))` refuses it (401: not a valid token for the audience; 403: a valid token of an
+/// identity without Monitoring Metrics Publisher).
+pub type TokenCheck = Arc<dyn Fn(&str) -> Result<(), (u16, String)> + Send + Sync>;
+
+/// The check Application Insights makes, against tokens of `emulator`'s identity endpoint: signed by it and
+/// unexpired, audience `https://monitor.azure.com`, and (when `publishers` holds any) issued to one of the
+/// object ids in `publishers`, the identities holding Monitoring Metrics Publisher. `publishers` may change
+/// while the receiver runs.
+pub fn monitor_token_check(
+    emulator: azure_emulator::EmulatorControl,
+    publishers: Arc<Mutex<Vec<String>>>,
+) -> TokenCheck {
+    Arc::new(move |token: &str| {
+        let claims = emulator
+            .verify_token(token)
+            .map_err(|e| (401, format!("Authorization required: {e}")))?;
+        if !azure_emulator::token::is_monitor_audience(&claims.aud) {
+            return Err((
+                401,
+                format!("Authorization required: wrong audience {}", claims.aud),
+            ));
+        }
+        let allowed = publishers.lock().unwrap();
+        if !allowed.is_empty() && !allowed.contains(&claims.oid) {
+            return Err((
+                403,
+                "provided credentials do not grant the access to ingest the telemetry into the component"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    })
 }
 
 impl Received {
@@ -99,6 +136,36 @@ struct Store {
     count_only: bool,
     /// path → (requests, bytes on the wire, bytes after content decoding)
     volume: Arc<Mutex<BTreeMap<String, Volume>>>,
+    /// Local authentication off: only `/v2.1/track` with a token this check accepts.
+    entra: Option<TokenCheck>,
+}
+
+/// The status and message an ingestion endpoint answers a post to `path` with.
+fn ingestion_verdict(store: &Store, path: &str, headers: &HeaderMap) -> (u16, String) {
+    let Some(check) = &store.entra else {
+        return (200, String::new());
+    };
+    if path.ends_with("/v2/track") {
+        return (400, "Authentication not supported".to_owned());
+    }
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer {
+        None => (
+            401,
+            "Authorization required: please provide the valid authorization token".to_owned(),
+        ),
+        Some(token) => match check(token) {
+            Ok(()) => (200, String::new()),
+            Err((status, message)) => (status, message),
+        },
+    }
+}
+
+fn is_track(path: &str) -> bool {
+    path.ends_with("/v2/track") || path.ends_with("/v2.1/track")
 }
 
 /// Answers OTLP/HTTP (`/v1/traces|metrics|logs`) and Application Insights (`/v2/track`) alike.
@@ -126,8 +193,14 @@ async fn record(
     } else {
         body.to_vec()
     };
+    let path = uri.path().to_owned();
+    let (status, message) = if is_track(&path) {
+        ingestion_verdict(&store, &path, &headers)
+    } else {
+        (200, String::new())
+    };
     let received = Received {
-        path: uri.path().to_owned(),
+        path: path.clone(),
         headers: headers
             .iter()
             .map(|(k, v)| {
@@ -138,10 +211,10 @@ async fn record(
             })
             .collect(),
         body,
+        status,
     };
-    let path = received.path.clone();
     let json = received.is_json();
-    let items = if path.ends_with("/v2/track") {
+    let items = if is_track(&path) {
         serde_json::from_slice::<Vec<serde_json::Value>>(&received.body).map_or(0, |v| v.len())
     } else {
         0
@@ -156,12 +229,21 @@ async fn record(
     if !store.count_only {
         store.requests.lock().unwrap().push(received);
     }
-    if path.ends_with("/v2/track") {
-        (
-            StatusCode::OK,
-            [("content-type", "application/json")],
+    if is_track(&path) {
+        let body = if status == 200 {
             format!(r#"{{"itemsReceived":{items},"itemsAccepted":{items},"errors":[]}}"#)
-                .into_bytes(),
+        } else {
+            serde_json::json!({
+                "itemsReceived": items,
+                "itemsAccepted": 0,
+                "errors": [{"index": 0, "statusCode": status, "message": message}],
+            })
+            .to_string()
+        };
+        (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/json")],
+            body.into_bytes(),
         )
     } else if json {
         (
@@ -182,6 +264,15 @@ async fn record(
 impl TelemetryReceiver {
     pub fn start() -> Self {
         Self::start_with(Store::default())
+    }
+
+    /// An Application Insights ingestion endpoint with local authentication off: `/v2/track` answers 400,
+    /// `/v2.1/track` 401 without a bearer token and whatever `check` says with one.
+    pub fn start_entra(check: TokenCheck) -> Self {
+        Self::start_with(Store {
+            entra: Some(check),
+            ..Store::default()
+        })
     }
 
     /// A receiver that keeps only byte counts (for volume measurements of large runs).
@@ -264,9 +355,13 @@ impl TelemetryReceiver {
             .collect()
     }
 
-    /// Every Application Insights envelope received on `/v2/track`.
+    /// Every Application Insights envelope accepted (on `/v2/track`, or `/v2.1/track` with local authentication
+    /// off).
     pub fn envelopes(&self) -> Vec<serde_json::Value> {
-        self.bodies("/v2/track")
+        self.requests()
+            .into_iter()
+            .filter(|r| is_track(&r.path) && r.status == 200)
+            .collect::<Vec<_>>()
             .iter()
             .flat_map(|r| {
                 serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).expect("envelopes decode")

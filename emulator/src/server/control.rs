@@ -61,6 +61,18 @@ impl EmulatorControl {
         Ok(self.app.mint_token(&principal, audience).0)
     }
 
+    /// Checks a token as a service would: issued by this emulator (signature), unexpired, and returns its claims;
+    /// the caller checks the audience. In-process fakes of services (an Application Insights ingestion endpoint
+    /// with Microsoft Entra authentication) use it.
+    pub fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<crate::token::Claims, crate::token::TokenError> {
+        self.app
+            .signer
+            .verify(token, time::OffsetDateTime::now_utc().unix_timestamp())
+    }
+
     /// An ARM token for `object_id`.
     pub fn arm_token(&self, object_id: &str) -> Result<String, EmulatorError> {
         self.token_for(object_id, "https://management.azure.com")

@@ -48,7 +48,10 @@ pub(super) fn token_endpoint(app: &App, req: &Request<'_>) -> Outcome {
             "The resource parameter is required.",
         );
     };
-    if !token::is_arm_audience(&resource) && !app.is_graph_audience(&resource) {
+    if !token::is_arm_audience(&resource)
+        && !app.is_graph_audience(&resource)
+        && !token::is_monitor_audience(&resource)
+    {
         return bad(
             StatusCode::BAD_REQUEST,
             "invalid_resource",
