@@ -33,7 +33,7 @@ param instanceMemoryMB int = 512
 @maxValue(730)
 param logRetentionDays int = 30
 
-@description('Application Insights local (instrumentation-key) authentication off: only Entra ID ingestion. The handler\'s own exporter sends with the instrumentation key today, so its records are rejected while this is true (docs/deploy.md, "Telemetry and local auth").')
+@description('Application Insights local (instrumentation-key) authentication off: only Entra ID ingestion. The Functions host and the handler\'s exporter both send Entra tokens of the identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING, Monitoring Metrics Publisher below; docs/deploy.md, "Telemetry and local auth").')
 param appInsightsDisableLocalAuth bool = true
 
 @description('Handler settings (AUTOATTACH_*, OTEL_*, RUST_LOG) that override the defaults below; see docs/deploy.md.')
