@@ -103,6 +103,37 @@ async fn token_endpoint_speaks_the_app_service_protocol() {
     assert_eq!(h.emu.stats().count_status("GET token", 200), 1);
 }
 
+/// Application Insights ingestion with local auth off takes tokens for `https://monitor.azure.com` (the Azure
+/// Monitor exporters ask for `https://monitor.azure.com//.default`); they are no good for ARM.
+#[tokio::test]
+async fn monitor_tokens_are_issued_for_ingestion_and_refused_by_arm() {
+    let h = Harness::default().await;
+    let secret = identity_header(&h);
+    let (status, body) = token_request(
+        &h,
+        Some(&secret),
+        "api-version=2019-08-01&resource=https://monitor.azure.com/",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let claims = h.emu.verify_token(token).unwrap();
+    assert_eq!(claims.aud, "https://monitor.azure.com/");
+    assert!(azure_emulator::token::is_monitor_audience(&claims.aud));
+    assert_eq!(claims.oid, h.emu.handler_principal_id());
+    assert!(h.emu.verify_token(&format!("{token}x")).is_err());
+    let arm = h
+        .get(
+            token,
+            &format!(
+                "/subscriptions/{}/resourcegroups?api-version=2024-11-01",
+                h.sub
+            ),
+        )
+        .await;
+    assert_eq!(arm.status, 401, "wrong audience for ARM");
+}
+
 #[tokio::test]
 async fn token_failures_can_be_injected() {
     let h = Harness::default().await;
