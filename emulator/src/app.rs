@@ -156,6 +156,19 @@ impl App {
                 created_at: long_ago,
             },
         );
+        // The admin user stands for a directory administrator: its delegated Graph rights cover the directory.
+        store.graph_app_roles.insert(
+            self.admin_object_id.clone(),
+            std::collections::BTreeSet::from(["Directory.ReadWrite.All".to_owned()]),
+        );
+        if !self.config.handler_graph_roles.is_empty() {
+            store.graph_app_roles.insert(
+                self.handler_object_id.clone(),
+                self.config.handler_graph_roles.iter().cloned().collect(),
+            );
+        }
+        store.membership_delay =
+            Duration::from_millis(lock(&self.settings).group_membership_delay_ms);
         let reader = rbac::handler_reader_role();
         store.role_definitions.insert(reader.name.clone(), reader);
         let subs: Vec<(String, String)> = self
@@ -253,6 +266,13 @@ impl App {
             || audience.trim_end_matches('/') == self.base_url.trim_end_matches('/')
     }
 
+    /// Replaces the run-time settings, keeping the store's copy of the group-membership delay in step.
+    pub fn set_settings(&self, settings: Settings) {
+        let delay = Duration::from_millis(settings.group_membership_delay_ms);
+        *lock(&self.settings) = settings;
+        lock(&self.store).membership_delay = delay;
+    }
+
     pub fn graph_keep(&self) -> Duration {
         Duration::from_millis(lock(&self.settings).resource_graph_lag_ms)
     }
@@ -334,6 +354,15 @@ impl App {
                 "app".into()
             },
             xms_mirid: principal.managed_identity_resource_id.clone(),
+            roles: if self.is_graph_audience(audience) {
+                lock(&self.store)
+                    .graph_app_roles
+                    .get(&principal.object_id.to_ascii_lowercase())
+                    .map(|r| r.iter().cloned().collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         };
         (self.signer.sign(&claims), exp)
     }
@@ -386,7 +415,7 @@ impl App {
         lock(&self.graph_quota).clear();
         lock(&self.stats).clear();
         lock(&self.operations).clear();
-        *lock(&self.settings) = self.config.settings.clone();
+        self.set_settings(self.config.settings.clone());
         *lock(&self.faults) = FaultState::new(self.config.faults.clone());
     }
 }

@@ -104,6 +104,15 @@ pub struct Settings {
     pub token_lifetime_secs: u64,
     /// Resource Graph default page size when `$top` is absent (Azure: 100), and its maximum (1,000).
     pub resource_graph_default_top: usize,
+    /// How long a change of group membership (added or removed) takes to count for Azure RBAC, modelling the
+    /// managed-identity token cache (Azure: up to ~24 h; see `docs/grant-modes.md`). Scaled down by default.
+    pub group_membership_delay_ms: u64,
+    /// Microsoft Graph page size of member and `transitiveMemberOf` lists without `$top` (Graph: 100; `$top`
+    /// may ask up to 999).
+    pub graph_page_size: usize,
+    /// Whether an application that owns a group may read it and manage its members with no group permission
+    /// beyond `Group.Create` (observed in Azure, not documented for applications: `docs/grant-modes.md`).
+    pub graph_owners_manage_members: bool,
 }
 
 impl Default for Settings {
@@ -118,6 +127,9 @@ impl Default for Settings {
             role_assignment_limit: 4_000,
             token_lifetime_secs: 3_600,
             resource_graph_default_top: 100,
+            group_membership_delay_ms: 60_000,
+            graph_page_size: 100,
+            graph_owners_manage_members: true,
         }
     }
 }
@@ -204,6 +216,9 @@ pub struct EmulatorConfig {
     pub handler_rights: HandlerRights,
     /// A user-assigned identity for the handler: `AZURE_CLIENT_ID` is exported and tokens need `client_id`.
     pub handler_user_assigned: bool,
+    /// Microsoft Graph application permissions (app roles such as `Group.Create`) consented for the handler
+    /// identity at start: they appear in the `roles` claim of its Graph tokens. None by default.
+    pub handler_graph_roles: Vec<String>,
     pub settings: Settings,
     pub faults: FaultConfig,
     /// Seed of the identifiers the emulator generates (object ids, client ids).
@@ -228,6 +243,7 @@ impl Default for EmulatorConfig {
                 .to_vec(),
             handler_rights: HandlerRights::LeastPrivilege,
             handler_user_assigned: false,
+            handler_graph_roles: Vec::new(),
             settings: Settings::default(),
             faults: FaultConfig::default(),
             id_seed: 1,

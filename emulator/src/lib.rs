@@ -12,6 +12,7 @@ pub mod credential;
 mod crypto;
 pub mod eventgrid;
 pub mod functions_host;
+pub mod groups;
 pub mod limits;
 pub mod rbac;
 pub mod resource_graph;

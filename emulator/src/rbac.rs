@@ -17,6 +17,12 @@ pub const REPOSITORY_CONTRIBUTOR: &str = "2efddaa5-3f1f-4df3-97df-af3f13818f4c";
 /// The custom read-only role the emulator creates for the handler (a fixed GUID so tests can name it).
 pub const HANDLER_READER: &str = "5d1b4d3e-8a51-4c1e-9b35-6c2a51e0f0a1";
 
+/// The control-plane action a registry's data plane checks for pull in `LegacyRegistryPermissions` mode.
+pub const REGISTRY_PULL: &str = "Microsoft.ContainerRegistry/registries/pull/read";
+/// The data action it checks in `AbacRepositoryPermissions` mode.
+pub const REPOSITORY_CONTENT_READ: &str =
+    "Microsoft.ContainerRegistry/registries/repositories/content/read";
+
 /// A role definition (built-in or custom).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleDefinition {
@@ -58,6 +64,17 @@ impl RoleDefinition {
     pub fn allows(&self, action: &str) -> bool {
         self.actions.iter().any(|p| action_matches(p, action))
             && !self.not_actions.iter().any(|p| action_matches(p, action))
+    }
+
+    /// Whether the role's data actions allow `data_action`.
+    pub fn allows_data(&self, data_action: &str) -> bool {
+        self.data_actions
+            .iter()
+            .any(|p| action_matches(p, data_action))
+            && !self
+                .not_data_actions
+                .iter()
+                .any(|p| action_matches(p, data_action))
     }
 
     /// The ARM body (`GET .../roleDefinitions/{guid}`), with the id under `scope_prefix` (e.g. `/subscriptions/{s}`

@@ -2,13 +2,14 @@
 //! the directory of principals, and Resource Graph's delayed view. Plain data plus small queries; the HTTP
 //! semantics live in `arm`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::groups::{self, Group};
 use crate::rbac::{self, RoleDefinition};
 
 /// What kind of directory object a principal is.
@@ -253,6 +254,14 @@ pub struct Store {
     pub role_definitions: BTreeMap<String, RoleDefinition>,
     /// Keyed by object id (lower case).
     pub principals: BTreeMap<String, Principal>,
+    /// Security groups by object id (lower case); each is also in `principals` as a `Group`.
+    pub groups: BTreeMap<String, Group>,
+    /// Microsoft Graph application permissions (app roles, e.g. `Group.Create`) granted to a principal by object
+    /// id (lower case): what an admin's consent puts into the `roles` claim of its Graph tokens.
+    pub graph_app_roles: BTreeMap<String, BTreeSet<String>>,
+    /// How long a group membership change takes to count for RBAC (the managed-identity token cache); kept in
+    /// step with `Settings::group_membership_delay_ms` by the app.
+    pub membership_delay: Duration,
     graph: BTreeMap<(GraphTable, String), Vec<GraphVersion>>,
 }
 
@@ -315,13 +324,47 @@ impl Store {
         )
     }
 
-    /// The assignments held by `object_id`: computed once, they answer many [`Store::allowed_by`] questions
-    /// (Resource Graph checks every row it returns) without rescanning every assignment in the store.
+    /// The assignments held by `object_id`, its own and those of the groups it belongs to (directly or nested)
+    /// as its token sees them (see [`groups::rbac_groups`]): computed once, they answer many
+    /// [`Store::allowed_by`] questions (Resource Graph checks every row it returns) without rescanning every
+    /// assignment in the store.
     pub fn grants_of(&self, object_id: &str) -> Vec<&RoleAssignment> {
+        let mut holders: BTreeSet<String> = BTreeSet::from([object_id.to_ascii_lowercase()]);
+        if !self.groups.is_empty() {
+            let now = Instant::now();
+            for g in groups::rbac_groups(&self.groups, object_id, now, self.membership_delay) {
+                holders.insert(g.id.clone());
+            }
+        }
         self.role_assignments
             .values()
-            .filter(|a| a.principal_id.eq_ignore_ascii_case(object_id))
+            .filter(|a| holders.contains(&a.principal_id.to_ascii_lowercase()))
             .collect()
+    }
+
+    /// Whether `object_id` can pull from the registry `registry_id` as the registry's data plane decides it
+    /// (ACR's token exchange asks ARM for the caller's permissions on the registry): in
+    /// `AbacRepositoryPermissions` mode a role whose data actions allow reading repository content, otherwise
+    /// one whose actions allow `registries/pull/read`; at the registry or above; through the principal's own or
+    /// its groups' assignments. An assignment with a condition may limit pull to some repositories, so it does
+    /// not count as pull on the whole registry. `None` when the registry does not exist.
+    pub fn can_pull(&self, object_id: &str, registry_id: &str) -> Option<bool> {
+        let registry = self.resources.get(&registry_id.to_ascii_lowercase())?;
+        let abac = registry.body["properties"]["roleAssignmentMode"]
+            .as_str()
+            .is_some_and(|m| m.eq_ignore_ascii_case("AbacRepositoryPermissions"));
+        let scope = rbac::normalize_scope(registry_id);
+        Some(self.grants_of(object_id).iter().any(|a| {
+            a.condition.is_none()
+                && rbac::is_at_or_above(&a.scope_key(), &scope)
+                && self.role_definitions.get(&a.role_guid).is_some_and(|role| {
+                    if abac {
+                        role.allows_data(rbac::REPOSITORY_CONTENT_READ)
+                    } else {
+                        role.allows(rbac::REGISTRY_PULL)
+                    }
+                })
+        }))
     }
 
     /// [`Store::is_allowed`] over a principal's [`Store::grants_of`].
@@ -372,10 +415,9 @@ impl Store {
     /// Whether `object_id` holds any assignment at, above or below `scope`.
     pub fn has_any_access(&self, object_id: &str, scope: &str) -> bool {
         let scope = rbac::normalize_scope(scope);
-        self.role_assignments.values().any(|a| {
+        self.grants_of(object_id).iter().any(|a| {
             let s = a.scope_key();
-            a.principal_id.eq_ignore_ascii_case(object_id)
-                && (rbac::is_at_or_above(&s, &scope) || rbac::is_at_or_above(&scope, &s))
+            rbac::is_at_or_above(&s, &scope) || rbac::is_at_or_above(&scope, &s)
         })
     }
 

@@ -41,6 +41,10 @@ pub struct Claims {
     pub idtyp: String,
     #[serde(default)]
     pub xms_mirid: Option<String>,
+    /// Application permissions (app roles) of the token's audience granted to the principal, as Entra ID puts
+    /// them into an app-only token (e.g. `Group.Create` for Microsoft Graph).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 impl Claims {
@@ -173,6 +177,7 @@ mod tests {
             exp,
             idtyp: "app".into(),
             xms_mirid: None,
+            roles: Vec::new(),
         }
     }
 

@@ -424,7 +424,7 @@ fn check_assignment_conflicts(store: &Store, put: &AssignmentPut<'_>) -> Result<
     Ok(())
 }
 
-/// The directory look-up ARM does unless `principalType` says ServicePrincipal.
+/// The directory look-up ARM does unless `principalType` is given (a replicated principal must then match it).
 fn resolve_principal_type(store: &Store, put: &AssignmentPut<'_>) -> Result<String, Outcome> {
     let body = &put.body;
     let known = store.principal(&body.principal_id);
@@ -449,6 +449,8 @@ fn resolve_principal_type(store: &Store, put: &AssignmentPut<'_>) -> Result<Stri
                 .clone()
                 .unwrap_or_else(|| p.kind.as_str().to_owned()))
         }
+        // A declared type (any, as the error below advises) skips the directory look-up that replication delays.
+        (Some(t), _) => Ok(t.clone()),
         _ => {
             let sub = rbac::subscription_of(put.scope).unwrap_or_default();
             let tenant = store

@@ -191,16 +191,45 @@ impl EmulatorControl {
         self.set_faults(faults);
     }
 
+    /// A Microsoft Graph token for `object_id` (its `roles` claim carries the Graph app roles granted to it).
+    pub fn graph_token(&self, object_id: &str) -> Result<String, EmulatorError> {
+        self.token_for(object_id, "https://graph.microsoft.com")
+    }
+
+    /// Grants a Microsoft Graph application permission (e.g. `Group.Create`) to a principal, as an admin's
+    /// consent does; tokens minted afterwards carry it.
+    pub fn grant_graph_app_role(&self, object_id: &str, role: &str) {
+        lock(&self.app.store)
+            .graph_app_roles
+            .entry(object_id.to_ascii_lowercase())
+            .or_default()
+            .insert(role.to_owned());
+    }
+
+    /// Whether `object_id` can pull from the registry `registry_id` now, as the registry's data plane decides it
+    /// (own and group role assignments, group memberships only once past the membership delay). `None` when the
+    /// registry does not exist.
+    pub fn can_pull(&self, object_id: &str, registry_id: &str) -> Option<bool> {
+        lock(&self.app.store).can_pull(object_id, registry_id)
+    }
+
+    /// Role assignments in a subscription (what Azure's 4,000 limit counts).
+    pub fn assignments_in_subscription(&self, subscription: &str) -> usize {
+        lock(&self.app.store).assignments_in_subscription(&subscription.to_ascii_lowercase())
+    }
+
     pub fn settings(&self) -> Settings {
         lock(&self.app.settings).clone()
     }
 
     pub fn set_settings(&self, settings: Settings) {
-        *lock(&self.app.settings) = settings;
+        self.app.set_settings(settings);
     }
 
     pub fn update_settings(&self, change: impl FnOnce(&mut Settings)) {
-        change(&mut lock(&self.app.settings));
+        let mut settings = self.settings();
+        change(&mut settings);
+        self.app.set_settings(settings);
     }
 
     pub fn stats(&self) -> StatsSnapshot {

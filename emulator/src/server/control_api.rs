@@ -107,7 +107,7 @@ pub(super) async fn control_put_settings(State(app): State<Arc<App>>, body: Byte
     let current = lock(&app.settings).clone();
     match merge(&current, &patch) {
         Ok(new) => {
-            *lock(&app.settings) = new.clone();
+            app.set_settings(new.clone());
             axum::Json(new).into_response()
         }
         Err(e) => control_error(&e),

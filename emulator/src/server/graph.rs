@@ -1,14 +1,16 @@
 //! Microsoft Graph: the directory look-ups the handler and azure-cli make — a service principal by app id or
-//! object id, the service-principal list filtered by name, a user, and `directoryObjects/getByIds`.
+//! object id, the service-principal list filtered by name, a user, and `directoryObjects/getByIds`. Security
+//! groups and memberships are in `graph_groups`.
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::app::{App, lock};
 use crate::arm::{self, Outcome, Request};
-use crate::store::{Principal, PrincipalKind, Store};
+use crate::store::{PrincipalKind, Store};
 
-const CONTEXT: &str = "https://graph.microsoft.com/v1.0/$metadata";
+use super::graph_common::{CONTEXT, directory_object, not_found};
+use super::graph_groups;
 
 /// The stats label of a Graph request.
 pub(super) fn label(method: &Method, path: &str) -> String {
@@ -18,8 +20,14 @@ pub(super) fn label(method: &Method, path: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_owned();
-    match noun.as_str() {
-        "servicePrincipals" if *method == Method::GET => "GET graph servicePrincipals".to_owned(),
+    let sub = ["members", "owners", "transitiveMemberOf"]
+        .into_iter()
+        .find(|s| rest.split(['/', '?']).nth(2) == Some(*s));
+    match (noun.as_str(), sub) {
+        (_, Some(sub)) => format!("{method} graph {noun}/{sub}"),
+        ("servicePrincipals", None) if *method == Method::GET => {
+            "GET graph servicePrincipals".to_owned()
+        }
         _ => format!("{method} graph {noun}"),
     }
 }
@@ -32,6 +40,9 @@ pub(super) fn graph_endpoint(app: &App, req: &Request<'_>) -> (Outcome, Option<S
     };
     let caller = Some(claims.oid.clone());
     let rest = req.path["/v1.0/".len()..].trim_end_matches('/');
+    if let Some(outcome) = graph_groups::route(app, req, &claims, rest) {
+        return (outcome, caller);
+    }
     let store = lock(&app.store);
     let outcome = match (req.method.clone(), rest) {
         (Method::POST, "directoryObjects/getByIds") => get_by_ids(&store, req.body),
@@ -84,51 +95,11 @@ fn get_object(store: &Store, rest: &str) -> Outcome {
     };
     match found {
         Some(p) => {
-            let mut body = directory_object(p);
+            let mut body = directory_object(store, p);
             body["@odata.context"] = json!(format!("{CONTEXT}#{entity}/$entity"));
             Outcome::json(StatusCode::OK, body)
         }
         None => not_found(&key),
-    }
-}
-
-fn not_found(key: &str) -> Outcome {
-    arm::graph_error(
-        StatusCode::NOT_FOUND,
-        "Request_ResourceNotFound",
-        &format!(
-            "Resource '{key}' does not exist or one of its queried reference-property objects are not present."
-        ),
-    )
-}
-
-/// A principal as Graph returns it (service principal or user), with its `@odata.type`.
-fn directory_object(p: &Principal) -> Value {
-    match p.kind {
-        PrincipalKind::ServicePrincipal => json!({
-            "@odata.type": "#microsoft.graph.servicePrincipal",
-            "id": p.object_id,
-            "appId": p.app_id,
-            "displayName": p.display_name,
-            "servicePrincipalType": p.service_principal_type,
-            "accountEnabled": true,
-            "appOwnerOrganizationId": p.tenant_id,
-            "alternativeNames": p.managed_identity_resource_id.iter().collect::<Vec<_>>(),
-            "servicePrincipalNames": [p.app_id],
-        }),
-        PrincipalKind::User => json!({
-            "@odata.type": "#microsoft.graph.user",
-            "id": p.object_id,
-            "displayName": p.display_name,
-            "userPrincipalName": format!("{}@emulator.invalid", p.display_name.replace(' ', ".")),
-            "accountEnabled": true,
-        }),
-        PrincipalKind::Group => json!({
-            "@odata.type": "#microsoft.graph.group",
-            "id": p.object_id,
-            "displayName": p.display_name,
-            "securityEnabled": true,
-        }),
     }
 }
 
@@ -150,7 +121,7 @@ fn list_service_principals(store: &Store, req: &Request<'_>) -> Outcome {
             SpFilter::Name | SpFilter::AppId => p.app_id == value_l,
             SpFilter::DisplayName => p.display_name == value,
         })
-        .map(directory_object)
+        .map(|p| directory_object(store, p))
         .collect();
     Outcome::json(
         StatusCode::OK,
@@ -242,7 +213,7 @@ fn get_by_ids(store: &Store, body: &[u8]) -> Outcome {
             };
             types.is_empty() || types.iter().any(|t| t == ty)
         })
-        .map(directory_object)
+        .map(|p| directory_object(store, p))
         .collect();
     Outcome::json(
         StatusCode::OK,

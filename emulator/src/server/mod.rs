@@ -6,6 +6,8 @@
 mod control;
 mod control_api;
 mod graph;
+mod graph_common;
+mod graph_groups;
 mod lifecycle;
 mod msi;
 
