@@ -505,3 +505,51 @@ async fn a_group_assignment_counts_once_against_the_limit() {
         (400, "RoleAssignmentLimitExceeded")
     );
 }
+
+#[tokio::test]
+async fn control_api_grants_graph_roles_and_answers_can_pull() {
+    let h = harness(0).await;
+    h.create_rg("rg").await;
+    h.create_registry("rg", "acrone", json!({})).await;
+    let registry = h.registry_id("rg", "acrone");
+    let sp = h.emu.create_service_principal("app").object_id;
+    let refused = create_group(&h, &graph(&h, &sp), "g", &[&sp]).await;
+    assert_eq!(refused.status, 403);
+    let granted = h
+        .http
+        .post(h.url("/_emulator/graph-app-roles"))
+        .json(&json!({"principalId": sp, "role": "Group.Create"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 204);
+    let created = create_group(&h, &graph(&h, &sp), "g", &[&sp]).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(add(&h, &graph(&h, &sp), &group, &sp).await.status, 204);
+    assert_eq!(
+        assign(&h, &group, "Group", ACR_PULL, &registry)
+            .await
+            .status,
+        201
+    );
+    let can = |registry: String| {
+        let h = &h;
+        let sp = sp.clone();
+        async move {
+            let r = h
+                .http
+                .get(h.url(&format!(
+                    "/_emulator/can-pull?principalId={sp}&registryId={registry}"
+                )))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = can(registry.clone()).await;
+    assert_eq!((status, body["canPull"].as_bool()), (200, Some(true)));
+    assert_eq!(can(format!("{registry}nope")).await.0, 404);
+}

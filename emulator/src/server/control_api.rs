@@ -224,6 +224,54 @@ pub(super) async fn control_grant(State(app): State<Arc<App>>, body: Bytes) -> R
     (StatusCode::CREATED, axum::Json(json!({"name": name}))).into_response()
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct GraphRoleRequest {
+    principal_id: String,
+    role: String,
+}
+
+/// `POST /_emulator/graph-app-roles`: a Microsoft Graph application permission consented for a principal.
+pub(super) async fn control_graph_app_role(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let request: GraphRoleRequest = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return control_error(&e.to_string()),
+    };
+    let mut store = lock(&app.store);
+    if store.principal(&request.principal_id).is_none() {
+        return control_error("unknown principal");
+    }
+    store
+        .graph_app_roles
+        .entry(request.principal_id.to_ascii_lowercase())
+        .or_default()
+        .insert(request.role);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CanPullQuery {
+    principal_id: String,
+    registry_id: String,
+}
+
+/// `GET /_emulator/can-pull?principalId=…&registryId=…`: `{"canPull": bool}` as the registry's data plane would
+/// decide now; 404 for an unknown registry.
+pub(super) async fn control_can_pull(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(q): axum::extract::Query<CanPullQuery>,
+) -> Response {
+    match lock(&app.store).can_pull(&q.principal_id, &q.registry_id) {
+        Some(can) => axum::Json(json!({"canPull": can})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "unknown registry"})),
+        )
+            .into_response(),
+    }
+}
+
 pub(super) async fn control_info(State(app): State<Arc<App>>) -> Response {
     axum::Json(json!({
         "baseUrl": app.base_url,

@@ -67,6 +67,11 @@ pub(super) fn router(app: Arc<App>) -> Router {
         )
         .route("/_emulator/tokens", post(control_api::control_token))
         .route("/_emulator/grants", post(control_api::control_grant))
+        .route(
+            "/_emulator/graph-app-roles",
+            post(control_api::control_graph_app_role),
+        )
+        .route("/_emulator/can-pull", get(control_api::control_can_pull))
         .route("/_emulator/info", get(control_api::control_info))
         .fallback(service)
         .with_state(app)
