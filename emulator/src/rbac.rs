@@ -323,12 +323,18 @@ pub fn resource_group_of(scope: &str) -> Option<String> {
 }
 
 /// The ABAC condition of the handler's Role Based Access Control Administrator assignment (as the design's
-/// infrastructure writes it): it may only write and delete assignments of AcrPull and Container Registry
-/// Repository Reader.
+/// infrastructure writes it, `infra/modules/attach-condition.txt`): it may only write and delete assignments of
+/// AcrPull and Container Registry Repository Reader to service principals.
 pub fn pull_roles_only_condition() -> String {
     format!(
-        "((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/write'}})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{ACR_PULL}, {REPOSITORY_READER}}})) AND ((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/delete'}})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{ACR_PULL}, {REPOSITORY_READER}}}))"
+        "((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/write'}})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{ACR_PULL}, {REPOSITORY_READER}}} AND @Request[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {{'ServicePrincipal'}})) AND ((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/delete'}})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{ACR_PULL}, {REPOSITORY_READER}}} AND @Resource[Microsoft.Authorization/roleAssignments:PrincipalType] ForAnyOfAnyValues:StringEqualsIgnoreCase {{'ServicePrincipal'}}))"
     )
+}
+
+/// [`pull_roles_only_condition`] widened for group mode: the pull roles may also be assigned to groups
+/// (`docs/grant-modes.md`).
+pub fn pull_roles_to_principals_and_groups_condition() -> String {
+    pull_roles_only_condition().replace("{'ServicePrincipal'}", "{'ServicePrincipal', 'Group'}")
 }
 
 /// A role-assignment condition of the restricted form Azure's "constrain roles" option writes for Role Based
@@ -339,6 +345,10 @@ pub fn pull_roles_only_condition() -> String {
 pub struct ConstrainedRoles {
     pub write: Option<Vec<String>>,
     pub delete: Option<Vec<String>>,
+    /// The principal types an assignment may be written for (`None`: not constrained).
+    pub write_principal_types: Option<Vec<String>>,
+    /// The principal types an assignment may be deleted for (`None`: not constrained).
+    pub delete_principal_types: Option<Vec<String>>,
 }
 
 /// Parses `@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {…}`
@@ -357,7 +367,29 @@ pub fn parse_constrained_roles(condition: &str) -> ConstrainedRoles {
                 .collect(),
         )
     }
+    fn strings_after(condition: &str, marker: &str) -> Option<Vec<String>> {
+        let lower = condition.to_ascii_lowercase();
+        let start = lower.find(&marker.to_ascii_lowercase())?;
+        let rest = &condition[start..];
+        let open = rest.find('{')?;
+        let close = rest[open..].find('}')? + open;
+        Some(
+            rest[open + 1..close]
+                .split(',')
+                .map(|v| v.trim().trim_matches('\'').to_owned())
+                .filter(|v| !v.is_empty())
+                .collect(),
+        )
+    }
     ConstrainedRoles {
+        write_principal_types: strings_after(
+            condition,
+            "@Request[Microsoft.Authorization/roleAssignments:PrincipalType]",
+        ),
+        delete_principal_types: strings_after(
+            condition,
+            "@Resource[Microsoft.Authorization/roleAssignments:PrincipalType]",
+        ),
         write: guids_after(
             condition,
             "@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId]",
@@ -454,6 +486,16 @@ mod tests {
         assert_eq!(
             parse_constrained_roles(&pull_roles_only_condition()).write,
             Some(vec![ACR_PULL.to_owned(), REPOSITORY_READER.to_owned()])
+        );
+        let handler = parse_constrained_roles(&pull_roles_only_condition());
+        assert_eq!(
+            handler.write_principal_types,
+            Some(vec!["ServicePrincipal".to_owned()])
+        );
+        assert_eq!(
+            parse_constrained_roles(&pull_roles_to_principals_and_groups_condition())
+                .delete_principal_types,
+            Some(vec!["ServicePrincipal".to_owned(), "Group".to_owned()])
         );
         let parsed = parse_constrained_roles(c);
         assert_eq!(

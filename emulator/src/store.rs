@@ -230,6 +230,15 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     )
 }
 
+/// What a role-assignment condition may test about the assignment being written (`@Request`) or deleted
+/// (`@Resource`): its role definition GUID and its principal type.
+#[derive(Clone, Copy, Debug)]
+pub struct AssignmentFacts<'a> {
+    pub role: &'a str,
+    /// As given (`ServicePrincipal`, `Group`, …; empty when a request gives none).
+    pub principal_type: &'a str,
+}
+
 /// One version of a row in Resource Graph's delayed view (`None` = deleted).
 #[derive(Clone, Debug)]
 struct GraphVersion {
@@ -305,15 +314,15 @@ impl Store {
         })
     }
 
-    /// Whether `object_id` may perform `action` at `scope`. `request_role` / `existing_role` feed the
-    /// constrained-roles condition of role-assignment writes and deletes.
+    /// Whether `object_id` may perform `action` at `scope`. `request_role` / `existing_role` (the assignment being
+    /// written / deleted) feed the constrained-roles condition of role-assignment writes and deletes.
     pub fn is_allowed(
         &self,
         object_id: &str,
         action: &str,
         scope: &str,
-        request_role: Option<&str>,
-        existing_role: Option<&str>,
+        request_role: Option<AssignmentFacts<'_>>,
+        existing_role: Option<AssignmentFacts<'_>>,
     ) -> bool {
         self.allowed_by(
             &self.grants_of(object_id),
@@ -373,8 +382,8 @@ impl Store {
         grants: &[&RoleAssignment],
         action: &str,
         scope: &str,
-        request_role: Option<&str>,
-        existing_role: Option<&str>,
+        request_role: Option<AssignmentFacts<'_>>,
+        existing_role: Option<AssignmentFacts<'_>>,
     ) -> bool {
         let scope = rbac::normalize_scope(scope);
         let action_lower = action.to_ascii_lowercase();
@@ -393,19 +402,33 @@ impl Store {
                 Some(condition) => {
                     let constrained = rbac::parse_constrained_roles(condition);
                     let unreadable = constrained.write.is_none() && constrained.delete.is_none();
-                    let (list, role_guid) =
+                    let (list, types, facts) =
                         if action_lower == "microsoft.authorization/roleassignments/write" {
-                            (constrained.write, request_role)
+                            (
+                                constrained.write,
+                                constrained.write_principal_types,
+                                request_role,
+                            )
                         } else if action_lower == "microsoft.authorization/roleassignments/delete" {
-                            (constrained.delete, existing_role)
+                            (
+                                constrained.delete,
+                                constrained.delete_principal_types,
+                                existing_role,
+                            )
                         } else {
                             return true;
                         };
+                    let type_ok = |f: AssignmentFacts<'_>| {
+                        types.as_ref().is_none_or(|t| {
+                            t.iter().any(|x| x.eq_ignore_ascii_case(f.principal_type))
+                        })
+                    };
                     match list {
                         // A condition the emulator cannot read never widens role-assignment rights.
                         None => !unreadable,
-                        Some(list) => role_guid
-                            .is_some_and(|g| list.iter().any(|x| x.eq_ignore_ascii_case(g))),
+                        Some(list) => facts.is_some_and(|f| {
+                            list.iter().any(|x| x.eq_ignore_ascii_case(f.role)) && type_ok(f)
+                        }),
                     }
                 }
             }

@@ -553,3 +553,50 @@ async fn control_api_grants_graph_roles_and_answers_can_pull() {
     assert_eq!((status, body["canPull"].as_bool()), (200, Some(true)));
     assert_eq!(can(format!("{registry}nope")).await.0, 404);
 }
+
+/// The handler's conditioned right (infra/modules/attach-condition.txt) assigns the pull roles to service
+/// principals only: a group needs the condition widened (group mode's infrastructure).
+#[tokio::test]
+async fn the_handler_condition_decides_whether_a_group_may_get_the_pull_role() {
+    let h = harness(0).await;
+    h.create_rg("rg").await;
+    h.create_registry("rg", "acrone", json!({})).await;
+    let registry = h.registry_id("rg", "acrone");
+    let group = create_group(&h, &admin_graph(&h), "pullers", &[])
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = |principal: String, principal_type: &'static str| {
+        let h = &h;
+        let registry = registry.clone();
+        async move {
+            let name = uuid::Uuid::new_v4();
+            h.put(
+                &h.emu.handler_token(),
+                &format!("{registry}/providers/Microsoft.Authorization/roleAssignments/{name}?api-version={ASSIGNMENTS}"),
+                &json!({"properties": {
+                    "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL}", h.sub),
+                    "principalId": principal,
+                    "principalType": principal_type,
+                }}),
+            )
+            .await
+        }
+    };
+    let refused = put(group.clone(), "Group").await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (403, "AuthorizationFailed")
+    );
+    let kubelet = h.emu.create_service_principal("kubelet").object_id;
+    assert_eq!(put(kubelet, "ServicePrincipal").await.status, 201);
+    h.emu.grant_with_condition(
+        &h.emu.handler_principal_id(),
+        "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
+        &format!("/subscriptions/{}", h.sub),
+        &azure_emulator::rbac::pull_roles_to_principals_and_groups_condition(),
+    );
+    assert_eq!(put(group, "Group").await.status, 201);
+}

@@ -12,7 +12,7 @@ use super::{Outcome, Request, authorization_failed, check_scope_exists, event};
 use crate::app::{App, canonical_scope, lock, str_at};
 use crate::bus::ArmOperationKind;
 use crate::rbac;
-use crate::store::{GraphTable, RoleAssignment, Store, assignment_graph_row};
+use crate::store::{AssignmentFacts, GraphTable, RoleAssignment, Store, assignment_graph_row};
 use crate::token::Claims;
 
 /// The role-assignment list filter: `atScope()`, `principalId eq '{id}'` / `assignedTo('{id}')`, or both joined
@@ -354,13 +354,11 @@ fn check_assignment_put(
 ) -> Result<String, Outcome> {
     let scope = put.scope;
     // Authorization first, then existence, as ARM does.
-    if !store.is_allowed(
-        &claims.oid,
-        ASSIGNMENT_WRITE,
-        scope,
-        Some(&put.role_guid),
-        None,
-    ) {
+    let facts = AssignmentFacts {
+        role: &put.role_guid,
+        principal_type: put.body.principal_type.as_deref().unwrap_or_default(),
+    };
+    if !store.is_allowed(&claims.oid, ASSIGNMENT_WRITE, scope, Some(facts), None) {
         return Err(authorization_failed(claims, ASSIGNMENT_WRITE, scope));
     }
     if let Some(e) = check_scope_exists(store, scope) {
@@ -544,8 +542,16 @@ pub(super) fn delete_role_assignment(
         if let Some(e) = check_scope_exists(&store, scope) {
             return e;
         }
-        let existing_role = find_assignment(&store, scope, name).map(|a| a.role_guid.clone());
-        if !store.is_allowed(&claims.oid, action, scope, None, existing_role.as_deref()) {
+        let existing = find_assignment(&store, scope, name)
+            .map(|a| (a.role_guid.clone(), a.principal_type.clone()));
+        let existing_role = existing.as_ref().map(|(role, _)| role.clone());
+        let facts = existing
+            .as_ref()
+            .map(|(role, principal_type)| AssignmentFacts {
+                role,
+                principal_type,
+            });
+        if !store.is_allowed(&claims.oid, action, scope, None, facts) {
             return authorization_failed(claims, action, scope);
         }
         if existing_role.is_none() {
