@@ -6,6 +6,7 @@ pub mod events;
 pub mod explain;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod groups;
 pub mod model;
 pub mod ncrontab;
 pub mod outcome;

@@ -50,7 +50,9 @@ mod coverage;
 mod detach;
 mod results;
 
-pub use coverage::{action_matches, permits, pull_coverage, role_grants_pull, scope_level};
+pub use coverage::{
+    action_matches, permits, principal_pull_coverage, pull_coverage, role_grants_pull, scope_level,
+};
 pub use detach::provably_ours;
 use detach::{DetachContext, principal_still_needed, removal_reason};
 pub use results::{ApplyOutcome, result_for};
@@ -263,11 +265,18 @@ pub struct Coverage {
     /// The assignment carries a condition (e.g. limiting pull to some repositories). That is a person's
     /// decision: the pair is compliant and no broader assignment is ever added beside it (issue 10, rule 2).
     pub restricted_by_condition: bool,
+    /// The group (object id) that holds the assignment when the principal has pull through its membership
+    /// (direct or nested) rather than its own assignment ([`principal_pull_coverage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_group: Option<String>,
 }
 
 impl fmt::Display for Coverage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} at {} scope", self.grant, self.scope.as_str())?;
+        if let Some(group) = &self.via_group {
+            write!(f, ", through group {group}")?;
+        }
         if self.restricted_by_condition {
             f.write_str(", restricted by a condition")?;
         }

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::core::groups::GroupMemberships;
 
 /// Whether `assignment` gives pull access on `registry` to its principal (the caller matches the principal):
 /// its scope is the registry or an ancestor (`management_groups`: the management groups above the registry's
@@ -28,7 +29,31 @@ pub fn pull_coverage<S: BuildHasher>(
             .condition
             .as_deref()
             .is_some_and(|c| !c.trim().is_empty()),
+        via_group: None,
     })
+}
+
+/// Whether `assignment` gives `principal` pull access on `registry`: held by the principal itself, or by a group
+/// the principal belongs to, directly or nested (as Azure RBAC counts it), whoever made the group; then as
+/// [`pull_coverage`]. An assignment held by anyone else covers nothing for this principal.
+pub fn principal_pull_coverage<S: BuildHasher>(
+    principal: &str,
+    assignment: &RoleAssignment,
+    registry: &Registry,
+    role_definitions: &HashMap<String, RoleDefinition, S>,
+    management_groups: &[String],
+    memberships: &GroupMemberships,
+) -> Option<Coverage> {
+    let holder = assignment.principal_id.trim();
+    let via_group = if holder.eq_ignore_ascii_case(principal.trim()) {
+        None
+    } else if memberships.is_member(principal.trim(), holder) {
+        Some(holder.to_ascii_lowercase())
+    } else {
+        return None;
+    };
+    pull_coverage(assignment, registry, role_definitions, management_groups)
+        .map(|c| Coverage { via_group, ..c })
 }
 
 /// Where `scope` lies relative to `registry`, or `None` when it is not the registry or an ancestor.
@@ -140,4 +165,126 @@ pub fn action_matches(pattern: &str, operation: &str) -> bool {
         }
     }
     pattern[p..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::fixtures::{PRINCIPAL, SUB, assignment, registry};
+    use crate::core::model::RoleAssignmentMode;
+
+    const GROUP: &str = "9999aaaa-0000-4000-8000-0000000000aa";
+    const OUTER: &str = "9999aaaa-0000-4000-8000-0000000000bb";
+    const ACR_PULL: &str = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
+
+    fn held_by(mut a: RoleAssignment, holder: &str) -> RoleAssignment {
+        holder.clone_into(&mut a.principal_id);
+        a.principal_type = Some("Group".into());
+        a
+    }
+
+    fn coverage(
+        a: &RoleAssignment,
+        mode: RoleAssignmentMode,
+        memberships: &GroupMemberships,
+    ) -> Option<Coverage> {
+        let r = registry(Some("*"), mode);
+        principal_pull_coverage(PRINCIPAL, a, &r, &HashMap::new(), &[], memberships)
+    }
+
+    #[test]
+    fn a_pull_role_held_by_a_group_covers_its_members_direct_or_nested() {
+        let r = registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions);
+        let at_registry = assignment(r.id.as_str(), ACR_PULL, None);
+        let mut memberships = GroupMemberships::new();
+        // As transitiveMemberOf lists them: the direct group and the one it is nested in.
+        memberships.insert(&PRINCIPAL.to_ascii_uppercase(), [GROUP, OUTER]);
+        for holder in [GROUP, &OUTER.to_ascii_uppercase()] {
+            let how = coverage(
+                &held_by(at_registry.clone(), holder),
+                RoleAssignmentMode::LegacyRegistryPermissions,
+                &memberships,
+            )
+            .expect("covered through the group");
+            assert_eq!(
+                how.via_group.as_deref(),
+                Some(holder.to_ascii_lowercase().as_str())
+            );
+            assert_eq!(how.scope, ScopeLevel::Registry);
+            assert!(how.to_string().contains("through group"), "{how}");
+        }
+        // The principal's own assignment covers without a group.
+        let own = coverage(
+            &at_registry,
+            RoleAssignmentMode::LegacyRegistryPermissions,
+            &memberships,
+        )
+        .unwrap();
+        assert_eq!(own.via_group, None);
+        assert!(!own.to_string().contains("group"));
+        // An ancestor scope counts through a group as it does directly.
+        let at_sub = held_by(
+            assignment(&format!("/subscriptions/{SUB}"), ACR_PULL, None),
+            GROUP,
+        );
+        assert_eq!(
+            coverage(
+                &at_sub,
+                RoleAssignmentMode::LegacyRegistryPermissions,
+                &memberships
+            )
+            .map(|c| c.scope),
+            Some(ScopeLevel::Subscription)
+        );
+    }
+
+    #[test]
+    fn a_group_the_principal_is_not_in_or_a_wrong_role_covers_nothing() {
+        let r = registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions);
+        let a = held_by(assignment(r.id.as_str(), ACR_PULL, None), GROUP);
+        // Memberships not looked up: only direct assignments count.
+        assert_eq!(
+            coverage(
+                &a,
+                RoleAssignmentMode::LegacyRegistryPermissions,
+                &GroupMemberships::new()
+            ),
+            None
+        );
+        let mut elsewhere = GroupMemberships::new();
+        elsewhere.insert(PRINCIPAL, [OUTER]);
+        assert_eq!(
+            coverage(
+                &a,
+                RoleAssignmentMode::LegacyRegistryPermissions,
+                &elsewhere
+            ),
+            None
+        );
+        // Another principal in the group does not make this one a member.
+        let mut other = GroupMemberships::new();
+        other.insert("0000aaaa-0000-4000-8000-000000000002", [GROUP]);
+        assert_eq!(
+            coverage(&a, RoleAssignmentMode::LegacyRegistryPermissions, &other),
+            None
+        );
+        // AcrPull through a group is not pull on an ABAC registry, as it is not directly.
+        let mut member = GroupMemberships::new();
+        member.insert(PRINCIPAL, [GROUP]);
+        assert_eq!(
+            coverage(&a, RoleAssignmentMode::AbacRepositoryPermissions, &member),
+            None
+        );
+        // A conditioned group assignment covers, restricted, as a direct one does.
+        let mut conditioned = a.clone();
+        conditioned.condition = Some("@Resource[...] StringLike 'team/*'".into());
+        let how = coverage(
+            &conditioned,
+            RoleAssignmentMode::LegacyRegistryPermissions,
+            &member,
+        )
+        .unwrap();
+        assert!(how.restricted_by_condition);
+        assert_eq!(how.via_group.as_deref(), Some(GROUP));
+    }
 }
