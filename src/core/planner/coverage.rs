@@ -168,6 +168,7 @@ pub fn action_matches(pattern: &str, operation: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::core::fixtures::{PRINCIPAL, SUB, assignment, registry};
