@@ -347,7 +347,7 @@ impl Store {
         }
         self.role_assignments
             .values()
-            .filter(|a| holders.contains(&a.principal_id.to_ascii_lowercase()))
+            .filter(|a| holders.iter().any(|h| h.eq_ignore_ascii_case(&a.principal_id)))
             .collect()
     }
 
