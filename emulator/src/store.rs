@@ -347,7 +347,11 @@ impl Store {
         }
         self.role_assignments
             .values()
-            .filter(|a| holders.iter().any(|h| h.eq_ignore_ascii_case(&a.principal_id)))
+            .filter(|a| {
+                holders
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&a.principal_id))
+            })
             .collect()
     }
 
