@@ -10,6 +10,12 @@ use azure_emulator::{EmulatorConfig, FaultConfig};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
+/// Tokens the read bucket can have refilled while a burst ran for `elapsed`: it refills 25 at each whole
+/// second after its first use, so a burst under a second must meet exactly 250.
+fn refill_allowance(elapsed: Duration) -> usize {
+    usize::try_from(elapsed.as_secs()).unwrap_or(usize::MAX / 50) * 25
+}
+
 #[tokio::test]
 async fn three_hundred_reads_give_exactly_250_then_429_and_refill_at_25_per_second() {
     let h = Harness::default().await;
@@ -25,11 +31,9 @@ async fn three_hundred_reads_give_exactly_250_then_429_and_refill_at_25_per_seco
         .buffer_unordered(64)
         .collect()
         .await;
-    let elapsed = t0.elapsed();
-    assert!(
-        elapsed < Duration::from_secs(1),
-        "the burst took {elapsed:?}; the machine is too slow for this test"
-    );
+    // On a loaded machine the burst can outlast a refill tick: what refilled meanwhile may pass too, and
+    // nothing more (the bucket is 250 + 25/s, never "unlimited").
+    let refill_allowance = refill_allowance(t0.elapsed());
     let mut ok = 0;
     let mut throttled = Vec::new();
     for a in answers {
@@ -45,8 +49,12 @@ async fn three_hundred_reads_give_exactly_250_then_429_and_refill_at_25_per_seco
             other => panic!("unexpected {other}"),
         }
     }
-    assert_eq!(ok, 250);
-    assert_eq!(throttled.len(), 50);
+    assert!(
+        (250..=250 + refill_allowance).contains(&ok),
+        "{ok} reads passed; the bucket allows 250 plus {refill_allowance} refilled"
+    );
+    assert_eq!(throttled.len(), 300 - ok);
+    assert!(!throttled.is_empty(), "no read was throttled");
     let first = &throttled[0];
     assert_eq!(first.code(), "SubscriptionRequestsThrottled");
     let retry_after: u64 = first.header("retry-after").unwrap().parse().unwrap();
@@ -83,7 +91,7 @@ async fn three_hundred_reads_give_exactly_250_then_429_and_refill_at_25_per_seco
     );
     assert_eq!(
         mine.count_status("LIST managedClusters", 200),
-        251 + refilled
+        u64::try_from(ok + 1).unwrap() + refilled
     );
 }
 
