@@ -240,6 +240,24 @@ impl ScopedClient {
         })
     }
 
+    /// Every registry in `subscriptions` from one Resource Graph query (paged). Resource Graph lags ARM (most
+    /// changes within ~30 s): callers that must see a change made just now list through ARM instead. Rows that
+    /// do not parse are skipped, as in the inventory.
+    pub async fn registries_from_resource_graph(
+        &self,
+        subscriptions: &[String],
+    ) -> Result<Vec<Registry>, AzureError> {
+        let rows = self
+            .resource_graph(subscriptions, queries::REGISTRIES)
+            .await?;
+        let mut warnings = Vec::new();
+        let registries = parse_rows(&rows, "registry", wire::registry_from_arm, &mut warnings);
+        for warning in warnings {
+            tracing::warn!(%warning, "resource graph registry row skipped");
+        }
+        Ok(registries)
+    }
+
     async fn inventory_from_resource_graph(
         &self,
         subscriptions: &[String],

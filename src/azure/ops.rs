@@ -48,6 +48,11 @@ pub trait AzureOps: Send + Sync {
         &self,
         subscription_id: &str,
     ) -> impl Future<Output = Result<Vec<Registry>, AzureError>> + Send;
+    /// Every registry in `subscriptions` through one Resource Graph query (paged), whatever their number.
+    fn registries_from_resource_graph(
+        &self,
+        subscriptions: &[String],
+    ) -> impl Future<Output = Result<Vec<Registry>, AzureError>> + Send;
     fn list_role_assignments(
         &self,
         scope: &str,
@@ -118,6 +123,12 @@ impl AzureOps for ScopedClient {
     }
     async fn list_registries(&self, subscription_id: &str) -> Result<Vec<Registry>, AzureError> {
         ScopedClient::list_registries(self, subscription_id).await
+    }
+    async fn registries_from_resource_graph(
+        &self,
+        subscriptions: &[String],
+    ) -> Result<Vec<Registry>, AzureError> {
+        ScopedClient::registries_from_resource_graph(self, subscriptions).await
     }
     async fn list_role_assignments(
         &self,

@@ -22,7 +22,7 @@ use crate::core::model::{Mode, PairStatus, PullRole, ResourceIdError, Verificati
 use crate::core::planner::{Action, Plan};
 use crate::runtime::bootstrap::{self, Identity, Settings};
 use crate::runtime::config::{Config, ConfigError, Env, ProcessEnv};
-use crate::runtime::engine::{Engine, EngineError};
+use crate::runtime::engine::{Engine, EngineError, Observation};
 
 use crate::telemetry::Metrics;
 
@@ -365,7 +365,9 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
     }
     let mut progress = Progress::start(engine.client().clone());
     progress.stage(format!("reconcile: applying {writes} writes"), Some(writes));
-    let (pairs, skipped) = engine.apply(&azure, &plan, None).await;
+    let (pairs, skipped) = engine
+        .apply(&azure, &plan, None, Observation::Inventory)
+        .await;
     progress.finish().await;
     let capacity = crate::runtime::engine::capacity(
         &observed.registries,

@@ -93,7 +93,8 @@ pub struct Config {
     pub verify_schedule: String,
     pub arm_endpoint: Url,
     pub graph_endpoint: Url,
-    /// Use Azure Resource Graph for the timer's inventory (falls back to ARM lists when it fails).
+    /// Use Azure Resource Graph for the timer's inventory and a cluster event's registry discovery (both fall
+    /// back to ARM lists when it fails).
     pub use_resource_graph: bool,
     /// A user-assigned managed identity's client id; `None` uses the system-assigned identity.
     pub managed_identity_client_id: Option<String>,

@@ -2,19 +2,23 @@
 //! and turn the outcome into verification results. One engine serves the event path (OnResourceEvent), the
 //! timer (VerifyAttachments) and the operator CLI.
 //!
-//! Request budget of one event (S = subscriptions in scope holding tagged registries, W = writes):
-//! - cluster write: 1 GET cluster (+1 per readiness poll) + S' registry lists (one per subscription in
-//!   scope) + S role-assignment lists filtered by the kubelet principal + W PUTs + one read-back list per
-//!   registry written to; no term grows with the number of registries except through the writes.
+//! Request budget of one event (S = subscriptions holding tagged registries, S' = subscriptions in scope,
+//! W = writes; docs/operations.md "What one event costs"):
+//! - cluster write: 1 GET cluster (+1 per readiness poll: 1 s, then doubling) + 1 Resource Graph query for the
+//!   registries (S' ARM lists with `AUTOATTACH_USE_RESOURCE_GRAPH=false` or when it fails) + S role-assignment
+//!   lists filtered by the kubelet principal, fresh from ARM, which are also the pre-create check (a PUT only
+//!   creates) + W PUTs, each verified by ARM's own answer: at most W + S + 3 with one readiness poll.
 //! - registry write: 1 GET registry + S' cluster lists + 1 role-assignment list at the registry (at and above)
-//!   + one Graph lookup per selected service-principal cluster + W writes + (W > 0 ? 1 : 0) read-back.
+//!   + one Graph lookup per selected service-principal cluster + W writes.
 //! - cluster delete (detach on): 1 GET cluster + S' registry lists + S' cluster lists (shared principals) + one
 //!   Graph lookup per service-principal cluster + S unfiltered role-assignment lists + W.
 //! - verification (timer, CLI): 1 subscription list + S' own-assignment lists and one role-definition GET per
-//!   distinct role the identity holds (the sight check, issue 10 rule 7) + the inventory + W.
+//!   distinct role the identity holds (the sight check, issue 10 rule 7) + the inventory + W + one fresh list
+//!   per registry with a create before it and one read-back list after (the inventory may lag).
 //! - everything else: zero requests.
 //!
-//! The subscription list (for scope and tenants) is cached per process for [`SUBSCRIPTION_CACHE_TTL`].
+//! The subscription list (for scope and tenants) is cached per process for [`SUBSCRIPTION_CACHE_TTL`] (+1 when
+//! it is refilled), and the token per audience until shortly before it expires (one fetch per process).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
@@ -50,12 +54,17 @@ mod apply;
 mod event_path;
 mod sight;
 
+pub use apply::Observation;
 pub use apply::capacity;
 use apply::{apply_item, limit_failure, names_taken, read_back};
 
 pub const SUBSCRIPTION_CACHE_TTL: Duration = Duration::from_mins(5);
 /// Event Grid waits 30 s for the whole delivery; an event invocation never plans past this.
 pub const EVENT_HARD_BUDGET: Duration = Duration::from_secs(27);
+/// The first pause before reading a cluster that was not ready again; each further pause doubles.
+pub const READY_FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// How long a cluster event waits for Resource Graph's registry query before listing through ARM instead.
+pub const RESOURCE_GRAPH_EVENT_BUDGET: Duration = Duration::from_secs(3);
 /// Time reserved after the readiness wait for planning, writes and read-back.
 pub const AFTER_READY_RESERVE: Duration = Duration::from_secs(7);
 /// The read actions the inventory needs on every subscription it verifies (the acr-autoattach reader role).
@@ -147,13 +156,13 @@ pub struct Engine<C: AzureConnect = AzureClient> {
     subscriptions_fresh_after: Mutex<Option<Instant>>,
 }
 
-/// `d` before now, or the first instant this process asked for one when it has not been running that long.
+/// `d` before now, or the first instant this process asked for one when it has not been running that long;
+/// never after now (tests run runtimes with paused clocks side by side, each its own "now").
 pub fn ago(d: Duration) -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
-    Instant::now()
-        .checked_sub(d)
-        .map_or(epoch, |t| t.max(epoch))
+    let now = Instant::now();
+    now.checked_sub(d).map_or(epoch, |t| t.max(epoch)).min(now)
 }
 
 impl<C: AzureConnect> Engine<C> {
@@ -271,7 +280,9 @@ impl<C: AzureConnect> Engine<C> {
         if plan.items.is_empty() && plan.registry_results.is_empty() {
             report.notes.push("no registry selects this cluster".into());
         }
-        let (pairs, _) = self.apply(azure, &plan, meta.event_time).await;
+        let (pairs, _) = self
+            .apply(azure, &plan, meta.event_time, Observation::FreshArm)
+            .await;
         report.pairs = pairs;
         report.registry_results = plan.registry_results;
         Ok(())
@@ -281,13 +292,15 @@ impl<C: AzureConnect> Engine<C> {
     // Apply
     // -----------------------------------------------------------------------------------------------------
 
-    /// Applies the plan's writes with bounded concurrency until the deadline's reserve, reads back what it
-    /// created, and returns one result per item plus how many writes were skipped for lack of time.
+    /// Applies the plan's writes with bounded concurrency until the deadline's reserve, confirms what it
+    /// created (how depends on `observation`), and returns one result per item plus how many writes were
+    /// skipped for lack of time.
     pub async fn apply(
         &self,
         azure: &C::Ops,
         plan: &Plan,
         event_time: Option<OffsetDateTime>,
+        observation: Observation,
     ) -> (Vec<PairResult>, usize) {
         let mut outcomes: Vec<ApplyOutcome> = vec![ApplyOutcome::NotApplied; plan.items.len()];
         // One span per written pair; it closes with the final status (after read-back) recorded on it.
@@ -295,8 +308,12 @@ impl<C: AzureConnect> Engine<C> {
         let mut skipped = 0usize;
         // Subscriptions Azure refused a PUT in with RoleAssignmentLimitExceeded: no further PUT goes there.
         let mut full: BTreeSet<String> = BTreeSet::new();
-        // PUT only to create: a fresh read of each registry written to settles names the snapshot missed.
-        let decided = names_taken(azure, plan).await;
+        // PUT only to create: a plan made from an inventory that may lag reads each registry written to afresh,
+        // to settle names the snapshot missed; a plan made from fresh ARM lists already saw them.
+        let decided = match observation {
+            Observation::Inventory => names_taken(azure, plan).await,
+            Observation::FreshArm => HashMap::new(),
+        };
         for (index, outcome) in &decided {
             outcomes[*index] = outcome.clone();
         }
@@ -349,7 +366,9 @@ impl<C: AzureConnect> Engine<C> {
                 None => break,
             }
         }
-        read_back(azure, plan, &mut outcomes).await;
+        if observation == Observation::Inventory {
+            read_back(azure, plan, &mut outcomes).await;
+        }
         let now = OffsetDateTime::now_utc();
         let results = plan
             .items
@@ -468,7 +487,9 @@ impl<C: AzureConnect> Engine<C> {
                 report.inventory = InventoryOutcome::Taken(inventory.source);
                 report.clusters = observed.clusters.iter().map(|c| c.id.clone()).collect();
                 report.registries = observed.registries.iter().map(|r| r.id.clone()).collect();
-                let (pairs, skipped) = self.apply(&azure, &plan, None).await;
+                let (pairs, skipped) = self
+                    .apply(&azure, &plan, None, Observation::Inventory)
+                    .await;
                 report.capacity = capacity(
                     &observed.registries,
                     &inventory.assignments_per_subscription,

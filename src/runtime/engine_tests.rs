@@ -14,7 +14,7 @@ use crate::core::model::{Cluster, PairStatus, RoleAssignmentMode};
 use crate::core::outcome::{Answer, EventOutcome, answer};
 use crate::core::planner::{self, Action, Plan};
 use crate::runtime::config::{Config, MapEnv};
-use crate::runtime::engine::{Engine, REPORT_RESERVE};
+use crate::runtime::engine::{Engine, Observation, REPORT_RESERVE};
 use crate::runtime::fake_azure::{Call, FakeAzure, Reply};
 
 fn engine(fake: &FakeAzure, ready_timeout: Duration) -> Engine<FakeAzure> {
@@ -79,6 +79,15 @@ fn put_call(plan: &Plan) -> Call {
     )
 }
 
+/// The assignment the create plan asks for, as ARM answers the PUT.
+fn created() -> crate::core::model::RoleAssignment {
+    assignment(
+        &registry_scope(),
+        "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+        Some(&cluster(&[])),
+    )
+}
+
 /// The fresh read of the registry just before a create (PUT only to create): the name is free.
 fn free_name_call() -> Call {
     Call::ListRoleAssignments(registry_scope(), AssignmentFilter::AtScope)
@@ -106,7 +115,7 @@ fn ready_cluster_write_script(fake: FakeAzure) -> FakeAzure {
         Reply::Subscriptions(Ok(vec![subscription()])),
     )
     .expect(
-        Call::ListRegistries(SUB.into()),
+        Call::RegistriesFromResourceGraph(vec![SUB.into()]),
         Reply::Registries(Ok(vec![r])),
     )
     .expect(
@@ -120,17 +129,17 @@ fn ready_cluster_write_script(fake: FakeAzure) -> FakeAzure {
 }
 
 #[tokio::test(start_paused = true)]
-async fn readiness_backs_off_from_250_ms_doubling_and_retries_the_event_when_the_budget_is_spent() {
+async fn readiness_reads_at_0_1_3_7_15_s_and_retries_the_event_when_the_budget_is_spent() {
     let c = creating();
     let mut fake = FakeAzure::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         fake = fake.expect(
             Call::GetCluster(c.id.to_string()),
             Reply::Cluster(Ok(Some(creating()))),
         );
     }
     let started = Instant::now();
-    let report = engine(&fake, Duration::from_secs(3))
+    let report = engine(&fake, Duration::from_secs(20))
         .handle_event(&cluster_write(&c), started)
         .await;
     fake.verify();
@@ -141,13 +150,13 @@ async fn readiness_backs_off_from_250_ms_doubling_and_retries_the_event_when_the
         .collect();
     assert_eq!(
         offsets,
-        [0, 250, 750, 1750],
-        "the fifth read would end past the budget"
+        [0, 1_000, 3_000, 7_000, 15_000],
+        "the sixth read would end past the 20 s budget"
     );
     assert_eq!(report.outcome, EventOutcome::Retry);
     let reason = report.retry_reason.clone().unwrap();
     assert!(
-        reason.contains("not ready after 1 s (provisioningState Creating)"),
+        reason.contains("not ready after 15 s (provisioningState Creating)"),
         "{reason}"
     );
     assert_eq!(answer(&[report]), Answer::Retry { reason });
@@ -156,32 +165,19 @@ async fn readiness_backs_off_from_250_ms_doubling_and_retries_the_event_when_the
 #[tokio::test(start_paused = true)]
 async fn a_cluster_that_becomes_ready_during_the_wait_is_attached() {
     let c = creating();
-    let fake = FakeAzure::new()
-        .expect(
-            Call::GetCluster(c.id.to_string()),
-            Reply::Cluster(Ok(Some(creating()))),
-        )
-        .expect(
-            Call::GetCluster(c.id.to_string()),
-            Reply::Cluster(Ok(Some(creating()))),
-        );
+    let fake = FakeAzure::new().expect(
+        Call::GetCluster(c.id.to_string()),
+        Reply::Cluster(Ok(Some(creating()))),
+    );
     let fake = ready_cluster_write_script(fake);
     let plan = create_plan();
-    let created = assignment(
-        &registry_scope(),
-        "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-        None,
+    let created = created();
+    // The principal's list (fresh from ARM, in the script) was the pre-create check, and the PUT's answer is
+    // the verifying read: no list of the registry before or after.
+    let fake = fake.expect(
+        put_call(&plan),
+        Reply::Put(Ok(PutOutcome::Created(created.clone()))),
     );
-    let fake = fake
-        .expect(free_name_call(), free_name())
-        .expect(
-            put_call(&plan),
-            Reply::Put(Ok(PutOutcome::Created(created.clone()))),
-        )
-        .expect(
-            Call::ListRoleAssignments(registry_scope(), AssignmentFilter::AtScope),
-            Reply::Assignments(Ok(vec![created.clone()])),
-        );
     let started = Instant::now();
     let report = engine(&fake, Duration::from_secs(10))
         .handle_event(&cluster_write(&c), started)
@@ -191,7 +187,16 @@ async fn a_cluster_that_becomes_ready_during_the_wait_is_attached() {
     assert_eq!(report.pairs.len(), 1);
     assert_eq!(report.pairs[0].status, PairStatus::Repaired);
     assert_eq!(report.pairs[0].assignment_id, Some(created.id));
-    assert_eq!(report.azure_requests, 10);
+    assert_eq!(
+        fake.calls()
+            .iter()
+            .filter(|(call, _)| matches!(call, Call::GetCluster(_)))
+            .map(|(_, at)| (*at - started).as_millis())
+            .collect::<Vec<_>>(),
+        [0, 1_000],
+        "read at arrival and once more a second later"
+    );
+    assert_eq!(report.azure_requests, 7);
     assert_eq!(answer(&[report]), Answer::Succeed);
 }
 
@@ -201,7 +206,7 @@ async fn the_apply_sends_no_write_inside_the_report_reserve() {
     let fake = FakeAzure::new();
     let e = engine(&fake, Duration::from_secs(10));
     let azure = fake.until(Instant::now() + REPORT_RESERVE - Duration::from_millis(1));
-    let (pairs, skipped) = e.apply(&azure, &plan, None).await;
+    let (pairs, skipped) = e.apply(&azure, &plan, None, Observation::Inventory).await;
     fake.verify();
     assert!(fake.calls().is_empty(), "no request inside the reserve");
     assert_eq!(skipped, 1);
@@ -222,7 +227,7 @@ async fn the_apply_sends_no_write_inside_the_report_reserve() {
         .expect(put_call(&plan), Reply::Put(Ok(PutOutcome::AlreadyExists)));
     let e = engine(&fake, Duration::from_secs(10));
     let azure = fake.until(Instant::now() + REPORT_RESERVE + Duration::from_millis(1));
-    let (pairs, skipped) = e.apply(&azure, &plan, None).await;
+    let (pairs, skipped) = e.apply(&azure, &plan, None, Observation::Inventory).await;
     fake.verify();
     assert_eq!((skipped, pairs[0].status), (0, PairStatus::Compliant));
 }
@@ -230,11 +235,7 @@ async fn the_apply_sends_no_write_inside_the_report_reserve() {
 #[tokio::test(start_paused = true)]
 async fn the_read_back_confirms_a_created_assignment_or_fails_the_pair_transiently() {
     let plan = create_plan();
-    let created = assignment(
-        &registry_scope(),
-        "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-        None,
-    );
+    let created = created();
     let read_back = Call::ListRoleAssignments(registry_scope(), AssignmentFilter::AtScope);
     let cases = [
         (
@@ -263,8 +264,41 @@ async fn the_read_back_confirms_a_created_assignment_or_fails_the_pair_transient
             .expect(read_back.clone(), listed);
         let e = engine(&fake, Duration::from_secs(10));
         let azure = fake.until(Instant::now() + Duration::from_secs(20));
-        let (pairs, _) = e.apply(&azure, &plan, None).await;
+        let (pairs, _) = e.apply(&azure, &plan, None, Observation::Inventory).await;
         fake.verify();
+        assert_eq!(pairs[0].status, status);
+        assert_eq!(
+            pairs[0].failure.as_ref().map(|f| (f.kind, f.transient)),
+            failure
+        );
+    }
+}
+
+/// A plan observed fresh from ARM (the event path) sends no list before or after its PUT: ARM's answer is the
+/// verifying read, and an answer that is not the assignment asked for (here: carrying a condition) fails the
+/// pair transiently, so the event is retried and read afresh.
+#[tokio::test(start_paused = true)]
+async fn a_fresh_plan_is_verified_by_the_put_answer_alone() {
+    let plan = create_plan();
+    let mut conditioned = created();
+    conditioned.condition = Some("@Resource[x] StringStartsWith 'team-a/'".into());
+    let mut elsewhere = created();
+    elsewhere.scope = format!("/subscriptions/{SUB}/resourceGroups/rg");
+    let cases = [
+        (created(), PairStatus::Repaired, None),
+        (conditioned, PairStatus::Failed, Some(("not_visible", true))),
+        (elsewhere, PairStatus::Failed, Some(("not_visible", true))),
+    ];
+    for (answered, status, failure) in cases {
+        let fake = FakeAzure::new().expect(
+            put_call(&plan),
+            Reply::Put(Ok(PutOutcome::Created(answered))),
+        );
+        let e = engine(&fake, Duration::from_secs(10));
+        let azure = fake.until(Instant::now() + Duration::from_secs(20));
+        let (pairs, _) = e.apply(&azure, &plan, None, Observation::FreshArm).await;
+        fake.verify();
+        assert_eq!(fake.calls().len(), 1, "the PUT alone");
         assert_eq!(pairs[0].status, status);
         assert_eq!(
             pairs[0].failure.as_ref().map(|f| (f.kind, f.transient)),
@@ -295,7 +329,6 @@ async fn a_throttled_write_retries_the_event_and_a_forbidden_one_does_not() {
         ),
     ] {
         let fake = ready_cluster_write_script(FakeAzure::new())
-            .expect(free_name_call(), free_name())
             .expect(put_call(&plan), Reply::Put(Err(error)));
         let report = engine(&fake, Duration::from_secs(10))
             .handle_event(&cluster_write(&c), Instant::now())

@@ -27,6 +27,7 @@ pub enum Call {
     ListClusters(String),
     GetRegistry(String),
     ListRegistries(String),
+    RegistriesFromResourceGraph(Vec<String>),
     ListRoleAssignments(String, AssignmentFilter),
     GetRoleDefinition(String, String),
     ResolveServicePrincipal(String),
@@ -168,6 +169,15 @@ impl AzureOps for FakeAzure {
     async fn list_registries(&self, subscription_id: &str) -> Result<Vec<Registry>, AzureError> {
         answer!(
             self.next(Call::ListRegistries(subscription_id.into())),
+            Registries
+        )
+    }
+    async fn registries_from_resource_graph(
+        &self,
+        subscriptions: &[String],
+    ) -> Result<Vec<Registry>, AzureError> {
+        answer!(
+            self.next(Call::RegistriesFromResourceGraph(subscriptions.to_vec())),
             Registries
         )
     }

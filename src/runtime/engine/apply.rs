@@ -1,8 +1,23 @@
 //! Applying a plan's items: the write (PUT only to create, never over a name already taken), a pair's
-//! failure kinds and the limit, and the read-back that confirms what was written.
+//! failure kinds and the limit, and the reads that confirm what was written.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::core::planner::AssignmentSpec;
+
+/// Where the role assignments a plan was made from were read, which decides the reads around its creates
+/// (docs/security.md rule 2, docs/operations.md "What one event costs").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// Listed from ARM in this invocation, moments before the writes, covering every assignment that could
+    /// bear a created name (the event path: the principal's assignments in each registry's subscription, or
+    /// every assignment at the one registry). That list is the pre-create check, and each PUT's `201` answer,
+    /// ARM's own record of the assignment it stored, checked field by field, is the verifying read.
+    FreshArm,
+    /// From an inventory that may lag (Resource Graph) or is minutes old (a verification run): every registry
+    /// with a create is listed fresh from ARM just before, and read back after.
+    Inventory,
+}
 
 pub(super) async fn apply_item<A: AzureOps>(
     azure: &A,
@@ -30,9 +45,21 @@ pub(super) async fn apply_item<A: AzureOps>(
 pub(super) async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
     match &item.action {
         Action::Create(spec) => match azure.put_role_assignment(spec).await {
-            Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => ApplyOutcome::Created {
-                assignment_id: a.id,
-            },
+            Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => {
+                if answer_shows(spec, &a) {
+                    ApplyOutcome::Created {
+                        assignment_id: a.id,
+                    }
+                } else {
+                    ApplyOutcome::Failed(PairFailure::transient(
+                        PairFailure::NOT_VISIBLE,
+                        format!(
+                            "ARM answered the PUT with an assignment other than the one asked for ({})",
+                            a.id
+                        ),
+                    ))
+                }
+            }
             Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
             Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
                 ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()))
@@ -47,6 +74,21 @@ pub(super) async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> Apply
         }
         _ => ApplyOutcome::NotApplied,
     }
+}
+
+/// Whether ARM's answer to a PUT is the assignment asked for: its name, exact registry scope, role and principal,
+/// and no condition.
+pub(super) fn answer_shows(spec: &AssignmentSpec, answer: &RoleAssignment) -> bool {
+    answer.name.eq_ignore_ascii_case(&spec.name.to_string())
+        && answer
+            .scope
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(spec.scope.as_str())
+        && answer
+            .role_definition_guid
+            .eq_ignore_ascii_case(spec.role.definition_guid())
+        && answer.principal_id.eq_ignore_ascii_case(&spec.principal_id)
+        && answer.condition.is_none()
 }
 
 /// A failed write as the pair's typed failure: its kind (the metric label) and whether retrying can help.

@@ -72,7 +72,9 @@ impl<C: AzureConnect> Engine<C> {
     }
 
     /// Reads the cluster until it is ready (kubelet identity present, provisioning succeeded) or the
-    /// readiness budget is spent.
+    /// readiness budget is spent: at arrival, then after [`READY_FIRST_PAUSE`] and pauses doubling from there
+    /// (0, 1, 3, 7, 15 s), so a cluster that becomes ready within a second of its event costs two reads and the
+    /// 20 s budget at most five (docs/operations.md, "Readiness").
     pub(super) async fn wait_ready(
         &self,
         azure: &C::Ops,
@@ -80,7 +82,7 @@ impl<C: AzureConnect> Engine<C> {
         started: Instant,
     ) -> Result<Option<Cluster>, EngineError> {
         let ready_deadline = started + self.config.ready_timeout;
-        let mut pause = Duration::from_millis(250);
+        let mut pause = READY_FIRST_PAUSE;
         loop {
             let Some(cluster) = azure.get_cluster(id).await? else {
                 return Ok(None);
@@ -97,7 +99,7 @@ impl<C: AzureConnect> Engine<C> {
                 });
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+            pause *= 2;
         }
     }
 
@@ -116,7 +118,7 @@ impl<C: AzureConnect> Engine<C> {
             return Ok(());
         };
         let (scope, tenants) = self.scope(azure).await?;
-        let registries = self.tagged_registries(azure, &scope).await?;
+        let registries = self.registries_for_cluster_event(azure, &scope).await?;
         let mut observed = Observed {
             subscription_tenants: tenants,
             ..Observed::default()
@@ -133,7 +135,9 @@ impl<C: AzureConnect> Engine<C> {
                 .await;
         };
         // Every assignment of the principal (at, above and below each subscription holding a tagged registry):
-        // one list per subscription, whatever the number of registries.
+        // one list per subscription, whatever the number of registries. Fresh from ARM, it shows every
+        // assignment that could bear a name this event would create, so it is the pre-create check too
+        // (`Observation::FreshArm`).
         let subs: BTreeSet<String> = registries
             .iter()
             .map(|r| r.id.subscription_id().to_ascii_lowercase())
@@ -278,9 +282,43 @@ impl<C: AzureConnect> Engine<C> {
                 .notes
                 .push("cluster deleted; no assignment of ours names it".into());
         }
-        let (pairs, _) = self.apply(azure, &plan, meta.event_time).await;
+        let (pairs, _) = self
+            .apply(azure, &plan, meta.event_time, Observation::FreshArm)
+            .await;
         report.pairs = pairs;
         Ok(())
+    }
+
+    /// Tagged registries in `scope` for a cluster event: one Resource Graph query whatever the number of
+    /// subscriptions, or ARM lists (one per subscription) with `AUTOATTACH_USE_RESOURCE_GRAPH=false` or when
+    /// Resource Graph fails or does not answer within [`RESOURCE_GRAPH_EVENT_BUDGET`] (e.g. its quota is
+    /// spent). Resource Graph lags ARM (most changes within ~30 s): what that means for an event is in
+    /// docs/operations.md ("What one event costs") and docs/security.md (rule 2).
+    pub(super) async fn registries_for_cluster_event(
+        &self,
+        azure: &C::Ops,
+        scope: &[String],
+    ) -> Result<Vec<Registry>, AzureError> {
+        if self.config.use_resource_graph && !scope.is_empty() {
+            let query = azure.registries_from_resource_graph(scope);
+            match tokio::time::timeout(RESOURCE_GRAPH_EVENT_BUDGET, query).await {
+                Ok(Ok(registries)) => {
+                    return Ok(registries
+                        .into_iter()
+                        .filter(|r| r.tags.contains_key(&self.config.tag))
+                        .collect());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "registries from Resource Graph failed; listing them through ARM");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "Resource Graph did not answer within {RESOURCE_GRAPH_EVENT_BUDGET:?}; listing registries through ARM"
+                    );
+                }
+            }
+        }
+        self.tagged_registries(azure, scope).await
     }
 
     /// Tagged registries in `scope` (ARM lists, one per subscription: always current, unlike Resource Graph).

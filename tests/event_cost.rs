@@ -1,0 +1,224 @@
+//! What one cluster event costs in Azure requests (issue 15): with N registries that select the cluster in S
+//! subscriptions, the event that attaches it costs at most N + S + 3 requests, the verifying read included, and
+//! the process fetches at most one token per audience. Counted from the emulator's own request log: every
+//! request the handler's identity made (cluster reads and readiness polls, subscription, registry and
+//! role-assignment lists, Resource Graph queries, PUTs) plus every token request. Figures are printed for
+//! docs/operations.md (`cargo test --test event_cost -- --nocapture`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/estate.rs"]
+mod estate;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use acr_autoattach::cli::testbed::Testbed;
+use acr_autoattach::core::model::ACR_PULL_GUID;
+use azure_emulator::admin::{ClusterSpec, RegistrySpec};
+use azure_emulator::config::{DEFAULT_TENANT, SubscriptionConfig};
+use estate::*;
+use serde_json::json;
+
+/// The requests of one invocation: the handler identity's, by operation, plus the token requests.
+#[derive(Debug)]
+struct Cost {
+    by_operation: BTreeMap<String, u64>,
+    tokens: u64,
+}
+
+impl Cost {
+    fn total(&self) -> u64 {
+        self.by_operation.values().sum::<u64>() + self.tokens
+    }
+
+    fn cluster_reads(&self) -> u64 {
+        self.by_operation
+            .get("GET managedClusters")
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn tokens(bed: &Testbed) -> u64 {
+    bed.stats().count("GET token")
+}
+
+/// Sends the `managedClusters/write` event of `cluster` straight to the function (Event Grid is off) and
+/// returns what that one invocation cost.
+async fn invoke_cluster_write(bed: &Testbed, subscription: &str, cluster: &str) -> (bool, Cost) {
+    let handler = bed.emulator.control().handler_principal_id();
+    bed.emulator.control().reset_stats();
+    let event = json!([{
+        "id": format!("eg-{}", uuid::Uuid::new_v4()), "topic": format!("/subscriptions/{subscription}"),
+        "subject": cluster, "eventType": "Microsoft.Resources.ResourceWriteSuccess",
+        "eventTime": "2026-11-30T06:00:00Z", "dataVersion": "2", "metadataVersion": "1",
+        "data": {"operationName": "Microsoft.ContainerService/managedClusters/write", "resourceUri": cluster,
+                 "subscriptionId": subscription, "status": "Succeeded"}
+    }]);
+    let record = bed
+        .host
+        .invoke_event("OnResourceEvent", event)
+        .await
+        .unwrap();
+    let stats = bed.stats();
+    let cost = Cost {
+        by_operation: stats.for_caller(&handler).by_operation(),
+        tokens: stats.count("GET token"),
+    };
+    if !record.succeeded() {
+        dump(bed);
+    }
+    (record.succeeded(), cost)
+}
+
+struct Figures {
+    n: usize,
+    s: usize,
+    /// The event raised when the cluster PUT is accepted (the cluster still `Creating`).
+    accept_time: Cost,
+    /// A ready cluster, every pair still missing.
+    ready: Cost,
+    /// A ready cluster, every pair in place (a redelivery, or the completion event after the accept-time one).
+    attached: Cost,
+    tokens_in_process: u64,
+}
+
+/// N tagged registries spread over S subscriptions; the handler has handled their events (a warm process:
+/// its token and subscription list in cache), then Event Grid is switched off so each measured event is sent
+/// alone.
+async fn measure(n: usize, s: usize) -> Figures {
+    let mut opts = options();
+    while opts.emulator.subscriptions.len() < s {
+        let i = opts.emulator.subscriptions.len() + 1;
+        let id = format!(
+            "{i}{i}{i}{i}{i}{i}{i}{i}-{i}{i}{i}{i}-4{i}{i}{i}-8{i}{i}{i}-{}",
+            i.to_string().repeat(12)
+        );
+        opts.emulator
+            .subscriptions
+            .push(SubscriptionConfig::new(id, DEFAULT_TENANT));
+    }
+    let bed = start(opts).await;
+    let subs: Vec<String> = (0..s).map(|i| sub(&bed, i)).collect();
+    for s in &subs {
+        rg(&bed, s, "platform").await;
+    }
+    let mut registries = Vec::new();
+    for i in 0..n {
+        let spec = RegistrySpec::new(&subs[i % s], "platform", &format!("acrcost{i}"))
+            .tag("acr-autoattach", "*");
+        registries.push(registry(&bed, spec).await);
+    }
+    rg(&bed, &subs[0], "apps").await;
+    settle(&bed).await;
+    assert!(bed.publisher.unsubscribe("acr-autoattach"));
+    let tokens_before = tokens(&bed);
+
+    // The accept-time event: sent as soon as the PUT is accepted, while the cluster is still Creating.
+    let first = ClusterSpec::new(&subs[0], "apps", "aks-accept");
+    bed.admin.put_cluster(&first).await.unwrap();
+    let (ok, accept_time) = invoke_cluster_write(&bed, &subs[0], &first.id()).await;
+    assert!(
+        ok,
+        "the accept-time event attaches once the cluster is ready"
+    );
+    let kubelet = bed
+        .admin
+        .wait_cluster_succeeded(&first.id(), Duration::from_secs(10))
+        .await
+        .unwrap()["properties"]["identityProfile"]["kubeletidentity"]["objectId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for r in &registries {
+        assert_attached(&bed, r, &kubelet, ACR_PULL_GUID).await;
+    }
+    // Its completion event: nothing left to do but verify.
+    let (ok, attached) = invoke_cluster_write(&bed, &subs[0], &first.id()).await;
+    assert!(ok);
+
+    // A cluster that is ready when its event arrives, every pair missing.
+    let second = ClusterSpec::new(&subs[0], "apps", "aks-ready");
+    let (_, kubelet) = cluster(&bed, second.clone()).await;
+    let (ok, ready) = invoke_cluster_write(&bed, &subs[0], &second.id()).await;
+    assert!(ok);
+    for r in &registries {
+        assert_attached(&bed, r, &kubelet, ACR_PULL_GUID).await;
+    }
+    let figures = Figures {
+        tokens_in_process: tokens_before + accept_time.tokens + attached.tokens + ready.tokens,
+        n,
+        s,
+        accept_time,
+        ready,
+        attached,
+    };
+    bed.shutdown().await;
+    figures
+}
+
+/// `az aks update --attach-acr` as measured by `.ci/e2e-azcli.sh` (azure-cli 2.91 against the emulator): one
+/// command per registry, each its own requests (docs/operations.md).
+const AZ_ATTACH_ACR_REQUESTS: u64 = 13;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_event_costs_at_most_n_plus_s_plus_3_requests() {
+    let mut all = Vec::new();
+    for (n, s) in [(1usize, 1usize), (5, 2), (12, 3)] {
+        all.push(measure(n, s).await);
+    }
+    eprintln!(
+        "| N registries | S subscriptions | bound N+S+3 | accept-time event (Creating) | ready cluster | already attached | az aks update --attach-acr ×N |"
+    );
+    for f in &all {
+        eprintln!(
+            "| {} | {} | {} | {} ({} cluster reads) | {} | {} | {} |",
+            f.n,
+            f.s,
+            f.n + f.s + 3,
+            f.accept_time.total(),
+            f.accept_time.cluster_reads(),
+            f.ready.total(),
+            f.attached.total(),
+            AZ_ATTACH_ACR_REQUESTS * f.n as u64
+        );
+        eprintln!(
+            "    accept-time {:?} + {} token; ready {:?} + {} token; attached {:?}",
+            f.accept_time.by_operation,
+            f.accept_time.tokens,
+            f.ready.by_operation,
+            f.ready.tokens,
+            f.attached.by_operation
+        );
+    }
+    for f in &all {
+        let bound = (f.n + f.s + 3) as u64;
+        for (what, cost) in [
+            ("accept-time event", &f.accept_time),
+            ("event of a ready cluster", &f.ready),
+            ("event of an attached cluster", &f.attached),
+        ] {
+            assert!(
+                cost.total() <= bound,
+                "N={} S={}: the {what} cost {} requests, more than N+S+3 = {bound}: {cost:?}",
+                f.n,
+                f.s,
+                cost.total()
+            );
+        }
+        assert!(
+            f.accept_time.cluster_reads() <= 2,
+            "N={} S={}: {} cluster reads while it was Creating",
+            f.n,
+            f.s,
+            f.accept_time.cluster_reads()
+        );
+        assert!(
+            f.tokens_in_process <= 1,
+            "N={} S={}: {} token requests in the whole run (one audience: ARM)",
+            f.n,
+            f.s,
+            f.tokens_in_process
+        );
+    }
+}
