@@ -222,3 +222,59 @@ async fn a_cluster_event_costs_at_most_n_plus_s_plus_3_requests() {
         );
     }
 }
+
+/// The event path's pre-create check is its own fresh ARM list of the principal's assignments (no second list
+/// per registry): an assignment made under the very name the event would create, narrowed by a condition, just
+/// before the event, and not yet in Resource Graph, is never rewritten (docs/security.md rule 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_event_never_rewrites_an_assignment_made_under_its_name_just_before() {
+    use acr_autoattach::core::model::{
+        PullRole, REPOSITORY_READER_GUID, ResourceId, assignment_name, ownership_description,
+    };
+    let mut opts = options();
+    opts.emulator.settings.resource_graph_lag_ms = 2_000;
+    let bed = start(opts).await;
+    assert!(bed.publisher.unsubscribe("acr-autoattach"));
+    let s1 = sub(&bed, 0);
+    rg(&bed, &s1, "rg").await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrabac")
+            .tag("acr-autoattach", "*")
+            .abac(),
+    )
+    .await;
+    let (aks, kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks1")).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let registry_id = ResourceId::parse(&acr).unwrap();
+    let name = assignment_name(&registry_id, &kubelet, PullRole::RepositoryReader);
+    let id = format!("{acr}/providers/Microsoft.Authorization/roleAssignments/{name}");
+    let condition = "((!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/read'})) OR (@Resource[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'))";
+    bed.admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("{id}?api-version=2022-04-01"),
+            Some(&json!({"properties": {
+                "roleDefinitionId": format!("/subscriptions/{s1}/providers/Microsoft.Authorization/roleDefinitions/{REPOSITORY_READER_GUID}"),
+                "principalId": kubelet, "principalType": "ServicePrincipal",
+                "description": ownership_description(&ResourceId::parse(&aks).unwrap()),
+                "condition": condition, "conditionVersion": "2.0"}})),
+        )
+        .await
+        .unwrap();
+    let (ok, cost) = invoke_cluster_write(&bed, &s1, &aks).await;
+    assert!(ok);
+    assert_eq!(
+        cost.by_operation.get("PUT roleAssignments"),
+        None,
+        "re-PUT: {cost:?}"
+    );
+    let now = assignments_at(&bed, &acr).await;
+    assert_eq!(now.len(), 1, "{now:#?}");
+    assert_eq!(
+        now[0]["properties"]["condition"].as_str(),
+        Some(condition),
+        "the condition is gone: {now:#?}"
+    );
+    bed.shutdown().await;
+}
