@@ -1,6 +1,6 @@
 //! The engine opens one `pair` span per written (cluster, registry) pair: the span carries both ids and the
-//! pair's final status (after read-back), and the Azure request that wrote the assignment is its child. Pairs
-//! that need no write get no span. Checked with a capturing `tracing` layer against the in-process emulator.
+//! pair's final status (once its write is confirmed), and the Azure request that wrote the assignment is its
+//! child. Pairs that need no write get no span. Checked with a capturing `tracing` layer against the in-process emulator.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;

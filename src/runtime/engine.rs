@@ -58,7 +58,11 @@ pub use apply::Observation;
 pub use apply::capacity;
 use apply::{apply_item, limit_failure, names_taken, read_back};
 
-pub const SUBSCRIPTION_CACHE_TTL: Duration = Duration::from_mins(5);
+/// How long events reuse the list of visible subscriptions: longer than the default timer period (30 min), so in
+/// a process that runs the timer (whose verification runs always list anew, rule 7) an event finds a list at
+/// most one period old and pays no request for it. A list that does not hold the event's own subscription is
+/// refilled at once ([`Engine::event_scope`]).
+pub const SUBSCRIPTION_CACHE_TTL: Duration = Duration::from_mins(35);
 /// Event Grid waits 30 s for the whole delivery; an event invocation never plans past this.
 pub const EVENT_HARD_BUDGET: Duration = Duration::from_secs(27);
 /// The first pause before reading a cluster that was not ready again; each further pause doubles.
@@ -261,6 +265,24 @@ impl<C: AzureConnect> Engine<C> {
             .map(|s| s.subscription_id.clone())
             .collect();
         Ok((scope, tenants))
+    }
+
+    /// [`Self::scope`] for an event about a resource in `subscription`: the cached list, listed anew when it
+    /// does not hold that subscription (made visible since the list was filled).
+    async fn event_scope(
+        &self,
+        azure: &C::Ops,
+        subscription: &str,
+    ) -> Result<(Vec<String>, HashMap<String, String>), AzureError> {
+        let known = self
+            .visible_subscriptions(azure)
+            .await?
+            .iter()
+            .any(|s| s.subscription_id.eq_ignore_ascii_case(subscription));
+        if !known {
+            self.forget_subscriptions();
+        }
+        self.scope(azure).await
     }
 
     // -----------------------------------------------------------------------------------------------------

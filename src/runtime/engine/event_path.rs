@@ -117,7 +117,7 @@ impl<C: AzureConnect> Engine<C> {
                 .push("cluster no longer exists; nothing to attach".into());
             return Ok(());
         };
-        let (scope, tenants) = self.scope(azure).await?;
+        let (scope, tenants) = self.event_scope(azure, id.subscription_id()).await?;
         let registries = self.registries_for_cluster_event(azure, &scope).await?;
         let mut observed = Observed {
             subscription_tenants: tenants,
@@ -180,7 +180,9 @@ impl<C: AzureConnect> Engine<C> {
             ));
             return Ok(());
         }
-        let (scope, tenants) = self.scope(azure).await?;
+        let (scope, tenants) = self
+            .event_scope(azure, registry.id.subscription_id())
+            .await?;
         let mut observed = Observed {
             subscription_tenants: tenants,
             ..Observed::default()
@@ -233,7 +235,7 @@ impl<C: AzureConnect> Engine<C> {
                 .on_cluster_write(azure, id, meta, started, report)
                 .await;
         }
-        let (scope, tenants) = self.scope(azure).await?;
+        let (scope, tenants) = self.event_scope(azure, id.subscription_id()).await?;
         let registries = self.tagged_registries(azure, &scope).await?;
         let subs: BTreeSet<String> = registries
             .iter()
