@@ -274,6 +274,50 @@ async fn the_read_back_confirms_a_created_assignment_or_fails_the_pair_transient
     }
 }
 
+/// A cluster event finds its registries through one Resource Graph query; when that fails (here: throttled,
+/// its quota is 15 queries per 5 s) it lists them through ARM, one list per subscription, and carries on.
+#[tokio::test(start_paused = true)]
+async fn a_cluster_event_lists_registries_through_arm_when_resource_graph_fails() {
+    let c = cluster(&[]);
+    let r = registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions);
+    let plan = create_plan();
+    let fake = FakeAzure::new()
+        .expect(
+            Call::GetCluster(c.id.to_string()),
+            Reply::Cluster(Ok(Some(cluster(&[])))),
+        )
+        .expect(
+            Call::ListSubscriptions,
+            Reply::Subscriptions(Ok(vec![subscription()])),
+        )
+        .expect(
+            Call::RegistriesFromResourceGraph(vec![SUB.into()]),
+            Reply::Registries(Err(AzureError::Throttled { retry_after: None })),
+        )
+        .expect(
+            Call::ListRegistries(SUB.into()),
+            Reply::Registries(Ok(vec![r])),
+        )
+        .expect(
+            Call::ListRoleAssignments(
+                format!("/subscriptions/{SUB}"),
+                AssignmentFilter::Principal(PRINCIPAL.into()),
+            ),
+            Reply::Assignments(Ok(Vec::new())),
+        )
+        .expect(Call::HandlerTenant, Reply::Tenant(None))
+        .expect(
+            put_call(&plan),
+            Reply::Put(Ok(PutOutcome::Created(created()))),
+        );
+    let report = engine(&fake, Duration::from_secs(10))
+        .handle_event(&cluster_write(&c), Instant::now())
+        .await;
+    fake.verify();
+    assert_eq!(report.outcome, EventOutcome::Done, "{report:?}");
+    assert_eq!(report.pairs[0].status, PairStatus::Repaired);
+}
+
 /// A plan observed fresh from ARM (the event path) sends no list before or after its PUT: ARM's answer is the
 /// verifying read, and an answer that is not the assignment asked for (here: carrying a condition) fails the
 /// pair transiently, so the event is retried and read afresh.

@@ -7,10 +7,14 @@
 //!
 //! Runs are driven by whoever awaits them (no task is spawned), so a run keeps the invocation's task-local
 //! accounting; a run whose every caller went away stops and is resumed by the next caller.
+//!
+//! A run that pauses before reading afresh everything its answer depends on (the event path waiting for a
+//! cluster to be ready) says so ([`nothing_read_decides`], then [`reading_again`]): while it waits, callers that
+//! arrive join it as they would join a queued run, since its answer will come from reads made after they arrived.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -19,9 +23,34 @@ use tokio::time::Instant;
 
 type Run<V> = Shared<BoxFuture<'static, V>>;
 
+/// When a run began reading what decides its answer; `None` while it waits for the run before it, or pauses
+/// with nothing read so far deciding its answer.
+type ReadingSince = Arc<Mutex<Option<Instant>>>;
+
+tokio::task_local! {
+    static READING_SINCE: ReadingSince;
+}
+
+fn lock_since(since: &ReadingSince) -> std::sync::MutexGuard<'_, Option<Instant>> {
+    since
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Called by a run's work before a pause after which it reads again everything its answer depends on: callers
+/// arriving from now until [`reading_again`] may join the run. No effect outside a run.
+pub fn nothing_read_decides() {
+    let _ = READING_SINCE.try_with(|since| *lock_since(since) = None);
+}
+
+/// Called by a run's work as it starts reading again: callers arriving from now on no longer join the run.
+pub fn reading_again() {
+    let _ = READING_SINCE.try_with(|since| *lock_since(since) = Some(Instant::now()));
+}
+
 struct Flight<V> {
-    /// When the work actually began (unset while the run waits for the one before it).
-    began: Arc<OnceLock<Instant>>,
+    /// When the work began reading what decides its answer (see [`ReadingSince`]).
+    began: ReadingSince,
     run: Run<V>,
     /// Set once the run finished and its value may be reused.
     done: Option<V>,
@@ -70,15 +99,16 @@ where
             let now = Instant::now();
             let keep = self.keep;
             map.retain(|_, flights| {
-                flights
-                    .retain(|f| f.done.is_none() || f.began.get().is_some_and(|b| now - *b < keep));
+                flights.retain(|f| {
+                    f.done.is_none() || lock_since(&f.began).is_some_and(|b| now - b < keep)
+                });
                 !flights.is_empty()
             });
             let flights = map.entry(key.clone()).or_default();
             // Newest first: a queued run, or one that began late enough.
-            let found = flights.iter().rev().find(|f| match f.began.get() {
+            let found = flights.iter().rev().find(|f| match *lock_since(&f.began) {
                 None => true,
-                Some(began) => *began >= not_before,
+                Some(began) => began >= not_before,
             });
             match found {
                 Some(Flight {
@@ -87,14 +117,14 @@ where
                 Some(flight) => flight.run.clone(),
                 None => {
                     let previous = flights.last().map(|f| f.run.clone());
-                    let began = Arc::new(OnceLock::new());
+                    let began: ReadingSince = Arc::new(Mutex::new(None));
                     let mark = Arc::clone(&began);
-                    let work = work();
+                    let work = READING_SINCE.scope(Arc::clone(&began), work());
                     let run = async move {
                         if let Some(previous) = previous {
                             previous.await;
                         }
-                        let _ = mark.set(Instant::now());
+                        *lock_since(&mark) = Some(Instant::now());
                         work.await
                     }
                     .boxed()
@@ -215,6 +245,50 @@ mod tests {
             .run("other", t0, always, counting(&runs, Duration::ZERO))
             .await;
         assert_eq!(other, 4);
+    }
+
+    /// A caller arriving while a run pauses with nothing read deciding its answer joins it; one arriving after
+    /// the run read again does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_waiting_before_it_reads_again_is_joined() {
+        let flight: Arc<SingleFlight<&str, u32>> =
+            Arc::new(SingleFlight::new(Duration::from_mins(1)));
+        let runs = Arc::new(AtomicU32::new(0));
+        let work = |runs: &Arc<AtomicU32>| {
+            let runs = Arc::clone(runs);
+            move || {
+                async move {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    nothing_read_decides();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    reading_again();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    n
+                }
+                .boxed()
+            }
+        };
+        let t0 = Instant::now();
+        let first = {
+            let (flight, w) = (Arc::clone(&flight), work(&runs));
+            tokio::spawn(async move { flight.run("k", t0, always, w).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (waiting, w) = (Instant::now(), work(&runs));
+        let joined = {
+            let flight = Arc::clone(&flight);
+            tokio::spawn(async move { flight.run("k", waiting, always, w).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (reading, w) = (Instant::now(), work(&runs));
+        let late = {
+            let flight = Arc::clone(&flight);
+            tokio::spawn(async move { flight.run("k", reading, always, w).await })
+        };
+        assert_eq!(first.await.unwrap(), 1);
+        assert_eq!(joined.await.unwrap(), 1, "arrived during the pause: joins");
+        assert_eq!(late.await.unwrap(), 2, "arrived after the run read again");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,6 +84,9 @@ impl<C: AzureConnect> Engine<C> {
         let ready_deadline = started + self.config.ready_timeout;
         let mut pause = READY_FIRST_PAUSE;
         loop {
+            // Everything this run decides is read from here on: deliveries that arrived during its pause (the
+            // completion event of a cluster whose accept-time event is waiting) share it (single flight).
+            crate::runtime::singleflight::reading_again();
             let Some(cluster) = azure.get_cluster(id).await? else {
                 return Ok(None);
             };
@@ -98,6 +101,7 @@ impl<C: AzureConnect> Engine<C> {
                     waited_secs: (now - started).as_secs(),
                 });
             }
+            crate::runtime::singleflight::nothing_read_decides();
             tokio::time::sleep(pause).await;
             pause *= 2;
         }
