@@ -335,3 +335,84 @@ async fn a_cluster_create_through_event_grid() {
     );
     bed.shutdown().await;
 }
+
+/// A cluster-delete event (detach on) observes only the deleted cluster's assignments, so it never takes its
+/// own list as the pre-create check for the live clusters its plan also covers: a live cluster's assignment,
+/// narrowed by a person's condition, is not re-PUT (docs/security.md rule 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_delete_event_never_rewrites_a_live_clusters_assignment() {
+    use acr_autoattach::core::model::REPOSITORY_READER_GUID;
+    let bed = start(options().setting("AUTOATTACH_DETACH", "true")).await;
+    let s1 = sub(&bed, 0);
+    rg(&bed, &s1, "rg").await;
+    let acr = registry(
+        &bed,
+        RegistrySpec::new(&s1, "rg", "acrabac")
+            .tag("acr-autoattach", "*")
+            .abac(),
+    )
+    .await;
+    let (gone, gone_kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-gone")).await;
+    let (_, kept_kubelet) = cluster(&bed, ClusterSpec::new(&s1, "rg", "aks-kept")).await;
+    settle(&bed).await;
+    assert!(bed.publisher.unsubscribe("acr-autoattach"));
+    assert_attached(&bed, &acr, &gone_kubelet, REPOSITORY_READER_GUID).await;
+    assert_attached(&bed, &acr, &kept_kubelet, REPOSITORY_READER_GUID).await;
+    let kept = assignments_at(&bed, &acr)
+        .await
+        .into_iter()
+        .find(|a| principal(a) == kept_kubelet.to_ascii_lowercase())
+        .unwrap();
+    let mut narrowed = kept.clone();
+    let condition = "((!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/read'})) OR (@Resource[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'))";
+    narrowed["properties"]["condition"] = json!(condition);
+    narrowed["properties"]["conditionVersion"] = json!("2.0");
+    let id = kept["id"].as_str().unwrap().to_owned();
+    bed.admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("{id}?api-version=2022-04-01"),
+            Some(&json!({"properties": {
+                "roleDefinitionId": narrowed["properties"]["roleDefinitionId"],
+                "principalId": kept_kubelet, "principalType": "ServicePrincipal",
+                "description": narrowed["properties"]["description"],
+                "condition": condition, "conditionVersion": "2.0"}})),
+        )
+        .await
+        .unwrap();
+    bed.admin.delete_cluster(&gone).await.unwrap();
+    bed.emulator.control().reset_stats();
+    let event = json!([{
+        "id": "delete-1", "topic": format!("/subscriptions/{s1}"), "subject": gone,
+        "eventType": "Microsoft.Resources.ResourceDeleteSuccess", "eventTime": "2026-11-30T06:00:00Z",
+        "dataVersion": "2", "metadataVersion": "1",
+        "data": {"operationName": "Microsoft.ContainerService/managedClusters/delete", "resourceUri": gone,
+                 "subscriptionId": s1, "status": "Succeeded"}
+    }]);
+    let record = bed
+        .host
+        .invoke_event("OnResourceEvent", event)
+        .await
+        .unwrap();
+    assert!(record.succeeded(), "{record:?}");
+    let handler = bed.emulator.control().handler_principal_id();
+    let stats = bed.stats().for_caller(&handler);
+    assert_eq!(
+        stats.count("PUT roleAssignments"),
+        0,
+        "{:?}",
+        stats.by_operation()
+    );
+    assert!(
+        pulls(&bed, &acr, &gone_kubelet).await.is_empty(),
+        "detached"
+    );
+    let now = assignments_at(&bed, &acr).await;
+    assert_eq!(now.len(), 1, "{now:#?}");
+    assert_eq!(
+        now[0]["properties"]["condition"].as_str(),
+        Some(condition),
+        "the person's condition is gone: {now:#?}"
+    );
+    bed.shutdown().await;
+}

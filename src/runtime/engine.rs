@@ -11,7 +11,8 @@
 //! - registry write: 1 GET registry + S' cluster lists + 1 role-assignment list at the registry (at and above)
 //!   + one Graph lookup per selected service-principal cluster + W writes.
 //! - cluster delete (detach on): 1 GET cluster + S' registry lists + S' cluster lists (shared principals) + one
-//!   Graph lookup per service-principal cluster + S unfiltered role-assignment lists + W.
+//!   Graph lookup per service-principal cluster + S unfiltered role-assignment lists + W (+ a fresh list and a
+//!   read-back per registry with a create: its lists hold only the deleted cluster's assignments).
 //! - verification (timer, CLI): 1 subscription list + S' own-assignment lists and one role-definition GET per
 //!   distinct role the identity holds (the sight check, issue 10 rule 7) + the inventory + W + one fresh list
 //!   per registry with a create before it and one read-back list after (the inventory may lag).

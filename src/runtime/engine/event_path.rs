@@ -288,8 +288,10 @@ impl<C: AzureConnect> Engine<C> {
                 .notes
                 .push("cluster deleted; no assignment of ours names it".into());
         }
+        // The observed assignments are only the deleted cluster's, so a create this plan holds for a live
+        // cluster was not checked against that cluster's own: it takes the fresh per-registry check.
         let (pairs, _) = self
-            .apply(azure, &plan, meta.event_time, Observation::FreshArm)
+            .apply(azure, &plan, meta.event_time, Observation::Inventory)
             .await;
         report.pairs = pairs;
         Ok(())
