@@ -198,16 +198,18 @@ pub(crate) struct Transport {
 /// The client-side budget a call draws from: ARM's bucket per principal, subscription and read/write class,
 /// Resource Graph's quota per principal; Graph has none here.
 fn limit_key(call: &Call<'_>, object_id: Option<String>) -> Option<LimitKey> {
-    let principal = object_id
-        .unwrap_or_else(|| "unknown".to_owned())
-        .to_ascii_lowercase();
     match call.audience {
-        Audience::ResourceGraph => Some(LimitKey::ResourceGraph { principal }),
-        Audience::Arm => Some(LimitKey::Arm {
-            principal,
-            subscription: subscription_of(call.url.path()),
-            class: RequestClass::for_method(&call.method),
+        Audience::ResourceGraph => Some(LimitKey::ResourceGraph {
+            principal: object_id
+                .as_deref()
+                .unwrap_or("unknown")
+                .to_ascii_lowercase(),
         }),
+        Audience::Arm => Some(LimitKey::arm(
+            object_id.as_deref(),
+            &subscription_of(call.url.path()),
+            RequestClass::for_method(&call.method),
+        )),
         Audience::Graph => None,
     }
 }
@@ -343,20 +345,21 @@ impl Transport {
         if let Some(key) = &key {
             self.wait_for_budget(key, ctx.deadline).await?;
         }
-        let _permit = tokio::time::timeout_at(ctx.deadline, self.semaphore.acquire())
+        let permit = tokio::time::timeout_at(ctx.deadline, self.semaphore.acquire())
             .await
             .map_err(|_| AzureError::DeadlineExceeded {
                 during: "waiting for a free connection slot",
-            })?
-            .map_err(|_| AzureError::Connect("the client is shutting down".into()))?;
-
+            })
+            .and_then(|p| p.map_err(|_| AzureError::Connect("the client is shutting down".into())));
         let start = Instant::now();
         let left = ctx.deadline.saturating_duration_since(start);
-        if left.is_zero() {
-            return Err(AzureError::DeadlineExceeded {
+        let _permit = match permit {
+            Ok(_) if left.is_zero() => Err(AzureError::DeadlineExceeded {
                 during: "starting a request",
-            });
+            }),
+            other => other,
         }
+        .inspect_err(|_| self.no_answer(key.as_ref()))?;
         let deadline_bound = left < self.retry.per_request_timeout;
         let timeout = left.min(self.retry.per_request_timeout);
 
@@ -380,6 +383,7 @@ impl Transport {
             Err(e) => {
                 // A body-read failure after headers still counts as "no response" for accounting.
                 self.record(call.op, None, elapsed);
+                self.no_answer(key.as_ref());
                 let error = if e.is_timeout() {
                     if deadline_bound {
                         AzureError::DeadlineExceeded {
@@ -462,7 +466,7 @@ impl Transport {
     ) -> Result<Reply, AzureError> {
         let now = Instant::now();
         if let Some(key) = key {
-            self.observe_quota(key, headers, now);
+            self.observe_quota(key, status, headers, now);
         }
         if (200..300).contains(&status) {
             return Ok(Reply { status, body });
@@ -480,14 +484,22 @@ impl Transport {
         Err(error)
     }
 
-    fn observe_quota(&self, key: &LimitKey, headers: &HeaderMap, now: Instant) {
+    /// A request under `key` got no answer: if it was its bucket's probe, another caller probes.
+    fn no_answer(&self, key: Option<&LimitKey>) {
+        if let Some(key) = key {
+            self.limiter.no_answer(key, Instant::now());
+        }
+    }
+
+    /// What an answer says about the budget left. ARM's `x-ms-ratelimit-remaining-subscription-*` bounds the
+    /// bucket (a 429 without it means none left); any answer confirms the bucket, ending its probe.
+    fn observe_quota(&self, key: &LimitKey, status: u16, headers: &HeaderMap, now: Instant) {
         match key {
             LimitKey::Arm { class, .. } => {
-                if let Some(remaining) = header_str(headers, class.remaining_header())
+                let remaining = header_str(headers, class.remaining_header())
                     .and_then(|v| v.trim().parse::<f64>().ok())
-                {
-                    self.limiter.observe_remaining(key, now, remaining);
-                }
+                    .or((status == 429).then_some(0.0));
+                self.limiter.observe_answer(key, now, remaining);
             }
             LimitKey::ResourceGraph { .. } => {
                 let remaining = header_str(headers, "x-ms-user-quota-remaining")

@@ -34,7 +34,7 @@ pub use arm::{AssignmentFilter, DeleteOutcome, PutOutcome, api_versions};
 pub use error::AzureError;
 pub use http::{ClientStats, Operation, RequestContext, RequestObserver};
 pub use inventory::{Inventory, InventoryOptions, InventorySource};
-pub use ops::{AzureConnect, AzureOps};
+pub use ops::{AzureConnect, AzureOps, WriteBudget};
 pub use ratelimit::{BucketSpec, RateLimits, WindowSpec};
 pub use retry::RetryPolicy;
 pub use token::{
@@ -210,6 +210,10 @@ impl AzureClient {
     /// Every request sent so far, by operation and status class.
     pub fn stats(&self) -> ClientStats {
         self.inner.transport.stats()
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.inner.transport.limiter
     }
 
     /// Who the ARM token says we are (fetched on demand), for the tenant check and diagnostics.

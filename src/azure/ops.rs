@@ -3,9 +3,11 @@
 //! (`runtime::fake_azure`) in the style of kube-rs controller-rs's `ApiServerVerifier`.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ratelimit::{LimitKey, RequestClass};
 use super::{
     AssignmentFilter, AzureClient, AzureError, DeleteOutcome, Inventory, InventoryOptions,
     PutOutcome, ScopedClient, Subscription,
@@ -79,6 +81,34 @@ pub trait AzureOps: Send + Sync {
         &self,
         options: &InventoryOptions,
     ) -> impl Future<Output = Result<Inventory, AzureError>> + Send;
+    /// The client-side budget of ARM's write and delete buckets, so the engine can order its writes across
+    /// them. `None`: nothing to consult (no client-side limits, e.g. a scripted fake); writes then go round
+    /// robin across buckets.
+    fn write_budget(&self) -> impl Future<Output = Option<WriteBudget>> + Send {
+        std::future::ready(None)
+    }
+}
+
+/// The handler identity's ARM buckets in one client, as the engine's write scheduler sees them: a token taken
+/// here ([`WriteBudget::reserve`]) is spent by the next request of that bucket instead of reserving again.
+#[derive(Clone)]
+pub struct WriteBudget {
+    client: AzureClient,
+    principal: Option<String>,
+}
+
+impl WriteBudget {
+    /// Takes one token of the bucket a `class` request to `subscription` draws from when it comes within
+    /// `max_wait`: `Ok(wait)`, send after `wait`; `Err(wait)`, nothing taken, ask again after `wait`.
+    pub fn reserve(
+        &self,
+        subscription: &str,
+        class: RequestClass,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
+        let key = LimitKey::arm(self.principal.as_deref(), subscription, class);
+        self.client.limiter().prepay(&key, Instant::now(), max_wait)
+    }
 }
 
 impl AzureConnect for AzureClient {
@@ -155,5 +185,17 @@ impl AzureOps for ScopedClient {
     }
     async fn inventory_with(&self, options: &InventoryOptions) -> Result<Inventory, AzureError> {
         ScopedClient::inventory_with(self, options).await
+    }
+    async fn write_budget(&self) -> Option<WriteBudget> {
+        // The same principal the requests' buckets are keyed by (the ARM token's object id).
+        let claims = self
+            .client()
+            .identity(ScopedClient::deadline(self))
+            .await
+            .ok()?;
+        Some(WriteBudget {
+            client: self.client().clone(),
+            principal: claims.object_id,
+        })
     }
 }

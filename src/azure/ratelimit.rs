@@ -117,6 +117,10 @@ impl RateLimits {
 
 /// A token bucket that hands out reservations: a caller takes a token now and waits until the moment it
 /// would have been available, so waiters are served in order and never spin.
+///
+/// A bucket made by [`TokenBucket::unconfirmed`] does not trust its own full start: another process of the
+/// same identity may have drained Azure's bucket a moment ago. It lets one request (the probe) go and holds
+/// everyone else until the probe's answer says how much Azure has left ([`TokenBucket::observe_answer`]).
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     spec: BucketSpec,
@@ -126,20 +130,89 @@ pub struct TokenBucket {
     last: Instant,
     /// No refill before this instant (after a 429, or after Azure reported fewer tokens than we assumed).
     refill_from: Instant,
+    /// An answer from Azure has been seen since the bucket was made (or it was made trusting its start).
+    confirmed: bool,
+    /// While unconfirmed: the probe in flight, and when another may go if it never gets an answer.
+    probe_until: Option<Instant>,
+    /// Tokens reserved ahead by [`TokenBucket::prepay`], each with the instant it may be spent: the next
+    /// request under this bucket spends the oldest instead of reserving again.
+    prepaid: VecDeque<Instant>,
 }
+
+/// How long an unanswered probe holds the other callers of an unconfirmed bucket before another may go.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After Azure reports fewer remaining tokens than we assumed, assume no refill for this long: ARM may
 /// refill in whole-second steps, and our continuous refill must not run ahead of it.
 const CLAMP_REFILL_PAUSE: Duration = Duration::from_secs(1);
 
 impl TokenBucket {
+    /// A bucket that starts full and trusts it (no probe).
     pub fn new(spec: BucketSpec, now: Instant) -> Self {
         Self {
             spec,
             tokens: spec.capacity,
             last: now,
             refill_from: now,
+            confirmed: true,
+            probe_until: None,
+            prepaid: VecDeque::new(),
         }
+    }
+
+    /// A bucket that lets one probe go and waits for its answer before it spends the rest of its burst.
+    pub fn unconfirmed(spec: BucketSpec, now: Instant) -> Self {
+        Self {
+            confirmed: false,
+            ..Self::new(spec, now)
+        }
+    }
+
+    /// While a probe is in flight and unanswered: how long until another caller may become the probe.
+    /// `None`: the bucket may be reserved from.
+    pub fn awaiting_probe(&self, now: Instant) -> Option<Duration> {
+        match self.probe_until {
+            Some(until) if !self.confirmed && now < until => Some(until - now),
+            _ => None,
+        }
+    }
+
+    /// An answer arrived: Azure's remaining count (when the answer carried one) bounds the bucket, and the
+    /// bucket is confirmed. An answer without the count confirms the full start (as before the probe).
+    pub fn observe_answer(&mut self, now: Instant, remaining: Option<f64>) {
+        self.confirmed = true;
+        self.probe_until = None;
+        if let Some(remaining) = remaining {
+            self.observe_remaining(now, remaining);
+        }
+    }
+
+    /// A request of this bucket got no answer (connection error, timeout, never sent): if it was the probe,
+    /// the next caller becomes the probe.
+    pub fn probe_failed(&mut self) {
+        if !self.confirmed {
+            self.probe_until = None;
+        }
+    }
+
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed
+    }
+
+    /// Reserves a token for a request sent later by someone else (the engine's write scheduler, which
+    /// orders writes across buckets): the request's own turn at the bucket spends it
+    /// ([`TokenBucket::take_prepaid`]). Same answers as [`TokenBucket::reserve`].
+    pub fn prepay(&mut self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
+        let wait = self.reserve(now, max_wait)?;
+        self.prepaid.push_back(now.checked_add(wait).unwrap_or(now));
+        Ok(wait)
+    }
+
+    /// The oldest prepaid token, as the wait until it may be spent.
+    pub fn take_prepaid(&mut self, now: Instant) -> Option<Duration> {
+        self.prepaid
+            .pop_front()
+            .map(|at| at.saturating_duration_since(now))
     }
 
     fn refill(&mut self, now: Instant) {
@@ -155,7 +228,12 @@ impl TokenBucket {
 
     /// Reserves one token. `Ok(wait)`: go after `wait`. `Err(wait)`: it would take longer than `max_wait`;
     /// nothing was reserved.
+    /// An unconfirmed bucket with its probe in flight reserves nothing: `Err` with the time the probe may
+    /// still take (see [`TokenBucket::awaiting_probe`]).
     pub fn reserve(&mut self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
+        if let Some(left) = self.awaiting_probe(now) {
+            return Err(left);
+        }
         self.refill(now);
         let deficit = 1.0 - self.tokens;
         let wait = if deficit <= 0.0 {
@@ -177,6 +255,10 @@ impl TokenBucket {
             return Err(wait);
         }
         self.tokens -= 1.0;
+        if !self.confirmed {
+            let sent = now.checked_add(wait).unwrap_or(now);
+            self.probe_until = Some(pause_end(sent, PROBE_TIMEOUT));
+        }
         Ok(wait)
     }
 
@@ -277,11 +359,24 @@ pub enum LimitKey {
     },
 }
 
+impl LimitKey {
+    /// ARM's bucket of `principal` (the token's object id; `unknown` without one) in `subscription`.
+    pub fn arm(principal: Option<&str>, subscription: &str, class: RequestClass) -> Self {
+        Self::Arm {
+            principal: principal.unwrap_or("unknown").to_ascii_lowercase(),
+            subscription: subscription.to_ascii_lowercase(),
+            class,
+        }
+    }
+}
+
 /// All buckets of one client.
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: RateLimits,
     buckets: Mutex<HashMap<LimitKey, Limiter>>,
+    /// Woken when a probe of an unconfirmed bucket is answered or lost: its waiters look again.
+    probed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -290,11 +385,24 @@ enum Limiter {
     Window(SlidingWindow),
 }
 
+/// What a caller of the limiter may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go after this wait (a token is reserved for it).
+    After(Duration),
+    /// The bucket's probe is in flight: wait for its answer (at most this long) and ask again.
+    AwaitProbe(Duration),
+}
+
+/// How often the write scheduler looks again at a bucket whose probe another caller sent.
+const PROBE_RECHECK: Duration = Duration::from_millis(25);
+
 impl RateLimiter {
     pub fn new(limits: RateLimits) -> Self {
         Self {
             limits,
             buckets: Mutex::new(HashMap::new()),
+            probed: tokio::sync::Notify::new(),
         }
     }
 
@@ -308,8 +416,10 @@ impl RateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let limiter = map.entry(key.clone()).or_insert_with(|| match key {
+            // ARM's buckets are shared with every other process of the same identity: learn what is left
+            // from the first answer before spending the burst.
             LimitKey::Arm { class, .. } => {
-                Limiter::Bucket(TokenBucket::new(self.limits.spec(*class), now))
+                Limiter::Bucket(TokenBucket::unconfirmed(self.limits.spec(*class), now))
             }
             LimitKey::ResourceGraph { .. } => {
                 Limiter::Window(SlidingWindow::new(self.limits.resource_graph))
@@ -318,34 +428,118 @@ impl RateLimiter {
         f(limiter)
     }
 
-    /// Reserves capacity, without waiting: the wait the caller must observe, or `DeadlineExceeded` at once
-    /// when the wait would end after `deadline`.
+    /// Reserves capacity, without waiting: the wait the caller must observe (a token prepaid for it by
+    /// [`RateLimiter::prepay`] first), the probe to wait for, or `DeadlineExceeded` at once when the wait
+    /// would end after `deadline`.
     pub fn reserve(
         &self,
         key: &LimitKey,
         now: Instant,
         deadline: Instant,
-    ) -> Result<Duration, AzureError> {
+    ) -> Result<Admission, AzureError> {
         if !self.limits.enabled {
-            return Ok(Duration::ZERO);
+            return Ok(Admission::After(Duration::ZERO));
         }
         let max_wait = deadline.saturating_duration_since(now);
         self.with(key, now, |l| match l {
-            Limiter::Bucket(b) => b.reserve(now, max_wait),
-            Limiter::Window(w) => w.reserve(now, max_wait),
+            Limiter::Bucket(b) => {
+                if let Some(wait) = b.take_prepaid(now) {
+                    return Ok(Admission::After(wait));
+                }
+                if let Some(left) = b.awaiting_probe(now) {
+                    return Ok(Admission::AwaitProbe(left));
+                }
+                b.reserve(now, max_wait).map(Admission::After)
+            }
+            Limiter::Window(w) => w.reserve(now, max_wait).map(Admission::After),
         })
         .map_err(|_| AzureError::DeadlineExceeded {
             during: "waiting for the client-side rate limit",
         })
     }
 
-    /// Waits until a request under `key` may go, or fails when that would pass the deadline.
+    /// Waits until a request under `key` may go, or fails when that would pass the deadline. Returns the
+    /// time waited.
     pub async fn acquire(&self, key: &LimitKey, deadline: Instant) -> Result<Duration, AzureError> {
-        let wait = self.reserve(key, Instant::now(), deadline)?;
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let started = Instant::now();
+        loop {
+            // Registered before the look, so an answer arriving in between still wakes this caller.
+            let probed = self.probed.notified();
+            let now = Instant::now();
+            match self.reserve(key, now, deadline)? {
+                Admission::After(wait) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    return Ok(now.saturating_duration_since(started) + wait);
+                }
+                Admission::AwaitProbe(left) => {
+                    let until = pause_end(now, left).min(deadline);
+                    if tokio::time::timeout_at(until, probed).await.is_err() && until >= deadline {
+                        return Err(AzureError::DeadlineExceeded {
+                            during: "waiting for the client-side rate limit",
+                        });
+                    }
+                }
+            }
         }
-        Ok(wait)
+    }
+
+    /// Takes a token of `key` for a request the caller will send within `max_wait` (it spends the token
+    /// when it reaches the limiter): `Ok(wait)` to send after, `Err(wait)` when nothing was taken because
+    /// the next token is further away (or the bucket's probe is still out; ask again after `wait`).
+    pub fn prepay(
+        &self,
+        key: &LimitKey,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
+        if !self.limits.enabled {
+            return Ok(Duration::ZERO);
+        }
+        self.with(key, now, |l| match l {
+            Limiter::Bucket(b) => match b.awaiting_probe(now) {
+                Some(left) => Err(left.min(PROBE_RECHECK)),
+                None => b.prepay(now, max_wait),
+            },
+            Limiter::Window(w) => w.reserve(now, max_wait),
+        })
+    }
+
+    /// An answer under `key` arrived, with Azure's remaining count when it carried one.
+    pub fn observe_answer(&self, key: &LimitKey, now: Instant, remaining: Option<f64>) {
+        if !self.limits.enabled {
+            return;
+        }
+        let was_probing = self.with(key, now, |l| match l {
+            Limiter::Bucket(b) => {
+                let probing = !b.is_confirmed();
+                b.observe_answer(now, remaining);
+                probing
+            }
+            Limiter::Window(_) => false,
+        });
+        if was_probing {
+            self.probed.notify_waiters();
+        }
+    }
+
+    /// A request under `key` ended without an answer: when it was a probe, the next caller probes.
+    pub fn no_answer(&self, key: &LimitKey, now: Instant) {
+        if !self.limits.enabled {
+            return;
+        }
+        let was_probing = self.with(key, now, |l| match l {
+            Limiter::Bucket(b) => {
+                let probing = b.awaiting_probe(now).is_some();
+                b.probe_failed();
+                probing
+            }
+            Limiter::Window(_) => false,
+        });
+        if was_probing {
+            self.probed.notify_waiters();
+        }
     }
 
     pub fn observe_remaining(&self, key: &LimitKey, now: Instant, remaining: f64) {
@@ -558,19 +752,23 @@ mod tests {
             subscription: sub.into(),
             class: RequestClass::Read,
         };
-        assert_eq!(l.reserve(&k("a"), t0, t0 + FAR).unwrap(), Duration::ZERO);
-        assert_eq!(l.reserve(&k("b"), t0, t0 + FAR).unwrap(), Duration::ZERO);
+        let go = |a| Ok(Admission::After(a));
+        assert_eq!(l.reserve(&k("a"), t0, t0 + FAR), go(Duration::ZERO));
+        assert_eq!(l.reserve(&k("b"), t0, t0 + FAR), go(Duration::ZERO));
+        // Both are probes: nothing more goes until an answer.
+        assert_eq!(
+            l.reserve(&k("a"), t0, t0 + FAR),
+            Ok(Admission::AwaitProbe(PROBE_TIMEOUT))
+        );
+        l.observe_answer(&k("a"), t0, None);
         let e = l
             .reserve(&k("a"), t0, t0 + Duration::from_millis(10))
             .unwrap_err();
         assert_eq!(e.kind(), "deadline_exceeded");
-        assert_eq!(
-            l.reserve(&k("a"), t0, t0 + FAR).unwrap(),
-            Duration::from_secs(1)
-        );
+        assert_eq!(l.reserve(&k("a"), t0, t0 + FAR), go(Duration::from_secs(1)));
         let off = RateLimiter::new(RateLimits::disabled());
         for _ in 0..1000 {
-            assert_eq!(off.reserve(&k("a"), t0, t0).unwrap(), Duration::ZERO);
+            assert_eq!(off.reserve(&k("a"), t0, t0), go(Duration::ZERO));
         }
     }
 
@@ -628,14 +826,14 @@ mod tests {
             let max_wait = Duration::from_millis(max_wait_ms);
             for (i, v) in values.iter().enumerate() {
                 let now = t0 + Duration::from_millis(i as u64 * 10);
-                limiter.observe_remaining(&key, now, *v);
-                if let Ok(wait) = limiter.reserve(&key, now, now + max_wait) {
-                    proptest::prop_assert!(wait <= max_wait);
+                limiter.observe_answer(&key, now, Some(*v));
+                if let Ok(admission) = limiter.reserve(&key, now, now + max_wait) {
+                    proptest::prop_assert!(matches!(admission, Admission::After(w) if w <= max_wait));
                 }
             }
             let later = t0 + Duration::from_millis(values.len() as u64 * 10);
             let wait = limiter.reserve(&key, later, later + Duration::from_secs(3));
-            proptest::prop_assert!(wait.is_ok(), "wedged: {wait:?}");
+            proptest::prop_assert!(matches!(wait, Ok(Admission::After(_))), "wedged: {wait:?}");
         }
 
         /// A 429's pause, a Resource Graph quota reset or a Retry-After of any size blocks for at most
@@ -664,7 +862,9 @@ mod tests {
             };
             limiter.block_until(&bucket_key, t0, until);
             let w = limiter.reserve(&bucket_key, t0, t0 + Duration::from_hours(1));
-            proptest::prop_assert!(w.is_ok_and(|w| w <= MAX_SERVER_PAUSE + Duration::from_secs(1)));
+            proptest::prop_assert!(
+                matches!(w, Ok(Admission::After(w)) if w <= MAX_SERVER_PAUSE + Duration::from_secs(1))
+            );
         }
     }
 
@@ -685,6 +885,8 @@ mod tests {
             subscription: "s".into(),
             class: RequestClass::Read,
         };
+        // A confirmed bucket (an answer came): the FIFO order of reservations, not the probe, is under test.
+        limiter.observe_answer(&key, Instant::now(), None);
         let order = std::sync::Arc::new(Mutex::new(Vec::new()));
         let far = Instant::now() + Duration::from_mins(1);
         let mut tasks = Vec::new();
@@ -709,6 +911,138 @@ mod tests {
         let order = order.lock().unwrap().clone();
         let expected: Vec<usize> = (0..50).filter(|i| *i != 25).collect();
         assert_eq!(order, expected);
+    }
+
+    /// A fresh process does not trust a full bucket: one probe goes, the rest wait for its answer, and the
+    /// answer's remaining count is what the burst may spend.
+    #[test]
+    fn an_unconfirmed_bucket_sends_one_probe_and_learns_what_is_left() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::unconfirmed(SPEC, t0);
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO), "the probe");
+        assert_eq!(b.awaiting_probe(t0), Some(PROBE_TIMEOUT));
+        assert_eq!(
+            b.reserve(t0, FAR),
+            Err(PROBE_TIMEOUT),
+            "held for the answer"
+        );
+        // Another process drained Azure's bucket: nothing left. No refill for the clamp pause, then 2/s.
+        b.observe_answer(t0, Some(0.0));
+        assert!(b.is_confirmed());
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_millis(1500)));
+
+        // An answer without a count confirms the full start.
+        let mut b = TokenBucket::unconfirmed(SPEC, t0);
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
+        b.observe_answer(t0, None);
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::from_millis(500)));
+
+        // A probe lost without an answer (or unanswered for PROBE_TIMEOUT): the next caller probes.
+        let mut b = TokenBucket::unconfirmed(SPEC, t0);
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
+        b.probe_failed();
+        assert_eq!(b.reserve(t0, FAR), Ok(Duration::ZERO));
+        assert!(b.reserve(t0, FAR).is_err());
+        let late = t0 + PROBE_TIMEOUT;
+        assert_eq!(b.reserve(late, FAR), Ok(Duration::ZERO));
+        assert!(!b.is_confirmed());
+    }
+
+    /// A token prepaid by the write scheduler is spent by the next request of its bucket, at its instant,
+    /// instead of a second reservation.
+    #[test]
+    fn prepaid_tokens_are_spent_by_the_next_request() {
+        let t0 = Instant::now();
+        let limiter = RateLimiter::new(RateLimits {
+            writes: SPEC,
+            ..RateLimits::default()
+        });
+        let key = LimitKey::arm(Some("P"), "S", RequestClass::Write);
+        assert_eq!(limiter.prepay(&key, t0, Duration::ZERO), Ok(Duration::ZERO));
+        // The probe is out: the scheduler is told to look again soon, nothing is taken.
+        assert_eq!(
+            limiter.prepay(&key, t0, FAR),
+            Err(PROBE_RECHECK),
+            "held for the probe"
+        );
+        assert_eq!(
+            limiter.reserve(&key, t0, t0 + FAR).unwrap(),
+            Admission::After(Duration::ZERO),
+            "the probe's request spends the prepaid token"
+        );
+        // Azure has one left (we assumed two): one now.
+        limiter.observe_answer(&key, t0, Some(1.0));
+        assert_eq!(limiter.prepay(&key, t0, Duration::ZERO), Ok(Duration::ZERO));
+        // Empty now (and no refill for the clamp pause): a token 1.5 s away is refused within 1 s.
+        assert_eq!(
+            limiter.prepay(&key, t0, Duration::from_secs(1)),
+            Err(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            limiter.prepay(&key, t0, FAR),
+            Ok(Duration::from_millis(1500))
+        );
+        let later = t0 + Duration::from_millis(100);
+        let spent: Vec<Admission> = (0..2)
+            .map(|_| limiter.reserve(&key, later, later + FAR).unwrap())
+            .collect();
+        assert_eq!(
+            spent,
+            [
+                Admission::After(Duration::ZERO),
+                Admission::After(Duration::from_millis(1400)),
+            ]
+        );
+        // No credit left: a normal reservation behind the prepaid ones.
+        assert_eq!(
+            limiter.reserve(&key, later, later + FAR).unwrap(),
+            Admission::After(Duration::from_millis(1900))
+        );
+    }
+
+    /// Callers of a fresh bucket wait for the probe's answer (woken by it, not by a timer), then share what
+    /// Azure said is left; a probe that gets no answer hands the probe to the next caller.
+    #[tokio::test(start_paused = true)]
+    async fn callers_of_a_fresh_bucket_wait_for_the_probes_answer() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(RateLimits {
+            writes: SPEC,
+            ..RateLimits::default()
+        }));
+        let key = LimitKey::arm(Some("p"), "s", RequestClass::Write);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_mins(1);
+        let gone = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..4usize {
+            let (limiter, key, gone) = (limiter.clone(), key.clone(), gone.clone());
+            tasks.push(tokio::spawn(async move {
+                limiter.acquire(&key, far).await.unwrap();
+                gone.lock().unwrap().push((i, Instant::now() - t0));
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(gone.lock().unwrap().len(), 1, "only the probe went");
+        // The probe's request never got an answer: the next caller probes.
+        limiter.no_answer(&key, Instant::now());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(gone.lock().unwrap().len(), 2);
+        // Its answer: one token left in Azure's bucket.
+        limiter.observe_answer(&key, Instant::now(), Some(1.0));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut times: Vec<u128> = gone
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, d)| d.as_millis())
+            .collect();
+        times.sort_unstable();
+        // probe, second probe after the loss, the one token left at once, then the clamp pause and 2/s.
+        assert_eq!(times, [0, 30, 60, 60 + 1500]);
     }
 
     #[test]

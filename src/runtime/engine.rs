@@ -25,11 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use time::OffsetDateTime;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use crate::azure::{
     AssignmentFilter, AzureClient, AzureConnect, AzureError, AzureOps, DeleteOutcome,
@@ -53,11 +50,12 @@ use crate::telemetry::{AssignmentOutcome, Metrics, pair_span};
 /// How long the list of visible subscriptions (scope and tenants) is reused across invocations.
 mod apply;
 mod event_path;
+mod schedule;
 mod sight;
 
 pub use apply::Observation;
 pub use apply::capacity;
-use apply::{apply_item, limit_failure, names_taken, read_back};
+use apply::{names_taken, read_back};
 
 /// How long events reuse the list of visible subscriptions: longer than the default timer period (30 min), so in
 /// a process that runs the timer (whose verification runs always list anew, rule 7) an event finds a list at
@@ -315,9 +313,9 @@ impl<C: AzureConnect> Engine<C> {
     // Apply
     // -----------------------------------------------------------------------------------------------------
 
-    /// Applies the plan's writes with bounded concurrency until the deadline's reserve, confirms what it
-    /// created (how depends on `observation`), and returns one result per item plus how many writes were
-    /// skipped for lack of time.
+    /// Applies the plan's writes with bounded concurrency until the deadline's reserve, interleaved across
+    /// ARM's buckets (`schedule.rs`), confirms what it created (how depends on `observation`), and returns one
+    /// result per item plus how many writes were skipped for lack of time.
     pub async fn apply(
         &self,
         azure: &C::Ops,
@@ -328,9 +326,6 @@ impl<C: AzureConnect> Engine<C> {
         let mut outcomes: Vec<ApplyOutcome> = vec![ApplyOutcome::NotApplied; plan.items.len()];
         // One span per written pair; it closes with the final status (after read-back) recorded on it.
         let mut spans: Vec<Option<tracing::Span>> = vec![None; plan.items.len()];
-        let mut skipped = 0usize;
-        // Subscriptions Azure refused a PUT in with RoleAssignmentLimitExceeded: no further PUT goes there.
-        let mut full: BTreeSet<String> = BTreeSet::new();
         // PUT only to create: a plan made from an inventory that may lag reads each registry written to afresh,
         // to settle names the snapshot missed; a plan made from fresh ARM lists already saw them.
         let decided = match observation {
@@ -340,55 +335,9 @@ impl<C: AzureConnect> Engine<C> {
         for (index, outcome) in &decided {
             outcomes[*index] = outcome.clone();
         }
-        let mut pending = FuturesUnordered::new();
-        let mut next = plan
-            .items
-            .iter()
-            .enumerate()
-            .filter(|(index, i)| i.action.needs_write() && !decided.contains_key(index));
-        loop {
-            while pending.len() < self.config.max_concurrency {
-                let Some((index, item)) = next.next() else {
-                    break;
-                };
-                let subscription = item.registry.subscription_id().to_ascii_lowercase();
-                if matches!(item.action, Action::Create(_)) && full.contains(&subscription) {
-                    outcomes[index] =
-                        ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()));
-                    continue;
-                }
-                if azure.deadline().saturating_duration_since(Instant::now()) < REPORT_RESERVE {
-                    skipped += 1;
-                    outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
-                        PairFailure::BUDGET_EXHAUSTED,
-                        "not applied: the invocation's time budget was exhausted",
-                    ));
-                    continue;
-                }
-                let metrics = &self.metrics;
-                let span = pair_span(&item.cluster, &item.registry);
-                spans[index] = Some(span.clone());
-                pending.push(
-                    async move { (index, apply_item(azure, item, metrics).await) }.instrument(span),
-                );
-            }
-            match pending.next().await {
-                Some((index, outcome)) => {
-                    if let ApplyOutcome::Failed(failure) = &outcome
-                        && failure.kind == LIMIT_REASON_PREFIX
-                    {
-                        full.insert(
-                            plan.items[index]
-                                .registry
-                                .subscription_id()
-                                .to_ascii_lowercase(),
-                        );
-                    }
-                    outcomes[index] = outcome;
-                }
-                None => break,
-            }
-        }
+        let skipped = self
+            .send_writes(azure, plan, &decided, &mut outcomes, &mut spans)
+            .await;
         if observation == Observation::Inventory {
             read_back(azure, plan, &mut outcomes).await;
         }

@@ -19,6 +19,129 @@ pub enum Observation {
     Inventory,
 }
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use tracing::Instrument as _;
+
+use super::schedule::{Bucket, HORIZON, Next, WriteQueue};
+use crate::azure::http::subscription_of;
+use crate::azure::ratelimit::RequestClass;
+
+/// The ARM bucket a write draws from: creates are writes in the registry's subscription, removals deletes
+/// in the assignment's.
+fn bucket_of(item: &PlanItem) -> Bucket {
+    match &item.action {
+        Action::Remove { assignment, .. } => {
+            Bucket::new(&subscription_of(&assignment.id), RequestClass::Delete)
+        }
+        _ => Bucket::new(item.registry.subscription_id(), RequestClass::Write),
+    }
+}
+
+impl<C: AzureConnect> Engine<C> {
+    /// Sends the plan's writes not yet `decided`, at most `max_concurrency` at once, interleaved across ARM's
+    /// buckets: a slot goes to the write whose bucket has a token soonest ([`WriteQueue`]), so no slot waits
+    /// on one subscription's bucket while another's could serve. Returns how many were skipped because the
+    /// deadline's reserve came first.
+    pub(super) async fn send_writes(
+        &self,
+        azure: &C::Ops,
+        plan: &Plan,
+        decided: &HashMap<usize, ApplyOutcome>,
+        outcomes: &mut [ApplyOutcome],
+        spans: &mut [Option<tracing::Span>],
+    ) -> usize {
+        let budget = azure.write_budget().await;
+        let mut queue = WriteQueue::new(
+            plan.items
+                .iter()
+                .enumerate()
+                .filter(|(index, i)| i.action.needs_write() && !decided.contains_key(index))
+                .map(|(index, item)| (index, bucket_of(item))),
+        );
+        let stop_at = azure
+            .deadline()
+            .checked_sub(REPORT_RESERVE)
+            .unwrap_or_else(Instant::now);
+        let mut skipped = 0usize;
+        let mut pending = FuturesUnordered::new();
+        loop {
+            let mut wake = None;
+            while pending.len() < self.config.max_concurrency {
+                let now = Instant::now();
+                if now >= stop_at {
+                    for index in queue.take_where(|_| true) {
+                        skipped += 1;
+                        outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
+                            PairFailure::BUDGET_EXHAUSTED,
+                            "not applied: the invocation's time budget was exhausted",
+                        ));
+                    }
+                    break;
+                }
+                let until_stop = stop_at - now;
+                let next = queue.next(HORIZON, |bucket, max_wait| match &budget {
+                    Some(b) => {
+                        b.reserve(&bucket.subscription, bucket.class, max_wait.min(until_stop))
+                    }
+                    None => Ok(Duration::ZERO),
+                });
+                let (index, after) = match next {
+                    Next::Send { index, after } => (index, after),
+                    Next::WaitFor(wait) => {
+                        wake = Some(now.checked_add(wait).unwrap_or(stop_at).min(stop_at));
+                        break;
+                    }
+                    Next::Done => break,
+                };
+                let item = &plan.items[index];
+                let metrics = &self.metrics;
+                let span = pair_span(&item.cluster, &item.registry);
+                spans[index] = Some(span.clone());
+                pending.push(
+                    async move {
+                        if !after.is_zero() {
+                            tokio::time::sleep(after).await;
+                        }
+                        (index, apply_item(azure, item, metrics).await)
+                    }
+                    .instrument(span),
+                );
+            }
+            let done = match (pending.is_empty(), wake) {
+                (true, None) => break,
+                (true, Some(at)) => {
+                    tokio::time::sleep_until(at).await;
+                    continue;
+                }
+                (false, None) => pending.next().await,
+                (false, Some(at)) => match tokio::time::timeout_at(at, pending.next()).await {
+                    Ok(done) => done,
+                    Err(_) => continue,
+                },
+            };
+            if let Some((index, outcome)) = done {
+                if let ApplyOutcome::Failed(failure) = &outcome
+                    && failure.kind == LIMIT_REASON_PREFIX
+                {
+                    // Azure refused a create for the subscription's limit: none of its creates can succeed.
+                    let full = Bucket::new(
+                        plan.items[index].registry.subscription_id(),
+                        RequestClass::Write,
+                    );
+                    for other in queue.take_where(|b| *b == full) {
+                        outcomes[other] = ApplyOutcome::Failed(limit_failure(
+                            plan.items[other].registry.subscription_id(),
+                        ));
+                    }
+                }
+                outcomes[index] = outcome;
+            }
+        }
+        skipped
+    }
+}
+
 pub(super) async fn apply_item<A: AzureOps>(
     azure: &A,
     item: &PlanItem,
