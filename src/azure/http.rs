@@ -197,16 +197,13 @@ pub(crate) struct Transport {
 
 /// The client-side budget a call draws from: ARM's bucket per principal, subscription and read/write class,
 /// Resource Graph's quota per principal; Graph has none here.
-fn limit_key(call: &Call<'_>, object_id: Option<String>) -> Option<LimitKey> {
+fn limit_key(call: &Call<'_>, object_id: Option<&str>) -> Option<LimitKey> {
     match call.audience {
         Audience::ResourceGraph => Some(LimitKey::ResourceGraph {
-            principal: object_id
-                .as_deref()
-                .unwrap_or("unknown")
-                .to_ascii_lowercase(),
+            principal: object_id.unwrap_or("unknown").to_ascii_lowercase(),
         }),
         Audience::Arm => Some(LimitKey::arm(
-            object_id.as_deref(),
+            object_id,
             &subscription_of(call.url.path()),
             RequestClass::for_method(&call.method),
         )),
@@ -341,7 +338,7 @@ impl Transport {
         attempt: u32,
     ) -> Result<Reply, AzureError> {
         let (token, claims) = self.tokens.token(scope, ctx.deadline).await?;
-        let key = limit_key(call, claims.object_id);
+        let key = limit_key(call, claims.object_id.as_deref());
         if let Some(key) = &key {
             self.wait_for_budget(key, ctx.deadline).await?;
         }
