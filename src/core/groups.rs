@@ -1,9 +1,13 @@
 //! Group memberships as the core sees them: for each principal, the security groups it belongs to directly or
 //! through nested groups, as Microsoft Graph's `transitiveMemberOf` lists them. Azure RBAC counts a role held by
 //! any of those groups as the principal's own (`docs/grant-modes.md`), so verification does too — for groups made
-//! by anyone, not only this project's. Data only.
+//! by anyone, not only this project's. Also the naming and ownership mark of the tool's own groups. Data only.
 
 use std::collections::{BTreeSet, HashMap};
+
+use uuid::Uuid;
+
+use super::model::{OWNERSHIP_MARK, PullRole, ResourceId};
 
 /// Principal object id → the object ids of the groups it belongs to (direct or nested). Ids compare
 /// case-insensitively (stored lower-cased). A principal that is absent was not looked up: only its direct
@@ -58,6 +62,78 @@ impl GroupMemberships {
     }
 }
 
+
+/// The tool's own group for one (registry, pull role) in group mode: how it is named, marked and found
+/// (`docs/grant-modes.md` §5). Display names are not unique in Entra ID, so a group is the tool's only when its
+/// `description` is exactly [`GroupSpec::description`] **and** the handler's identity is among its owners; the
+/// display name and `mailNickname` only narrow the search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub registry: ResourceId,
+    pub role: PullRole,
+}
+
+/// Fixed namespace of the deterministic `mailNickname` (UUID v5). Never change it: groups already made depend on it.
+pub const GROUP_NICKNAME_NAMESPACE: Uuid = Uuid::from_u128(0x2b7e_91c4_0d5a_4f63_8c1e_5a9f_d204_7b31);
+
+impl GroupSpec {
+    pub fn new(registry: ResourceId, role: PullRole) -> Self {
+        Self { registry, role }
+    }
+
+    /// `acr-autoattach pull <registry name> (<role name>)`, what a person reads in the portal (≤ 256 characters:
+    /// registry names have at most 50).
+    pub fn display_name(&self) -> String {
+        format!(
+            "acr-autoattach pull {} ({})",
+            self.registry.name(),
+            self.role.display_name()
+        )
+    }
+
+    /// `managed-by: acr-autoattach registry=<registry id> role=<role definition guid>`: the ownership mark of
+    /// role assignments ([`OWNERSHIP_MARK`]) with what the group grants.
+    pub fn description(&self) -> String {
+        format!(
+            "{OWNERSHIP_MARK} registry={} role={}",
+            self.registry.as_str(),
+            self.role.definition_guid()
+        )
+    }
+
+    /// `acrautoattach-<32 hex>`: deterministic over the registry (case-insensitively) and role, 46 ASCII
+    /// characters without any of the characters Graph refuses in a `mailNickname`. Not unique in Entra ID for
+    /// security groups: a search key only.
+    pub fn mail_nickname(&self) -> String {
+        let input = format!(
+            "{}|{}",
+            self.registry.key(),
+            self.role.definition_guid()
+        );
+        format!(
+            "acrautoattach-{}",
+            Uuid::new_v5(&GROUP_NICKNAME_NAMESPACE, input.as_bytes()).simple()
+        )
+    }
+
+    /// Whether `description` marks a group made by this tool for this registry and role: exactly
+    /// [`GroupSpec::description`], the registry id compared case-insensitively as ARM ids are.
+    pub fn is_marked(&self, description: Option<&str>) -> bool {
+        let Some(rest) = description
+            .and_then(|d| d.strip_prefix(OWNERSHIP_MARK))
+            .and_then(|d| d.strip_prefix(" registry="))
+        else {
+            return false;
+        };
+        let Some((registry, role)) = rest.split_once(" role=") else {
+            return false;
+        };
+        !registry.chars().any(char::is_whitespace)
+            && registry.eq_ignore_ascii_case(self.registry.as_str())
+            && role == self.role.definition_guid()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +156,60 @@ mod tests {
         m.insert("sp-1", Vec::<String>::new());
         assert!(m.is_known("sp-1"), "looked up, in no group");
         assert!(!m.is_member("sp-1", "group-a"));
+    }
+
+    fn spec() -> GroupSpec {
+        GroupSpec::new(
+            ResourceId::parse(
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr1",
+            )
+            .unwrap(),
+            PullRole::AcrPull,
+        )
+    }
+
+    #[test]
+    fn the_group_is_named_for_people_and_marked_for_the_tool() {
+        let g = spec();
+        assert_eq!(g.display_name(), "acr-autoattach pull acr1 (AcrPull)");
+        let d = g.description();
+        assert!(d.starts_with(OWNERSHIP_MARK));
+        assert!(g.is_marked(Some(&d)));
+        let upper_registry = d.replace("/resourceGroups/rg/", "/RESOURCEGROUPS/RG/");
+        assert!(g.is_marked(Some(&upper_registry)), "ARM ids compare case-insensitively");
+        assert!(!g.is_marked(None));
+        assert!(!g.is_marked(Some("acr-autoattach pull acr1 (AcrPull)")));
+        assert!(!g.is_marked(Some(&format!("{d} extra"))), "text after the mark");
+        assert!(!g.is_marked(Some(&format!(" {d}"))), "text before the mark");
+        let other_role = GroupSpec::new(g.registry.clone(), PullRole::RepositoryReader);
+        assert!(!other_role.is_marked(Some(&d)));
+        let other_registry = GroupSpec::new(
+            ResourceId::parse(
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr12",
+            )
+            .unwrap(),
+            PullRole::AcrPull,
+        );
+        assert!(!other_registry.is_marked(Some(&d)), "a registry id that only starts the same");
+    }
+
+    #[test]
+    fn the_mail_nickname_is_deterministic_and_valid() {
+        let g = spec();
+        let nick = g.mail_nickname();
+        assert_eq!(nick, spec().mail_nickname());
+        assert!(nick.len() <= 64);
+        assert!(nick
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let upper = GroupSpec::new(
+            ResourceId::parse(&g.registry.as_str().to_ascii_uppercase().replace("/SUBSCRIPTIONS/", "/subscriptions/")).unwrap(),
+            PullRole::AcrPull,
+        );
+        assert_eq!(upper.mail_nickname(), nick, "registry ids compare case-insensitively");
+        assert_ne!(
+            GroupSpec::new(g.registry.clone(), PullRole::RepositoryReader).mail_nickname(),
+            nick
+        );
     }
 }
