@@ -699,7 +699,15 @@ fn actions_of(operation: &str) -> Needs {
         "ListSubscriptions" => Needs::Actions(&["Microsoft.Resources/subscriptions/read"]),
         // Resource Graph needs read access to what it returns (the actions above), no action of its own.
         "ResourceGraph" => Needs::Actions(&[]),
-        "GraphServicePrincipal" => Needs::NotAzureRbac,
+        // Microsoft Graph: application permissions, not Azure RBAC (docs/grant-modes.md §3).
+        "GraphServicePrincipal"
+        | "GraphFindGroup"
+        | "GraphCreateGroup"
+        | "GraphGroupOwners"
+        | "GraphAddMember"
+        | "GraphRemoveMember"
+        | "GraphListMembers"
+        | "GraphTransitiveMemberOf" => Needs::NotAzureRbac,
         _ => Needs::Unknown,
     }
 }

@@ -43,6 +43,15 @@ pub enum AzureError {
     /// (4,000; it cannot be raised). Retrying cannot help until assignments are removed.
     #[error("role assignment limit exceeded (400): {message}")]
     RoleAssignmentLimitExceeded { message: String },
+    /// Microsoft Graph's 403 `Authorization_RequestDenied`: the application lacks a Graph permission (an app role,
+    /// granted only with a directory administrator's consent). `needs` names what would allow the call.
+    #[error(
+        "Microsoft Graph refused {operation} (403 Authorization_RequestDenied): the identity needs the Graph application permission {needs}"
+    )]
+    GraphPermissionMissing {
+        operation: &'static str,
+        needs: &'static str,
+    },
     #[error("bad request (400){}", fmt_code(Some(code), Some(message)))]
     BadRequest { code: String, message: String },
     /// Any other 4xx.
@@ -90,6 +99,7 @@ impl AzureError {
             Self::Conflict { .. } => "conflict",
             Self::PrincipalNotFound { .. } => "principal_not_found",
             Self::RoleAssignmentLimitExceeded { .. } => "role_assignment_limit_exceeded",
+            Self::GraphPermissionMissing { .. } => "graph_permission_missing",
             Self::BadRequest { .. } => "bad_request",
             Self::Http { .. } => "http",
             Self::Token(_) => "token",
@@ -125,6 +135,7 @@ impl AzureError {
             | Self::BadRequest { code, .. } => Some(code),
             Self::PrincipalNotFound { .. } => Some("PrincipalNotFound"),
             Self::RoleAssignmentLimitExceeded { .. } => Some("RoleAssignmentLimitExceeded"),
+            Self::GraphPermissionMissing { .. } => Some("Authorization_RequestDenied"),
             _ => None,
         }
     }

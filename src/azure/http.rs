@@ -36,11 +36,18 @@ pub enum Operation {
     GetRoleDefinition,
     ListSubscriptions,
     GraphServicePrincipal,
+    GraphFindGroup,
+    GraphCreateGroup,
+    GraphGroupOwners,
+    GraphAddMember,
+    GraphRemoveMember,
+    GraphListMembers,
+    GraphTransitiveMemberOf,
     ResourceGraph,
 }
 
 impl Operation {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 18] = [
         Self::GetCluster,
         Self::ListClusters,
         Self::ListRegistries,
@@ -51,6 +58,13 @@ impl Operation {
         Self::GetRoleDefinition,
         Self::ListSubscriptions,
         Self::GraphServicePrincipal,
+        Self::GraphFindGroup,
+        Self::GraphCreateGroup,
+        Self::GraphGroupOwners,
+        Self::GraphAddMember,
+        Self::GraphRemoveMember,
+        Self::GraphListMembers,
+        Self::GraphTransitiveMemberOf,
         Self::ResourceGraph,
     ];
 
@@ -66,6 +80,13 @@ impl Operation {
             Self::GetRoleDefinition => "get_role_definition",
             Self::ListSubscriptions => "list_subscriptions",
             Self::GraphServicePrincipal => "graph_service_principal",
+            Self::GraphFindGroup => "graph_find_group",
+            Self::GraphCreateGroup => "graph_create_group",
+            Self::GraphGroupOwners => "graph_group_owners",
+            Self::GraphAddMember => "graph_add_member",
+            Self::GraphRemoveMember => "graph_remove_member",
+            Self::GraphListMembers => "graph_list_members",
+            Self::GraphTransitiveMemberOf => "graph_transitive_member_of",
             Self::ResourceGraph => "resource_graph",
         }
     }
@@ -663,7 +684,7 @@ mod tests {
         assert_eq!(s.operation(Operation::GetCluster), 5);
         assert_eq!(s.throttled(), 2);
         assert_eq!(s.by_class("2xx"), 4);
-        assert_eq!(Operation::ALL.len(), 11);
+        assert_eq!(Operation::ALL.len(), 18);
     }
 
     proptest::proptest! {

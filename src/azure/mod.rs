@@ -10,6 +10,7 @@
 mod arm;
 pub mod error;
 mod graph;
+pub mod graph_groups;
 pub mod http;
 pub mod inventory;
 pub mod ops;
@@ -32,6 +33,7 @@ use url::Url;
 
 pub use arm::{AssignmentFilter, DeleteOutcome, PutOutcome, api_versions};
 pub use error::AzureError;
+pub use graph_groups::{DirectoryObject, GraphGroup, GroupOutcome, MemberChange};
 pub use http::{ClientStats, Operation, RequestContext, RequestObserver};
 pub use inventory::{Inventory, InventoryOptions, InventorySource};
 pub use ops::{AzureConnect, AzureOps, WriteBudget};
@@ -64,6 +66,8 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// Pages followed per list before giving up (a runaway `nextLink` chain).
     pub max_pages: usize,
+    /// `$top` of Microsoft Graph lists (members, `transitiveMemberOf`, groups): 1 to 999, Graph's maximum.
+    pub graph_page_size: u16,
     pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
@@ -81,6 +85,7 @@ impl fmt::Debug for ClientOptions {
             .field("max_concurrency", &self.max_concurrency)
             .field("user_agent", &self.user_agent)
             .field("max_pages", &self.max_pages)
+            .field("graph_page_size", &self.graph_page_size)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +106,7 @@ impl ClientOptions {
             max_concurrency: 16,
             user_agent: concat!("acr-autoattach/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_pages: 2_000,
+            graph_page_size: 999,
             observer: None,
         }
     }
@@ -145,6 +151,7 @@ pub(crate) struct Inner {
     pub graph: Url,
     pub resource_graph: Url,
     pub max_pages: usize,
+    pub graph_page_size: u16,
 }
 
 /// The shared client. Clone freely: clones share the HTTP pool, tokens, buckets and statistics.
@@ -190,6 +197,7 @@ impl AzureClient {
                 graph: options.graph_endpoint,
                 resource_graph,
                 max_pages: options.max_pages.max(1),
+                graph_page_size: options.graph_page_size.clamp(1, 999),
             }),
         })
     }

@@ -22,7 +22,15 @@ pub fn target(op: Operation) -> &'static str {
         | Operation::DeleteRoleAssignment => "roleAssignments",
         Operation::GetRoleDefinition => "roleDefinitions",
         Operation::ListSubscriptions => "subscriptions",
-        Operation::GraphServicePrincipal => "servicePrincipals",
+        Operation::GraphServicePrincipal | Operation::GraphTransitiveMemberOf => {
+            "servicePrincipals"
+        }
+        Operation::GraphFindGroup
+        | Operation::GraphCreateGroup
+        | Operation::GraphGroupOwners
+        | Operation::GraphAddMember
+        | Operation::GraphRemoveMember
+        | Operation::GraphListMembers => "groups",
         Operation::ResourceGraph => "resources",
     }
 }

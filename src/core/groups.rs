@@ -62,7 +62,6 @@ impl GroupMemberships {
     }
 }
 
-
 /// The tool's own group for one (registry, pull role) in group mode: how it is named, marked and found
 /// (`docs/grant-modes.md` §5). Display names are not unique in Entra ID, so a group is the tool's only when its
 /// `description` is exactly [`GroupSpec::description`] **and** the handler's identity is among its owners; the
@@ -74,7 +73,8 @@ pub struct GroupSpec {
 }
 
 /// Fixed namespace of the deterministic `mailNickname` (UUID v5). Never change it: groups already made depend on it.
-pub const GROUP_NICKNAME_NAMESPACE: Uuid = Uuid::from_u128(0x2b7e_91c4_0d5a_4f63_8c1e_5a9f_d204_7b31);
+pub const GROUP_NICKNAME_NAMESPACE: Uuid =
+    Uuid::from_u128(0x2b7e_91c4_0d5a_4f63_8c1e_5a9f_d204_7b31);
 
 impl GroupSpec {
     pub fn new(registry: ResourceId, role: PullRole) -> Self {
@@ -105,11 +105,7 @@ impl GroupSpec {
     /// characters without any of the characters Graph refuses in a `mailNickname`. Not unique in Entra ID for
     /// security groups: a search key only.
     pub fn mail_nickname(&self) -> String {
-        let input = format!(
-            "{}|{}",
-            self.registry.key(),
-            self.role.definition_guid()
-        );
+        let input = format!("{}|{}", self.registry.key(), self.role.definition_guid());
         format!(
             "acrautoattach-{}",
             Uuid::new_v5(&GROUP_NICKNAME_NAMESPACE, input.as_bytes()).simple()
@@ -135,6 +131,7 @@ impl GroupSpec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -176,10 +173,16 @@ mod tests {
         assert!(d.starts_with(OWNERSHIP_MARK));
         assert!(g.is_marked(Some(&d)));
         let upper_registry = d.replace("/resourceGroups/rg/", "/RESOURCEGROUPS/RG/");
-        assert!(g.is_marked(Some(&upper_registry)), "ARM ids compare case-insensitively");
+        assert!(
+            g.is_marked(Some(&upper_registry)),
+            "ARM ids compare case-insensitively"
+        );
         assert!(!g.is_marked(None));
         assert!(!g.is_marked(Some("acr-autoattach pull acr1 (AcrPull)")));
-        assert!(!g.is_marked(Some(&format!("{d} extra"))), "text after the mark");
+        assert!(
+            !g.is_marked(Some(&format!("{d} extra"))),
+            "text after the mark"
+        );
         assert!(!g.is_marked(Some(&format!(" {d}"))), "text before the mark");
         let other_role = GroupSpec::new(g.registry.clone(), PullRole::RepositoryReader);
         assert!(!other_role.is_marked(Some(&d)));
@@ -190,7 +193,10 @@ mod tests {
             .unwrap(),
             PullRole::AcrPull,
         );
-        assert!(!other_registry.is_marked(Some(&d)), "a registry id that only starts the same");
+        assert!(
+            !other_registry.is_marked(Some(&d)),
+            "a registry id that only starts the same"
+        );
     }
 
     #[test]
@@ -199,14 +205,22 @@ mod tests {
         let nick = g.mail_nickname();
         assert_eq!(nick, spec().mail_nickname());
         assert!(nick.len() <= 64);
-        assert!(nick
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert!(nick.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         let upper = GroupSpec::new(
-            ResourceId::parse(&g.registry.as_str().to_ascii_uppercase().replace("/SUBSCRIPTIONS/", "/subscriptions/")).unwrap(),
+            ResourceId::parse(
+                &g.registry
+                    .as_str()
+                    .to_ascii_uppercase()
+                    .replace("/SUBSCRIPTIONS/", "/subscriptions/"),
+            )
+            .unwrap(),
             PullRole::AcrPull,
         );
-        assert_eq!(upper.mail_nickname(), nick, "registry ids compare case-insensitively");
+        assert_eq!(
+            upper.mail_nickname(),
+            nick,
+            "registry ids compare case-insensitively"
+        );
         assert_ne!(
             GroupSpec::new(g.registry.clone(), PullRole::RepositoryReader).mail_nickname(),
             nick
