@@ -68,6 +68,10 @@ param withEventSubscriptions bool = false
 @description('UNCONFIRMED Event Grid limit of values per StringIn filter (25; 5 in older documents).')
 param maxValuesPerFilter int = 25
 
+// ---- group mode (issue 16; the handler's switch comes with the engine work) ----
+@description('Group mode (docs/grant-modes.md): the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
+param enableGroupMode bool = false
+
 var watched = subscription().subscriptionId
 
 module appStack 'modules/app-stack.bicep' = {
@@ -105,6 +109,7 @@ module watch 'modules/watch-subscription.bicep' = {
     location: location
     tags: tags
     principalId: appStack.outputs.identityPrincipalId
+    enableGroupMode: enableGroupMode
     grantRole: true
     existingSystemTopic: existingSystemTopic
     withEventSubscriptions: withEventSubscriptions

@@ -64,6 +64,10 @@ param roleAssignmentCapacityPercent int = 90
 param withEventSubscriptions bool = false
 param maxValuesPerFilter int = 25
 
+// ---- group mode (issue 16; the handler's switch comes with the engine work) ----
+@description('Group mode (docs/grant-modes.md): the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
+param enableGroupMode bool = false
+
 var watchedIds = [for s in watchedSubscriptions: s.subscriptionId]
 
 module appStack 'modules/app-stack.bicep' = {
@@ -100,6 +104,7 @@ module attachAtManagementGroup 'modules/attach-role.mg.bicep' = if (grantAt == '
   params: {
     appName: name
     principalId: appStack.outputs.identityPrincipalId
+    enableGroupMode: enableGroupMode
   }
 }
 
@@ -111,6 +116,7 @@ module watch 'modules/watch-subscription.bicep' = [for s in watchedSubscriptions
     location: location
     tags: tags
     principalId: appStack.outputs.identityPrincipalId
+    enableGroupMode: enableGroupMode
     grantRole: grantAt == 'subscription'
     existingSystemTopic: s.?existingSystemTopic ?? {}
     withEventSubscriptions: withEventSubscriptions

@@ -649,7 +649,9 @@ fn the_condition_allows_exactly_the_two_pull_roles_for_service_principals() {
         if text.contains("loadJsonContent('attach-role.json')") {
             users += 1;
             for needle in [
-                "condition: loadTextContent('attach-condition.txt')",
+                // Direct mode's condition unless group mode is switched on (off by default).
+                "param enableGroupMode bool = false",
+                "condition: enableGroupMode ? loadTextContent('attach-condition-groups.txt') : loadTextContent('attach-condition.txt')",
                 "conditionVersion: '2.0'",
             ] {
                 assert!(
@@ -669,6 +671,103 @@ fn the_condition_allows_exactly_the_two_pull_roles_for_service_principals() {
         users >= 2,
         "expected the subscription and management-group modules to use attach-role.json"
     );
+}
+
+fn without_whitespace(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Group mode (issue 16, docs/deploy.md "Group mode (optional)"): the widened condition differs from direct mode's
+/// only by the `Group` principal type, still names exactly the two pull roles (so it can never grant Owner or
+/// Contributor), is what the emulator enforces, and is used only when `enableGroupMode` is true (false by default
+/// in both entry points).
+#[test]
+fn the_group_mode_condition_only_adds_the_group_principal_type() {
+    let direct = infra("modules/attach-condition.txt");
+    let groups = infra("modules/attach-condition-groups.txt");
+    assert_eq!(
+        groups,
+        direct.replace("{'ServicePrincipal'}", "{'ServicePrincipal', 'Group'}"),
+        "attach-condition-groups.txt must be attach-condition.txt with only the Group principal type added"
+    );
+    assert_eq!(
+        groups.matches("{'ServicePrincipal', 'Group'}").count(),
+        2,
+        "write and delete blocks"
+    );
+    let ids = guids(&groups);
+    assert_eq!(
+        ids.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from([ACR_PULL, REPOSITORY_READER])
+    );
+    assert_eq!(
+        ids.len(),
+        4,
+        "each pull role once in @Request and once in @Resource"
+    );
+    assert!(
+        !direct.contains("'Group'"),
+        "direct mode never allows groups"
+    );
+
+    // The emulator enforces these very texts (whitespace aside).
+    assert_eq!(
+        without_whitespace(&direct),
+        without_whitespace(&azure_emulator::rbac::pull_roles_only_condition())
+    );
+    assert_eq!(
+        without_whitespace(&groups),
+        without_whitespace(&azure_emulator::rbac::pull_roles_to_principals_and_groups_condition())
+    );
+
+    // Only the group-mode variant names the Group principal type; it is chosen only behind the switch.
+    for (path, text) in bicep_files() {
+        assert!(
+            !text.contains("'Group'"),
+            "{} names the Group principal type",
+            path.display()
+        );
+        if text.contains("attach-condition-groups.txt") {
+            assert!(
+                text.contains("enableGroupMode ? loadTextContent('attach-condition-groups.txt')"),
+                "{} uses the group-mode condition outside the enableGroupMode switch",
+                path.display()
+            );
+        }
+    }
+    for entry in ["main.bicep", "main.mg.bicep"] {
+        let text = infra(entry);
+        assert!(
+            text.contains("param enableGroupMode bool = false"),
+            "{entry}: group mode must be off by default"
+        );
+        assert!(
+            text.contains("enableGroupMode: enableGroupMode"),
+            "{entry} must pass the switch on"
+        );
+    }
+    // The Graph permissions are a separate step for a directory administrator, never part of the Bicep.
+    let script = infra("grant-graph-permissions.sh");
+    for role in [
+        "Group.Create",
+        "GroupMember.Read.All",
+        "Application.Read.All",
+    ] {
+        assert!(
+            script.contains(role),
+            "grant-graph-permissions.sh lacks {role}"
+        );
+    }
+    for broad in [
+        "Application.ReadWrite.All",
+        "Group.ReadWrite.All",
+        "Directory.ReadWrite.All",
+    ] {
+        assert!(
+            !script.contains(broad),
+            "grant-graph-permissions.sh must not grant {broad}"
+        );
+    }
 }
 
 /// What an Azure operation of the client needs from the app's identity.

@@ -9,6 +9,9 @@ param appName string
 @description('Principal id of the app\'s user-assigned identity.')
 param principalId string
 
+@description('Group mode (docs/grant-modes.md): the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
+param enableGroupMode bool = false
+
 var attachRole = loadJsonContent('attach-role.json')
 
 resource roleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
@@ -37,8 +40,8 @@ resource roleAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: roleDefinition.id
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'acr-autoattach (${appName}): may assign only AcrPull or Container Registry Repository Reader, only to service principals'
-    condition: loadTextContent('attach-condition.txt')
+    description: 'acr-autoattach (${appName}): may assign only AcrPull or Container Registry Repository Reader, only to service principals${enableGroupMode ? ' or groups' : ''}'
+    condition: enableGroupMode ? loadTextContent('attach-condition-groups.txt') : loadTextContent('attach-condition.txt')
     conditionVersion: '2.0'
   }
 }

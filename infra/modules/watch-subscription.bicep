@@ -2,7 +2,8 @@
 //   1. a custom role with exactly the read actions the handler uses plus roleAssignments/write and /delete
 //      (attach-role.json), assigned to the app's identity at the subscription with the ABAC condition of
 //      attach-condition.txt: it may only create or delete assignments of AcrPull or Container Registry Repository
-//      Reader to service principals (skipped when the role is granted once at a management group instead);
+//      Reader to service principals (and to groups with enableGroupMode, attach-condition-groups.txt) (skipped when
+//      the role is granted once at a management group instead);
 //   2. the subscription's Microsoft.Resources.Subscriptions system topic (created, or an existing one), and the
 //      right for the topic's identity to dead-letter into the app's container;
 //   3. in the last deployment stage only (withEventSubscriptions), the event subscription to OnResourceEvent.
@@ -18,6 +19,9 @@ param tags object = {}
 
 @description('Principal id of the app\'s user-assigned identity.')
 param principalId string
+
+@description('Group mode (docs/grant-modes.md): the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
+param enableGroupMode bool = false
 
 @description('Create the custom role and its conditioned assignment at this subscription (false when main.mg.bicep grants it at the management group).')
 param grantRole bool = true
@@ -78,8 +82,8 @@ resource roleAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
     roleDefinitionId: roleDefinition.id
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'acr-autoattach (${appName}): may assign only AcrPull or Container Registry Repository Reader, only to service principals'
-    condition: loadTextContent('attach-condition.txt')
+    description: 'acr-autoattach (${appName}): may assign only AcrPull or Container Registry Repository Reader, only to service principals${enableGroupMode ? ' or groups' : ''}'
+    condition: enableGroupMode ? loadTextContent('attach-condition-groups.txt') : loadTextContent('attach-condition.txt')
     conditionVersion: '2.0'
   }
 }
