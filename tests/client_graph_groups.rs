@@ -473,3 +473,90 @@ async fn ids_are_checked_before_they_reach_graph() {
     }
     assert_eq!(client.stats().total(), 0, "nothing sent");
 }
+
+/// A Graph stand-in that answers the first request 429 with `Retry-After: 1` (Graph's throttling), then a page with
+/// one group and one directory role. The emulator has no Graph throttling, so this one test uses its own server.
+async fn throttling_graph() -> (String, Arc<std::sync::atomic::AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let requests = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0_u8; 16 * 1024];
+            let mut read = 0;
+            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf[read..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => read += k,
+                }
+            }
+            let (status, extra, body) = if n == 0 {
+                (
+                    "429 Too Many Requests",
+                    "Retry-After: 1\r\n",
+                    r#"{"error":{"code":"TooManyRequests","message":"Too many requests"}}"#
+                        .to_owned(),
+                )
+            } else {
+                (
+                    "200 OK",
+                    "",
+                    json!({"value": [
+                        {"@odata.type": "#microsoft.graph.group", "id": "0a1b", "securityEnabled": true},
+                        {"@odata.type": "#microsoft.graph.directoryRole", "id": "0c2d"},
+                        {"@odata.type": "#microsoft.graph.group", "id": "0e3f", "securityEnabled": false},
+                        {"@odata.type": "#microsoft.graph.group", "id": "0f40", "securityEnabled": null}
+                    ]})
+                    .to_string(),
+                )
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test]
+async fn graph_throttling_is_retried_after_its_retry_after_and_only_security_groups_count() {
+    let emu = start(&GROUP_MODE_ROLES).await;
+    let (graph, requests) = throttling_graph().await;
+    let credential = Arc::new(EmulatorCredential {
+        control: emu.control(),
+        object_id: emu.handler_principal_id(),
+    });
+    let mut options = ClientOptions::new(
+        Url::parse(&emu.base_url()).unwrap(),
+        Url::parse(&graph).unwrap(),
+        credential,
+    );
+    options.retry = RetryPolicy::default().with_seed(7);
+    let client = AzureClient::new(options).unwrap();
+    let started = std::time::Instant::now();
+    let groups = client
+        .with_deadline(soon())
+        .transitive_member_of("0123-abcd")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["0a1b", "0f40"],
+        "directory roles and non-security groups left out"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "waited Retry-After"
+    );
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let stats = client.stats();
+    assert_eq!(stats.retries, 1, "{stats:?}");
+    assert_eq!(stats.throttled(), 1, "{stats:?}");
+}
