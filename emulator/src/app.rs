@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::bus::{ArmEvent, EventBus};
 use crate::config::{EmulatorConfig, FaultConfig, HandlerRights, Settings};
+use crate::cursors::Cursors;
 use crate::limits::{Buckets, GraphQuota};
 use crate::rbac;
 use crate::stats::Stats;
@@ -53,6 +54,9 @@ pub(crate) struct App {
     pub buckets: Mutex<Buckets>,
     pub graph_quota: Mutex<GraphQuota>,
     pub stats: Mutex<Stats>,
+    /// Paging cursors of role-assignment lists and of Resource Graph queries (`cursors.rs`).
+    pub list_cursors: Mutex<Cursors>,
+    pub graph_cursors: Mutex<Cursors>,
     /// Cluster PUTs still provisioning: the request behind each, for the completion event.
     pub pending: Mutex<std::collections::HashMap<String, PendingWrite>>,
     /// Cluster PUTs' long-running operations by id (what `Azure-AsyncOperation` URLs name).
@@ -86,6 +90,8 @@ impl App {
             buckets: Mutex::new(Buckets::default()),
             graph_quota: Mutex::new(GraphQuota::default()),
             stats: Mutex::new(Stats::default()),
+            list_cursors: Mutex::new(Cursors::default()),
+            graph_cursors: Mutex::new(Cursors::default()),
             pending: Mutex::new(std::collections::HashMap::new()),
             operations: Mutex::new(std::collections::HashMap::new()),
             ids: Mutex::new(ids),
@@ -253,9 +259,7 @@ impl App {
             Instant::now(),
             keep,
         );
-        store
-            .role_assignments
-            .insert(name.to_ascii_lowercase(), assignment);
+        store.insert_assignment(Arc::new(assignment));
         name
     }
 
@@ -414,6 +418,8 @@ impl App {
         lock(&self.buckets).clear();
         lock(&self.graph_quota).clear();
         lock(&self.stats).clear();
+        lock(&self.list_cursors).clear();
+        lock(&self.graph_cursors).clear();
         lock(&self.operations).clear();
         self.set_settings(self.config.settings.clone());
         *lock(&self.faults) = FaultState::new(self.config.faults.clone());

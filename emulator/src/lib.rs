@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 mod crypto;
+mod cursors;
 pub mod eventgrid;
 pub mod functions_host;
 pub mod groups;
@@ -28,5 +29,5 @@ pub use config::{
     SubscriptionConfig,
 };
 pub use server::{Emulator, EmulatorControl, EmulatorError, RunningEmulator};
-pub use stats::{StatEntry, StatsSnapshot};
+pub use stats::{PageWork, StatEntry, StatsSnapshot};
 pub use store::{Principal, PrincipalKind};

@@ -2,17 +2,23 @@
 //! with `$skipToken` paging, the per-user quota and a freshness lag. A query outside the subset is answered
 //! with 400 and the list of what is supported, never with a silently wrong result.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::app::{App, lock, str_at};
 use crate::arm::{self, Outcome, Request};
+use crate::cursors::{self, AnySnapshot};
 use crate::limits::hh_mm_ss;
+use crate::stats::PageWork;
 use crate::store::{GraphTable, rfc3339};
+
+mod eval;
+
+use eval::GraphSnapshot;
+pub use eval::run;
 
 pub const SUPPORTED: &str = "Supported by this emulator: tables `resources` and `authorizationresources`; operators `where`, `project`, `order by`/`sort by` (asc|desc), `limit`/`take`; `where` conditions joined by `and`, each one of: <expr> =~ '<s>', <expr> !~ '<s>', <expr> == '<s>', <expr> != '<s>', <expr> in ('a', ...), <expr> in~ ('a', ...), <expr> !in ('a', ...), <expr> !in~ ('a', ...), isnotempty(<expr>), isempty(<expr>); <expr> is a column path (a.b.c, a['b']) optionally wrapped in tolower(), toupper() or tostring(); `project` lists column paths.";
 
@@ -445,103 +451,6 @@ pub fn parse(query: &str) -> Result<Query, String> {
     Ok(Query { table, ops })
 }
 
-fn lookup<'a>(row: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut v = row;
-    for key in path {
-        v = v.as_object()?.get(key)?;
-    }
-    Some(v)
-}
-
-fn to_kql_string(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn eval(expr: &Expr, row: &Value) -> Value {
-    match expr {
-        Expr::Path(path) => lookup(row, path).cloned().unwrap_or(Value::Null),
-        Expr::Func(f, inner) => {
-            let s = to_kql_string(Some(&eval(inner, row)));
-            Value::String(match f.as_str() {
-                "tolower" => s.to_lowercase(),
-                "toupper" => s.to_uppercase(),
-                _ => s,
-            })
-        }
-    }
-}
-
-fn holds(cond: &Cond, row: &Value) -> bool {
-    match cond {
-        Cond::Cmp { lhs, op, rhs } => {
-            let l = to_kql_string(Some(&eval(lhs, row)));
-            match op {
-                CmpOp::EqCi => l.to_lowercase() == rhs.to_lowercase(),
-                CmpOp::NeqCi => l.to_lowercase() != rhs.to_lowercase(),
-                CmpOp::Eq => l == *rhs,
-                CmpOp::Neq => l != *rhs,
-            }
-        }
-        Cond::In {
-            lhs,
-            list,
-            case_insensitive,
-            negate,
-        } => {
-            let l = to_kql_string(Some(&eval(lhs, row)));
-            let found = list.iter().any(|x| {
-                if *case_insensitive {
-                    x.to_lowercase() == l.to_lowercase()
-                } else {
-                    *x == l
-                }
-            });
-            found != *negate
-        }
-        Cond::IsNotEmpty(e) => !to_kql_string(Some(&eval(e, row))).is_empty(),
-        Cond::IsEmpty(e) => to_kql_string(Some(&eval(e, row))).is_empty(),
-    }
-}
-
-/// Runs the query's operators over rows (already restricted to what the caller may see).
-pub fn run(query: &Query, mut rows: Vec<Value>) -> (Vec<Value>, bool) {
-    let mut has_id = true;
-    for op in &query.ops {
-        match op {
-            Op::Where(conds) => rows.retain(|r| conds.iter().all(|c| holds(c, r))),
-            Op::Project(cols) => {
-                has_id = cols.iter().any(|(name, _)| name == "id");
-                rows = rows
-                    .into_iter()
-                    .map(|r| {
-                        let mut out = Map::new();
-                        for (name, expr) in cols {
-                            out.insert(name.clone(), eval(expr, &r));
-                        }
-                        Value::Object(out)
-                    })
-                    .collect();
-            }
-            Op::Order(keys) => rows.sort_by(|a, b| {
-                for (col, asc) in keys {
-                    let (x, y) = (to_kql_string(a.get(col)), to_kql_string(b.get(col)));
-                    let ord = x.cmp(&y);
-                    if ord != std::cmp::Ordering::Equal {
-                        return if *asc { ord } else { ord.reverse() };
-                    }
-                }
-                std::cmp::Ordering::Equal
-            }),
-            Op::Limit(n) => rows.truncate(*n),
-        }
-    }
-    (rows, has_id)
-}
-
 fn rg_error(status: StatusCode, code: &str, detail_code: &str, message: &str) -> Outcome {
     Outcome::json(
         status,
@@ -557,21 +466,6 @@ fn rg_error(status: StatusCode, code: &str, detail_code: &str, message: &str) ->
             ]
         }}),
     )
-}
-
-fn skip_token(offset: usize, query: &str) -> String {
-    let digest = crate::crypto::sha256(query.as_bytes());
-    let tag: String = crate::crypto::hex(&digest[..8]);
-    STANDARD.encode(json!({"offset": offset, "query": tag}).to_string())
-}
-
-fn read_skip_token(token: &str, query: &str) -> Option<usize> {
-    let raw = STANDARD.decode(token.as_bytes()).ok()?;
-    let value: Value = serde_json::from_slice(&raw).ok()?;
-    let digest = crate::crypto::sha256(query.as_bytes());
-    let tag: String = crate::crypto::hex(&digest[..8]);
-    (value.get("query")?.as_str()? == tag).then_some(())?;
-    usize::try_from(value.get("offset")?.as_u64()?).ok()
 }
 
 /// `POST /providers/Microsoft.ResourceGraph/resources`.
@@ -611,10 +505,7 @@ fn handle_authenticated(app: &App, req: &Request<'_>, claims: &crate::token::Cla
     let outcome = if quota.allowed {
         let settings = lock(&app.settings).clone();
         match QueryRequest::parse(req.body, &settings) {
-            Ok(request) => {
-                let rows = visible_rows(app, claims, &request, &settings);
-                answer_page(&request, rows)
-            }
+            Ok(request) => answer_page(app, claims, &request, &settings),
             Err(e) => e,
         }
     } else {
@@ -643,12 +534,18 @@ fn with_quota_headers(mut o: Outcome, remaining: u32, resets_after: Duration) ->
     o
 }
 
+/// A later page: (cursor id, offset).
+type Position = (u64, usize);
+
 /// One query request: the parsed query, its paging and the subscriptions it names.
 struct QueryRequest {
     text: String,
     query: Query,
     top: usize,
+    /// `$skip`: where a first page starts.
     offset: usize,
+    /// `$skipToken`: the cursor and offset of a later page.
+    resume: Option<Position>,
     subscriptions: Option<Vec<String>>,
 }
 
@@ -686,7 +583,7 @@ impl QueryRequest {
             )
         })?;
         let options = body.get("options").cloned().unwrap_or_else(|| json!({}));
-        let (top, offset) = paging_options(&options, &text, settings)?;
+        let (top, offset, resume) = paging_options(&options, settings)?;
         let subscriptions = body
             .get("subscriptions")
             .and_then(Value::as_array)
@@ -701,17 +598,18 @@ impl QueryRequest {
             query,
             top,
             offset,
+            resume,
             subscriptions,
         })
     }
 }
 
-/// `options.resultFormat`, `$top`, `$skip` and `$skipToken`: the page size and start.
+/// `options.resultFormat`, `$top`, `$skip` and `$skipToken`: the page size, the start of a first page and the
+/// position of a later one.
 fn paging_options(
     options: &Value,
-    text: &str,
     settings: &crate::config::Settings,
-) -> Result<(usize, usize), Outcome> {
+) -> Result<(usize, usize, Option<Position>), Outcome> {
     if let Some(format) = options.get("resultFormat").and_then(Value::as_str)
         && !format.eq_ignore_ascii_case("objectArray")
     {
@@ -732,29 +630,37 @@ fn paging_options(
             }
         },
     };
-    let mut offset = options
+    let offset = options
         .get("$skip")
         .and_then(Value::as_u64)
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0);
-    if let Some(token) = options.get("$skipToken").and_then(Value::as_str) {
-        offset = read_skip_token(token, text).ok_or_else(|| {
-            bad_request(
-                "InvalidSkipToken",
-                "The $skipToken is invalid or belongs to another query.",
-            )
-        })?;
-    }
-    Ok((top, offset))
+    let resume = match options.get("$skipToken").and_then(Value::as_str) {
+        None => None,
+        Some(token) => Some(cursors::read_token(token).ok_or_else(invalid_skip_token)?),
+    };
+    Ok((top, offset, resume))
 }
 
-/// The table's rows the caller may read, in the subscriptions it asked for, as of the freshness lag.
+/// A `$skipToken` that names no live cursor of this caller's query (see `cursors.rs`: Azure documents no error
+/// for an expired token; this is the emulator's choice).
+fn invalid_skip_token() -> Outcome {
+    bad_request(
+        "InvalidSkipToken",
+        "The $skipToken is invalid, has expired, or belongs to another query.",
+    )
+}
+
+/// The table's rows the caller may read, in the subscriptions it asked for, as of the freshness lag (shared
+/// with the store). Read rights come from the caller's grants, computed once. `examined` grows by the grants and
+/// the table's rows looked at.
 fn visible_rows(
     app: &App,
     claims: &crate::token::Claims,
     request: &QueryRequest,
     settings: &crate::config::Settings,
-) -> Vec<Value> {
+    examined: &mut u64,
+) -> Vec<Arc<Value>> {
     let as_of = Instant::now().checked_sub(Duration::from_millis(settings.resource_graph_lag_ms));
     let store = lock(&app.store);
     let visible_subs: Vec<String> = store
@@ -771,16 +677,16 @@ fn visible_rows(
         .collect();
     let grants = store.grants_of(&claims.oid);
     let table = request.query.table;
-    store
-        .graph_rows(
-            table,
-            if settings.resource_graph_lag_ms == 0 {
-                None
-            } else {
-                as_of
-            },
-        )
-        .into_iter()
+    let (rows, read) = store.graph_rows(
+        table,
+        if settings.resource_graph_lag_ms == 0 {
+            None
+        } else {
+            as_of
+        },
+    );
+    *examined += read + grants.len() as u64;
+    rows.into_iter()
         .filter(|row| {
             let sub = str_at(row, &["subscriptionId"])
                 .unwrap_or_default()
@@ -822,24 +728,67 @@ fn row_readable(
     }
 }
 
-/// Runs the query over the rows and answers one page, with a `$skipToken` when the rows have ids.
-fn answer_page(request: &QueryRequest, rows: Vec<Value>) -> Outcome {
-    let (rows, has_id) = run(&request.query, rows);
-    let total = rows.len();
-    let start = request.offset.min(total);
+const OPERATION: &str = "resource_graph";
+
+/// Answers one page, with a `$skipToken` when more rows remain and they have ids. A first page runs the query
+/// once into a snapshot; a `$skipToken` names that snapshot (`cursors.rs`), so a later page costs its own rows.
+fn answer_page(
+    app: &App,
+    claims: &crate::token::Claims,
+    request: &QueryRequest,
+    settings: &crate::config::Settings,
+) -> Outcome {
+    let subscriptions = request
+        .subscriptions
+        .as_ref()
+        .map_or_else(|| "*".to_owned(), |s| s.join(","));
+    let binding = cursors::binding(&[
+        OPERATION,
+        &claims.oid.to_ascii_lowercase(),
+        &subscriptions,
+        &request.text,
+    ]);
+    let mut work = PageWork {
+        operation: OPERATION.into(),
+        examined: 0,
+        served: 0,
+        opened_snapshot: request.resume.is_none(),
+    };
+    let now = Instant::now();
+    let (result, start, cursor) = if let Some((id, offset)) = request.resume {
+        let kept = lock(&app.graph_cursors)
+            .resume(id, &binding, now)
+            .and_then(|s| s.downcast::<GraphSnapshot>().ok());
+        match kept {
+            Some(result) => (result, offset, Some(id)),
+            None => return invalid_skip_token(),
+        }
+    } else {
+        let rows = visible_rows(app, claims, request, settings, &mut work.examined);
+        let result = eval::snapshot(&request.query, rows, &mut work.examined);
+        (Arc::new(result), request.offset, None)
+    };
+    let total = result.len();
+    let start = start.min(total);
     let end = start.saturating_add(request.top).min(total);
-    let data: Vec<Value> = rows[start..end].to_vec();
+    let data = result.page(start, end);
+    work.served = data.len() as u64;
     let more = end < total;
     let mut answer = json!({
         "totalRecords": total,
         "count": data.len(),
-        "resultTruncated": if more && !has_id { "true" } else { "false" },
+        "resultTruncated": if more && !result.has_id { "true" } else { "false" },
         "facets": [],
         "data": data,
     });
-    if more && has_id {
-        answer["$skipToken"] = json!(skip_token(end, &request.text));
+    if more && result.has_id {
+        let id = cursor.unwrap_or_else(|| {
+            let snapshot: Arc<AnySnapshot> = result.clone();
+            lock(&app.graph_cursors).open(snapshot, binding, now)
+        });
+        answer["$skipToken"] = json!(cursors::token(id, end));
     }
+    lock(&app.stats).record_page(work);
     Outcome::json(StatusCode::OK, answer)
 }
 
@@ -919,13 +868,5 @@ mod tests {
             rows,
         );
         assert_eq!(out.len(), 2);
-    }
-
-    #[test]
-    fn skip_tokens_are_bound_to_their_query() {
-        let t = skip_token(7, "q1");
-        assert_eq!(read_skip_token(&t, "q1"), Some(7));
-        assert_eq!(read_skip_token(&t, "q2"), None);
-        assert_eq!(read_skip_token("garbage", "q1"), None);
     }
 }

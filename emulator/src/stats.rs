@@ -1,7 +1,8 @@
 //! Exact request accounting: every request the emulator answers on its service routes (not `/_emulator/`),
-//! by operation label, status and caller object id.
+//! by operation label, status and caller object id; and the work of each paged answer (rows of the store
+//! examined, rows serialised), a deterministic measure of what a page costs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -88,9 +89,33 @@ impl StatsSnapshot {
     }
 }
 
+/// The work of one paged answer: a role-assignment list page or a Resource Graph page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageWork {
+    /// `list_role_assignments` or `resource_graph`.
+    pub operation: String,
+    /// Rows of the store looked at: the caller's grants, and, when the page opened a snapshot, every row scanned,
+    /// filtered and sorted to build it.
+    pub examined: u64,
+    /// Rows serialised into the answer.
+    pub served: u64,
+    /// Whether this page built a new snapshot (a first page) rather than continuing one.
+    pub opened_snapshot: bool,
+}
+
+impl PageWork {
+    pub fn total(&self) -> u64 {
+        self.examined + self.served
+    }
+}
+
+/// The most recent page records kept (older ones are dropped).
+pub const PAGE_WORK_KEPT: usize = 100_000;
+
 #[derive(Default)]
 pub struct Stats {
     counts: BTreeMap<StatKey, u64>,
+    pages: VecDeque<PageWork>,
 }
 
 impl Stats {
@@ -118,7 +143,20 @@ impl Stats {
         }
     }
 
+    pub fn record_page(&mut self, work: PageWork) {
+        if self.pages.len() >= PAGE_WORK_KEPT {
+            self.pages.pop_front();
+        }
+        self.pages.push_back(work);
+    }
+
+    /// Page records, oldest first.
+    pub fn pages(&self) -> Vec<PageWork> {
+        self.pages.iter().cloned().collect()
+    }
+
     pub fn clear(&mut self) {
         self.counts.clear();
+        self.pages.clear();
     }
 }

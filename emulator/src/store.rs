@@ -2,7 +2,8 @@
 //! the directory of principals, and Resource Graph's delayed view. Plain data plus small queries; the HTTP
 //! semantics live in `arm`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -243,7 +244,8 @@ pub struct AssignmentFacts<'a> {
 #[derive(Clone, Debug)]
 struct GraphVersion {
     at: Instant,
-    row: Option<Value>,
+    /// Shared: a query's snapshot holds the rows it matched without copying them.
+    row: Option<Arc<Value>>,
 }
 
 /// Which Resource Graph table a row belongs to.
@@ -258,8 +260,12 @@ pub struct Store {
     pub subscriptions: BTreeMap<String, Subscription>,
     /// Keyed by lower-case resource id.
     pub resources: BTreeMap<String, Resource>,
-    /// Keyed by lower-case name (role-assignment names are unique tenant-wide).
-    pub role_assignments: BTreeMap<String, RoleAssignment>,
+    /// Keyed by lower-case name (role-assignment names are unique tenant-wide). Shared, so a list's snapshot
+    /// holds them without copying. Written only through [`Store::insert_assignment`] and
+    /// [`Store::remove_assignment`], which keep the index by principal.
+    pub role_assignments: BTreeMap<String, Arc<RoleAssignment>>,
+    /// Assignment names (lower case) by principal object id (lower case): a caller's grants without a scan.
+    by_principal: HashMap<String, BTreeSet<String>>,
     pub role_definitions: BTreeMap<String, RoleDefinition>,
     /// Keyed by object id (lower case).
     pub principals: BTreeMap<String, Principal>,
@@ -335,24 +341,33 @@ impl Store {
 
     /// The assignments held by `object_id`, its own and those of the groups it belongs to (directly or nested)
     /// as its token sees them (see [`groups::rbac_groups`]): computed once, they answer many
-    /// [`Store::allowed_by`] questions (Resource Graph checks every row it returns) without rescanning every
-    /// assignment in the store.
+    /// [`Store::allowed_by`] questions (Resource Graph checks every row it returns). Read from the index by
+    /// principal: the cost is the holders' own assignments, not the store's.
     pub fn grants_of(&self, object_id: &str) -> Vec<&RoleAssignment> {
         let mut holders: BTreeSet<String> = BTreeSet::from([object_id.to_ascii_lowercase()]);
         if !self.groups.is_empty() {
             let now = Instant::now();
             for g in groups::rbac_groups(&self.groups, object_id, now, self.membership_delay) {
-                holders.insert(g.id.clone());
+                holders.insert(g.id.to_ascii_lowercase());
             }
         }
-        self.role_assignments
-            .values()
-            .filter(|a| {
-                holders
-                    .iter()
-                    .any(|h| h.eq_ignore_ascii_case(&a.principal_id))
-            })
+        holders
+            .iter()
+            .flat_map(|h| self.assignments_of(h))
+            .map(AsRef::as_ref)
             .collect()
+    }
+
+    /// The assignments whose principal is `object_id` itself (not its groups), from the index, by name.
+    pub fn assignments_of<'a>(
+        &'a self,
+        object_id: &str,
+    ) -> impl Iterator<Item = &'a Arc<RoleAssignment>> + 'a {
+        self.by_principal
+            .get(&object_id.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.role_assignments.get(name))
     }
 
     /// Whether `object_id` can pull from the registry `registry_id` as the registry's data plane decides it
@@ -378,6 +393,37 @@ impl Store {
                     }
                 })
         }))
+    }
+
+    /// Stores an assignment under its lower-case name (replacing one of that name) and indexes it.
+    pub fn insert_assignment(&mut self, assignment: Arc<RoleAssignment>) {
+        let name = assignment.name.to_ascii_lowercase();
+        if let Some(old) = self.role_assignments.remove(&name) {
+            self.unindex(&old.principal_id, &name);
+        }
+        self.by_principal
+            .entry(assignment.principal_id.to_ascii_lowercase())
+            .or_default()
+            .insert(name.clone());
+        self.role_assignments.insert(name, assignment);
+    }
+
+    /// Removes the assignment of this name (any case), if any.
+    pub fn remove_assignment(&mut self, name: &str) -> Option<Arc<RoleAssignment>> {
+        let name = name.to_ascii_lowercase();
+        let removed = self.role_assignments.remove(&name)?;
+        self.unindex(&removed.principal_id, &name);
+        Some(removed)
+    }
+
+    fn unindex(&mut self, principal_id: &str, name: &str) {
+        let key = principal_id.to_ascii_lowercase();
+        if let Some(names) = self.by_principal.get_mut(&key) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_principal.remove(&key);
+            }
+        }
     }
 
     /// [`Store::is_allowed`] over a principal's [`Store::grants_of`].
@@ -461,7 +507,10 @@ impl Store {
             .graph
             .entry((table, id.to_ascii_lowercase()))
             .or_default();
-        versions.push(GraphVersion { at: now, row });
+        versions.push(GraphVersion {
+            at: now,
+            row: row.map(Arc::new),
+        });
         // Versions older than the newest one that is already visible can never be seen again.
         if let Some(cut) = now.checked_sub(keep) {
             let visible = versions.iter().rposition(|v| v.at <= cut);
@@ -471,19 +520,24 @@ impl Store {
         }
     }
 
-    /// The rows of `table` as Resource Graph sees them at `as_of`.
-    pub fn graph_rows(&self, table: GraphTable, as_of: Option<Instant>) -> Vec<Value> {
-        self.graph
-            .iter()
-            .filter(|((t, _), _)| *t == table)
+    /// The rows of `table` as Resource Graph sees them at `as_of` (shared, not copied), and how many row
+    /// histories were read to find them.
+    pub fn graph_rows(&self, table: GraphTable, as_of: Option<Instant>) -> (Vec<Arc<Value>>, u64) {
+        let mut examined = 0u64;
+        let rows = self
+            .graph
+            .range((table, String::new())..)
+            .take_while(|((t, _), _)| *t == table)
             .filter_map(|(_, versions)| {
+                examined += 1;
                 let visible = match as_of {
                     Some(cut) => versions.iter().rev().find(|v| v.at <= cut),
                     None => versions.last(),
                 };
                 visible.and_then(|v| v.row.clone())
             })
-            .collect()
+            .collect();
+        (rows, examined)
     }
 
     pub fn clear_graph(&mut self) {

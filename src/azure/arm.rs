@@ -114,23 +114,48 @@ impl ScopedClient {
         }
     }
 
-    /// Every item of a list, following `nextLink` to the end (bounded; never to another origin).
-    pub(crate) async fn get_all_pages(
+    /// Every item of a list (following `nextLink` to the end, bounded, never to another origin), converted by
+    /// `parse` page by page: a page's JSON is dropped as soon as its items are
+    /// converted. One odd item must not hide the others: it is logged and skipped, not fatal.
+    pub(crate) async fn get_all_parsed<T>(
         &self,
         op: Operation,
         first: Url,
-    ) -> Result<Vec<Value>, AzureError> {
+        parse: impl Fn(&Value) -> Result<T, wire::WireError>,
+    ) -> Result<Vec<T>, AzureError> {
         let mut items = Vec::new();
+        self.for_each_page(op, first, |page| {
+            items.reserve(page.len());
+            for v in page {
+                match parse(&v) {
+                    Ok(t) => items.push(t),
+                    Err(e) => {
+                        tracing::warn!(azure.operation = op.as_str(), error = %e, "skipping an item Azure returned");
+                    }
+                }
+            }
+        })
+        .await?;
+        Ok(items)
+    }
+
+    /// Follows `nextLink` from `first`, handing each page's items to `on_page` before asking for the next.
+    async fn for_each_page(
+        &self,
+        op: Operation,
+        first: Url,
+        mut on_page: impl FnMut(Vec<Value>),
+    ) -> Result<(), AzureError> {
         let mut url = first.clone();
         let mut seen = HashSet::new();
         for _ in 0..self.inner().max_pages {
             let page = self.get_json(op, url.clone()).await?;
-            let (mut values, next) = wire::list_page(&page).ok_or_else(|| AzureError::Decode {
+            let (values, next) = wire::take_list_page(page).ok_or_else(|| AzureError::Decode {
                 operation: op.as_str(),
                 message: "no `value` array".into(),
             })?;
-            items.append(&mut values);
-            let Some(next) = next else { return Ok(items) };
+            on_page(values);
+            let Some(next) = next else { return Ok(()) };
             let next = Url::parse(&next).map_err(|e| AzureError::Decode {
                 operation: op.as_str(),
                 message: format!("bad nextLink: {e}"),
@@ -153,24 +178,6 @@ impl ScopedClient {
             operation: op.as_str(),
             message: format!("more than {} pages", self.inner().max_pages),
         })
-    }
-
-    fn parse_items<T>(
-        op: Operation,
-        items: &[Value],
-        parse: impl Fn(&Value) -> Result<T, wire::WireError>,
-    ) -> Vec<T> {
-        items
-            .iter()
-            .filter_map(|v| match parse(v) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    // One odd item must not hide the others; it is logged, not fatal.
-                    tracing::warn!(azure.operation = op.as_str(), error = %e, "skipping an item Azure returned");
-                    None
-                }
-            })
-            .collect()
     }
 
     /// The cluster, or `None` when it does not exist (any more).
@@ -202,12 +209,8 @@ impl ScopedClient {
             subscription_path(subscription_id)?
         );
         let url = self.arm_url(&path, api_versions::MANAGED_CLUSTERS, &[])?;
-        let items = self.get_all_pages(Operation::ListClusters, url).await?;
-        Ok(Self::parse_items(
-            Operation::ListClusters,
-            &items,
-            wire::cluster_from_arm,
-        ))
+        self.get_all_parsed(Operation::ListClusters, url, wire::cluster_from_arm)
+            .await
     }
 
     pub async fn get_registry(&self, id: &ResourceId) -> Result<Option<Registry>, AzureError> {
@@ -237,25 +240,19 @@ impl ScopedClient {
             subscription_path(subscription_id)?
         );
         let url = self.arm_url(&path, api_versions::REGISTRIES, &[])?;
-        let items = self.get_all_pages(Operation::ListRegistries, url).await?;
-        Ok(Self::parse_items(
-            Operation::ListRegistries,
-            &items,
-            wire::registry_from_arm,
-        ))
+        self.get_all_parsed(Operation::ListRegistries, url, wire::registry_from_arm)
+            .await
     }
 
     /// The subscriptions the identity can see (all states; see [`Subscription::is_enabled`]).
     pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, AzureError> {
         let url = self.arm_url("/subscriptions", api_versions::SUBSCRIPTIONS, &[])?;
-        let items = self
-            .get_all_pages(Operation::ListSubscriptions, url)
-            .await?;
-        Ok(Self::parse_items(
+        self.get_all_parsed(
             Operation::ListSubscriptions,
-            &items,
+            url,
             wire::subscription_from_arm,
-        ))
+        )
+        .await
     }
 
     pub async fn list_role_assignments(
@@ -290,14 +287,12 @@ impl ScopedClient {
             .into_iter()
             .collect();
         let url = self.arm_url(&path, api_versions::AUTHORIZATION, &extra)?;
-        let items = self
-            .get_all_pages(Operation::ListRoleAssignments, url)
-            .await?;
-        Ok(Self::parse_items(
+        self.get_all_parsed(
             Operation::ListRoleAssignments,
-            &items,
+            url,
             wire::role_assignment_from_arm,
-        ))
+        )
+        .await
     }
 
     /// PUT a role assignment. The last line of defence (issue 10, rule 1), on top of the planner's: only the

@@ -77,24 +77,38 @@ struct Raw {
     warnings: Vec<String>,
 }
 
-fn parse_rows<T>(
-    rows: &[serde_json::Value],
-    what: &str,
-    parse: impl Fn(&serde_json::Value) -> Result<T, wire::WireError>,
-    warnings: &mut Vec<String>,
-) -> Vec<T> {
-    rows.iter()
-        .filter_map(|row| match parse(row) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let id = row
-                    .get("id")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("?");
-                warnings.push(format!("skipped {what} `{id}`: {e}"));
-                None
-            }
-        })
+/// An id compared and hashed ignoring ASCII case, without a lower-cased copy.
+struct Caseless<'a>(&'a str);
+
+impl PartialEq for Caseless<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(other.0)
+    }
+}
+
+impl Eq for Caseless<'_> {}
+
+impl std::hash::Hash for Caseless<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for b in self.0.bytes() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+    }
+}
+
+/// Keeps the first of assignments with the same id (any case), in order.
+fn dedupe(assignments: Vec<RoleAssignment>) -> Vec<RoleAssignment> {
+    let keep: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(assignments.len());
+        assignments
+            .iter()
+            .map(|a| seen.insert(Caseless(&a.id)))
+            .collect()
+    };
+    assignments
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(a, keep)| keep.then_some(a))
         .collect()
 }
 
@@ -203,16 +217,13 @@ impl ScopedClient {
             })
             .cloned()
             .collect();
-        let mut seen = HashSet::new();
-        let unique: Vec<RoleAssignment> = std::mem::take(&mut raw.assignments)
-            .into_iter()
-            .filter(|a| seen.insert(a.id.to_ascii_lowercase()))
-            .collect();
+        let unique = dedupe(std::mem::take(&mut raw.assignments));
         let assignments_per_subscription = count_per_subscription(&subscriptions, &unique);
-        let assignments: Vec<RoleAssignment> = unique
+        let mut assignments: Vec<RoleAssignment> = unique
             .into_iter()
             .filter(|a| a.is_owned() || all_registries.iter().any(|r| r.id.is_within(&a.scope)))
             .collect();
+        assignments.shrink_to_fit();
 
         let mut warnings = raw.warnings;
         let role_definitions = self
@@ -247,41 +258,53 @@ impl ScopedClient {
         &self,
         subscriptions: &[String],
     ) -> Result<Vec<Registry>, AzureError> {
-        let rows = self
-            .resource_graph(subscriptions, queries::REGISTRIES)
+        let (registries, warnings) = self
+            .resource_graph_parsed(
+                subscriptions,
+                queries::REGISTRIES,
+                "registry",
+                wire::registry_from_arm,
+            )
             .await?;
-        let mut warnings = Vec::new();
-        let registries = parse_rows(&rows, "registry", wire::registry_from_arm, &mut warnings);
         for warning in warnings {
             tracing::warn!(%warning, "resource graph registry row skipped");
         }
         Ok(registries)
     }
 
+    /// The three queries, each page converted to the compact model as it arrives.
     async fn inventory_from_resource_graph(
         &self,
         subscriptions: &[String],
     ) -> Result<Raw, AzureError> {
-        let (clusters, registries, assignments) = futures::try_join!(
-            self.resource_graph(subscriptions, queries::CLUSTERS),
-            self.resource_graph(subscriptions, queries::REGISTRIES),
-            self.resource_graph(subscriptions, queries::ROLE_ASSIGNMENTS),
+        let ((clusters, mut w1), (registries, mut w2), (assignments, mut w3)) = futures::try_join!(
+            self.resource_graph_parsed(
+                subscriptions,
+                queries::CLUSTERS,
+                "cluster",
+                wire::cluster_from_arm
+            ),
+            self.resource_graph_parsed(
+                subscriptions,
+                queries::REGISTRIES,
+                "registry",
+                wire::registry_from_arm
+            ),
+            self.resource_graph_parsed(
+                subscriptions,
+                queries::ROLE_ASSIGNMENTS,
+                "role assignment",
+                wire::role_assignment_from_arm
+            ),
         )?;
         let mut warnings = Vec::new();
+        for w in [&mut w1, &mut w2, &mut w3] {
+            warnings.append(w);
+        }
         Ok(Raw {
-            clusters: parse_rows(&clusters, "cluster", wire::cluster_from_arm, &mut warnings),
-            registries: parse_rows(
-                &registries,
-                "registry",
-                wire::registry_from_arm,
-                &mut warnings,
-            ),
-            assignments: parse_rows(
-                &assignments,
-                "role assignment",
-                wire::role_assignment_from_arm,
-                &mut warnings,
-            ),
+            clusters,
+            registries,
+            assignments,
             warnings,
         })
     }

@@ -43,13 +43,44 @@ impl ScopedClient {
         subscriptions: &[String],
         query: &str,
     ) -> Result<Vec<Value>, AzureError> {
+        let mut rows = Vec::new();
+        self.resource_graph_pages(subscriptions, query, |mut page| rows.append(&mut page))
+            .await?;
+        Ok(rows)
+    }
+
+    /// The rows of `query` converted by `parse` page by page: each page's JSON is dropped as soon as its rows are
+    /// converted, so only the compact rows are ever held. A row that does not convert is skipped with a warning
+    /// naming it (`what` and its id).
+    pub async fn resource_graph_parsed<T>(
+        &self,
+        subscriptions: &[String],
+        query: &str,
+        what: &str,
+        parse: impl Fn(&Value) -> Result<T, wire::WireError>,
+    ) -> Result<(Vec<T>, Vec<String>), AzureError> {
+        let mut rows = Vec::new();
+        let mut warnings = Vec::new();
+        self.resource_graph_pages(subscriptions, query, |page| {
+            wire::convert_rows(page, what, &parse, &mut rows, &mut warnings);
+        })
+        .await?;
+        Ok((rows, warnings))
+    }
+
+    /// Sends `query` page by page, handing each page's rows to `on_page` before asking for the next.
+    async fn resource_graph_pages(
+        &self,
+        subscriptions: &[String],
+        query: &str,
+        mut on_page: impl FnMut(Vec<Value>),
+    ) -> Result<(), AzureError> {
         let op = Operation::ResourceGraph;
         let mut url = join(
             &self.inner().resource_graph,
             "/providers/Microsoft.ResourceGraph/resources",
         )?;
         set_query(&mut url, &[("api-version", api_versions::RESOURCE_GRAPH)]);
-        let mut rows = Vec::new();
         let chunks: Vec<&[String]> = if subscriptions.is_empty() {
             vec![&[][..]]
         } else {
@@ -83,12 +114,12 @@ impl ScopedClient {
                     retry_principal_not_found: false,
                 };
                 let page = self.execute(&call).await?.json(op)?;
-                let (mut data, next) =
-                    wire::resource_graph_page(&page).ok_or_else(|| AzureError::Decode {
+                let (data, next) =
+                    wire::take_resource_graph_page(page).ok_or_else(|| AzureError::Decode {
                         operation: op.as_str(),
                         message: "no `data`".into(),
                     })?;
-                rows.append(&mut data);
+                on_page(data);
                 match next {
                     Some(t) if Some(&t) != skip_token.as_ref() => skip_token = Some(t),
                     Some(_) => {
@@ -101,7 +132,7 @@ impl ScopedClient {
                 }
             }
         }
-        Ok(rows)
+        Ok(())
     }
 }
 

@@ -266,20 +266,65 @@ pub fn subscription_from_arm(v: &Value) -> Result<Subscription, WireError> {
     })
 }
 
+/// Converts a page's rows with `parse` into `out`, consuming the page; a row that does not convert is skipped
+/// with a warning naming `what` and its id.
+pub fn convert_rows<T>(
+    rows: Vec<Value>,
+    what: &str,
+    parse: impl Fn(&Value) -> Result<T, WireError>,
+    out: &mut Vec<T>,
+    warnings: &mut Vec<String>,
+) {
+    out.reserve(rows.len());
+    for row in rows {
+        match parse(&row) {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                let id = str_at(&row, &["id"]).unwrap_or("?");
+                warnings.push(format!("skipped {what} `{id}`: {e}"));
+            }
+        }
+    }
+}
+
+/// Member `key` (any ASCII case) taken out of an object.
+fn take_ci(v: &mut Value, key: &str) -> Option<Value> {
+    let obj = v.as_object_mut()?;
+    if let Some(found) = obj.remove(key) {
+        return Some(found);
+    }
+    let actual = obj.keys().find(|k| k.eq_ignore_ascii_case(key))?.clone();
+    obj.remove(&actual)
+}
+
 /// One page of an ARM list: its items and the absolute `nextLink`, if any.
 pub fn list_page(v: &Value) -> Option<(Vec<Value>, Option<String>)> {
-    let items = get_ci(v, "value")?.as_array()?.clone();
-    let next = non_empty(str_at(v, &["nextLink"]));
-    Some((items, next))
+    take_list_page(v.clone())
+}
+
+/// [`list_page`] of a page the caller gives up: the items are moved out, not copied.
+pub fn take_list_page(mut v: Value) -> Option<(Vec<Value>, Option<String>)> {
+    let next = non_empty(str_at(&v, &["nextLink"]));
+    match take_ci(&mut v, "value")? {
+        Value::Array(items) => Some((items, next)),
+        _ => None,
+    }
 }
 
 /// One page of a Resource Graph answer: rows (`objectArray`, or `table` converted to objects) and the
 /// `$skipToken`, if any.
 pub fn resource_graph_page(v: &Value) -> Option<(Vec<Value>, Option<String>)> {
-    let data = get_ci(v, "data")?;
-    let rows = if let Some(rows) = data.as_array() {
-        rows.clone()
+    take_resource_graph_page(v.clone())
+}
+
+/// [`resource_graph_page`] of a page the caller gives up: `objectArray` rows are moved out, not copied.
+pub fn take_resource_graph_page(mut v: Value) -> Option<(Vec<Value>, Option<String>)> {
+    let token = non_empty(str_at(&v, &["$skipToken"]));
+    let data = take_ci(&mut v, "data")?;
+    let rows = if let Value::Array(rows) = data {
+        rows
     } else {
+        let data = &data;
         // `resultFormat: table`: {columns: [{name}], rows: [[...]]}.
         let columns: Vec<&str> = get_ci(data, "columns")?
             .as_array()?
@@ -301,7 +346,6 @@ pub fn resource_graph_page(v: &Value) -> Option<(Vec<Value>, Option<String>)> {
             })
             .collect()
     };
-    let token = non_empty(str_at(v, &["$skipToken"]));
     Some((rows, token))
 }
 

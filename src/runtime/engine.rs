@@ -367,7 +367,9 @@ impl<C: AzureConnect> Engine<C> {
     // Verification (timer and CLI)
     // -----------------------------------------------------------------------------------------------------
 
-    /// Inventories the scope and plans, without writing anything.
+    /// Inventories the scope and plans, without writing anything. The inventory's role assignments — the bulk of
+    /// it at scale — are moved into the returned [`Observed`], not copied: the returned inventory's
+    /// `assignments` is empty.
     pub async fn observe_and_plan(
         &self,
         azure: &C::Ops,
@@ -387,7 +389,7 @@ impl<C: AzureConnect> Engine<C> {
         self.check_sight(azure, &subscriptions).await?;
         let mut options = InventoryOptions::new(subscriptions, self.config.tag.clone());
         options.use_resource_graph = self.config.use_resource_graph;
-        let inventory = azure.inventory_with(&options).await?;
+        let mut inventory = azure.inventory_with(&options).await?;
         let mut principals = HashMap::new();
         for cluster in &inventory.clusters {
             if let ClusterPrincipal::ServicePrincipal { client_id } = &cluster.principal {
@@ -401,7 +403,7 @@ impl<C: AzureConnect> Engine<C> {
         let observed = Observed {
             clusters: inventory.clusters.clone(),
             registries: inventory.registries.clone(),
-            assignments: inventory.assignments.clone(),
+            assignments: std::mem::take(&mut inventory.assignments),
             role_definitions: inventory
                 .role_definitions
                 .iter()
@@ -459,14 +461,14 @@ impl<C: AzureConnect> Engine<C> {
                 report.inventory = InventoryOutcome::Taken(inventory.source);
                 report.clusters = observed.clusters.iter().map(|c| c.id.clone()).collect();
                 report.registries = observed.registries.iter().map(|r| r.id.clone()).collect();
+                // The snapshot has been planned: only the registries (for capacity) outlive the writes.
+                let registries = observed.registries;
+                drop((observed.clusters, observed.assignments, inventory.clusters));
                 let (pairs, skipped) = self
                     .apply(&azure, &plan, None, Observation::Inventory)
                     .await;
-                report.capacity = capacity(
-                    &observed.registries,
-                    &inventory.assignments_per_subscription,
-                    &pairs,
-                );
+                report.capacity =
+                    capacity(&registries, &inventory.assignments_per_subscription, &pairs);
                 report.pairs = pairs;
                 report.registry_results = plan.registry_results;
                 if skipped > 0 {

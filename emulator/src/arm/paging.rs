@@ -9,7 +9,11 @@ use super::{Outcome, Request};
 
 /// The `nextLink` URL for a page starting at `offset`.
 pub(super) fn next_link(req: &Request<'_>, offset: usize) -> String {
-    let token = URL_SAFE_NO_PAD.encode(format!("offset:{offset}"));
+    next_link_with(req, &URL_SAFE_NO_PAD.encode(format!("offset:{offset}")))
+}
+
+/// The `nextLink` URL: this request's URL with `$skipToken` set to `token`.
+pub(super) fn next_link_with(req: &Request<'_>, token: &str) -> String {
     let kept: Vec<String> = url::form_urlencoded::parse(req.raw_query.as_bytes())
         .filter(|(k, _)| !k.eq_ignore_ascii_case("$skipToken"))
         .map(|(k, v)| format!("{}={}", encode(&k), encode(&v)))
@@ -27,6 +31,15 @@ pub(super) fn encode(s: &str) -> String {
         .replace("%24", "$")
 }
 
+/// ARM's answer to a `$skipToken` it cannot continue (malformed, expired, or another caller's or list's).
+pub(super) fn invalid_skip_token() -> Outcome {
+    Outcome::error(
+        StatusCode::BAD_REQUEST,
+        "InvalidSkipToken",
+        "The provided skip token is invalid or has expired.",
+    )
+}
+
 pub(super) fn skip_offset(req: &Request<'_>) -> Result<usize, Outcome> {
     match req.query.get("$skiptoken") {
         None => Ok(0),
@@ -35,13 +48,7 @@ pub(super) fn skip_offset(req: &Request<'_>) -> Result<usize, Outcome> {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.strip_prefix("offset:").and_then(|n| n.parse().ok()))
-            .ok_or_else(|| {
-                Outcome::error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidSkipToken",
-                    "The provided skip token is invalid.",
-                )
-            }),
+            .ok_or_else(invalid_skip_token),
     }
 }
 

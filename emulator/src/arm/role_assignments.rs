@@ -4,14 +4,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::paging::page;
+use super::paging::{invalid_skip_token, next_link_with};
 use super::{Outcome, Request, authorization_failed, check_scope_exists, event};
 use crate::app::{App, canonical_scope, lock, str_at};
 use crate::bus::ArmOperationKind;
+use crate::cursors::{self, AnySnapshot};
 use crate::rbac;
+use crate::stats::PageWork;
 use crate::store::{AssignmentFacts, GraphTable, RoleAssignment, Store, assignment_graph_row};
 use crate::token::Claims;
 
@@ -60,6 +62,14 @@ fn principal_clause(clause: &str) -> Option<String> {
     uuid::Uuid::parse_str(id).is_ok().then(|| id.to_owned())
 }
 
+/// A role-assignment list's snapshot: the matching assignments, ordered by id, shared with the store.
+type AssignmentSnapshot = Vec<Arc<RoleAssignment>>;
+
+const LIST_OPERATION: &str = "list_role_assignments";
+
+/// `GET {scope}/providers/Microsoft.Authorization/roleAssignments`: the first page scans, filters and sorts once
+/// into a snapshot (`cursors.rs`); the `nextLink`'s `$skipToken` names it, so every later page costs its own
+/// rows (plus the caller's grants, read from the index, for the authorization every page gets).
 pub(super) fn list_role_assignments(
     app: &App,
     req: &Request<'_>,
@@ -72,41 +82,108 @@ pub(super) fn list_role_assignments(
             return Outcome::error(StatusCode::BAD_REQUEST, "UnsupportedQuery", message);
         }
     };
+    let resume = match req.query.get("$skiptoken").map(|t| cursors::read_token(t)) {
+        None => None,
+        Some(Some(position)) => Some(position),
+        Some(None) => return invalid_skip_token(),
+    };
+    let binding = cursors::binding(&[
+        LIST_OPERATION,
+        &claims.oid.to_ascii_lowercase(),
+        &rbac::normalize_scope(scope),
+        req.query.get("$filter").map_or("", String::as_str),
+    ]);
+    let mut work = PageWork {
+        operation: LIST_OPERATION.into(),
+        examined: 0,
+        served: 0,
+        opened_snapshot: resume.is_none(),
+    };
     let action = "Microsoft.Authorization/roleAssignments/read";
-    let items: Vec<Value> = {
+    let fresh = {
         let store = lock(&app.store);
+        let grants = store.grants_of(&claims.oid);
+        work.examined += grants.len() as u64;
         // Authorization first, then existence, as ARM does.
-        if !store.is_allowed(&claims.oid, action, scope, None, None) {
+        if !store.allowed_by(&grants, action, scope, None, None) {
             return authorization_failed(claims, action, scope);
         }
         if let Some(e) = check_scope_exists(&store, scope) {
             return e;
         }
-        let target = rbac::normalize_scope(scope);
-        let mut list: Vec<&RoleAssignment> = store
-            .role_assignments
-            .values()
-            .filter(|a| {
-                let s = a.scope_key();
-                let above = rbac::is_at_or_above(&s, &target);
-                let below = rbac::is_at_or_above(&target, &s);
-                let in_scope = if filter.at_scope {
-                    above
-                } else {
-                    above || below
-                };
-                in_scope
-                    && filter
-                        .principal
-                        .as_ref()
-                        .is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p))
-            })
-            .collect();
-        list.sort_by_key(|a| a.id().to_ascii_lowercase());
-        list.into_iter().map(RoleAssignment::to_arm).collect()
+        resume
+            .is_none()
+            .then(|| assignment_snapshot(&store, scope, &filter, &mut work))
     };
-    let size = lock(&app.settings).role_assignment_page_size;
-    page(req, &items, size)
+    let now = Instant::now();
+    let (rows, offset, cursor) = match (fresh, resume) {
+        (Some(rows), _) => (Arc::new(rows), 0, None),
+        (None, Some((id, offset))) => {
+            let kept = lock(&app.list_cursors)
+                .resume(id, &binding, now)
+                .and_then(|s| s.downcast::<AssignmentSnapshot>().ok());
+            match kept {
+                Some(rows) => (rows, offset, Some(id)),
+                None => return invalid_skip_token(),
+            }
+        }
+        (None, None) => (Arc::new(Vec::new()), 0, None),
+    };
+    let size = lock(&app.settings).role_assignment_page_size.max(1);
+    let end = offset.saturating_add(size).min(rows.len());
+    let page: Vec<Value> = rows
+        .get(offset.min(end)..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.to_arm())
+        .collect();
+    work.served = page.len() as u64;
+    let mut body = json!({ "value": page });
+    if end < rows.len() {
+        let id = cursor.unwrap_or_else(|| {
+            let snapshot: Arc<AnySnapshot> = rows.clone();
+            lock(&app.list_cursors).open(snapshot, binding, now)
+        });
+        body["nextLink"] = json!(next_link_with(req, &cursors::token(id, end)));
+    }
+    lock(&app.stats).record_page(work);
+    Outcome::json(StatusCode::OK, body)
+}
+
+/// The assignments a list at `scope` with `filter` returns, ordered by id (case-insensitively). A principal
+/// filter reads that principal's assignments from the index; otherwise every assignment is looked at.
+fn assignment_snapshot(
+    store: &Store,
+    scope: &str,
+    filter: &AssignmentFilter,
+    work: &mut PageWork,
+) -> AssignmentSnapshot {
+    let target = rbac::normalize_scope(scope);
+    let candidates: Vec<&Arc<RoleAssignment>> = match &filter.principal {
+        Some(p) => store
+            .grants_of(p)
+            .into_iter()
+            .filter_map(|a| store.role_assignments.get(&a.name.to_ascii_lowercase()))
+            .collect(),
+        None => store.role_assignments.values().collect(),
+    };
+    work.examined += candidates.len() as u64;
+    let mut list: AssignmentSnapshot = candidates
+        .into_iter()
+        .filter(|a| {
+            let s = a.scope_key();
+            let above = rbac::is_at_or_above(&s, &target);
+            if filter.at_scope {
+                above
+            } else {
+                above || rbac::is_at_or_above(&target, &s)
+            }
+        })
+        .cloned()
+        .collect();
+    work.examined += list.len() as u64;
+    list.sort_by_cached_key(|a| a.id().to_ascii_lowercase());
+    list
 }
 
 pub(super) fn find_assignment<'a>(
@@ -117,6 +194,7 @@ pub(super) fn find_assignment<'a>(
     store
         .role_assignments
         .get(&name.to_ascii_lowercase())
+        .map(AsRef::as_ref)
         .filter(|a| a.scope_key() == rbac::normalize_scope(scope))
 }
 
@@ -297,9 +375,9 @@ pub(super) fn put_role_assignment(
             Err(e) => return e,
         };
         let existing = store.role_assignments.get(&put.name).cloned();
-        let assignment = build_assignment(&put, existing.as_ref(), claims, resolved_type);
+        let assignment = build_assignment(&put, existing.as_deref(), claims, resolved_type);
         let tenant = app.tenant_of_scope(&store, scope);
-        store_assignment(&mut store, &put, existing, assignment, &tenant, keep)
+        store_assignment(&mut store, existing, assignment, &tenant, keep)
     };
     let mut outcome = Outcome::json(status, value.clone());
     if !unchanged {
@@ -408,11 +486,11 @@ fn check_assignment_conflicts(store: &Store, put: &AssignmentPut<'_>) -> Result<
                 "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
             ));
         }
-    } else if store.role_assignments.values().any(|a| {
-        a.principal_id.eq_ignore_ascii_case(principal)
-            && a.role_guid == put.role_guid
-            && a.scope_key() == scope_key
-    }) {
+    } else if store
+        .grants_of(principal)
+        .iter()
+        .any(|a| a.role_guid == put.role_guid && a.scope_key() == scope_key)
+    {
         return Err(Outcome::error(
             StatusCode::CONFLICT,
             "RoleAssignmentExists",
@@ -497,8 +575,7 @@ fn build_assignment(
 /// status, the answer and whether nothing changed.
 fn store_assignment(
     store: &mut Store,
-    put: &AssignmentPut<'_>,
-    existing: Option<RoleAssignment>,
+    existing: Option<Arc<RoleAssignment>>,
     assignment: RoleAssignment,
     tenant: &str,
     keep: Duration,
@@ -515,7 +592,7 @@ fn store_assignment(
     });
     let stored = match existing {
         Some(e) if unchanged => e,
-        _ => assignment,
+        _ => Arc::new(assignment),
     };
     store.graph_write(
         GraphTable::AuthorizationResources,
@@ -525,7 +602,7 @@ fn store_assignment(
         keep,
     );
     let value = stored.to_arm();
-    store.role_assignments.insert(put.name.clone(), stored);
+    store.insert_assignment(stored);
     (status, value, unchanged)
 }
 
@@ -557,7 +634,7 @@ pub(super) fn delete_role_assignment(
         if existing_role.is_none() {
             return Outcome::empty(StatusCode::NO_CONTENT);
         }
-        let removed = store.role_assignments.remove(&name.to_ascii_lowercase());
+        let removed = store.remove_assignment(name);
         if let Some(a) = &removed {
             store.graph_write(
                 GraphTable::AuthorizationResources,

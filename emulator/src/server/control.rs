@@ -236,6 +236,12 @@ impl EmulatorControl {
         lock(&self.app.stats).snapshot()
     }
 
+    /// The work of every paged answer since the last [`Self::reset_stats`], oldest first (the latest
+    /// [`crate::stats::PAGE_WORK_KEPT`]).
+    pub fn page_work(&self) -> Vec<crate::stats::PageWork> {
+        lock(&self.app.stats).pages()
+    }
+
     pub fn reset_stats(&self) {
         lock(&self.app.stats).clear();
     }
