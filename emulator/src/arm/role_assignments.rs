@@ -160,11 +160,7 @@ fn assignment_snapshot(
 ) -> AssignmentSnapshot {
     let target = rbac::normalize_scope(scope);
     let candidates: Vec<&Arc<RoleAssignment>> = match &filter.principal {
-        Some(p) => store
-            .grants_of(p)
-            .into_iter()
-            .filter_map(|a| store.role_assignments.get(&a.name.to_ascii_lowercase()))
-            .collect(),
+        Some(p) => store.assignments_of(p).collect(),
         None => store.role_assignments.values().collect(),
     };
     work.examined += candidates.len() as u64;
@@ -487,8 +483,7 @@ fn check_assignment_conflicts(store: &Store, put: &AssignmentPut<'_>) -> Result<
             ));
         }
     } else if store
-        .grants_of(principal)
-        .iter()
+        .assignments_of(principal)
         .any(|a| a.role_guid == put.role_guid && a.scope_key() == scope_key)
     {
         return Err(Outcome::error(
