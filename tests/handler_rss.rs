@@ -6,8 +6,8 @@
 //!
 //! Ignored (it takes minutes and a few hundred MB): run it with
 //! `cargo test --release --test handler_rss -- --ignored --nocapture`. `RSS_CLUSTERS` (10,000),
-//! `RSS_REGISTRIES` (20), `RSS_PATHS` (`graph,arm`) and `RSS_HANDLER` (handler binaries to measure, comma-separated, side by side on one estate, instead of
-//! this build's) adjust it.
+//! `RSS_REGISTRIES` (20), `RSS_PATHS` (`graph,arm`) and `RSS_HANDLER` (handler binaries to measure,
+//! comma-separated, side by side on one estate, instead of this build's) adjust it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -199,8 +199,10 @@ async fn measure(emu: &RunningEmulator, handler: &str, resource_graph: bool) -> 
 async fn steady_state_verification_peak_rss() {
     let clusters = env_number("RSS_CLUSTERS", 10_000);
     let registries = env_number("RSS_REGISTRIES", 20);
-    let handler = std::env::var("RSS_HANDLER")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_acr-autoattach").into());
+    let handlers: Vec<String> = std::env::var("RSS_HANDLER").map_or_else(
+        |_| vec![env!("CARGO_BIN_EXE_acr-autoattach").to_owned()],
+        |list| list.split(',').map(str::to_owned).collect(),
+    );
     let seeding = Instant::now();
     let emu = steady_estate(clusters, registries).await;
     println!(
