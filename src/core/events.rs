@@ -41,8 +41,11 @@ const REGISTRY_TYPE: &str = "microsoft.containerregistry/registries";
 /// went through two string-encoding hops). Deeper nesting is not a real delivery shape.
 const MAX_STRING_DECODES: usize = 2;
 
+mod look;
 mod payloads;
 
+use look::Look;
+pub use look::classify_trigger;
 pub use payloads::*;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -463,29 +466,57 @@ enum KnownType {
 }
 
 fn known_type(event_type: &str) -> KnownType {
-    let t = event_type.trim().to_ascii_lowercase();
-    if let Some(rest) = t.strip_prefix("microsoft.resources.resource") {
-        return match rest {
-            "writesuccess" => KnownType::WriteSuccess,
-            "deletesuccess" => KnownType::DeleteSuccess,
-            "actionsuccess" => KnownType::ActionSuccess,
-            "writefailure" | "writecancel" | "deletefailure" | "deletecancel" | "actionfailure"
-            | "actioncancel" => KnownType::NotSucceeded,
-            _ => KnownType::Other,
+    const RESOURCE_EVENT: &str = "microsoft.resources.resource";
+    let t = event_type.trim();
+    let is = |name: &str| t.eq_ignore_ascii_case(name);
+    if let Some(rest) = t
+        .get(..RESOURCE_EVENT.len())
+        .filter(|head| head.eq_ignore_ascii_case(RESOURCE_EVENT))
+        .map(|_| &t[RESOURCE_EVENT.len()..])
+    {
+        let is = |name: &str| rest.eq_ignore_ascii_case(name);
+        return if is("writesuccess") {
+            KnownType::WriteSuccess
+        } else if is("deletesuccess") {
+            KnownType::DeleteSuccess
+        } else if is("actionsuccess") {
+            KnownType::ActionSuccess
+        } else if [
+            "writefailure",
+            "writecancel",
+            "deletefailure",
+            "deletecancel",
+            "actionfailure",
+            "actioncancel",
+        ]
+        .into_iter()
+        .any(is)
+        {
+            KnownType::NotSucceeded
+        } else {
+            KnownType::Other
         };
     }
-    match t.as_str() {
-        "microsoft.eventgrid.subscriptionvalidationevent" => KnownType::Validation,
-        "microsoft.resourcenotifications.resources.createdorupdated" => {
-            KnownType::NotificationUpserted
-        }
-        "microsoft.resourcenotifications.resources.deleted" => KnownType::NotificationDeleted,
-        _ => KnownType::Other,
+    if is("microsoft.eventgrid.subscriptionvalidationevent") {
+        KnownType::Validation
+    } else if is("microsoft.resourcenotifications.resources.createdorupdated") {
+        KnownType::NotificationUpserted
+    } else if is("microsoft.resourcenotifications.resources.deleted") {
+        KnownType::NotificationDeleted
+    } else {
+        KnownType::Other
     }
 }
 
 /// Removes whitespace around each `/`-separated segment (see the module doc), then parses.
 pub fn parse_event_resource_id(raw: &str) -> Option<ResourceId> {
+    if raw
+        .split('/')
+        .all(|segment| segment.trim().len() == segment.len())
+    {
+        // Nothing to clean (the usual case): no copy.
+        return ResourceId::parse(raw).ok();
+    }
     let cleaned: Vec<&str> = raw.split('/').map(str::trim).collect();
     ResourceId::parse(&cleaned.join("/")).ok()
 }
@@ -511,14 +542,19 @@ fn parse_time(raw: Option<&str>) -> Option<OffsetDateTime> {
 }
 
 /// Classifies one event and extracts its metadata. Never fails: anything not actionable is `Ignored`.
+/// [`classify_trigger`] gives the same results for a whole trigger value without copying the events.
 pub fn classify(event: &IncomingEvent) -> ClassifiedEvent {
-    let kind = known_type(event.event_type());
+    classify_look(&event.look())
+}
+
+fn classify_look(event: &Look<'_>) -> ClassifiedEvent {
+    let kind = known_type(event.event_type);
     let mut metadata = EventMetadata {
-        id: event.id().to_owned(),
-        event_type: event.event_type().to_owned(),
-        schema: event.schema(),
-        event_time: parse_time(event.time_raw()),
-        subject: event.subject().map(str::to_owned),
+        id: event.id.to_owned(),
+        event_type: event.event_type.to_owned(),
+        schema: event.schema,
+        event_time: parse_time(event.time),
+        subject: event.subject.map(str::to_owned),
         subscription_id: None,
         tenant_id: None,
         correlation_id: None,
@@ -546,7 +582,7 @@ pub fn classify(event: &IncomingEvent) -> ClassifiedEvent {
                 Some(id.subscription_id().to_owned())
             }
             Classification::Ignored { .. } => event
-                .source()
+                .source
                 .and_then(parse_event_resource_id)
                 .map(|id| id.subscription_id().to_owned()),
         };
@@ -561,23 +597,25 @@ fn ignored(reason: IgnoreReason) -> Classification {
     Classification::Ignored { reason }
 }
 
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+/// The text trimmed, unless that leaves nothing.
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn classify_resource_event(
-    event: &IncomingEvent,
+    event: &Look<'_>,
     is_delete: bool,
     metadata: &mut EventMetadata,
 ) -> Classification {
-    // Both data types have the same fields; the write type reads either.
-    let Ok(data) = ResourceWriteSuccessEventData::deserialize(event.data()) else {
+    let Some(data) = event.data.resource() else {
         return ignored(IgnoreReason::MalformedData);
     };
-    metadata.subscription_id = non_empty(data.subscription_id);
-    metadata.tenant_id = non_empty(data.tenant_id);
-    metadata.correlation_id = non_empty(data.correlation_id);
-    metadata.operation_name = non_empty(data.operation_name);
+    let owned =
+        |field: &Option<std::borrow::Cow<'_, str>>| non_empty(field.as_deref()).map(str::to_owned);
+    metadata.subscription_id = owned(&data.subscription_id);
+    metadata.tenant_id = owned(&data.tenant_id);
+    metadata.correlation_id = owned(&data.correlation_id);
+    metadata.operation_name = owned(&data.operation_name);
     let Some(operation) = metadata
         .operation_name
         .as_deref()
@@ -585,8 +623,7 @@ fn classify_resource_event(
     else {
         return ignored(IgnoreReason::MalformedData);
     };
-    let Some(uri) =
-        non_empty(data.resource_uri).or_else(|| non_empty(event.subject().map(str::to_owned)))
+    let Some(uri) = non_empty(data.resource_uri.as_deref()).or_else(|| non_empty(event.subject))
     else {
         return ignored(IgnoreReason::MalformedData);
     };
@@ -601,7 +638,7 @@ fn classify_resource_event(
         if verb != "write" && verb != "delete" {
             return ignored(IgnoreReason::OperationMismatch);
         }
-        let target = strip_tags_suffix(&uri);
+        let target = strip_tags_suffix(uri);
         let Some(id) = parse_event_resource_id(target) else {
             return ignored(IgnoreReason::InvalidResourceId);
         };
@@ -640,7 +677,7 @@ fn classify_resource_event(
     if verb != expected_verb {
         return ignored(IgnoreReason::OperationMismatch);
     }
-    let Some(id) = parse_event_resource_id(&uri) else {
+    let Some(id) = parse_event_resource_id(uri) else {
         return ignored(IgnoreReason::InvalidResourceId);
     };
     if id.resource_type().as_deref() != Some(operation_type) {
@@ -676,26 +713,15 @@ pub fn strip_tags_suffix(uri: &str) -> &str {
     }
 }
 
-fn classify_notification(event: &IncomingEvent, is_delete: bool) -> Classification {
+fn classify_notification(event: &Look<'_>, is_delete: bool) -> Classification {
     // Only `resourceInfo.id` is read: the body's properties and tags are never used (rule 1 of issue 10).
-    let raw_id = if is_delete {
-        let Ok(data) = ResourceNotificationsResourceDeletedEventData::deserialize(event.data())
-        else {
-            return ignored(IgnoreReason::MalformedData);
-        };
-        data.resource_info.and_then(|i| i.id)
-    } else {
-        let Ok(data) = ResourceNotificationsResourceUpdatedEventData::deserialize(event.data())
-        else {
-            return ignored(IgnoreReason::MalformedData);
-        };
-        data.resource_info.and_then(|i| i.id)
-    };
-    let Some(raw_id) = non_empty(raw_id).or_else(|| non_empty(event.subject().map(str::to_owned)))
-    else {
+    let Some(raw_id) = event.data.notification_id(is_delete) else {
         return ignored(IgnoreReason::MalformedData);
     };
-    let Some(id) = parse_event_resource_id(&raw_id) else {
+    let Some(raw_id) = non_empty(raw_id.as_deref()).or_else(|| non_empty(event.subject)) else {
+        return ignored(IgnoreReason::MalformedData);
+    };
+    let Some(id) = parse_event_resource_id(raw_id) else {
         return ignored(IgnoreReason::InvalidResourceId);
     };
     let kind = match id.resource_type().as_deref() {

@@ -121,23 +121,34 @@ impl ResourceId {
     /// for `kind` (compared case-insensitively): no nested provider, no child segment, not at subscription
     /// level. The only shape in which this project accepts a cluster or registry id (issue 10, rule 1).
     pub fn is_exact(&self, kind: ArmKind) -> bool {
-        let segs: Vec<&str> = self.segments().collect();
         let (namespace, type_name) = kind.namespace_and_type();
-        segs.len() == 8
-            && segs[0].eq_ignore_ascii_case("subscriptions")
-            && segs[2].eq_ignore_ascii_case("resourceGroups")
-            && segs[4].eq_ignore_ascii_case("providers")
-            && segs[5].eq_ignore_ascii_case(namespace)
-            && segs[6].eq_ignore_ascii_case(type_name)
+        // `None`: any value (the subscription, resource group and resource names).
+        let shape = [
+            Some("subscriptions"),
+            None,
+            Some("resourceGroups"),
+            None,
+            Some("providers"),
+            Some(namespace),
+            Some(type_name),
+            None,
+        ];
+        let mut segs = self.segments();
+        shape.iter().all(|want| {
+            segs.next()
+                .is_some_and(|s| want.is_none_or(|w| s.eq_ignore_ascii_case(w)))
+        }) && segs.next().is_none()
     }
 
     /// True when `scope` is this id or one of its ancestors (compared case-insensitively, on segment
     /// boundaries). `/` (the root / a management group path that does not start with /subscriptions) is not
     /// handled here.
     pub fn is_within(&self, scope: &str) -> bool {
-        let scope = scope.trim().trim_end_matches('/').to_ascii_lowercase();
-        let me = self.key();
-        me == scope || (me.starts_with(&scope) && me.as_bytes().get(scope.len()) == Some(&b'/'))
+        let scope = scope.trim().trim_end_matches('/').as_bytes();
+        let me = self.0.as_bytes();
+        me.get(..scope.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scope))
+            && matches!(me.get(scope.len()), None | Some(b'/'))
     }
 }
 
@@ -200,8 +211,12 @@ impl PartialOrd for ResourceId {
     }
 }
 impl Ord for ResourceId {
+    /// The order of the lower-cased ids ([`ResourceId::key`]), without building them.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
+        self.0
+            .bytes()
+            .map(|b| b.to_ascii_lowercase())
+            .cmp(other.0.bytes().map(|b| b.to_ascii_lowercase()))
     }
 }
 impl fmt::Display for ResourceId {

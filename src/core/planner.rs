@@ -48,13 +48,15 @@ pub const ABAC_PULL_DATA_ACTION: &str =
 
 mod coverage;
 mod detach;
+mod index;
 mod results;
 
 pub use coverage::{
     action_matches, permits, principal_pull_coverage, pull_coverage, role_grants_pull, scope_level,
 };
 pub use detach::provably_ours;
-use detach::{DetachContext, principal_still_needed, removal_reason};
+use detach::{principal_still_needed, removal_reason};
+use index::{Index, RegistryIndex};
 pub use results::{ApplyOutcome, result_for};
 
 // ---------------------------------------------------------------------------------------------------------
@@ -188,11 +190,11 @@ impl Action {
         }
     }
 
-    /// Orders several removals for one pair.
-    fn tie_break(&self) -> String {
+    /// Orders several removals for one pair (compared ignoring ASCII case).
+    fn tie_break(&self) -> &str {
         match self {
-            Self::Remove { assignment, .. } => assignment.id.to_ascii_lowercase(),
-            _ => String::new(),
+            Self::Remove { assignment, .. } => &assignment.id,
+            _ => "",
         }
     }
 
@@ -508,14 +510,13 @@ fn tenant_of<'a>(
         .filter(|t| !t.is_empty())
 }
 
+/// Why the pair must not be attached across tenants, from the cluster's and the registry's tenants
+/// ([`tenant_of`]).
 fn refusal(
-    cluster: &Cluster,
-    registry: &Registry,
-    observed: &Observed,
+    cluster_tenant: Option<&str>,
+    registry_tenant: Option<&str>,
     settings: &PlanSettings,
 ) -> Option<RefusalReason> {
-    let cluster_tenant = tenant_of(cluster.tenant_id.as_ref(), &cluster.id, observed);
-    let registry_tenant = tenant_of(registry.tenant_id.as_ref(), &registry.id, observed);
     if let (Some(c), Some(r)) = (cluster_tenant, registry_tenant)
         && !c.eq_ignore_ascii_case(r)
     {
@@ -545,13 +546,15 @@ fn management_groups_of<'a>(registry: &Registry, observed: &'a Observed) -> &'a 
         .map_or(&[], Vec::as_slice)
 }
 
+/// The action for one selected pair (cluster `c`, registry `r` of the index).
 fn pair_item(
-    cluster: &Cluster,
-    registry: &Registry,
+    ix: &Index<'_>,
+    c: usize,
+    r: &RegistryIndex<'_>,
     observed: &Observed,
-    by_principal: &HashMap<String, Vec<&RoleAssignment>>,
     settings: &PlanSettings,
 ) -> PlanItem {
+    let (cluster, registry) = (ix.clusters[c], r.registry);
     let role = PullRole::for_mode(registry.mode);
     let item = |principal_id: Option<String>, action| PlanItem {
         cluster: cluster.id.clone(),
@@ -560,55 +563,52 @@ fn pair_item(
         role: Some(role),
         action,
     };
-    if let Some(reason) = refusal(cluster, registry, observed, settings) {
+    if let Some(reason) = refusal(ix.cluster_tenants[c], r.tenant, settings) {
         return item(None, Action::Refused { reason });
     }
-    let principal = match current_principal(cluster, observed) {
+    let principal = match &ix.principals[c] {
         Ok(p) => p,
-        Err(reason) => return item(None, Action::Pending { reason }),
+        Err(reason) => {
+            return item(
+                None,
+                Action::Pending {
+                    reason: reason.clone(),
+                },
+            );
+        }
     };
-    let mgs = management_groups_of(registry, observed);
-    let covered = by_principal
+    // Only the principal's assignments at the registry's own scope, its resource group, its subscription,
+    // a management group or the root can cover it: those are asked, whatever else the principal holds.
+    let covered = ix
+        .by_principal
         .get(&principal.to_ascii_lowercase())
         .into_iter()
-        .flatten()
+        .flat_map(|held| held.candidates(r))
         .filter_map(|a| {
-            pull_coverage(a, registry, &observed.role_definitions, mgs).map(|c| (*a, c))
+            pull_coverage(a, registry, &observed.role_definitions, r.management_groups)
+                .map(|c| (a, c))
         })
         .min_by(|(a1, c1), (a2, c2)| {
             // A whole-registry grant is named before a restricted one; then the nearest scope.
-            (
-                c1.restricted_by_condition,
-                c1.scope,
-                c1.grant.rank(),
-                a1.id.to_ascii_lowercase(),
-            )
-                .cmp(&(
-                    c2.restricted_by_condition,
-                    c2.scope,
-                    c2.grant.rank(),
-                    a2.id.to_ascii_lowercase(),
-                ))
+            (c1.restricted_by_condition, c1.scope, c1.grant.rank())
+                .cmp(&(c2.restricted_by_condition, c2.scope, c2.grant.rank()))
+                .then_with(|| cmp_ignore_ascii_case(&a1.id, &a2.id))
         });
     if let Some((assignment, how)) = covered {
         return item(
-            Some(principal),
+            Some(principal.clone()),
             Action::AlreadyCovered {
                 assignment_id: assignment.id.clone(),
                 how,
             },
         );
     }
-    let spec = AssignmentSpec::new(&registry.id, &principal, role, &cluster.id);
+    let spec = AssignmentSpec::new(&registry.id, principal, role, &cluster.id);
     // Never rewrite: an assignment already under the deterministic name (whatever it holds now, e.g. a person
     // changed it) is never PUT again; the PUT is only ever a create.
-    if let Some(existing) = observed
-        .assignments
-        .iter()
-        .find(|a| a.name.eq_ignore_ascii_case(&spec.name.to_string()))
-    {
+    if let Some(existing) = ix.by_name.get(&spec.name.to_string()) {
         return item(
-            Some(principal),
+            Some(principal.clone()),
             Action::Exists {
                 assignment_id: existing.id.clone(),
             },
@@ -618,95 +618,59 @@ fn pair_item(
         let reason = PendingReason::ClusterNotReady {
             provisioning_state: cluster.provisioning_state.clone(),
         };
-        return item(Some(principal), Action::Pending { reason });
+        return item(Some(principal.clone()), Action::Pending { reason });
     }
     let action = match settings.mode {
         Mode::Enforce => Action::Create(spec),
         Mode::Audit => Action::ReportMissing(spec),
     };
-    item(Some(principal), action)
+    item(Some(principal.clone()), action)
 }
 
-/// Observed state in, actions out. Deterministic: the same snapshot always gives the same plan.
+/// `a` and `b` ordered as their ASCII-lower-cased forms would be, without building them.
+fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|x| x.to_ascii_lowercase())
+        .cmp(b.bytes().map(|x| x.to_ascii_lowercase()))
+}
+
+/// Observed state in, actions out. Deterministic: the same snapshot always gives the same plan. Linear in the
+/// pairs and the assignments: every look-up is prepared once ([`index`]).
 pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
-    let mut seen_clusters = HashSet::new();
-    let mut clusters: Vec<&Cluster> = observed
-        .clusters
-        .iter()
-        .filter(|c| seen_clusters.insert(&c.id))
-        .collect();
-    clusters.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut seen_registries = HashSet::new();
-    let mut registries: Vec<&Registry> = observed
-        .registries
-        .iter()
-        .filter(|r| seen_registries.insert(&r.id))
-        .collect();
-    registries.sort_by(|a, b| a.id.cmp(&b.id));
-
-    let mut seen_assignments = HashSet::new();
-    let assignments: Vec<&RoleAssignment> = observed
-        .assignments
-        .iter()
-        .filter(|a| seen_assignments.insert(a.id.to_ascii_lowercase()))
-        .collect();
-    let mut by_principal: HashMap<String, Vec<&RoleAssignment>> = HashMap::new();
-    for a in &assignments {
-        by_principal
-            .entry(a.principal_id.trim().to_ascii_lowercase())
-            .or_default()
-            .push(a);
-    }
-
+    let ix = Index::new(observed, settings);
     let mut out = Plan::default();
-    let mut opt_ins: HashMap<&ResourceId, (&Registry, Option<OptIn>)> = HashMap::new();
-    for registry in &registries {
-        let opt_in = match registry_opt_in(&registry.tags, &settings.tag_name) {
-            Ok(o) => o,
-            Err(e) => {
-                out.registry_results.push(RegistryResult {
-                    registry_id: registry.id.clone(),
-                    status: RegistryStatus::InvalidSelector,
-                    reason: format!(
-                        "tag `{}` value `{}`: {e}; it selects no cluster",
-                        settings.tag_name,
-                        registry.tags.get(&settings.tag_name).unwrap_or_default()
-                    ),
-                });
-                opt_ins.insert(&registry.id, (registry, None));
-                continue;
-            }
-        };
-        for cluster in &clusters {
-            if cluster_opted_out(cluster, &settings.tag_name) || !opt_in.selects(cluster) {
-                continue;
-            }
-            out.items.push(pair_item(
-                cluster,
-                registry,
-                observed,
-                &by_principal,
-                settings,
-            ));
+    for r in &ix.registries {
+        if let Err(e) = &r.opt_in {
+            out.registry_results.push(RegistryResult {
+                registry_id: r.registry.id.clone(),
+                status: RegistryStatus::InvalidSelector,
+                reason: format!(
+                    "tag `{}` value `{}`: {e}; it selects no cluster",
+                    settings.tag_name,
+                    r.registry.tags.get(&settings.tag_name).unwrap_or_default()
+                ),
+            });
+            continue;
         }
-        opt_ins.insert(&registry.id, (registry, Some(opt_in)));
+        for c in 0..ix.clusters.len() {
+            if ix.opted_out[c] || !r.selects[c] {
+                continue;
+            }
+            out.items.push(pair_item(&ix, c, r, observed, settings));
+        }
     }
 
     if settings.detach && settings.mode == Mode::Enforce {
-        let cx = DetachContext {
-            clusters: clusters.iter().map(|c| (&c.id, *c)).collect(),
-            registries: opt_ins,
-            observed,
-            settings,
-        };
-        for assignment in &assignments {
+        for assignment in &ix.assignments {
             let Some((owner, role, registry_id)) = provably_ours(assignment) else {
                 continue;
             };
-            let Some(reason) = removal_reason(&cx, assignment, role, &owner, &registry_id) else {
+            let Some(reason) =
+                removal_reason(&ix, settings, assignment, role, &owner, &registry_id)
+            else {
                 continue;
             };
-            if principal_still_needed(&cx, assignment, role, &registry_id) {
+            if principal_still_needed(&ix, assignment, role, &registry_id) {
                 continue;
             }
             out.items.push(PlanItem {
@@ -722,19 +686,12 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
         }
     }
 
+    // Stable, so equal items keep the order above; the pairs already come in this order (registries and
+    // clusters sorted), so this mostly merges the removals in.
     out.items.sort_by(|a, b| {
-        (
-            &a.registry,
-            &a.cluster,
-            a.action.order(),
-            a.action.tie_break(),
-        )
-            .cmp(&(
-                &b.registry,
-                &b.cluster,
-                b.action.order(),
-                b.action.tie_break(),
-            ))
+        (&a.registry, &a.cluster, a.action.order())
+            .cmp(&(&b.registry, &b.cluster, b.action.order()))
+            .then_with(|| cmp_ignore_ascii_case(a.action.tie_break(), b.action.tie_break()))
     });
     out
 }

@@ -277,11 +277,16 @@ impl Key {
 
     /// The cluster's value for this key.
     pub fn value_of(&self, cluster: &Cluster) -> Option<String> {
+        self.value_in(cluster).map(str::to_owned)
+    }
+
+    /// The cluster's value for this key, borrowed (evaluation copies nothing).
+    fn value_in<'c>(&self, cluster: &'c Cluster) -> Option<&'c str> {
         match self {
-            Self::Tag(k) => cluster.tags.get(k).map(str::to_owned),
-            Self::Subscription => Some(cluster.id.subscription_id().to_owned()),
-            Self::ResourceGroup => cluster.id.resource_group().map(str::to_owned),
-            Self::Location => Some(cluster.location.clone()),
+            Self::Tag(k) => cluster.tags.get(k),
+            Self::Subscription => Some(cluster.id.subscription_id()),
+            Self::ResourceGroup => cluster.id.resource_group(),
+            Self::Location => Some(&cluster.location),
         }
     }
 
@@ -291,13 +296,12 @@ impl Key {
             Self::Tag(_) => actual == wanted,
             Self::Subscription | Self::ResourceGroup => actual.eq_ignore_ascii_case(wanted),
             Self::Location => {
-                let norm = |s: &str| {
+                let [a, w] = [actual, wanted].map(|s| {
                     s.chars()
                         .filter(|c| !c.is_whitespace())
                         .flat_map(char::to_lowercase)
-                        .collect::<String>()
-                };
-                norm(actual) == norm(wanted)
+                });
+                a.eq(w)
             }
         }
     }
@@ -305,9 +309,9 @@ impl Key {
 
 impl Requirement {
     pub fn matches(&self, cluster: &Cluster) -> bool {
-        let actual = self.key.value_of(cluster);
+        let actual = self.key.value_in(cluster);
         let any_eq = |set: &BTreeSet<String>, a: &str| set.iter().any(|w| self.key.value_eq(a, w));
-        match (&self.operator, actual.as_deref()) {
+        match (&self.operator, actual) {
             (Operator::Exists, a) => a.is_some(),
             (Operator::DoesNotExist, a) => a.is_none(),
             (Operator::Equals(w), Some(a)) => self.key.value_eq(a, w),

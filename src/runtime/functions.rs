@@ -224,7 +224,8 @@ impl Handler {
             },
             Err(e) => return Ok(rejected(invocation, e.as_str(), &e.to_string(), metrics)),
         };
-        let elements = match events::parse_trigger(raw) {
+        // Parse and classify in one pass: an irrelevant event (the bulk) is never copied.
+        let elements = match events::classify_trigger(raw) {
             Ok(elements) => elements,
             Err(e) => return Ok(rejected(invocation, e.as_str(), &e.to_string(), metrics)),
         };
@@ -233,7 +234,7 @@ impl Handler {
         let mut classified = Vec::new();
         for element in elements {
             match element {
-                Ok(event) => classified.push(events::classify(&event)),
+                Ok(event) => classified.push(event),
                 Err(rejection) => {
                     record_rejection(invocation, &rejection, metrics);
                     logs.push(format!("rejected ({}): {rejection}", rejection.as_str()));

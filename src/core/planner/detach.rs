@@ -4,64 +4,46 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// What detach judges an owned assignment against.
-pub(super) struct DetachContext<'a> {
-    pub(super) clusters: HashMap<&'a ResourceId, &'a Cluster>,
-    /// Observed registries with their opt-in (`None`: invalid selector).
-    pub(super) registries: HashMap<&'a ResourceId, (&'a Registry, Option<OptIn>)>,
-    pub(super) observed: &'a Observed,
-    pub(super) settings: &'a PlanSettings,
-}
-
 /// Why an owned assignment should go, or `None` to keep it.
 pub(super) fn removal_reason(
-    cx: &DetachContext<'_>,
+    ix: &Index<'_>,
+    settings: &PlanSettings,
     assignment: &RoleAssignment,
     role: PullRole,
     owner: &ResourceId,
     registry_id: &ResourceId,
 ) -> Option<RemovalReason> {
-    let (observed, settings) = (cx.observed, cx.settings);
-    let Some(cluster) = cx.clusters.get(owner) else {
+    let Some(&c) = ix.cluster_at.get(owner) else {
         if settings.deleted_clusters.contains(owner) {
             return Some(RemovalReason::ClusterDeleted);
         }
         // Absent means gone only where the inventory looked: a cluster in a subscription outside the scope
         // (e.g. after a scope change) is merely unseen.
-        let sub = owner.subscription_id();
-        let inventoried = observed
-            .subscription_tenants
-            .keys()
-            .any(|k| k.eq_ignore_ascii_case(sub))
-            || cx
-                .clusters
-                .keys()
-                .any(|c| c.subscription_id().eq_ignore_ascii_case(sub))
-            || cx
-                .registries
-                .keys()
-                .any(|r| r.subscription_id().eq_ignore_ascii_case(sub));
+        let inventoried = ix
+            .inventoried
+            .contains(&owner.subscription_id().to_ascii_lowercase());
         return (settings.completeness == Completeness::Full && inventoried)
             .then_some(RemovalReason::ClusterAbsent);
     };
     // The registry must be observed with a valid opt-in to judge selection.
-    let (registry, Some(opt_in)) = cx.registries.get(registry_id)? else {
+    let r = &ix.registries[*ix.registry_at.get(registry_id)?];
+    if r.opt_in.is_err() {
         return None;
-    };
-    if cluster_opted_out(cluster, &settings.tag_name) {
+    }
+    if ix.opted_out[c] {
         return Some(RemovalReason::ClusterOptedOut);
     }
-    if !opt_in.selects(cluster) {
+    if !r.selects[c] {
         return Some(RemovalReason::NoLongerSelected);
     }
-    if let Ok(current) = current_principal(cluster, observed)
+    if let Ok(current) = &ix.principals[c]
         && !current.eq_ignore_ascii_case(assignment.principal_id.trim())
     {
         return Some(RemovalReason::PrincipalChanged {
-            current_principal_id: current,
+            current_principal_id: current.clone(),
         });
     }
-    (role != PullRole::for_mode(registry.mode)).then_some(RemovalReason::RoleNotHonoured)
+    (role != PullRole::for_mode(r.registry.mode)).then_some(RemovalReason::RoleNotHonoured)
 }
 
 /// The owner cluster, role and registry of an assignment this project provably made, or `None` (issue 10,
@@ -76,10 +58,11 @@ pub fn provably_ours(assignment: &RoleAssignment) -> Option<(ResourceId, PullRol
         return None;
     }
     let name = assignment_name(&registry, &assignment.principal_id, role);
+    let mut text = Uuid::encode_buffer();
     assignment
         .name
         .trim()
-        .eq_ignore_ascii_case(&name.to_string())
+        .eq_ignore_ascii_case(name.hyphenated().encode_lower(&mut text))
         .then_some((owner, role, registry))
 }
 
@@ -88,29 +71,20 @@ pub fn provably_ours(assignment: &RoleAssignment) -> Option<(ResourceId, PullRol
 /// cluster whose object id is not known counts as using it (it cannot be proven otherwise). Only judged when
 /// the role is the one the registry's mode honours (otherwise the assignment grants nothing to keep).
 pub(super) fn principal_still_needed(
-    cx: &DetachContext<'_>,
+    ix: &Index<'_>,
     assignment: &RoleAssignment,
     role: PullRole,
     registry_id: &ResourceId,
 ) -> bool {
-    let Some((registry, Some(opt_in))) = cx.registries.get(registry_id) else {
+    let Some(r) = ix.registry_at.get(registry_id).map(|&r| &ix.registries[r]) else {
         return false;
     };
-    if role != PullRole::for_mode(registry.mode) {
+    if r.opt_in.is_err() || role != PullRole::for_mode(r.registry.mode) {
         return false;
     }
-    let principal = assignment.principal_id.trim();
-    cx.clusters.values().any(|cluster| {
-        if cluster_opted_out(cluster, &cx.settings.tag_name) || !opt_in.selects(cluster) {
-            return false;
-        }
-        match current_principal(cluster, cx.observed) {
-            Ok(p) => p.eq_ignore_ascii_case(principal),
-            Err(
-                PendingReason::ServicePrincipalUnresolved { .. }
-                | PendingReason::ServicePrincipalNotLookedUp,
-            ) => true,
-            Err(PendingReason::ClusterNotReady { .. }) => false,
-        }
-    })
+    r.selects_unresolved
+        || ix
+            .clusters_by_principal
+            .get(&assignment.principal_id.trim().to_ascii_lowercase())
+            .is_some_and(|users| users.iter().any(|&c| !ix.opted_out[c] && r.selects[c]))
 }
