@@ -199,10 +199,16 @@ impl PartialEq for ResourceId {
 }
 impl Eq for ResourceId {}
 impl Hash for ResourceId {
+    /// The lower-cased bytes, fed in chunks (byte by byte costs a hasher round per byte).
     fn hash<H: Hasher>(&self, state: &mut H) {
-        for b in self.0.bytes() {
-            state.write_u8(b.to_ascii_lowercase());
+        let mut lower = [0u8; 64];
+        for chunk in self.0.as_bytes().chunks(lower.len()) {
+            let lower = &mut lower[..chunk.len()];
+            lower.copy_from_slice(chunk);
+            lower.make_ascii_lowercase();
+            state.write(lower);
         }
+        state.write_u8(0xff);
     }
 }
 impl PartialOrd for ResourceId {

@@ -580,8 +580,7 @@ fn pair_item(
     // Only the principal's assignments at the registry's own scope, its resource group, its subscription,
     // a management group or the root can cover it: those are asked, whatever else the principal holds.
     let covered = ix
-        .by_principal
-        .get(&principal.to_ascii_lowercase())
+        .held(c)
         .into_iter()
         .flat_map(|held| held.candidates(r))
         .filter_map(|a| {
@@ -660,6 +659,7 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
         }
     }
 
+    let mut removals = Vec::new();
     if settings.detach && settings.mode == Mode::Enforce {
         for assignment in &ix.assignments {
             let Some((owner, role, registry_id)) = provably_ours(assignment) else {
@@ -673,7 +673,7 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
             if principal_still_needed(&ix, assignment, role, &registry_id) {
                 continue;
             }
-            out.items.push(PlanItem {
+            removals.push(PlanItem {
                 cluster: owner,
                 registry: registry_id,
                 principal_id: Some(assignment.principal_id.clone()),
@@ -686,12 +686,30 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
         }
     }
 
-    // Stable, so equal items keep the order above; the pairs already come in this order (registries and
-    // clusters sorted), so this mostly merges the removals in.
-    out.items.sort_by(|a, b| {
-        (&a.registry, &a.cluster, a.action.order())
-            .cmp(&(&b.registry, &b.cluster, b.action.order()))
-            .then_with(|| cmp_ignore_ascii_case(a.action.tie_break(), b.action.tie_break()))
-    });
+    out.items = sorted(out.items, removals);
+    out
+}
+
+/// The order of a plan's items: registry, cluster, action kind, then (removals) assignment id.
+fn item_order(a: &PlanItem, b: &PlanItem) -> std::cmp::Ordering {
+    (&a.registry, &a.cluster, a.action.order())
+        .cmp(&(&b.registry, &b.cluster, b.action.order()))
+        .then_with(|| cmp_ignore_ascii_case(a.action.tie_break(), b.action.tie_break()))
+}
+
+/// `pairs` (already in [`item_order`]: registries, then clusters, each sorted, one item per pair) and the
+/// removals merged, as a stable sort of the two in that order would give.
+fn sorted(pairs: Vec<PlanItem>, mut removals: Vec<PlanItem>) -> Vec<PlanItem> {
+    debug_assert!(pairs.is_sorted_by(|a, b| item_order(a, b).is_le()));
+    removals.sort_by(item_order);
+    let mut out = Vec::with_capacity(pairs.len() + removals.len());
+    let mut removals = removals.into_iter().peekable();
+    for pair in pairs {
+        while let Some(removal) = removals.next_if(|r| item_order(r, &pair).is_lt()) {
+            out.push(removal);
+        }
+        out.push(pair);
+    }
+    out.extend(removals);
     out
 }

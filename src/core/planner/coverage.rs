@@ -70,8 +70,12 @@ pub fn scope_level(
     if scope.is_empty() {
         return None;
     }
-    let lower = scope.to_ascii_lowercase();
-    if let Some(rest) = lower.strip_prefix("/providers/microsoft.management/managementgroups/") {
+    const MANAGEMENT_GROUPS: &str = "/providers/microsoft.management/managementgroups/";
+    if let Some(rest) = scope
+        .get(..MANAGEMENT_GROUPS.len())
+        .filter(|head| head.eq_ignore_ascii_case(MANAGEMENT_GROUPS))
+        .map(|_| &scope[MANAGEMENT_GROUPS.len()..])
+    {
         let name = rest.split('/').next().unwrap_or_default();
         let known = management_groups.iter().any(|mg| {
             mg.trim()
@@ -86,13 +90,13 @@ pub fn scope_level(
     if !registry.is_within(scope) {
         return None;
     }
-    if lower == registry.key() {
+    if scope.eq_ignore_ascii_case(registry.as_str()) {
         Some(ScopeLevel::Registry)
-    } else if lower == registry.subscription_scope().to_ascii_lowercase() {
+    } else if scope.eq_ignore_ascii_case(&registry.subscription_scope()) {
         Some(ScopeLevel::Subscription)
     } else if registry
         .resource_group_scope()
-        .is_some_and(|rg| rg.eq_ignore_ascii_case(&lower))
+        .is_some_and(|rg| rg.eq_ignore_ascii_case(scope))
     {
         Some(ScopeLevel::ResourceGroup)
     } else {

@@ -7,43 +7,31 @@
 use super::*;
 use crate::core::selector::SelectorError;
 
-/// A principal's assignments: at a resource, resource group or subscription scope (key: the scope trimmed,
-/// without trailing `/`, lower-cased), and the rest (root and management-group scopes, or any scope that
-/// [`scope_level`] might read another way).
+/// A principal's assignments that may cover some registry of the snapshot: at a registry's own scope, its
+/// resource group or its subscription (by scope number, see [`Index::new`]), and at the root or a management
+/// group (or any scope [`scope_level`] might read another way). Assignments at any other scope cannot cover a
+/// registry here and are left out.
 #[derive(Default)]
 pub(super) struct PrincipalAssignments<'a> {
-    by_scope: HashMap<String, Vec<&'a RoleAssignment>>,
+    by_scope: HashMap<u32, Vec<&'a RoleAssignment>>,
     elsewhere: Vec<&'a RoleAssignment>,
 }
 
 impl<'a> PrincipalAssignments<'a> {
-    fn add(&mut self, assignment: &'a RoleAssignment) {
-        let scope = assignment.scope.trim();
-        let key = scope.trim_end_matches('/').to_ascii_lowercase();
-        if scope == "/" || key.starts_with("/providers/") || !key.starts_with("/subscriptions/") {
-            self.elsewhere.push(assignment);
-        } else {
-            self.by_scope.entry(key).or_default().push(assignment);
-        }
-    }
-
     /// Every assignment of the principal that may cover `registry`: a superset of those [`pull_coverage`]
     /// accepts (which the caller then asks).
     pub(super) fn candidates<'s>(
         &'s self,
         registry: &'s RegistryIndex<'_>,
     ) -> impl Iterator<Item = &'a RoleAssignment> + 's {
-        [
-            Some(registry.key.as_str()),
-            registry.resource_group_key.as_deref(),
-            Some(registry.subscription_key.as_str()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|key| self.by_scope.get(key))
-        .flatten()
-        .chain(&self.elsewhere)
-        .copied()
+        registry
+            .scopes
+            .iter()
+            .flatten()
+            .filter_map(|scope| self.by_scope.get(scope))
+            .flatten()
+            .chain(&self.elsewhere)
+            .copied()
     }
 }
 
@@ -60,9 +48,8 @@ pub(super) struct RegistryIndex<'a> {
     pub(super) selects_unresolved: bool,
     pub(super) tenant: Option<&'a str>,
     pub(super) management_groups: &'a [String],
-    key: String,
-    resource_group_key: Option<String>,
-    subscription_key: String,
+    /// The numbers of its own scope, its resource group's and its subscription's.
+    scopes: [Option<u32>; 3],
 }
 
 pub(super) struct Index<'a> {
@@ -78,8 +65,10 @@ pub(super) struct Index<'a> {
     pub(super) registry_at: HashMap<&'a ResourceId, usize>,
     /// Deduplicated by id (case-insensitive, first seen wins), in observed order.
     pub(super) assignments: Vec<&'a RoleAssignment>,
-    /// Key: principal id trimmed and lower-cased.
-    pub(super) by_principal: HashMap<String, PrincipalAssignments<'a>>,
+    /// The assignments of each principal that holds any that may cover a registry.
+    held_by: Vec<PrincipalAssignments<'a>>,
+    /// Per cluster: its principal's entry in `held_by`.
+    held: Vec<Option<usize>>,
     /// Key: assignment name lower-cased; the first in `observed.assignments` order.
     pub(super) by_name: HashMap<String, &'a RoleAssignment>,
     /// Clusters whose principal is known, by principal (lower-cased).
@@ -89,6 +78,11 @@ pub(super) struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
+    /// The assignments of cluster `c`'s principal that may cover some registry, if any.
+    pub(super) fn held(&self, c: usize) -> Option<&PrincipalAssignments<'a>> {
+        self.held[c].map(|slot| &self.held_by[slot])
+    }
+
     pub(super) fn new(observed: &'a Observed, settings: &PlanSettings) -> Self {
         let mut seen = HashSet::new();
         let mut clusters: Vec<&Cluster> = observed
@@ -138,7 +132,7 @@ impl<'a> Index<'a> {
             .filter(|r| seen.insert(&r.id))
             .collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
-        let registries: Vec<RegistryIndex> = sorted
+        let mut registries: Vec<RegistryIndex> = sorted
             .into_iter()
             .map(|registry| {
                 let opt_in = registry_opt_in(&registry.tags, &settings.tag_name);
@@ -156,12 +150,7 @@ impl<'a> Index<'a> {
                     selects_unresolved,
                     tenant: tenant_of(registry.tenant_id.as_ref(), &registry.id, observed),
                     management_groups: management_groups_of(registry, observed),
-                    key: registry.id.key(),
-                    resource_group_key: registry
-                        .id
-                        .resource_group_scope()
-                        .map(|s| s.to_ascii_lowercase()),
-                    subscription_key: registry.id.subscription_scope().to_ascii_lowercase(),
+                    scopes: [None; 3],
                 }
             })
             .collect();
@@ -177,13 +166,53 @@ impl<'a> Index<'a> {
             .iter()
             .filter(|a| seen.insert(a.id.to_ascii_lowercase()))
             .collect();
-        let mut by_principal: HashMap<String, PrincipalAssignments> = HashMap::new();
-        for a in &assignments {
-            by_principal
-                .entry(a.principal_id.trim().to_ascii_lowercase())
-                .or_default()
-                .add(a);
+        // Every scope that can cover a registry here, numbered: the registries' own, their resource groups',
+        // their subscriptions' (key: trimmed, without trailing `/`, lower-cased, as `scope_level` compares).
+        let mut scope_numbers: HashMap<String, u32> = HashMap::new();
+        for r in &mut registries {
+            let id = &r.registry.id;
+            let keys = [
+                Some(id.key()),
+                id.resource_group_scope().map(|s| s.to_ascii_lowercase()),
+                Some(id.subscription_scope().to_ascii_lowercase()),
+            ];
+            for (slot, key) in r.scopes.iter_mut().zip(keys) {
+                *slot = key.map(|key| {
+                    let next = scope_numbers.len() as u32;
+                    *scope_numbers.entry(key).or_insert(next)
+                });
+            }
         }
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        let mut held_by: Vec<PrincipalAssignments> = Vec::new();
+        for a in &assignments {
+            let scope = a.scope.trim();
+            let key = scope.trim_end_matches('/').to_ascii_lowercase();
+            let number = scope_numbers.get(&key);
+            if number.is_none() && scope != "/" && key.starts_with("/subscriptions/") {
+                // Neither a registry's scope nor above one: it covers no registry of this snapshot.
+                continue;
+            }
+            let slot = *slots
+                .entry(a.principal_id.trim().to_ascii_lowercase())
+                .or_insert_with(|| {
+                    held_by.push(PrincipalAssignments::default());
+                    held_by.len() - 1
+                });
+            let held = &mut held_by[slot];
+            match number {
+                Some(&n) => held.by_scope.entry(n).or_default().push(a),
+                None => held.elsewhere.push(a),
+            }
+        }
+        let held = principals
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .ok()
+                    .and_then(|p| slots.get(&p.to_ascii_lowercase()).copied())
+            })
+            .collect();
         let mut by_name = HashMap::new();
         for a in &observed.assignments {
             by_name.entry(a.name.to_ascii_lowercase()).or_insert(a);
@@ -205,7 +234,8 @@ impl<'a> Index<'a> {
             registries,
             registry_at,
             assignments,
-            by_principal,
+            held_by,
+            held,
             by_name,
             clusters_by_principal,
             inventoried,
