@@ -661,8 +661,25 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
 
     let mut removals = Vec::new();
     if settings.detach && settings.mode == Mode::Enforce {
+        // [`provably_ours`], taken apart: the owner and the registry are parsed once per distinct description
+        // and scope (each repeats once per registry or per cluster), and the name is checked (a SHA-1) only
+        // for an assignment that would otherwise go. All must hold, so the order does not change the plan.
+        let mut owners: HashMap<Option<&str>, Option<ResourceId>> = HashMap::new();
+        let mut scopes: HashMap<&str, Option<ResourceId>> = HashMap::new();
         for assignment in &ix.assignments {
-            let Some((owner, role, registry_id)) = provably_ours(assignment) else {
+            let Some(owner) = owners
+                .entry(assignment.description.as_deref())
+                .or_insert_with(|| assignment.owner_cluster())
+                .clone()
+            else {
+                continue;
+            };
+            let registry = scopes
+                .entry(&assignment.scope)
+                .or_insert_with(|| detach::registry_scope(&assignment.scope))
+                .clone();
+            let Some((role, registry_id)) = detach::pull_role_at_registry(assignment, registry)
+            else {
                 continue;
             };
             let Some(reason) =
@@ -670,7 +687,9 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
             else {
                 continue;
             };
-            if principal_still_needed(&ix, assignment, role, &registry_id) {
+            if !detach::named_deterministically(assignment, &registry_id, role)
+                || principal_still_needed(&ix, assignment, role, &registry_id)
+            {
                 continue;
             }
             removals.push(PlanItem {

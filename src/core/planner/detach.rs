@@ -52,18 +52,39 @@ pub(super) fn removal_reason(
 /// nested); the name is the deterministic name for (registry, principal, role).
 pub fn provably_ours(assignment: &RoleAssignment) -> Option<(ResourceId, PullRole, ResourceId)> {
     let owner = assignment.owner_cluster()?;
+    let (role, registry) = pull_role_at_registry(assignment, registry_scope(&assignment.scope))?;
+    named_deterministically(assignment, &registry, role).then_some((owner, role, registry))
+}
+
+/// The registry an assignment's scope is the exact id of, if any.
+pub(super) fn registry_scope(scope: &str) -> Option<ResourceId> {
+    ResourceId::parse(scope)
+        .ok()
+        .filter(|registry| registry.is_exact(ArmKind::Registry))
+}
+
+/// The assignment's pull role, with the registry its scope names ([`registry_scope`]), when it has both.
+pub(super) fn pull_role_at_registry(
+    assignment: &RoleAssignment,
+    registry: Option<ResourceId>,
+) -> Option<(PullRole, ResourceId)> {
     let role = PullRole::from_definition_guid(&assignment.role_definition_guid)?;
-    let registry = ResourceId::parse(&assignment.scope).ok()?;
-    if !registry.is_exact(ArmKind::Registry) {
-        return None;
-    }
-    let name = assignment_name(&registry, &assignment.principal_id, role);
+    Some((role, registry?))
+}
+
+/// The assignment carries the deterministic name for (registry, its principal, role). The costly part of
+/// [`provably_ours`] (a SHA-1): planning asks it only of an assignment it would otherwise remove.
+pub(super) fn named_deterministically(
+    assignment: &RoleAssignment,
+    registry: &ResourceId,
+    role: PullRole,
+) -> bool {
+    let name = assignment_name(registry, &assignment.principal_id, role);
     let mut text = Uuid::encode_buffer();
     assignment
         .name
         .trim()
         .eq_ignore_ascii_case(name.hyphenated().encode_lower(&mut text))
-        .then_some((owner, role, registry))
 }
 
 /// Shared principals (bring-your-own kubelet identity): whether a live cluster that the registry still selects
