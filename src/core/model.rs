@@ -322,10 +322,13 @@ impl PullRole {
 
     /// The full role definition id to send in a PUT at a registry in `subscription_id`.
     pub fn definition_id(self, subscription_id: &str) -> String {
-        format!(
-            "/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{}",
-            self.definition_guid()
-        )
+        [
+            "/subscriptions/",
+            subscription_id,
+            "/providers/Microsoft.Authorization/roleDefinitions/",
+            self.definition_guid(),
+        ]
+        .concat()
     }
 
     pub fn display_name(self) -> &'static str {
@@ -449,7 +452,7 @@ pub const OWNERSHIP_MARK: &str = "managed-by: acr-autoattach";
 /// The description written on an assignment made for `cluster`: the mark, then the cluster id, so that clean-up
 /// finds its assignments without any directory permission.
 pub fn ownership_description(cluster: &ResourceId) -> String {
-    format!("{OWNERSHIP_MARK} cluster={cluster}")
+    [OWNERSHIP_MARK, " cluster=", cluster.as_str()].concat()
 }
 
 impl RoleAssignment {
@@ -483,12 +486,16 @@ pub const ASSIGNMENT_NAME_NAMESPACE: Uuid =
 /// The deterministic name of the assignment of `role` on `registry` to `principal_id`: the same pair always
 /// maps to the same name, so a retried or duplicated PUT is idempotent.
 pub fn assignment_name(registry: &ResourceId, principal_id: &str, role: PullRole) -> Uuid {
-    let input = format!(
-        "{}|{}|{}",
-        registry.key(),
-        principal_id.trim().to_ascii_lowercase(),
-        role.definition_guid()
-    );
+    // `{registry id}|{principal id}|{role definition GUID}`, lower-cased (the GUID already is).
+    let mut input = [
+        registry.as_str(),
+        "|",
+        principal_id.trim(),
+        "|",
+        role.definition_guid(),
+    ]
+    .concat();
+    input.make_ascii_lowercase();
     Uuid::new_v5(&ASSIGNMENT_NAME_NAMESPACE, input.as_bytes())
 }
 
@@ -707,6 +714,10 @@ mod tests {
         );
         let a = assignment_name(&r1, "ABC", PullRole::AcrPull);
         assert_eq!(a, assignment_name(&r2, "abc", PullRole::AcrPull));
+        // Pinned: names already in Azure depend on it (Python: uuid5(namespace, "{registry id}|{principal}|{role
+        // guid}" lower-cased)).
+        assert_eq!(a.to_string(), "ba617ca2-ced5-5c6b-88a9-2c87a1b2a9de");
+        assert_eq!(a, assignment_name(&r1, " ABC ", PullRole::AcrPull));
         assert_ne!(a, assignment_name(&r1, "abc", PullRole::RepositoryReader));
         assert_eq!(a.get_version_num(), 5);
     }
