@@ -12,6 +12,12 @@
 //! `data.operationName` (case-insensitive). Everything that is not a cluster or registry write/delete is
 //! [`Classification::Ignored`] with an [`IgnoreReason`] whose [`IgnoreReason::as_str`] doubles as a metric label.
 //!
+//! # One pass ([`classify_trigger`])
+//! What the handler calls: the same results as [`parse_trigger`] then [`classify`], but each plain event object
+//! is read from a borrowed look (`look.rs`: the envelope's scalar fields and five `data` fields), so an
+//! irrelevant event (the bulk of the traffic) is never copied; anything unusual goes the full way. A property
+//! test (`tests/core_events_fixtures.rs`) holds both ways equal.
+//!
 //! # Resource ids
 //! Ids are cleaned before [`ResourceId::parse`]: whitespace around every `/`-separated segment is removed
 //! (Microsoft's published Resource Notifications sample carries `"{subscription-id} /resourceGroups"`).
