@@ -87,7 +87,7 @@ fn main() {
             );
         }
         other => {
-            eprintln!("unknown workload {other}: events | events-full | events-text | planning")
+            eprintln!("unknown workload {other}: events | events-full | events-text | planning");
         }
     }
 }

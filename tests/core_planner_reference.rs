@@ -82,8 +82,8 @@ prop_compose! {
             // Shared principals (`p0`..`p3`, any case) make several clusters use one identity.
             0..=2 => ClusterPrincipal::Kubelet { object_id: spelled(&format!("p{principal}"), spelling), client_id: None },
             3 => ClusterPrincipal::ServicePrincipal { client_id: format!("app{i}") },
-            4 => { provisioning_state = "Creating".to_owned(); ClusterPrincipal::NotYetKnown }
-            _ => { provisioning_state = "Updating".to_owned(); ClusterPrincipal::Kubelet { object_id: format!("p{principal}"), client_id: None } }
+            4 => { "Creating".clone_into(&mut provisioning_state); ClusterPrincipal::NotYetKnown }
+            _ => { "Updating".clone_into(&mut provisioning_state); ClusterPrincipal::Kubelet { object_id: format!("p{principal}"), client_id: None } }
         };
         Cluster {
             id: cluster_id(sub, i),

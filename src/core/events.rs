@@ -721,7 +721,7 @@ pub fn strip_tags_suffix(uri: &str) -> &str {
 
 fn classify_notification(event: &Look<'_>, is_delete: bool) -> Classification {
     // Only `resourceInfo.id` is read: the body's properties and tags are never used (rule 1 of issue 10).
-    let Some(raw_id) = event.data.notification_id(is_delete) else {
+    let Ok(raw_id) = event.data.notification_id(is_delete) else {
         return ignored(IgnoreReason::MalformedData);
     };
     let Some(raw_id) = non_empty(raw_id.as_deref()).or_else(|| non_empty(event.subject)) else {

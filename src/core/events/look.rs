@@ -75,30 +75,31 @@ impl<'a> Data<'a> {
     }
 
     /// `data.resourceInfo.id` of a Resource Notifications event (only that is ever read: rule 1 of issue 10);
-    /// the outer `None` when `data` does not read as the payload.
-    pub(super) fn notification_id(self, deleted: bool) -> Option<Option<Cow<'a, str>>> {
+    /// `Err` when `data` does not read as the payload.
+    pub(super) fn notification_id(self, deleted: bool) -> Result<Option<Cow<'a, str>>, ()> {
         match self {
             Self::Borrowed(value @ Value::Object(map)) => match map.get("resourceInfo") {
-                None | Some(Value::Null) => Some(None),
+                None | Some(Value::Null) => Ok(None),
                 Some(Value::Object(info)) => {
-                    Some(info.get("id").and_then(Value::as_str).map(Cow::Borrowed))
+                    Ok(info.get("id").and_then(Value::as_str).map(Cow::Borrowed))
                 }
                 // A resource body in another shape: whatever the typed models make of it.
                 Some(_) => Self::Typed(value).notification_id(deleted),
             },
-            Self::Borrowed(value) | Self::Typed(value) => Some(if deleted {
-                ResourceNotificationsResourceDeletedEventData::deserialize(value)
-                    .ok()?
-                    .resource_info
-                    .and_then(|i| i.id)
-                    .map(Cow::Owned)
-            } else {
-                ResourceNotificationsResourceUpdatedEventData::deserialize(value)
-                    .ok()?
-                    .resource_info
-                    .and_then(|i| i.id)
-                    .map(Cow::Owned)
-            }),
+            Self::Borrowed(value) | Self::Typed(value) => {
+                let id = if deleted {
+                    ResourceNotificationsResourceDeletedEventData::deserialize(value)
+                        .map_err(drop)?
+                        .resource_info
+                        .and_then(|i| i.id)
+                } else {
+                    ResourceNotificationsResourceUpdatedEventData::deserialize(value)
+                        .map_err(drop)?
+                        .resource_info
+                        .and_then(|i| i.id)
+                };
+                Ok(id.map(Cow::Owned))
+            }
         }
     }
 }

@@ -56,6 +56,9 @@ pub fn principal_pull_coverage<S: BuildHasher>(
         .map(|c| Coverage { via_group, ..c })
 }
 
+/// The prefix of a management group's scope (compared ignoring ASCII case).
+const MANAGEMENT_GROUPS: &str = "/providers/microsoft.management/managementgroups/";
+
 /// Where `scope` lies relative to `registry`, or `None` when it is not the registry or an ancestor.
 pub fn scope_level(
     scope: &str,
@@ -70,7 +73,6 @@ pub fn scope_level(
     if scope.is_empty() {
         return None;
     }
-    const MANAGEMENT_GROUPS: &str = "/providers/microsoft.management/managementgroups/";
     if let Some(rest) = scope
         .get(..MANAGEMENT_GROUPS.len())
         .filter(|head| head.eq_ignore_ascii_case(MANAGEMENT_GROUPS))
