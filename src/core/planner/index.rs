@@ -166,45 +166,7 @@ impl<'a> Index<'a> {
             .iter()
             .filter(|a| seen.insert(a.id.to_ascii_lowercase()))
             .collect();
-        // Every scope that can cover a registry here, numbered: the registries' own, their resource groups',
-        // their subscriptions' (key: trimmed, without trailing `/`, lower-cased, as `scope_level` compares).
-        let mut scope_numbers: HashMap<String, u32> = HashMap::new();
-        for r in &mut registries {
-            let id = &r.registry.id;
-            let keys = [
-                Some(id.key()),
-                id.resource_group_scope().map(|s| s.to_ascii_lowercase()),
-                Some(id.subscription_scope().to_ascii_lowercase()),
-            ];
-            for (slot, key) in r.scopes.iter_mut().zip(keys) {
-                *slot = key.map(|key| {
-                    let next = scope_numbers.len() as u32;
-                    *scope_numbers.entry(key).or_insert(next)
-                });
-            }
-        }
-        let mut slots: HashMap<String, usize> = HashMap::new();
-        let mut held_by: Vec<PrincipalAssignments> = Vec::new();
-        for a in &assignments {
-            let scope = a.scope.trim();
-            let key = scope.trim_end_matches('/').to_ascii_lowercase();
-            let number = scope_numbers.get(&key);
-            if number.is_none() && scope != "/" && key.starts_with("/subscriptions/") {
-                // Neither a registry's scope nor above one: it covers no registry of this snapshot.
-                continue;
-            }
-            let slot = *slots
-                .entry(a.principal_id.trim().to_ascii_lowercase())
-                .or_insert_with(|| {
-                    held_by.push(PrincipalAssignments::default());
-                    held_by.len() - 1
-                });
-            let held = &mut held_by[slot];
-            match number {
-                Some(&n) => held.by_scope.entry(n).or_default().push(a),
-                None => held.elsewhere.push(a),
-            }
-        }
+        let (slots, held_by) = held_by_principal(&mut registries, &assignments);
         let held = principals
             .iter()
             .map(|p| {
@@ -241,4 +203,52 @@ impl<'a> Index<'a> {
             inventoried,
         }
     }
+}
+
+/// The assignments that may cover some registry of the snapshot, per principal (`slots`: key, the principal
+/// id trimmed and lower-cased), and each registry's scope numbers.
+fn held_by_principal<'a>(
+    registries: &mut [RegistryIndex<'_>],
+    assignments: &[&'a RoleAssignment],
+) -> (HashMap<String, usize>, Vec<PrincipalAssignments<'a>>) {
+    // Every scope that can cover a registry here, numbered: the registries' own, their resource groups',
+    // their subscriptions' (key: trimmed, without trailing `/`, lower-cased, as `scope_level` compares).
+    let mut scope_numbers: HashMap<String, u32> = HashMap::new();
+    for r in registries.iter_mut() {
+        let id = &r.registry.id;
+        let keys = [
+            Some(id.key()),
+            id.resource_group_scope().map(|s| s.to_ascii_lowercase()),
+            Some(id.subscription_scope().to_ascii_lowercase()),
+        ];
+        for (slot, key) in r.scopes.iter_mut().zip(keys) {
+            *slot = key.map(|key| {
+                let next = scope_numbers.len() as u32;
+                *scope_numbers.entry(key).or_insert(next)
+            });
+        }
+    }
+    let mut slots: HashMap<String, usize> = HashMap::new();
+    let mut held_by: Vec<PrincipalAssignments> = Vec::new();
+    for a in assignments {
+        let scope = a.scope.trim();
+        let key = scope.trim_end_matches('/').to_ascii_lowercase();
+        let number = scope_numbers.get(&key);
+        if number.is_none() && scope != "/" && key.starts_with("/subscriptions/") {
+            // Neither a registry's scope nor above one: it covers no registry of this snapshot.
+            continue;
+        }
+        let slot = *slots
+            .entry(a.principal_id.trim().to_ascii_lowercase())
+            .or_insert_with(|| {
+                held_by.push(PrincipalAssignments::default());
+                held_by.len() - 1
+            });
+        let held = &mut held_by[slot];
+        match number {
+            Some(&n) => held.by_scope.entry(n).or_default().push(a),
+            None => held.elsewhere.push(a),
+        }
+    }
+    (slots, held_by)
 }
