@@ -16,11 +16,9 @@ use acr_autoattach::core::model::{ACR_PULL_GUID, Mode, PairStatus, VerificationR
 use acr_autoattach::runtime::config::{Config, MapEnv};
 use acr_autoattach::runtime::engine::Engine;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_emulator::admin::{ArmAdmin, ClusterSpec, RegistrySpec};
-use azure_emulator::{
-    Emulator, EmulatorConfig, EmulatorControl, RunningEmulator, SubscriptionConfig,
-};
-use futures::StreamExt;
+use acr_autoattach::cli::estate::{self, EstateSpec};
+use azure_emulator::admin::ArmAdmin;
+use azure_emulator::{Emulator, EmulatorConfig, EmulatorControl, RunningEmulator};
 use url::Url;
 
 const SUBSCRIPTIONS: usize = 5;
@@ -82,58 +80,25 @@ struct Run {
     seconds: f64,
 }
 
-async fn estate(clusters: usize) -> (RunningEmulator, Vec<String>) {
+async fn estate(clusters: usize) -> RunningEmulator {
+    let spec = EstateSpec {
+        clusters,
+        registries: REGISTRIES,
+        subscriptions: SUBSCRIPTIONS,
+    };
     let mut config = EmulatorConfig::for_tests();
-    let tenant = config.default_tenant.clone();
-    config.subscriptions = (1..=SUBSCRIPTIONS)
-        .map(|i| {
-            SubscriptionConfig::new(
-                format!("{i}{i}{i}{i}{i}{i}{i}{i}-0000-4000-8000-00000000000{i}"),
-                &tenant,
-            )
-        })
-        .collect();
+    config.subscriptions = spec.subscription_configs(&config.default_tenant.clone());
     config.settings.cluster_provisioning_ms = 1;
     config.faults.throttling = false;
     let emu = Emulator::start(config).await.unwrap();
     let admin = ArmAdmin::new(emu.base_url(), emu.control().admin_token());
-    let subs = emu.control().subscriptions();
-    for s in &subs {
-        admin
-            .put_resource_group(s, "platform", "westeurope")
-            .await
-            .unwrap();
-        admin
-            .put_resource_group(s, "apps", "westeurope")
-            .await
-            .unwrap();
-    }
-    for r in 0..REGISTRIES {
-        let spec = RegistrySpec::new(&subs[r % SUBSCRIPTIONS], "platform", &format!("acr{r:02}"))
-            .tag("acr-autoattach", "*");
-        admin.put_registry(&spec).await.unwrap();
-    }
-    let specs: Vec<ClusterSpec> = (0..clusters)
-        .map(|c| {
-            ClusterSpec::new(&subs[c % SUBSCRIPTIONS], "apps", &format!("aks{c:04}"))
-                .tag("env", "prod")
-        })
-        .collect();
-    let admin_ref = &admin;
-    futures::stream::iter(specs.iter())
-        .for_each_concurrent(32, |spec| async move {
-            admin_ref.put_cluster(spec).await.unwrap();
-        })
-        .await;
-    let last = specs.last().unwrap().id();
-    admin
-        .wait_cluster_succeeded(&last, Duration::from_secs(30))
+    estate::build(&admin, &emu.control().subscriptions(), spec)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Measured runs meet ARM's real buckets.
     emu.control().update_faults(|f| f.throttling = true);
-    (emu, subs)
+    emu
 }
 
 fn engine(emu: &RunningEmulator, resource_graph: bool) -> Engine {
@@ -184,7 +149,7 @@ fn count(report: &VerificationReport, status: PairStatus) -> usize {
 }
 
 async fn figures(clusters: usize) -> Figures {
-    let (emu, _) = estate(clusters).await;
+    let emu = estate(clusters).await;
     let (with_graph, arm_only) = (engine(&emu, true), engine(&emu, false));
     let pairs = clusters * REGISTRIES;
     let mut runs = Vec::new();

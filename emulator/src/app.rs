@@ -416,6 +416,7 @@ impl App {
     pub fn reset(&self) {
         self.bootstrap();
         lock(&self.buckets).clear();
+        lock(&self.buckets).clear_usage();
         lock(&self.graph_quota).clear();
         lock(&self.stats).clear();
         lock(&self.list_cursors).clear();

@@ -204,6 +204,22 @@ impl Default for FaultConfig {
     }
 }
 
+impl FaultConfig {
+    /// ARM's and Resource Graph's limits with their refill `scale` times faster: every bucket refills
+    /// `refill_per_sec × scale` tokens per second and Resource Graph's window is `window / scale`; capacities
+    /// and the quota per window stay. Benchmarks use it to run Azure-sized estates in minutes while the shape
+    /// of the limits (a burst, then a steady rate) stays Azure's. A scale below 1 is taken as 1.
+    #[must_use]
+    pub fn with_refill_scale(mut self, scale: u32) -> Self {
+        let scale = scale.max(1);
+        for bucket in [&mut self.reads, &mut self.writes, &mut self.deletes] {
+            bucket.refill_per_sec = bucket.refill_per_sec.saturating_mul(scale);
+        }
+        self.resource_graph_window_ms = (self.resource_graph_window_ms / u64::from(scale)).max(1);
+        self
+    }
+}
+
 /// Everything the emulator needs to start.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {

@@ -50,6 +50,26 @@ pub enum Take {
 #[derive(Default)]
 pub struct Buckets {
     buckets: HashMap<(String, String, RequestClass), Bucket>,
+    /// Requests that met each bucket (allowed or throttled) since the last [`Buckets::clear_usage`]: what a
+    /// benchmark needs to compute the least time ARM's limits allow for a run.
+    usage: HashMap<(String, String, RequestClass), BucketUse>,
+}
+
+/// How many requests met one bucket, and how many of them were throttled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketUse {
+    pub requests: u64,
+    pub throttled: u64,
+}
+
+/// One (principal, subscription, class) bucket's use, as [`Buckets::usage`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketUsage {
+    pub principal: String,
+    pub subscription: String,
+    pub class: RequestClass,
+    pub requests: u64,
+    pub throttled: u64,
 }
 
 impl Buckets {
@@ -61,14 +81,27 @@ impl Buckets {
         limit: BucketLimit,
         now: Instant,
     ) -> Take {
-        let bucket = self
-            .buckets
-            .entry((
-                principal.to_ascii_lowercase(),
-                subscription.to_ascii_lowercase(),
-                class,
-            ))
-            .or_insert(Bucket {
+        let key = (
+            principal.to_ascii_lowercase(),
+            subscription.to_ascii_lowercase(),
+            class,
+        );
+        let take = self.take_key(key.clone(), limit, now);
+        let usage = self.usage.entry(key).or_default();
+        usage.requests += 1;
+        if matches!(take, Take::Throttled { .. }) {
+            usage.throttled += 1;
+        }
+        take
+    }
+
+    fn take_key(
+        &mut self,
+        key: (String, String, RequestClass),
+        limit: BucketLimit,
+        now: Instant,
+    ) -> Take {
+        let bucket = self.buckets.entry(key).or_insert(Bucket {
                 tokens: limit.capacity,
                 tick: now,
             });
@@ -95,8 +128,36 @@ impl Buckets {
         }
     }
 
+    /// Empties the map: every bucket starts full again (usage counters are kept).
     pub fn clear(&mut self) {
         self.buckets.clear();
+    }
+
+    /// Requests per bucket since the last [`Buckets::clear_usage`], sorted by principal, subscription, class.
+    pub fn usage(&self) -> Vec<BucketUsage> {
+        let mut list: Vec<BucketUsage> = self
+            .usage
+            .iter()
+            .map(|((principal, subscription, class), u)| BucketUsage {
+                principal: principal.clone(),
+                subscription: subscription.clone(),
+                class: *class,
+                requests: u.requests,
+                throttled: u.throttled,
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            (&a.principal, &a.subscription, a.class.word()).cmp(&(
+                &b.principal,
+                &b.subscription,
+                b.class.word(),
+            ))
+        });
+        list
+    }
+
+    pub fn clear_usage(&mut self) {
+        self.usage.clear();
     }
 }
 
@@ -202,6 +263,17 @@ mod tests {
             })
             .count();
         assert_eq!(refilled, 25);
+        let usage = b.usage();
+        let read_p_s = usage.iter().find(|u| {
+            u.principal == "p" && u.subscription == "s" && u.class == RequestClass::Read
+        });
+        assert_eq!(
+            read_p_s.map(|u| (u.requests, u.throttled)),
+            Some((331, 56))
+        );
+        assert_eq!(usage.len(), 3);
+        b.clear_usage();
+        assert!(b.usage().is_empty());
     }
 
     #[test]

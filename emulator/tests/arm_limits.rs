@@ -432,3 +432,54 @@ async fn control_api_creates_principals_grants_and_tokens_over_http() {
         .unwrap();
     assert_eq!(wrong["error"]["code"], "InvalidControlRequest");
 }
+
+/// `with_refill_scale(K)`: capacities stay, refills go K times faster; `bucket_usage` counts every request
+/// that met a bucket (throttled ones too) per principal and subscription, and `reset_stats` clears it.
+#[tokio::test]
+async fn a_refill_scale_keeps_the_burst_and_multiplies_the_refill_and_bucket_usage_counts_it() {
+    let mut config = EmulatorConfig::for_tests();
+    config.faults.reads = azure_emulator::BucketLimit {
+        capacity: 20,
+        refill_per_sec: 2,
+    };
+    config.faults = config.faults.with_refill_scale(10);
+    assert_eq!(config.faults.reads.refill_per_sec, 20);
+    assert_eq!(config.faults.writes.refill_per_sec, 100);
+    assert_eq!(config.faults.resource_graph_window_ms, 500);
+    let h = Harness::start(config).await;
+    let token = h.emu.handler_token();
+    let url = format!(
+        "/subscriptions/{}/providers/Microsoft.ContainerService/managedClusters?api-version={CLUSTERS}",
+        h.sub
+    );
+    h.emu.reset_stats();
+    let burst: Vec<_> = futures::stream::iter(0..30)
+        .map(|_| h.get(&token, &url))
+        .buffer_unordered(30)
+        .collect()
+        .await;
+    let ok = burst.iter().filter(|a| a.status == 200).count();
+    // The burst is the capacity (plus at most one refill if a whole second passed, which 30 loopback
+    // requests do not need).
+    assert!((20..=40).contains(&ok), "{ok}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let after: Vec<_> = futures::stream::iter(0..25)
+        .map(|_| h.get(&token, &url))
+        .buffer_unordered(25)
+        .collect()
+        .await;
+    let refilled = after.iter().filter(|a| a.status == 200).count();
+    // One second at 2 × 10 per second: 20 tokens (the unscaled refill would give 2).
+    assert!((20..=25).contains(&refilled), "{refilled}");
+    let usage = h.emu.control().bucket_usage();
+    let mine: Vec<_> = usage
+        .iter()
+        .filter(|u| u.principal.eq_ignore_ascii_case(&h.emu.handler_principal_id()))
+        .collect();
+    assert_eq!(mine.len(), 1, "{usage:?}");
+    assert_eq!(mine[0].subscription, h.sub.to_ascii_lowercase());
+    assert_eq!(mine[0].requests, 55);
+    assert_eq!(mine[0].throttled, (55 - ok - refilled) as u64);
+    h.emu.control().reset_stats();
+    assert!(h.emu.control().bucket_usage().is_empty());
+}

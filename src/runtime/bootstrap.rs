@@ -7,7 +7,7 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 
 use crate::azure::{
-    AzureClient, AzureError, ClientOptions, ManagedIdentityOptions, RequestObserver,
+    AzureClient, AzureError, ClientOptions, ManagedIdentityOptions, RateLimits, RequestObserver,
     developer_tools_credential, managed_identity_credential,
 };
 use crate::runtime::alerting::{AlertConfig, Alerter};
@@ -164,8 +164,23 @@ pub fn azure_client_observed(
         credential,
     );
     options.max_concurrency = config.max_concurrency;
+    options.rate_limits = scaled_rate_limits(options.rate_limits, config.rate_limit_scale);
     options.observer = Some(observer);
     AzureClient::new(options)
+}
+
+/// `limits` refilling `scale` times faster: each bucket's refill × scale, Resource Graph's window ÷ scale
+/// (capacities and the per-window limit stay), to match an emulator started with the same refill scale.
+pub fn scaled_rate_limits(mut limits: RateLimits, scale: u32) -> RateLimits {
+    if scale <= 1 {
+        return limits;
+    }
+    let factor = f64::from(scale);
+    for bucket in [&mut limits.reads, &mut limits.writes, &mut limits.deletes] {
+        bucket.refill_per_sec *= factor;
+    }
+    limits.resource_graph.window /= scale;
+    limits
 }
 
 /// The handler of `serve`: engine, telemetry hooks and alerting, with the managed identity.
@@ -204,4 +219,25 @@ pub fn handler_with_credential(
             alerter,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_scale_multiplies_refills_and_shortens_the_graph_window() {
+        let base = RateLimits::default();
+        assert_eq!(scaled_rate_limits(base.clone(), 1), base);
+        let fast = scaled_rate_limits(base.clone(), 20);
+        assert!((fast.reads.refill_per_sec - base.reads.refill_per_sec * 20.0).abs() < 1e-9);
+        assert!((fast.writes.refill_per_sec - base.writes.refill_per_sec * 20.0).abs() < 1e-9);
+        assert!((fast.deletes.refill_per_sec - base.deletes.refill_per_sec * 20.0).abs() < 1e-9);
+        assert!((fast.writes.capacity - base.writes.capacity).abs() < 1e-9);
+        assert_eq!(fast.resource_graph.limit, base.resource_graph.limit);
+        assert_eq!(
+            fast.resource_graph.window,
+            base.resource_graph.window / 20
+        );
+    }
 }

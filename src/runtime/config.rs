@@ -76,6 +76,8 @@ pub const MAX_READY_TIMEOUT_SECS: u64 = 24;
 /// Upper bound of `AUTOATTACH_VERIFY_BUDGET_SECS` (a day: longer than any Functions plan lets a run last;
 /// without a bound a huge value overflowed the run's deadline and panicked).
 pub const MAX_VERIFY_BUDGET_SECS: u64 = 86_400;
+/// Upper bound of `AUTOATTACH_RATE_LIMIT_SCALE` (the emulator's `--refill-scale` accepts the same range).
+pub const MAX_RATE_LIMIT_SCALE: u64 = 10_000;
 
 /// Validated handler configuration.
 #[derive(Clone)]
@@ -107,6 +109,10 @@ pub struct Config {
     /// Width of the window with one full snapshot of pair records in `changes` mode
     /// (`AUTOATTACH_SNAPSHOT_HOURS`).
     pub snapshot_hours: u64,
+    /// The client-side limiter refills this many times faster than Azure's published ARM buckets and Resource
+    /// Graph window (`AUTOATTACH_RATE_LIMIT_SCALE`, default 1). Only for an emulator started with the same
+    /// refill scale (benchmarks); against Azure leave it at 1.
+    pub rate_limit_scale: u32,
 }
 
 impl fmt::Debug for Config {
@@ -130,6 +136,7 @@ impl fmt::Debug for Config {
             .field("max_concurrency", &self.max_concurrency)
             .field("pair_records", &self.pair_records)
             .field("snapshot_hours", &self.snapshot_hours)
+            .field("rate_limit_scale", &self.rate_limit_scale)
             .finish()
     }
 }
@@ -268,6 +275,18 @@ impl Config {
             ));
         }
 
+        let rate_limit_scale = parse_u64(
+            get("AUTOATTACH_RATE_LIMIT_SCALE"),
+            1,
+            "AUTOATTACH_RATE_LIMIT_SCALE",
+        )?;
+        if !(1..=MAX_RATE_LIMIT_SCALE).contains(&rate_limit_scale) {
+            return Err(ConfigError::new(
+                "AUTOATTACH_RATE_LIMIT_SCALE",
+                format!("{rate_limit_scale} is out of range 1..={MAX_RATE_LIMIT_SCALE}"),
+            ));
+        }
+
         Ok(Self {
             tag,
             mode,
@@ -283,6 +302,7 @@ impl Config {
             max_concurrency: max_concurrency as usize,
             pair_records,
             snapshot_hours,
+            rate_limit_scale: rate_limit_scale as u32,
         })
     }
 
@@ -329,6 +349,10 @@ impl Config {
                 self.pair_records.as_str().to_owned(),
             ),
             ("AUTOATTACH_SNAPSHOT_HOURS", self.snapshot_hours.to_string()),
+            (
+                "AUTOATTACH_RATE_LIMIT_SCALE",
+                self.rate_limit_scale.to_string(),
+            ),
             ("AUTOATTACH_ARM_ENDPOINT", self.arm_endpoint.to_string()),
             ("AUTOATTACH_GRAPH_ENDPOINT", self.graph_endpoint.to_string()),
             (
@@ -457,6 +481,13 @@ mod tests {
         assert!(c.use_resource_graph);
         assert_eq!(c.pair_records, PairRecords::Changes);
         assert_eq!(c.snapshot_hours, 24);
+        assert_eq!(c.rate_limit_scale, 1);
+        assert_eq!(
+            cfg(&[("AUTOATTACH_RATE_LIMIT_SCALE", "20")])
+                .unwrap()
+                .rate_limit_scale,
+            20
+        );
         let all = cfg(&[
             ("AUTOATTACH_PAIR_RECORDS", "all"),
             ("AUTOATTACH_SNAPSHOT_HOURS", "6"),
@@ -493,6 +524,8 @@ mod tests {
             ("AUTOATTACH_SNAPSHOT_HOURS", "0"),
             ("AUTOATTACH_SNAPSHOT_HOURS", "169"),
             ("AUTOATTACH_SNAPSHOT_HOURS", "daily"),
+            ("AUTOATTACH_RATE_LIMIT_SCALE", "0"),
+            ("AUTOATTACH_RATE_LIMIT_SCALE", "10001"),
         ];
         for (key, value) in cases {
             let err = cfg(&[(key, value)]).unwrap_err();

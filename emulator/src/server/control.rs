@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::EmulatorError;
 use crate::app::{App, PrincipalSpec, lock};
 use crate::config::{FaultConfig, Settings};
+use crate::limits::BucketUsage;
 use crate::rbac;
 use crate::stats::StatsSnapshot;
 use crate::store::Principal;
@@ -242,8 +243,22 @@ impl EmulatorControl {
         lock(&self.app.stats).pages()
     }
 
+    /// Clears the request counters and the per-bucket usage ([`EmulatorControl::bucket_usage`]).
     pub fn reset_stats(&self) {
         lock(&self.app.stats).clear();
+        lock(&self.app.buckets).clear_usage();
+    }
+
+    /// Requests that met each ARM bucket (principal, subscription, class) since the last
+    /// [`EmulatorControl::reset_stats`], throttled ones included. Counted only while throttling is on.
+    pub fn bucket_usage(&self) -> Vec<BucketUsage> {
+        lock(&self.app.buckets).usage()
+    }
+
+    /// Every ARM bucket and Resource Graph window starts afresh (full), as after a long pause.
+    pub fn refill_limits(&self) {
+        lock(&self.app.buckets).clear();
+        lock(&self.app.graph_quota).clear();
     }
 
     /// Clears everything back to the start state (resources, assignments, directory, limits, stats, settings,

@@ -1,0 +1,234 @@
+//! The event path, through the whole loopback topology (emulator, Event Grid, the Functions host simulator
+//! running the release handler): what one cluster-create event costs, and a burst of cluster creations.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use acr_autoattach::cli::estate::{self, EstateSpec};
+use acr_autoattach::cli::testbed::{Testbed, TestbedOptions};
+use anyhow::Context as _;
+use azure_emulator::FaultConfig;
+use azure_emulator::limits::RequestClass;
+use serde::Serialize;
+
+use crate::bound::Requests;
+
+/// Settings every topology of this benchmark shares.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    pub refill_scale: u32,
+    pub latency_ms: u64,
+}
+
+/// Requests the handler sent for one cluster-create (both deliveries: on accept and on completion).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventCost {
+    pub registries: usize,
+    pub subscriptions: usize,
+    /// The first cluster after the handler started (cold: token, subscription list).
+    pub cold: Requests,
+    /// The next cluster (warm process).
+    pub warm: Requests,
+    pub pairs_attached_cold: u64,
+    pub pairs_attached_warm: u64,
+    pub deliveries: usize,
+    /// N + S + 3, the target of issue 15.
+    pub target: u64,
+    /// `az aks update --attach-acr` for the same N: 13 requests per registry.
+    pub az_attach_acr: u64,
+}
+
+/// A burst of cluster creations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Burst {
+    pub clusters: usize,
+    pub registries: usize,
+    pub pairs: usize,
+    pub pairs_attached: u64,
+    pub all_attached: bool,
+    /// From the first PUT to the last cluster ready (all created within a minute when below 60).
+    pub last_cluster_ready_s: f64,
+    /// From the last cluster ready to the last pair attached.
+    pub tail_s: f64,
+    /// max over subscriptions of max(0, writes − capacity) / refill, from the start of the burst.
+    pub write_bucket_bound_s: f64,
+    /// `tail_s ≤ 1.5 × write_bucket_bound_s`; absent when the writes fit in the buckets' burst (bound 0).
+    pub tail_within_1_5x_bound: Option<bool>,
+    pub invocations: usize,
+    pub failed_invocations: usize,
+    /// Invocations answered after Event Grid's 30 s.
+    pub answered_after_30s: usize,
+    pub slowest_invocation_s: f64,
+    pub requests: Requests,
+}
+
+async fn topology(
+    binary: &Path,
+    spec: EstateSpec,
+    pace: &Pace,
+    clusters: usize,
+) -> anyhow::Result<Testbed> {
+    let mut options = TestbedOptions::for_tests(vec![
+        binary.display().to_string(),
+        "serve".to_owned(),
+    ])
+    .setting(
+        "AUTOATTACH_RATE_LIMIT_SCALE",
+        &pace.refill_scale.to_string(),
+    );
+    let tenant = options.emulator.default_tenant.clone();
+    options.emulator.subscriptions = spec.subscription_configs(&tenant);
+    let mut faults = FaultConfig::default().with_refill_scale(pace.refill_scale);
+    faults.latency_ms = pace.latency_ms;
+    options.emulator.faults = faults;
+    let wanted = EstateSpec { clusters, ..spec }.max_assignments_per_subscription() + 100;
+    let limit = &mut options.emulator.settings.role_assignment_limit;
+    *limit = (*limit).max(wanted);
+    // Azure's: Event Grid waits 30 s for an answer.
+    options.publisher.delivery_timeout = Duration::from_secs(30);
+    Testbed::start(options)
+        .await
+        .context("the loopback topology did not start")
+}
+
+/// Builds the registries with Event Grid's subscription removed (and restored after), so the handler process
+/// has sent nothing when the first cluster's events arrive: the first event's cost is a cold process's.
+async fn registries_unseen(bed: &Testbed, spec: EstateSpec) -> anyhow::Result<()> {
+    let subscriptions = bed.publisher.subscriptions();
+    for s in &subscriptions {
+        bed.publisher.unsubscribe(&s.name);
+    }
+    let subs = bed.emulator.control().subscriptions();
+    estate::build_registries(&bed.admin, &subs, spec.registries).await?;
+    for s in subscriptions {
+        bed.publisher
+            .subscribe(s)
+            .await
+            .context("Event Grid's subscription could not be restored")?;
+    }
+    Ok(())
+}
+
+fn handler_requests(bed: &Testbed) -> Requests {
+    Requests::from_stats(&bed.stats(), &bed.emulator.control().admin_principal_id())
+}
+
+async fn settle(bed: &Testbed) -> anyhow::Result<()> {
+    if !bed.wait_idle(Duration::from_mins(5)).await {
+        anyhow::bail!("Event Grid still had deliveries in flight after 5 minutes");
+    }
+    Ok(())
+}
+
+fn attached(requests: &Requests) -> u64 {
+    requests
+        .by_kind
+        .get("PUT roleAssignments")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Two clusters created one after the other in an estate of `spec.registries` registries in
+/// `spec.subscriptions` subscriptions; the handler's requests for each.
+pub async fn event_cost(binary: &Path, spec: EstateSpec, pace: &Pace) -> anyhow::Result<EventCost> {
+    let bed = topology(binary, spec, pace, 2).await?;
+    let control = bed.emulator.control();
+    let subs = control.subscriptions();
+    registries_unseen(&bed, spec).await?;
+    let mut figures = Vec::new();
+    for index in 0..2 {
+        control.reset_stats();
+        control.refill_limits();
+        estate::build_clusters(&bed.admin, &subs, index..index + 1, Duration::from_mins(1)).await?;
+        settle(&bed).await?;
+        figures.push(handler_requests(&bed));
+    }
+    let deliveries = bed.host.invocations().len();
+    bed.shutdown().await;
+    let warm = figures.pop().unwrap_or_default();
+    let cold = figures.pop().unwrap_or_default();
+    Ok(EventCost {
+        registries: spec.registries,
+        subscriptions: spec.subscriptions,
+        pairs_attached_cold: attached(&cold),
+        pairs_attached_warm: attached(&warm),
+        cold,
+        warm,
+        deliveries,
+        target: (spec.registries + spec.subscriptions + 3) as u64,
+        az_attach_acr: 13 * spec.registries as u64,
+    })
+}
+
+/// `clusters` clusters PUT as fast as the admin can (32 at a time) into an estate of `spec`'s registries, each
+/// attached by the handler through its events.
+pub async fn burst(
+    binary: &Path,
+    spec: EstateSpec,
+    clusters: usize,
+    pace: &Pace,
+) -> anyhow::Result<Burst> {
+    let bed = topology(binary, spec, pace, clusters).await?;
+    let control = bed.emulator.control();
+    let subs = control.subscriptions();
+    registries_unseen(&bed, spec).await?;
+    control.reset_stats();
+    control.refill_limits();
+    let pairs = clusters * spec.registries;
+    let started = Instant::now();
+    estate::build_clusters(&bed.admin, &subs, 0..clusters, Duration::from_mins(2)).await?;
+    let last_ready = started.elapsed();
+    let deadline = Instant::now() + Duration::from_mins(10);
+    let mut last_attached = None;
+    while Instant::now() < deadline {
+        let done = attached(&handler_requests(&bed));
+        if done >= pairs as u64 {
+            last_attached = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle(&bed).await?;
+    let requests = handler_requests(&bed);
+    let faults = control.faults();
+    let bound = control
+        .bucket_usage()
+        .iter()
+        .filter(|u| u.class == RequestClass::Write)
+        .map(|u| {
+            let granted = u.requests.saturating_sub(u.throttled) as f64;
+            (granted - f64::from(faults.writes.capacity)).max(0.0)
+                / f64::from(faults.writes.refill_per_sec.max(1))
+        })
+        .fold(0.0, f64::max);
+    let invocations = bed.host.invocations();
+    let slowest = invocations
+        .iter()
+        .map(|i| i.duration)
+        .max()
+        .unwrap_or_default();
+    let tail = last_attached.map_or(f64::INFINITY, |t| {
+        t.saturating_sub(last_ready).as_secs_f64()
+    });
+    let figures = Burst {
+        clusters,
+        registries: spec.registries,
+        pairs,
+        pairs_attached: attached(&requests),
+        all_attached: last_attached.is_some(),
+        last_cluster_ready_s: last_ready.as_secs_f64(),
+        tail_s: tail,
+        write_bucket_bound_s: bound,
+        tail_within_1_5x_bound: (bound > 0.0).then_some(tail <= 1.5 * bound),
+        invocations: invocations.len(),
+        failed_invocations: invocations.iter().filter(|i| !i.succeeded()).count(),
+        answered_after_30s: invocations
+            .iter()
+            .filter(|i| i.duration > Duration::from_secs(30))
+            .count(),
+        slowest_invocation_s: slowest.as_secs_f64(),
+        requests,
+    };
+    bed.shutdown().await;
+    Ok(figures)
+}
