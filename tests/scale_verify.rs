@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acr_autoattach::azure::{AzureClient, ClientOptions};
+use acr_autoattach::cli::estate::{self, EstateSpec};
 use acr_autoattach::core::model::{ACR_PULL_GUID, Mode, PairStatus, VerificationReport};
 use acr_autoattach::runtime::config::{Config, MapEnv};
 use acr_autoattach::runtime::engine::Engine;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use acr_autoattach::cli::estate::{self, EstateSpec};
 use azure_emulator::admin::ArmAdmin;
 use azure_emulator::{Emulator, EmulatorConfig, EmulatorControl, RunningEmulator};
 use url::Url;

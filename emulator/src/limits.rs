@@ -102,9 +102,9 @@ impl Buckets {
         now: Instant,
     ) -> Take {
         let bucket = self.buckets.entry(key).or_insert(Bucket {
-                tokens: limit.capacity,
-                tick: now,
-            });
+            tokens: limit.capacity,
+            tick: now,
+        });
         let elapsed = now.saturating_duration_since(bucket.tick).as_secs();
         if elapsed > 0 {
             let added = u32::try_from(elapsed.saturating_mul(u64::from(limit.refill_per_sec)))
@@ -264,13 +264,10 @@ mod tests {
             .count();
         assert_eq!(refilled, 25);
         let usage = b.usage();
-        let read_p_s = usage.iter().find(|u| {
-            u.principal == "p" && u.subscription == "s" && u.class == RequestClass::Read
-        });
-        assert_eq!(
-            read_p_s.map(|u| (u.requests, u.throttled)),
-            Some((331, 56))
-        );
+        let read_p_s = usage
+            .iter()
+            .find(|u| u.principal == "p" && u.subscription == "s" && u.class == RequestClass::Read);
+        assert_eq!(read_p_s.map(|u| (u.requests, u.throttled)), Some((331, 56)));
         assert_eq!(usage.len(), 3);
         b.clear_usage();
         assert!(b.usage().is_empty());

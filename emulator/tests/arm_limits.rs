@@ -474,7 +474,10 @@ async fn a_refill_scale_keeps_the_burst_and_multiplies_the_refill_and_bucket_usa
     let usage = h.emu.control().bucket_usage();
     let mine: Vec<_> = usage
         .iter()
-        .filter(|u| u.principal.eq_ignore_ascii_case(&h.emu.handler_principal_id()))
+        .filter(|u| {
+            u.principal
+                .eq_ignore_ascii_case(&h.emu.handler_principal_id())
+        })
         .collect();
     assert_eq!(mine.len(), 1, "{usage:?}");
     assert_eq!(mine[0].subscription, h.sub.to_ascii_lowercase());

@@ -95,9 +95,12 @@ pub fn lower_bound(
         (latency_s, "latency"),
     ]
     .into_iter()
-    .fold((0.0, "latency"), |best, term| {
-        if term.0 > best.0 { term } else { best }
-    });
+    .fold(
+        (0.0, "latency"),
+        |best, term| {
+            if term.0 > best.0 { term } else { best }
+        },
+    );
     LowerBound {
         seconds,
         buckets_s,
@@ -197,6 +200,9 @@ mod tests {
         assert_eq!(b.binding, "resource_graph");
         // Extrapolation multiplies every count.
         let x = lower_bound(&l, &[writes("s", 300)], 0, 100, 10.0);
-        assert!((x.buckets_s - (3_000.0 - 200.0) / 200.0).abs() < 1e-9, "{x:?}");
+        assert!(
+            (x.buckets_s - (3_000.0 - 200.0) / 200.0).abs() < 1e-9,
+            "{x:?}"
+        );
     }
 }

@@ -68,14 +68,11 @@ async fn topology(
     pace: &Pace,
     clusters: usize,
 ) -> anyhow::Result<Testbed> {
-    let mut options = TestbedOptions::for_tests(vec![
-        binary.display().to_string(),
-        "serve".to_owned(),
-    ])
-    .setting(
-        "AUTOATTACH_RATE_LIMIT_SCALE",
-        &pace.refill_scale.to_string(),
-    );
+    let mut options =
+        TestbedOptions::for_tests(vec![binary.display().to_string(), "serve".to_owned()]).setting(
+            "AUTOATTACH_RATE_LIMIT_SCALE",
+            &pace.refill_scale.to_string(),
+        );
     let tenant = options.emulator.default_tenant.clone();
     options.emulator.subscriptions = spec.subscription_configs(&tenant);
     let mut faults = FaultConfig::default().with_refill_scale(pace.refill_scale);

@@ -35,7 +35,13 @@ pub fn locate() -> anyhow::Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let mut build = std::process::Command::new(&cargo);
     build
-        .args(["build", "--quiet", "--bin", "acr-autoattach", "--manifest-path"])
+        .args([
+            "build",
+            "--quiet",
+            "--bin",
+            "acr-autoattach",
+            "--manifest-path",
+        ])
         .arg(&manifest);
     // The target directory this example was built into (also when run directly, without cargo's environment).
     if let Some(target_dir) = profile_dir.parent() {
@@ -213,7 +219,14 @@ pub async fn explain(
 ) -> anyhow::Result<(Option<i32>, Option<u64>)> {
     let mut child = spawn(
         binary,
-        &["explain", "--cluster", cluster, "--registry", registry, "--json"],
+        &[
+            "explain",
+            "--cluster",
+            cluster,
+            "--registry",
+            registry,
+            "--json",
+        ],
         env,
     )?;
     let pid = child.id();

@@ -34,7 +34,10 @@ use report::{Document, Extrapolation, RunFigures};
 const AZURE_ASSIGNMENT_LIMIT: usize = 4_000;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "scale", about = "Scale benchmark of acr-autoattach against the emulator")]
+#[command(
+    name = "scale",
+    about = "Scale benchmark of acr-autoattach against the emulator"
+)]
 pub struct Args {
     #[arg(long, default_value_t = 2_000)]
     pub clusters: usize,
@@ -198,7 +201,10 @@ fn handler_env(emulator: &RunningEmulator, args: &Args) -> Vec<(String, String)>
     for (k, v) in [
         ("AUTOATTACH_RATE_LIMIT_SCALE", args.refill_scale.to_string()),
         ("AUTOATTACH_MAX_CONCURRENCY", args.concurrency.to_string()),
-        ("AUTOATTACH_VERIFY_BUDGET_SECS", args.budget_secs.to_string()),
+        (
+            "AUTOATTACH_VERIFY_BUDGET_SECS",
+            args.budget_secs.to_string(),
+        ),
         ("AUTOATTACH_VERIFY_SCHEDULE", "0 0 0 1 1 *".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ] {
@@ -267,7 +273,12 @@ async fn naive(
     let sample: Vec<(&str, &str)> = built
         .clusters
         .iter()
-        .flat_map(|c| built.registries.iter().map(move |r| (c.as_str(), r.as_str())))
+        .flat_map(|c| {
+            built
+                .registries
+                .iter()
+                .map(move |r| (c.as_str(), r.as_str()))
+        })
         .take(args.naive_pairs)
         .collect();
     let started = Instant::now();

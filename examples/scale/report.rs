@@ -99,7 +99,8 @@ impl RunFigures {
             requests: requests.total,
             throttled_429: requests.throttled_429,
             requests_by_kind: requests.by_kind,
-            handler_peak_rss_mib: peak_rss.map(|b| (b as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0),
+            handler_peak_rss_mib: peak_rss
+                .map(|b| (b as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0),
             handler_cpu_s: None,
             emulator_cpu_s: None,
             lower_bound_s: bound.seconds,
@@ -208,7 +209,11 @@ fn events_table(out: &mut String, event: &EventCost, burst: Option<&Burst>) {
         event.registries, event.subscriptions, event.deliveries
     );
     for (label, cost, attached) in [
-        ("first (fresh process)", &event.cold, event.pairs_attached_cold),
+        (
+            "first (fresh process)",
+            &event.cold,
+            event.pairs_attached_cold,
+        ),
         ("second (warm)", &event.warm, event.pairs_attached_warm),
     ] {
         let _ = writeln!(
@@ -227,7 +232,12 @@ fn events_table(out: &mut String, event: &EventCost, burst: Option<&Burst>) {
         let _ = writeln!(
             out,
             "\nburst: {} clusters × {} registries = {} pairs; {} attached (all: {}); last cluster ready after {:.1} s",
-            b.clusters, b.registries, b.pairs, b.pairs_attached, b.all_attached, b.last_cluster_ready_s
+            b.clusters,
+            b.registries,
+            b.pairs,
+            b.pairs_attached,
+            b.all_attached,
+            b.last_cluster_ready_s
         );
         let _ = writeln!(
             out,

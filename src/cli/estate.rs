@@ -144,8 +144,13 @@ pub async fn build(
     spec: EstateSpec,
 ) -> Result<Estate, AdminError> {
     let registries = build_registries(admin, subscriptions, spec.registries).await?;
-    let clusters =
-        build_clusters(admin, subscriptions, 0..spec.clusters, Duration::from_mins(1)).await?;
+    let clusters = build_clusters(
+        admin,
+        subscriptions,
+        0..spec.clusters,
+        Duration::from_mins(1),
+    )
+    .await?;
     Ok(Estate {
         subscriptions: subscriptions.to_vec(),
         registries,

@@ -235,9 +235,6 @@ mod tests {
         assert!((fast.deletes.refill_per_sec - base.deletes.refill_per_sec * 20.0).abs() < 1e-9);
         assert!((fast.writes.capacity - base.writes.capacity).abs() < 1e-9);
         assert_eq!(fast.resource_graph.limit, base.resource_graph.limit);
-        assert_eq!(
-            fast.resource_graph.window,
-            base.resource_graph.window / 20
-        );
+        assert_eq!(fast.resource_graph.window, base.resource_graph.window / 20);
     }
 }

@@ -275,18 +275,6 @@ impl Config {
             ));
         }
 
-        let rate_limit_scale = parse_u64(
-            get("AUTOATTACH_RATE_LIMIT_SCALE"),
-            1,
-            "AUTOATTACH_RATE_LIMIT_SCALE",
-        )?;
-        if !(1..=MAX_RATE_LIMIT_SCALE).contains(&rate_limit_scale) {
-            return Err(ConfigError::new(
-                "AUTOATTACH_RATE_LIMIT_SCALE",
-                format!("{rate_limit_scale} is out of range 1..={MAX_RATE_LIMIT_SCALE}"),
-            ));
-        }
-
         Ok(Self {
             tag,
             mode,
@@ -302,7 +290,7 @@ impl Config {
             max_concurrency: max_concurrency as usize,
             pair_records,
             snapshot_hours,
-            rate_limit_scale: rate_limit_scale as u32,
+            rate_limit_scale: parse_rate_limit_scale(get("AUTOATTACH_RATE_LIMIT_SCALE"))?,
         })
     }
 
@@ -363,6 +351,19 @@ impl Config {
             ),
         ]
     }
+}
+
+/// `AUTOATTACH_RATE_LIMIT_SCALE`: 1 when unset, else 1..=[`MAX_RATE_LIMIT_SCALE`].
+fn parse_rate_limit_scale(value: Option<String>) -> Result<u32, ConfigError> {
+    const KEY: &str = "AUTOATTACH_RATE_LIMIT_SCALE";
+    let scale = parse_u64(value, 1, KEY)?;
+    if !(1..=MAX_RATE_LIMIT_SCALE).contains(&scale) {
+        return Err(ConfigError::new(
+            KEY,
+            format!("{scale} is out of range 1..={MAX_RATE_LIMIT_SCALE}"),
+        ));
+    }
+    Ok(scale as u32)
 }
 
 fn parse_u64(
