@@ -266,6 +266,9 @@ pub struct Store {
     pub role_assignments: BTreeMap<String, Arc<RoleAssignment>>,
     /// Assignment names (lower case) by principal object id (lower case): a caller's grants without a scan.
     by_principal: HashMap<String, BTreeSet<String>>,
+    /// Assignments per subscription (lower case) of their scope: the 4,000 limit checked on every PUT without a
+    /// scan of the store.
+    per_subscription: HashMap<String, usize>,
     pub role_definitions: BTreeMap<String, RoleDefinition>,
     /// Keyed by object id (lower case).
     pub principals: BTreeMap<String, Principal>,
@@ -399,7 +402,10 @@ impl Store {
     pub fn insert_assignment(&mut self, assignment: Arc<RoleAssignment>) {
         let name = assignment.name.to_ascii_lowercase();
         if let Some(old) = self.role_assignments.remove(&name) {
-            self.unindex(&old.principal_id, &name);
+            self.unindex(&old, &name);
+        }
+        if let Some(sub) = rbac::subscription_of(&assignment.scope) {
+            *self.per_subscription.entry(sub).or_default() += 1;
         }
         self.by_principal
             .entry(assignment.principal_id.to_ascii_lowercase())
@@ -412,12 +418,17 @@ impl Store {
     pub fn remove_assignment(&mut self, name: &str) -> Option<Arc<RoleAssignment>> {
         let name = name.to_ascii_lowercase();
         let removed = self.role_assignments.remove(&name)?;
-        self.unindex(&removed.principal_id, &name);
+        self.unindex(&removed, &name);
         Some(removed)
     }
 
-    fn unindex(&mut self, principal_id: &str, name: &str) {
-        let key = principal_id.to_ascii_lowercase();
+    fn unindex(&mut self, assignment: &RoleAssignment, name: &str) {
+        if let Some(sub) = rbac::subscription_of(&assignment.scope)
+            && let Some(count) = self.per_subscription.get_mut(&sub)
+        {
+            *count = count.saturating_sub(1);
+        }
+        let key = assignment.principal_id.to_ascii_lowercase();
         if let Some(names) = self.by_principal.get_mut(&key) {
             names.remove(name);
             if names.is_empty() {
@@ -544,11 +555,9 @@ impl Store {
         self.graph.clear();
     }
 
+    /// Role assignments whose scope is in subscription `sub` (lower case), from the counter the writes keep.
     pub fn assignments_in_subscription(&self, sub: &str) -> usize {
-        self.role_assignments
-            .values()
-            .filter(|a| rbac::subscription_of(&a.scope).as_deref() == Some(sub))
-            .count()
+        self.per_subscription.get(sub).copied().unwrap_or(0)
     }
 }
 
@@ -597,4 +606,54 @@ pub fn assignment_graph_row(assignment: &RoleAssignment, tenant_id: &str) -> Val
         );
     }
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(name: &str, scope: &str) -> Arc<RoleAssignment> {
+        Arc::new(RoleAssignment {
+            name: name.to_owned(),
+            scope: scope.to_owned(),
+            role_guid: "7f951dda-4ed3-4680-a7ca-43fe172d538d".to_owned(),
+            principal_id: "p1".to_owned(),
+            principal_type: "ServicePrincipal".to_owned(),
+            description: None,
+            condition: None,
+            condition_version: None,
+            delegated_managed_identity_resource_id: None,
+            created_on: OffsetDateTime::UNIX_EPOCH,
+            updated_on: OffsetDateTime::UNIX_EPOCH,
+            created_by: String::new(),
+            updated_by: String::new(),
+        })
+    }
+
+    #[test]
+    fn the_per_subscription_count_follows_inserts_replacements_and_removals() {
+        let mut store = Store::new();
+        store.insert_assignment(assignment("a", "/subscriptions/S1/resourceGroups/rg"));
+        store.insert_assignment(assignment("b", "/subscriptions/s1"));
+        store.insert_assignment(assignment("c", "/subscriptions/s2/resourceGroups/rg"));
+        store.insert_assignment(assignment(
+            "d",
+            "/providers/Microsoft.Management/managementGroups/mg",
+        ));
+        assert_eq!(store.assignments_in_subscription("s1"), 2);
+        assert_eq!(store.assignments_in_subscription("s2"), 1);
+        // Replacing a name moves its count to the new scope's subscription.
+        store.insert_assignment(assignment("B", "/subscriptions/s2"));
+        assert_eq!(store.assignments_in_subscription("s1"), 1);
+        assert_eq!(store.assignments_in_subscription("s2"), 2);
+        assert!(store.remove_assignment("A").is_some());
+        assert!(store.remove_assignment("a").is_none());
+        assert_eq!(store.assignments_in_subscription("s1"), 0);
+        let scanned = store
+            .role_assignments
+            .values()
+            .filter(|a| rbac::subscription_of(&a.scope).as_deref() == Some("s2"))
+            .count();
+        assert_eq!(store.assignments_in_subscription("s2"), scanned);
+    }
 }
