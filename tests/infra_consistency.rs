@@ -243,11 +243,18 @@ fn percent_references(text: &str) -> BTreeSet<String> {
 }
 
 /// Settings the binary reads that the Bicep deliberately leaves unset, by prefix, with the reason.
-const NOT_SET_BY_BICEP: &[(&str, &str)] = &[(
-    "OTEL_EXPORTER_OTLP_",
-    "an optional second exporter (an OpenTelemetry collector); unset means off, and an operator adds \
-     OTEL_EXPORTER_OTLP_* through the `extraAppSettings` parameter (docs/deploy.md)",
-)];
+const NOT_SET_BY_BICEP: &[(&str, &str)] = &[
+    (
+        "OTEL_EXPORTER_OTLP_",
+        "an optional second exporter (an OpenTelemetry collector); unset means off, and an operator adds \
+         OTEL_EXPORTER_OTLP_* through the `extraAppSettings` parameter (docs/deploy.md)",
+    ),
+    (
+        "AUTOATTACH_RATE_LIMIT_SCALE",
+        "the scale benchmark's pace against an emulator that refills K times faster (BENCHMARKS.md); against \
+         Azure it must stay at its default 1, so a deployment never sets it",
+    ),
+];
 
 #[test]
 fn every_setting_the_binary_reads_is_set_by_the_bicep() {

@@ -13,6 +13,7 @@
 
 mod bound;
 mod events;
+mod footprint;
 mod handler;
 mod report;
 
@@ -143,6 +144,12 @@ async fn run(args: &Args) -> anyhow::Result<Document> {
     });
     let limits = Limits::new(&control.faults(), args.concurrency);
     let base_env = handler_env(&emulator, args);
+    eprintln!("scale: start-up and footprint of `serve`");
+    let footprint = {
+        let binary = binary.clone();
+        let env = base_env.clone();
+        tokio::task::spawn_blocking(move || footprint::measure(&binary, &env)).await??
+    };
     let mut runs = Vec::new();
     for (name, mode, graph) in [
         ("audit (Resource Graph)", "audit", true),
@@ -191,6 +198,7 @@ async fn run(args: &Args) -> anyhow::Result<Document> {
         runs,
         cluster_event,
         burst,
+        footprint,
         total_s: total.elapsed().as_secs_f64(),
     })
 }

@@ -121,6 +121,7 @@ pub struct Document {
     pub runs: Vec<RunFigures>,
     pub cluster_event: EventCost,
     pub burst: Option<Burst>,
+    pub footprint: crate::footprint::Footprint,
     pub total_s: f64,
 }
 
@@ -292,6 +293,24 @@ pub fn table(doc: &Document) -> String {
     out.push('\n');
     runs_table(&mut out, &doc.runs);
     events_table(&mut out, &doc.cluster_event, doc.burst.as_ref());
+    let f = &doc.footprint;
+    let _ = writeln!(
+        out,
+        "\nserve: exec to ready {:.1} ms median ({:.1}–{:.1} over {} starts); idle RSS {}; binary {:.1} MiB ({})",
+        f.ready_ms_median,
+        f.ready_ms_min,
+        f.ready_ms_max,
+        f.starts,
+        f.idle_rss_bytes
+            .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", mib(b))),
+        mib(f.binary_bytes),
+        f.binary
+    );
     let _ = writeln!(out, "\ntotal {:.1} s", doc.total_s);
     out
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0 / 1024.0
 }
