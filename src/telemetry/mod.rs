@@ -585,28 +585,37 @@ fn build_guard(
     })
 }
 
+/// One OTLP exporter (span, metric or log: three builder types with the same methods) for one signal's
+/// settings: gRPC (tonic) or HTTP (protobuf/JSON) through `client`.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $sc:expr, $client:expr) => {{
+        let sc: &OtlpSignalConfig = $sc;
+        if sc.protocol == OtlpProtocol::Grpc {
+            <$exporter>::builder()
+                .with_tonic()
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_metadata(grpc_metadata(&sc.headers))
+                .build()
+        } else {
+            <$exporter>::builder()
+                .with_http()
+                .with_protocol(otlp_protocol(sc.protocol))
+                .with_endpoint(sc.endpoint.clone())
+                .with_timeout(sc.timeout)
+                .with_headers(header_map(&sc.headers))
+                .with_http_client($client.clone())
+                .build()
+        }
+    }};
+}
+
 /// The OTLP SpanExporter for one signal's settings: gRPC (tonic) or HTTP (protobuf/JSON) through `client`.
 fn otlp_span_exporter(
     sc: &OtlpSignalConfig,
     client: &reqwest::blocking::Client,
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    if sc.protocol == OtlpProtocol::Grpc {
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(sc.endpoint.clone())
-            .with_timeout(sc.timeout)
-            .with_metadata(grpc_metadata(&sc.headers))
-            .build()
-    } else {
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(otlp_protocol(sc.protocol))
-            .with_endpoint(sc.endpoint.clone())
-            .with_timeout(sc.timeout)
-            .with_headers(header_map(&sc.headers))
-            .with_http_client(client.clone())
-            .build()
-    }
+    otlp_exporter!(opentelemetry_otlp::SpanExporter, sc, client)
 }
 
 /// The OTLP MetricExporter for one signal's settings: gRPC (tonic) or HTTP (protobuf/JSON) through `client`.
@@ -614,23 +623,7 @@ fn otlp_metric_exporter(
     sc: &OtlpSignalConfig,
     client: &reqwest::blocking::Client,
 ) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
-    if sc.protocol == OtlpProtocol::Grpc {
-        opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(sc.endpoint.clone())
-            .with_timeout(sc.timeout)
-            .with_metadata(grpc_metadata(&sc.headers))
-            .build()
-    } else {
-        opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_protocol(otlp_protocol(sc.protocol))
-            .with_endpoint(sc.endpoint.clone())
-            .with_timeout(sc.timeout)
-            .with_headers(header_map(&sc.headers))
-            .with_http_client(client.clone())
-            .build()
-    }
+    otlp_exporter!(opentelemetry_otlp::MetricExporter, sc, client)
 }
 
 /// The OTLP LogExporter for one signal's settings: gRPC (tonic) or HTTP (protobuf/JSON) through `client`.
@@ -638,23 +631,7 @@ fn otlp_log_exporter(
     sc: &OtlpSignalConfig,
     client: &reqwest::blocking::Client,
 ) -> Result<opentelemetry_otlp::LogExporter, opentelemetry_otlp::ExporterBuildError> {
-    if sc.protocol == OtlpProtocol::Grpc {
-        opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(sc.endpoint.clone())
-            .with_timeout(sc.timeout)
-            .with_metadata(grpc_metadata(&sc.headers))
-            .build()
-    } else {
-        opentelemetry_otlp::LogExporter::builder()
-            .with_http()
-            .with_protocol(otlp_protocol(sc.protocol))
-            .with_endpoint(sc.endpoint.clone())
-            .with_timeout(sc.timeout)
-            .with_headers(header_map(&sc.headers))
-            .with_http_client(client.clone())
-            .build()
-    }
+    otlp_exporter!(opentelemetry_otlp::LogExporter, sc, client)
 }
 
 /// A one-thread runtime for tonic, when any signal is exported over gRPC.
