@@ -50,6 +50,9 @@ pub async fn run_explain(args: &ExplainArgs, env: &dyn Env) -> Result<u8, Operat
         handler_tenant,
         deleted_clusters: std::collections::BTreeSet::new(),
         completeness: Completeness::Partial,
+        // Group mode (issue 16) is wired by the edges' work.
+        grant: crate::core::groups::GrantMode::Direct,
+        now_unix: 0,
     };
     let mut explanation = explain_pair(&observed, &settings)
         .ok_or_else(|| OperatorError::NotFound("cluster or registry not observed".into()))?;

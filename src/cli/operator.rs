@@ -434,6 +434,8 @@ pub fn render_plan(plan: &Plan, detach: bool, dry_run: bool) -> String {
                 );
             }
             Action::AlreadyCovered { .. } | Action::Exists { .. } => covered += 1,
+            // Group mode (issue 16): printed by the group-mode work; counted as pending until then.
+            Action::Join { .. } => pending += 1,
             Action::Pending { reason } => {
                 pending += 1;
                 let _ = writeln!(

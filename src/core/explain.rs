@@ -9,7 +9,7 @@ use crate::core::model::{
     ClusterPrincipal, PullRole, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
     SERVICE_PRINCIPAL_NOT_LOOKED_UP,
 };
-use crate::core::planner::{self, Action, Observed, Plan, PlanSettings, ScopeLevel};
+use crate::core::planner::{self, Action, Meanwhile, Observed, Plan, PlanSettings, ScopeLevel};
 use crate::core::selector::{OptIn, RequirementOutcome, cluster_opted_out, parse_opt_in};
 
 /// The answer of `explain`: every step, as data (printed by [`render_explanation`], or as JSON).
@@ -278,6 +278,33 @@ fn role_label(a: &RoleAssignment, definitions: &HashMap<String, RoleDefinition>)
         .map_or_else(|| format!("role {guid}"), |r| r.name.to_owned())
 }
 
+/// Group mode: the principal is not yet a member of the tool's group.
+fn join_verdict(meanwhile: &Meanwhile) -> Verdict {
+    let joins = "reconcile adds the principal to the tool's group for this registry and role";
+    match meanwhile {
+        Meanwhile::FastPath(spec) => Verdict {
+            status: "missing",
+            text: format!(
+                "missing: {joins}, and creates {} at the registry for principal {} at once (fast path, assignment {}) until the membership counts",
+                spec.role, spec.principal_id, spec.name
+            ),
+            in_order: false,
+        },
+        Meanwhile::Covered { assignment_id } => Verdict {
+            status: "compliant",
+            text: format!(
+                "compliant: the direct assignment {assignment_id} covers the pair; {joins} (it replaces the direct assignment once settled)"
+            ),
+            in_order: true,
+        },
+        Meanwhile::Pending { reason } => Verdict {
+            status: "pending",
+            text: format!("pending: {joins}; {reason}"),
+            in_order: false,
+        },
+    }
+}
+
 fn verdict(
     plan: &Plan,
     selected: bool,
@@ -354,5 +381,6 @@ fn verdict(
             "an owned assignment is due for removal".into(),
             false,
         ),
+        Action::Join { meanwhile, .. } => join_verdict(meanwhile),
     }
 }

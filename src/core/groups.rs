@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::model::{OWNERSHIP_MARK, PullRole, ResourceId};
@@ -59,6 +60,87 @@ impl GroupMemberships {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// How pull is granted (`AUTOATTACH_GRANT_MODE`, `docs/grant-modes.md` §5): one direct assignment per pair
+/// (today's behaviour, the default), or the tool's group per (registry, pull role) with a direct fast path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GrantMode {
+    #[default]
+    Direct,
+    Group(GroupSettings),
+}
+
+impl GrantMode {
+    /// The group settings, in group mode.
+    pub fn group(self) -> Option<GroupSettings> {
+        match self {
+            Self::Direct => None,
+            Self::Group(g) => Some(g),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Group(_) => "group",
+        }
+    }
+}
+
+/// Default `AUTOATTACH_GROUP_SETTLE_HOURS`: about 24 h of managed-identity token cache plus a margin
+/// (`docs/grant-modes.md` §4).
+pub const DEFAULT_SETTLE_HOURS: u64 = 26;
+/// Default `AUTOATTACH_ASSIGNMENT_HEADROOM`: assignments kept free per subscription for people's own.
+pub const DEFAULT_HEADROOM: u32 = 200;
+/// Default `AUTOATTACH_ASSIGNMENT_LIMIT`: Azure's fixed per-subscription limit.
+pub const DEFAULT_ASSIGNMENT_LIMIT: u32 = 4_000;
+
+/// The parameters of group mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupSettings {
+    /// How long a new membership in the tool's group takes to count for RBAC, in seconds: after that the direct
+    /// fast-path assignment goes.
+    pub settle_secs: u64,
+    /// Assignments kept free per registry subscription: the fast path stops at `limit - headroom`.
+    pub headroom: u32,
+    /// The per-subscription limit of role assignments (Azure's 4,000 unless set lower).
+    pub limit: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            settle_secs: DEFAULT_SETTLE_HOURS * 3_600,
+            headroom: DEFAULT_HEADROOM,
+            limit: DEFAULT_ASSIGNMENT_LIMIT,
+        }
+    }
+}
+
+impl GroupSettings {
+    /// The settle window from decimal hours (`AUTOATTACH_GROUP_SETTLE_HOURS`, fractions allowed: 0.001 h is
+    /// 3.6 s), rounded up to whole seconds; `None` unless positive and finite (at most 100 years).
+    pub fn settle_secs_from_hours(hours: f64) -> Option<u64> {
+        const MAX_HOURS: f64 = 100.0 * 366.0 * 24.0;
+        if !hours.is_finite() || hours <= 0.0 || hours > MAX_HOURS {
+            return None;
+        }
+        // In range (checked above), positive and at most ~3.2e9: the cast cannot truncate or wrap.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(((hours * 3_600.0).ceil() as u64).max(1))
+    }
+
+    /// When a membership that began at `since` (unix seconds) counts for RBAC.
+    pub fn settles_at(&self, since: i64) -> i64 {
+        since.saturating_add(i64::try_from(self.settle_secs).unwrap_or(i64::MAX))
+    }
+
+    /// Whether a membership that began at `since` counts at `now` (`since + settle <= now`).
+    pub fn is_settled(&self, since: i64, now: i64) -> bool {
+        self.settles_at(since) <= now
     }
 }
 

@@ -460,23 +460,23 @@ impl RoleAssignment {
         self.owner_cluster().is_some()
     }
 
-    /// The cluster an owned assignment was made for: the description must be exactly what
-    /// [`ownership_description`] writes, `managed-by: acr-autoattach cluster={exact cluster id}`, nothing
-    /// before, between or after (a near miss such as `managed-by: acr-autoattachcluster=…` is a person's text).
+    /// The cluster an owned assignment was made for: the description must be exactly one of the two shapes
+    /// [`ownership_description`] and [`member_since_description`] write,
+    /// `managed-by: acr-autoattach cluster={exact cluster id}[ member-since={unix seconds}]`, nothing before,
+    /// between or after (a near miss such as `managed-by: acr-autoattachcluster=…` is a person's text).
     pub fn owner_cluster(&self) -> Option<ResourceId> {
-        let rest = self
-            .description
-            .as_deref()?
-            .strip_prefix(OWNERSHIP_MARK)?
-            .strip_prefix(" cluster=")?;
-        if rest.chars().any(char::is_whitespace) {
-            return None;
-        }
-        let id = ResourceId::parse(rest).ok()?;
-        (id.as_str() == rest && id.is_exact(ArmKind::ManagedCluster)).then_some(id)
+        mark::parse_mark(self.description.as_deref()?).map(|(cluster, _)| cluster)
+    }
+
+    /// When the principal's membership in the tool's group began, as the group-mode mark records it
+    /// ([`member_since_description`]); `None` for the plain mark or no mark.
+    pub fn member_since(&self) -> Option<i64> {
+        mark::parse_mark(self.description.as_deref()?).and_then(|(_, since)| since)
     }
 }
 
+mod mark;
+pub use mark::member_since_description;
 mod names;
 pub use names::{
     ASSIGNMENT_NAME_NAMESPACE, assignment_name, role_assignment_body, role_assignment_id,

@@ -28,10 +28,11 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::core::groups::{GrantMode, GroupMemberships, GroupSpec};
 use crate::core::model::{
     ArmKind, Cluster, ClusterPrincipal, Mode, PairFailure, PairResult, PairStatus, PullRole,
     Registry, RegistryResult, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode,
-    RoleDefinition, assignment_name, ownership_description, role_guid,
+    RoleDefinition, assignment_name, member_since_description, ownership_description, role_guid,
 };
 use crate::core::roles;
 use crate::core::selector::{OptIn, cluster_opted_out, registry_opt_in};
@@ -39,6 +40,8 @@ use crate::core::selector::{OptIn, cluster_opted_out, registry_opt_in};
 /// `principalType` of every assignment this project writes (lets ARM skip the directory look-up that fails
 /// during replication).
 pub const PRINCIPAL_TYPE_SERVICE_PRINCIPAL: &str = "ServicePrincipal";
+/// `principalType` of the tool's group's own assignment (group mode).
+pub const PRINCIPAL_TYPE_GROUP: &str = "Group";
 
 /// The control-plane action that grants pull in `LegacyRegistryPermissions` mode.
 pub const LEGACY_PULL_ACTION: &str = "Microsoft.ContainerRegistry/registries/pull/read";
@@ -48,7 +51,9 @@ pub const ABAC_PULL_DATA_ACTION: &str =
 
 mod coverage;
 mod detach;
+mod groups;
 mod index;
+mod reasons;
 mod results;
 
 pub use coverage::{
@@ -57,6 +62,7 @@ pub use coverage::{
 pub use detach::provably_ours;
 use detach::{principal_still_needed, removal_reason};
 use index::{Index, RegistryIndex};
+pub use reasons::{PendingReason, RefusalReason, RemovalReason};
 pub use results::{ApplyOutcome, result_for};
 
 // ---------------------------------------------------------------------------------------------------------
@@ -79,6 +85,59 @@ pub struct Observed {
     /// Management groups above each subscription (key: lower-cased subscription id; values: names or ids).
     /// Unknown ancestry means a management-group assignment is not counted (at worst a redundant grant).
     pub management_groups: HashMap<String, Vec<String>>,
+    /// Group memberships (direct or nested) of the principals looked up: principal → groups. Both modes read
+    /// it: a pull role held by a group counts for its members (the tool's own groups only as the rules say).
+    /// The edges list every member of the tool's own groups here (both modes), so the planner can detach and
+    /// drain them.
+    pub memberships: GroupMemberships,
+    /// The tool's own group per (registry, pull role) when it exists (found by its mark **and** the handler's
+    /// identity among its owners: [`GroupSpec`]): its object id. Every member of such a group is treated as
+    /// added by the tool. Its role assignment, if any, is in `assignments` like any other.
+    pub own_groups: HashMap<(ResourceId, PullRole), String>,
+    /// When a principal's membership in one of the tool's groups began, as far as process-held evidence says
+    /// (unix seconds; key: principal and group object ids, trimmed and lower-cased:
+    /// [`Observed::set_membership_since`]). The planner also reads the durable evidence itself (the
+    /// `member-since` mark of the fast-path assignment) and takes the earlier of the two.
+    pub membership_since: HashMap<(String, String), i64>,
+    /// Role assignments counted against the limit in each registry subscription (key: lower-cased subscription
+    /// id), when known. Absent: unknown (group mode then takes no fast path there).
+    pub subscription_usage: HashMap<String, u32>,
+}
+
+impl Observed {
+    /// Records when `principal`'s membership in `group` began (keys normalised as the planner reads them).
+    pub fn set_membership_since(&mut self, principal: &str, group: &str, since_unix: i64) {
+        self.membership_since.insert(
+            (
+                principal.trim().to_ascii_lowercase(),
+                group.trim().to_ascii_lowercase(),
+            ),
+            since_unix,
+        );
+    }
+
+    /// The process-held start of `principal`'s membership in `group`, if recorded.
+    pub fn membership_since_of(&self, principal: &str, group: &str) -> Option<i64> {
+        if self.membership_since.is_empty() {
+            return None;
+        }
+        self.membership_since
+            .get(&(
+                principal.trim().to_ascii_lowercase(),
+                group.trim().to_ascii_lowercase(),
+            ))
+            .copied()
+    }
+
+    /// The tool's group for `registry` and `role`, if it exists.
+    pub fn own_group(&self, registry: &ResourceId, role: PullRole) -> Option<&str> {
+        if self.own_groups.is_empty() {
+            return None;
+        }
+        self.own_groups
+            .get(&(registry.clone(), role))
+            .map(String::as_str)
+    }
 }
 
 /// Whether the snapshot holds every cluster in scope (timer) or only some (event).
@@ -99,6 +158,10 @@ pub struct PlanSettings {
     /// Clusters confirmed gone (delete event and GET 404).
     pub deleted_clusters: BTreeSet<ResourceId>,
     pub completeness: Completeness,
+    /// Direct (default) or group mode.
+    pub grant: GrantMode,
+    /// The time of the run (unix seconds): the planner has no clock. Group mode compares settle windows to it.
+    pub now_unix: i64,
 }
 
 impl PlanSettings {
@@ -111,6 +174,8 @@ impl PlanSettings {
             handler_tenant: None,
             deleted_clusters: BTreeSet::new(),
             completeness: Completeness::Partial,
+            grant: GrantMode::Direct,
+            now_unix: 0,
         }
     }
 }
@@ -124,6 +189,11 @@ pub struct Plan {
     /// Sorted by registry, then cluster, then action kind.
     pub items: Vec<PlanItem>,
     pub registry_results: Vec<RegistryResult>,
+    /// Group-level actions, at most one of each kind per (registry, role) (one `Leave` per member), sorted by
+    /// registry, role, kind. The engine runs `EnsureGroup` and `AssignGroup` before the pair items (the group's
+    /// assignment took capacity before any fast path); `Leave` and `RemoveAssignment` are judged on the
+    /// observed state alone and may run in any order.
+    pub groups: Vec<GroupItem>,
 }
 
 impl Plan {
@@ -170,11 +240,90 @@ pub enum Action {
         assignment: RoleAssignment,
         reason: RemovalReason,
     },
+    /// Group mode: add the principal to the tool's group for the item's (registry, role).
+    Join {
+        /// The group's object id; `None` when this plan's [`GroupAction::EnsureGroup`] makes it.
+        group_id: Option<String>,
+        /// What gives the pair pull until the membership settles.
+        meanwhile: Meanwhile,
+    },
+}
+
+/// What gives a joining pair pull until its membership settles.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Meanwhile {
+    /// The fast path: PUT this direct assignment right AFTER the member add, as
+    /// [`AssignmentSpec::with_member_since`] of the time the add succeeded; when the add failed, PUT it as it
+    /// is (the plain mark claims no membership age).
+    FastPath(AssignmentSpec),
+    /// The pair's direct assignment exists already (e.g. a switch from direct mode): nothing to PUT.
+    Covered { assignment_id: String },
+    /// No direct assignment (capacity): the pair is pending for this reason until the membership counts.
+    Pending { reason: PendingReason },
+}
+
+/// A group-level action of a plan, for the tool's group of (`registry`, `role`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupItem {
+    pub registry: ResourceId,
+    pub role: PullRole,
+    pub action: GroupAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GroupAction {
+    /// No group yet and a selected pair needs it: find or create it ([`GroupSpec`]). With `assign`, capacity
+    /// was kept for its assignment: once the group exists, PUT [`AssignmentSpec::for_group`] at once.
+    EnsureGroup { assign: bool },
+    /// The group exists and holds no pull assignment at the registry: PUT this one (`principalType: Group`).
+    AssignGroup {
+        group_id: String,
+        spec: AssignmentSpec,
+    },
+    /// Remove `principal_id` from the group (`cluster`: the cluster it is attributed to, when one is).
+    Leave {
+        group_id: String,
+        principal_id: String,
+        cluster: Option<ResourceId>,
+        reason: RemovalReason,
+    },
+    /// DELETE the group's own assignment (the group object itself is kept).
+    RemoveAssignment {
+        group_id: String,
+        assignment: RoleAssignment,
+        reason: RemovalReason,
+    },
+}
+
+impl GroupAction {
+    /// A label for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::EnsureGroup { .. } => "ensure_group",
+            Self::AssignGroup { .. } => "assign_group",
+            Self::Leave { .. } => "leave",
+            Self::RemoveAssignment { .. } => "remove_group_assignment",
+        }
+    }
+
+    fn order(&self) -> u8 {
+        match self {
+            Self::EnsureGroup { .. } => 0,
+            Self::AssignGroup { .. } => 1,
+            Self::Leave { .. } => 2,
+            Self::RemoveAssignment { .. } => 3,
+        }
+    }
 }
 
 impl Action {
     pub fn needs_write(&self) -> bool {
-        matches!(self, Self::Create(_) | Self::Remove { .. })
+        matches!(
+            self,
+            Self::Create(_) | Self::Remove { .. } | Self::Join { .. }
+        )
     }
 
     /// A label for logs and metrics.
@@ -187,6 +336,7 @@ impl Action {
             Self::Pending { .. } => "pending",
             Self::Refused { .. } => "refused",
             Self::Remove { .. } => "remove",
+            Self::Join { .. } => "join",
         }
     }
 
@@ -202,7 +352,7 @@ impl Action {
         match self {
             Self::Remove { .. } => 0,
             Self::AlreadyCovered { .. } => 1,
-            Self::Create(_) | Self::Exists { .. } => 2,
+            Self::Create(_) | Self::Exists { .. } | Self::Join { .. } => 2,
             Self::ReportMissing(_) => 3,
             Self::Pending { .. } => 4,
             Self::Refused { .. } => 5,
@@ -244,6 +394,30 @@ impl AssignmentSpec {
         }
     }
 
+    /// The assignment of `role` at `registry` to the tool's group `group_id`: deterministic name over
+    /// (registry, group id, role), `principalType: Group`, the group's mark ([`GroupSpec::description`]).
+    pub fn for_group(registry: &ResourceId, group_id: &str, role: PullRole) -> Self {
+        Self {
+            scope: registry.clone(),
+            name: assignment_name(registry, group_id, role),
+            role,
+            role_definition_id: role.definition_id(registry.subscription_id()),
+            principal_id: group_id.trim().to_owned(),
+            principal_type: PRINCIPAL_TYPE_GROUP,
+            description: GroupSpec::new(registry.clone(), role).description(),
+        }
+    }
+
+    /// The same assignment with the group-mode mark: `member-since=<since_unix>` after the cluster id
+    /// ([`member_since_description`]). `cluster` is the item's cluster.
+    #[must_use]
+    pub fn with_member_since(&self, cluster: &ResourceId, since_unix: i64) -> Self {
+        Self {
+            description: member_since_description(cluster, since_unix),
+            ..self.clone()
+        }
+    }
+
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`: the PUT target.
     pub fn assignment_id(&self) -> String {
         crate::core::model::role_assignment_id(&self.scope, self.name)
@@ -251,11 +425,17 @@ impl AssignmentSpec {
 
     /// The PUT body.
     pub fn request_body(&self) -> Value {
-        crate::core::model::role_assignment_body(
+        let mut body = crate::core::model::role_assignment_body(
             &self.role_definition_id,
             &self.principal_id,
             &self.description,
-        )
+        );
+        if self.principal_type != PRINCIPAL_TYPE_SERVICE_PRINCIPAL
+            && let Some(properties) = body.get_mut("properties")
+        {
+            properties["principalType"] = Value::from(self.principal_type);
+        }
+        body
     }
 }
 
@@ -336,132 +516,6 @@ impl ScopeLevel {
             Self::Subscription => "subscription",
             Self::ManagementGroup => "management_group",
             Self::Root => "root",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PendingReason {
-    /// Provisioning has not succeeded, or the kubelet identity is not there yet.
-    ClusterNotReady { provisioning_state: String },
-    /// A service-principal cluster whose object id Graph did not give.
-    ServicePrincipalUnresolved { reason: String },
-    /// A service-principal cluster whose object id was not looked up.
-    ServicePrincipalNotLookedUp,
-}
-
-impl PendingReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::ClusterNotReady { .. } => "cluster_not_ready",
-            Self::ServicePrincipalUnresolved { .. } => "service_principal_unresolved",
-            Self::ServicePrincipalNotLookedUp => "service_principal_not_looked_up",
-        }
-    }
-}
-
-impl fmt::Display for PendingReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ClusterNotReady { provisioning_state } => write!(
-                f,
-                "cluster not ready (provisioningState {provisioning_state}, kubelet identity required)"
-            ),
-            Self::ServicePrincipalUnresolved { reason } => {
-                write!(f, "service principal object id unresolved: {reason}")
-            }
-            Self::ServicePrincipalNotLookedUp => {
-                f.write_str("service principal object id not looked up yet")
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RefusalReason {
-    /// The cluster and the registry live in different tenants.
-    OtherTenant {
-        cluster_tenant: String,
-        registry_tenant: String,
-    },
-    /// The cluster or the registry lives outside the handler's tenant.
-    OutsideHandlerTenant { tenant: String },
-}
-
-impl RefusalReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::OtherTenant { .. } => "other_tenant",
-            Self::OutsideHandlerTenant { .. } => "outside_handler_tenant",
-        }
-    }
-}
-
-impl fmt::Display for RefusalReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::OtherTenant {
-                cluster_tenant,
-                registry_tenant,
-            } => write!(
-                f,
-                "refused: cluster tenant {cluster_tenant} differs from registry tenant {registry_tenant}"
-            ),
-            Self::OutsideHandlerTenant { tenant } => {
-                write!(f, "refused: tenant {tenant} is not the handler's tenant")
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RemovalReason {
-    /// The registry's tag no longer selects the cluster (or the registry is no longer opted in).
-    NoLongerSelected,
-    /// The cluster opted out.
-    ClusterOptedOut,
-    /// The cluster is confirmed deleted.
-    ClusterDeleted,
-    /// The cluster is missing from a full inventory.
-    ClusterAbsent,
-    /// The cluster's current principal is another one (kubelet identity changed).
-    PrincipalChanged { current_principal_id: String },
-    /// The registry's mode no longer honours this role (e.g. AcrPull after a switch to ABAC).
-    RoleNotHonoured,
-}
-
-impl RemovalReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::NoLongerSelected => "no_longer_selected",
-            Self::ClusterOptedOut => "cluster_opted_out",
-            Self::ClusterDeleted => "cluster_deleted",
-            Self::ClusterAbsent => "cluster_absent",
-            Self::PrincipalChanged { .. } => "principal_changed",
-            Self::RoleNotHonoured => "role_not_honoured",
-        }
-    }
-}
-
-impl fmt::Display for RemovalReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoLongerSelected => {
-                f.write_str("the registry's tag no longer selects the cluster")
-            }
-            Self::ClusterOptedOut => f.write_str("the cluster opted out"),
-            Self::ClusterDeleted => f.write_str("the cluster was deleted"),
-            Self::ClusterAbsent => f.write_str("the cluster is absent from the inventory"),
-            Self::PrincipalChanged {
-                current_principal_id,
-            } => write!(
-                f,
-                "the cluster's principal changed (now {current_principal_id})"
-            ),
-            Self::RoleNotHonoured => f.write_str("the registry's mode does not honour this role"),
         }
     }
 }
@@ -706,6 +760,7 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
     }
 
     out.items = sorted(out.items, removals);
+    groups::sort_group_items(&mut out.groups);
     out
 }
 

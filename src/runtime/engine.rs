@@ -206,6 +206,9 @@ impl<C: AzureConnect> Engine<C> {
             handler_tenant,
             deleted_clusters: BTreeSet::new(),
             completeness,
+            // Group mode (issue 16) is wired by the edges' work.
+            grant: crate::core::groups::GrantMode::Direct,
+            now_unix: 0,
         }
     }
 
@@ -412,6 +415,7 @@ impl<C: AzureConnect> Engine<C> {
             principals,
             subscription_tenants: tenants,
             management_groups: HashMap::new(),
+            ..Observed::default()
         };
         let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(

@@ -35,7 +35,7 @@ fn order(action: &Action) -> u8 {
     match action {
         Action::Remove { .. } => 0,
         Action::AlreadyCovered { .. } => 1,
-        Action::Create(_) | Action::Exists { .. } => 2,
+        Action::Create(_) | Action::Exists { .. } | Action::Join { .. } => 2,
         Action::ReportMissing(_) => 3,
         Action::Pending { .. } => 4,
         Action::Refused { .. } => 5,
@@ -274,7 +274,7 @@ fn principal_still_needed(
                 PendingReason::ServicePrincipalUnresolved { .. }
                 | PendingReason::ServicePrincipalNotLookedUp,
             ) => true,
-            Err(PendingReason::ClusterNotReady { .. }) => false,
+            Err(_) => false,
         }
     })
 }

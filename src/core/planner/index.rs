@@ -121,7 +121,7 @@ impl<'a> Index<'a> {
                     PendingReason::ServicePrincipalUnresolved { .. }
                     | PendingReason::ServicePrincipalNotLookedUp,
                 ) => unresolved.push(i),
-                Err(PendingReason::ClusterNotReady { .. }) => {}
+                Err(_) => {}
             }
         }
 

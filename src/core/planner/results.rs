@@ -17,6 +17,9 @@ pub enum ApplyOutcome {
     NameTaken { assignment_id: String },
     /// The DELETE succeeded (or the assignment was already gone).
     Removed,
+    /// Group mode ([`Action::Join`]): the principal was added to the tool's group (or already was a member)
+    /// and, for [`Meanwhile::FastPath`], the direct assignment was created too (`fast_path`: its id).
+    Joined { fast_path: Option<String> },
     /// The write or its read-back failed.
     Failed(PairFailure),
 }
@@ -88,6 +91,7 @@ pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
             Some("the owned assignment was not removed".to_owned()),
             Some(assignment.id.clone()),
         ),
+        (Action::Join { meanwhile, .. }, outcome) => join_result(meanwhile, outcome),
     };
     PairResult {
         cluster_id: item.cluster.clone(),
@@ -102,5 +106,51 @@ pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
             ApplyOutcome::Failed(failure) => Some(failure.clone()),
             _ => None,
         },
+    }
+}
+
+/// The status, reason and assignment of a [`Action::Join`] after apply (a failure is handled by the caller).
+fn join_result(
+    meanwhile: &Meanwhile,
+    outcome: &ApplyOutcome,
+) -> (PairStatus, Option<String>, Option<String>) {
+    const JOINED: &str = "added to the tool's group";
+    match (meanwhile, outcome) {
+        // The member add failed but the plain-marked direct assignment went in: pull now, the join is retried.
+        (
+            Meanwhile::FastPath(_),
+            ApplyOutcome::Created { assignment_id }
+            | ApplyOutcome::Joined {
+                fast_path: Some(assignment_id),
+            },
+        ) => (
+            PairStatus::Repaired,
+            Some(format!(
+                "{JOINED}; direct assignment made meanwhile (fast path)"
+            )),
+            Some(assignment_id.clone()),
+        ),
+        (Meanwhile::FastPath(_), ApplyOutcome::NameTaken { assignment_id })
+        | (Meanwhile::Covered { assignment_id }, _) => (
+            PairStatus::Compliant,
+            Some(format!(
+                "the direct assignment {assignment_id} covers the pair until the group membership counts"
+            )),
+            Some(assignment_id.clone()),
+        ),
+        (Meanwhile::FastPath(spec), ApplyOutcome::AlreadyExists) => (
+            PairStatus::Compliant,
+            Some(format!(
+                "{} already assigned (RoleAssignmentExists)",
+                spec.role
+            )),
+            None,
+        ),
+        (Meanwhile::FastPath(_), _) => (
+            PairStatus::Failed,
+            Some("the fast-path assignment was not created".to_owned()),
+            None,
+        ),
+        (Meanwhile::Pending { reason }, _) => (PairStatus::Pending, Some(reason.to_string()), None),
     }
 }

@@ -151,12 +151,14 @@ pub(super) async fn apply_item<A: AzureOps>(
     if let Some(role) = item.role {
         let label = match (&item.action, &outcome) {
             (_, ApplyOutcome::Failed { .. }) => Some(AssignmentOutcome::Failed),
-            (_, ApplyOutcome::Created { .. }) => Some(AssignmentOutcome::Created),
+            (_, ApplyOutcome::Created { .. } | ApplyOutcome::Joined { fast_path: Some(_) }) => {
+                Some(AssignmentOutcome::Created)
+            }
             (_, ApplyOutcome::AlreadyExists | ApplyOutcome::NameTaken { .. }) => {
                 Some(AssignmentOutcome::Exists)
             }
             (_, ApplyOutcome::Removed) => Some(AssignmentOutcome::Removed),
-            (_, ApplyOutcome::NotApplied) => None,
+            (_, ApplyOutcome::NotApplied | ApplyOutcome::Joined { fast_path: None }) => None,
         };
         if let Some(label) = label {
             metrics.record_assignment(label, role);
