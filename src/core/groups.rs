@@ -61,6 +61,13 @@ impl GroupMemberships {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Every principal looked up (lower-cased) with its groups (lower-cased), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = &str>)> {
+        self.0
+            .iter()
+            .map(|(p, groups)| (p.as_str(), groups.iter().map(String::as_str)))
+    }
 }
 
 /// How pull is granted (`AUTOATTACH_GRANT_MODE`, `docs/grant-modes.md` §5): one direct assignment per pair

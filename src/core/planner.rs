@@ -53,6 +53,7 @@ mod coverage;
 mod detach;
 mod groups;
 mod index;
+mod outputs;
 mod reasons;
 mod results;
 
@@ -61,7 +62,9 @@ pub use coverage::{
 };
 pub use detach::provably_ours;
 use detach::{principal_still_needed, removal_reason};
+use groups::Groups;
 use index::{Index, RegistryIndex};
+pub use outputs::{AssignmentSpec, GroupAction, GroupItem, Meanwhile};
 pub use reasons::{PendingReason, RefusalReason, RemovalReason};
 pub use results::{ApplyOutcome, result_for};
 
@@ -249,75 +252,6 @@ pub enum Action {
     },
 }
 
-/// What gives a joining pair pull until its membership settles.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Meanwhile {
-    /// The fast path: PUT this direct assignment right AFTER the member add, as
-    /// [`AssignmentSpec::with_member_since`] of the time the add succeeded; when the add failed, PUT it as it
-    /// is (the plain mark claims no membership age).
-    FastPath(AssignmentSpec),
-    /// The pair's direct assignment exists already (e.g. a switch from direct mode): nothing to PUT.
-    Covered { assignment_id: String },
-    /// No direct assignment (capacity): the pair is pending for this reason until the membership counts.
-    Pending { reason: PendingReason },
-}
-
-/// A group-level action of a plan, for the tool's group of (`registry`, `role`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct GroupItem {
-    pub registry: ResourceId,
-    pub role: PullRole,
-    pub action: GroupAction,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum GroupAction {
-    /// No group yet and a selected pair needs it: find or create it ([`GroupSpec`]). With `assign`, capacity
-    /// was kept for its assignment: once the group exists, PUT [`AssignmentSpec::for_group`] at once.
-    EnsureGroup { assign: bool },
-    /// The group exists and holds no pull assignment at the registry: PUT this one (`principalType: Group`).
-    AssignGroup {
-        group_id: String,
-        spec: AssignmentSpec,
-    },
-    /// Remove `principal_id` from the group (`cluster`: the cluster it is attributed to, when one is).
-    Leave {
-        group_id: String,
-        principal_id: String,
-        cluster: Option<ResourceId>,
-        reason: RemovalReason,
-    },
-    /// DELETE the group's own assignment (the group object itself is kept).
-    RemoveAssignment {
-        group_id: String,
-        assignment: RoleAssignment,
-        reason: RemovalReason,
-    },
-}
-
-impl GroupAction {
-    /// A label for logs and metrics.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::EnsureGroup { .. } => "ensure_group",
-            Self::AssignGroup { .. } => "assign_group",
-            Self::Leave { .. } => "leave",
-            Self::RemoveAssignment { .. } => "remove_group_assignment",
-        }
-    }
-
-    fn order(&self) -> u8 {
-        match self {
-            Self::EnsureGroup { .. } => 0,
-            Self::AssignGroup { .. } => 1,
-            Self::Leave { .. } => 2,
-            Self::RemoveAssignment { .. } => 3,
-        }
-    }
-}
-
 impl Action {
     pub fn needs_write(&self) -> bool {
         matches!(
@@ -357,85 +291,6 @@ impl Action {
             Self::Pending { .. } => 4,
             Self::Refused { .. } => 5,
         }
-    }
-}
-
-/// The role assignment to PUT, exactly as arm.md prescribes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AssignmentSpec {
-    /// The registry.
-    pub scope: ResourceId,
-    /// Deterministic ([`assignment_name`]): a duplicate PUT is idempotent.
-    pub name: Uuid,
-    pub role: PullRole,
-    /// Full id in the registry's subscription.
-    pub role_definition_id: String,
-    pub principal_id: String,
-    pub principal_type: &'static str,
-    /// The ownership mark and the cluster id ([`ownership_description`]).
-    pub description: String,
-}
-
-impl AssignmentSpec {
-    pub fn new(
-        registry: &ResourceId,
-        principal_id: &str,
-        role: PullRole,
-        cluster: &ResourceId,
-    ) -> Self {
-        Self {
-            scope: registry.clone(),
-            name: assignment_name(registry, principal_id, role),
-            role,
-            role_definition_id: role.definition_id(registry.subscription_id()),
-            principal_id: principal_id.trim().to_owned(),
-            principal_type: PRINCIPAL_TYPE_SERVICE_PRINCIPAL,
-            description: ownership_description(cluster),
-        }
-    }
-
-    /// The assignment of `role` at `registry` to the tool's group `group_id`: deterministic name over
-    /// (registry, group id, role), `principalType: Group`, the group's mark ([`GroupSpec::description`]).
-    pub fn for_group(registry: &ResourceId, group_id: &str, role: PullRole) -> Self {
-        Self {
-            scope: registry.clone(),
-            name: assignment_name(registry, group_id, role),
-            role,
-            role_definition_id: role.definition_id(registry.subscription_id()),
-            principal_id: group_id.trim().to_owned(),
-            principal_type: PRINCIPAL_TYPE_GROUP,
-            description: GroupSpec::new(registry.clone(), role).description(),
-        }
-    }
-
-    /// The same assignment with the group-mode mark: `member-since=<since_unix>` after the cluster id
-    /// ([`member_since_description`]). `cluster` is the item's cluster.
-    #[must_use]
-    pub fn with_member_since(&self, cluster: &ResourceId, since_unix: i64) -> Self {
-        Self {
-            description: member_since_description(cluster, since_unix),
-            ..self.clone()
-        }
-    }
-
-    /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`: the PUT target.
-    pub fn assignment_id(&self) -> String {
-        crate::core::model::role_assignment_id(&self.scope, self.name)
-    }
-
-    /// The PUT body.
-    pub fn request_body(&self) -> Value {
-        let mut body = crate::core::model::role_assignment_body(
-            &self.role_definition_id,
-            &self.principal_id,
-            &self.description,
-        );
-        if self.principal_type != PRINCIPAL_TYPE_SERVICE_PRINCIPAL
-            && let Some(properties) = body.get_mut("properties")
-        {
-            properties["principalType"] = Value::from(self.principal_type);
-        }
-        body
     }
 }
 
@@ -607,6 +462,7 @@ fn pair_item(
     r: &RegistryIndex<'_>,
     observed: &Observed,
     settings: &PlanSettings,
+    gx: Option<&mut Groups<'_>>,
 ) -> PlanItem {
     let (cluster, registry) = (ix.clusters[c], r.registry);
     let role = PullRole::for_mode(registry.mode);
@@ -631,20 +487,48 @@ fn pair_item(
             );
         }
     };
+    // Group mode: the pair's own direct assignment is judged by the group rules, never as "covered by someone".
+    let group_mode = gx.as_ref().and_then(|g| {
+        g.mode.map(|gs| {
+            (
+                gs,
+                AssignmentSpec::new(&registry.id, principal, role, &cluster.id),
+            )
+        })
+    });
+    let own_name = group_mode.as_ref().map(|(_, spec)| spec.name);
     // Only the principal's assignments at the registry's own scope, its resource group, its subscription,
-    // a management group or the root can cover it: those are asked, whatever else the principal holds.
+    // a management group or the root can cover it: those are asked, whatever else the principal holds; then
+    // (when groups are known) those of the groups it is in, the tool's own aside.
     let covered = ix
         .held(c)
         .into_iter()
         .flat_map(|held| held.candidates(r))
+        .filter(|a| own_name.is_none_or(|name| !groups::is_own_direct(a, name)))
         .filter_map(|a| {
             pull_coverage(a, registry, &observed.role_definitions, r.management_groups)
                 .map(|c| (a, c))
         })
+        .chain(
+            gx.as_deref()
+                .into_iter()
+                .flat_map(|g| g.group_cover(c, r, observed)),
+        )
         .min_by(|(a1, c1), (a2, c2)| {
-            // A whole-registry grant is named before a restricted one; then the nearest scope.
-            (c1.restricted_by_condition, c1.scope, c1.grant.rank())
-                .cmp(&(c2.restricted_by_condition, c2.scope, c2.grant.rank()))
+            // A whole-registry grant is named before a restricted one, a direct one before one through a
+            // group; then the nearest scope.
+            (
+                c1.restricted_by_condition,
+                c1.via_group.is_some(),
+                c1.scope,
+                c1.grant.rank(),
+            )
+                .cmp(&(
+                    c2.restricted_by_condition,
+                    c2.via_group.is_some(),
+                    c2.scope,
+                    c2.grant.rank(),
+                ))
                 .then_with(|| cmp_ignore_ascii_case(&a1.id, &a2.id))
         });
     if let Some((assignment, how)) = covered {
@@ -655,6 +539,11 @@ fn pair_item(
                 how,
             },
         );
+    }
+    if let (Some((gs, spec)), Some(g)) = (group_mode, gx) {
+        let own_direct = ix.by_name.get(&spec.name.to_string()).copied();
+        let action = g.decide(gs, ix, c, r, spec, own_direct, observed, settings);
+        return item(Some(principal.clone()), action);
     }
     let spec = AssignmentSpec::new(&registry.id, principal, role, &cluster.id);
     // Never rewrite: an assignment already under the deterministic name (whatever it holds now, e.g. a person
@@ -691,6 +580,7 @@ fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
 /// pairs and the assignments: every look-up is prepared once ([`index`]).
 pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
     let ix = Index::new(observed, settings);
+    let mut gx = Groups::new(&ix, observed, settings);
     let mut out = Plan::default();
     for r in &ix.registries {
         if let Err(e) = &r.opt_in {
@@ -709,7 +599,8 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
             if ix.opted_out[c] || !r.selects[c] {
                 continue;
             }
-            out.items.push(pair_item(&ix, c, r, observed, settings));
+            out.items
+                .push(pair_item(&ix, c, r, observed, settings, gx.as_mut()));
         }
     }
 
@@ -759,6 +650,9 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
         }
     }
 
+    if let Some(g) = &mut gx {
+        g.finish(&ix, observed, settings, &mut out, &mut removals);
+    }
     out.items = sorted(out.items, removals);
     groups::sort_group_items(&mut out.groups);
     out
