@@ -19,6 +19,49 @@
 //!   current principal differs, or the registry's mode no longer honours the role. Never an unmarked one.
 //!   A cluster present in the snapshot is never treated as deleted, whatever `deleted_clusters` says: removing a
 //!   live cluster's access is worse than keeping a stale assignment one more run.
+//!
+//! # Group mode (issue 16 point 2, `docs/grant-modes.md` §5; [`GrantMode`], module `groups`)
+//! - Coverage, both modes: a pull role held by a group the principal is in ([`Observed::memberships`], direct or
+//!   nested) covers like its own, for groups made by anyone — except the tool's own groups
+//!   ([`Observed::own_groups`]): in direct mode they never count (they are being drained); in group mode only
+//!   a **settled** membership counts (`since + settle <= now`; an unknown start is not settled). A direct
+//!   assignment is preferred to a group's when both cover. In group mode the pair's own direct assignment
+//!   (deterministic name, either mark) is not "someone's": it is judged by the rules below.
+//! - Membership start (`since`): the process-held record ([`Observed::membership_since`]) when there is one, else
+//!   the `member-since` of the pair's own direct assignment. Process first: a mark written before a person
+//!   removed the member and the tool re-added it would be stale (a restart before the settle window ends is the
+//!   one case left; documented).
+//! - Group mode, a selected pair nothing but the tool covers (principal known, not refused), enforce:
+//!   1. member, settled, and the group holds a pull assignment covering the registry → covered through the group;
+//!      the pair's own direct assignment, if provably ours, is removed (`SettledInGroup`, detach setting or not);
+//!   2. else the registry needs the group: `EnsureGroup` (none yet) or `AssignGroup` (no covering assignment held
+//!      by it and its deterministic name free);
+//!   3. the direct assignment exists (any holder of the deterministic name) → covered by it (`Exists` when it no
+//!      longer gives pull), and a non-member `Join`s with [`Meanwhile::Covered`];
+//!   4. cluster not ready → pending;
+//!   5. not a member → `Join` with the fast path; a member (its fast path failed, or capacity came back) →
+//!      `Create` marked with `member-since` when the start is known.
+//!   Audit: 1 without removal, 3, 4, then a member is pending (`GroupMembershipSettling`/`GroupAssignmentMissing`)
+//!   and a non-member `ReportMissing`; no group action, no Join.
+//! - Capacity, group mode, per registry subscription: `used` = [`Observed::subscription_usage`] plus the writes this
+//!   plan schedules (removals are not counted back). Group assignments first (registry order): allowed while
+//!   `used + 1 <= limit`, or when usage is unknown (one write; Azure refuses it when full); `EnsureGroup.assign`
+//!   says capacity was kept for the new group's assignment. Then fast paths in plan order: only with known usage
+//!   and `used + 1 <= limit - headroom`; one write per assignment name (shared principals). Otherwise the Join
+//!   keeps no fast path (`CapacityReserved`) and a member's `Create` becomes pending (`GroupMembershipSettling`).
+//! - Members of the tool's groups (every member counts as the tool's), enforce, registry observed with a valid
+//!   opt-in (otherwise kept): a principal a selected, not opted-out cluster of the snapshot uses (or any while the
+//!   registry selects an unresolved service principal) stays — except in direct mode, where it leaves
+//!   (`DirectMode`) once the pair is covered without the tool's groups and its direct assignment carries no
+//!   `member-since` (leaving would make that mark stale). With `detach`: a principal only unselected or opted-out
+//!   clusters use leaves (`NoLongerSelected`/`ClusterOptedOut`; `RoleNotHonoured` when the registry's mode no
+//!   longer honours the group's role); one no cluster of the snapshot uses leaves when its direct assignment's
+//!   mark names a deleted cluster (`ClusterDeleted`) or a present one with another principal (`PrincipalChanged`),
+//!   else only on a full inventory (`PrincipalUnused`).
+//! - Direct mode, full inventory, enforce: a tool's group with no member left, once memberships were read
+//!   (non-empty) and every pair of its registry is covered without it by principals whose groups were looked up,
+//!   loses its own assignment (`GroupDrained`: exact registry scope, its role, deterministic name over
+//!   (registry, group id, role), exactly the group's mark). The group object is kept. Group mode never removes it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
