@@ -6,11 +6,11 @@
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use acr_autoattach::core::groups::{GrantMode, GroupMemberships, GroupSettings, GroupSpec};
 use acr_autoattach::core::model::{
-    ACR_PULL_GUID, Cluster, ClusterPrincipal, Mode, PullRole, Registry, ResourceId, RoleAssignment,
+    Cluster, ClusterPrincipal, Mode, PullRole, Registry, ResourceId, RoleAssignment,
     RoleAssignmentMode, assignment_name, member_since_description, ownership_description,
 };
 use acr_autoattach::core::planner::{
@@ -743,4 +743,317 @@ fn direct_mode_drains_the_tools_group_once_direct_assignments_exist() {
     let mut group_full = group_settings(0, 4000);
     group_full.completeness = Completeness::Full;
     assert!(plan(&o, &group_full).groups.is_empty());
+}
+
+// ----- properties ----------------------------------------------------------------------------------------
+
+const SELECTORS: [&str; 4] = ["*", "env=prod", "env in (prod, dev)", "env!=prod"];
+
+/// A generated estate in either mode: clusters (some sharing a principal, some not ready or opted out), two
+/// registries in two subscriptions, the tool's groups with members (some settled), direct assignments of both
+/// mark shapes, group assignments, usage and limits.
+#[allow(clippy::type_complexity)]
+fn arb_estate() -> impl Strategy<Value = (Observed, PlanSettings)> {
+    let clusters = prop::collection::vec(
+        (
+            prop::sample::select(vec![None, Some("prod"), Some("dev")]),
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.85),
+            0..4usize,
+        ),
+        1..7,
+    );
+    let registries = prop::collection::vec(
+        (
+            prop::sample::select(SELECTORS.to_vec()),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        1..3,
+    );
+    // Per principal slot: member of the group of registry 0/1, since offset, direct (none/plain/since).
+    let principals = prop::collection::vec(
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of(-3_000i64..10),
+            0..3u8,
+            0..3u8,
+            any::<bool>(),
+        ),
+        5,
+    );
+    let knobs = (
+        any::<bool>(),
+        prop::bool::weighted(0.15),
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(0u32..40),
+        0u32..8,
+        20u32..45,
+        any::<bool>(),
+    );
+    (clusters, registries, principals, knobs).prop_map(
+        |(clusters, registries, principals, knobs)| {
+            let (group, audit, detach, full, usage, headroom, limit, deleted) = knobs;
+            let clusters: Vec<Cluster> = clusters
+                .into_iter()
+                .enumerate()
+                .map(|(i, (env, opt_out, ready, p))| {
+                    let mut tags: Vec<(&str, &str)> = env.map(|e| ("env", e)).into_iter().collect();
+                    if opt_out {
+                        tags.push((TAG, "off"));
+                    }
+                    let mut c = cluster(&format!("aks{i}"), &tags);
+                    c.principal = ClusterPrincipal::Kubelet {
+                        object_id: format!("kubelet-p{p}"),
+                        client_id: None,
+                    };
+                    if !ready {
+                        c.provisioning_state = "Creating".into();
+                    }
+                    c
+                })
+                .collect();
+            let registries: Vec<Registry> = registries
+                .into_iter()
+                .enumerate()
+                .map(|(i, (sel, _, _))| {
+                    let mut r = registry(&format!("acr{i}"), sel);
+                    if i == 1 {
+                        r.id = registry_id(SUB2, "acr1");
+                    }
+                    r
+                })
+                .collect();
+            let mut o = Observed {
+                clusters: clusters.clone(),
+                registries: registries.clone(),
+                ..Observed::default()
+            };
+            let groups: Vec<String> = (0..registries.len())
+                .map(|i| format!("{GROUP}{i}"))
+                .collect();
+            for (i, r) in registries.iter().enumerate() {
+                // The first registry always has the tool's group; the second only sometimes.
+                if i == 0 || group {
+                    o.own_groups
+                        .insert((r.id.clone(), PullRole::AcrPull), groups[i].clone());
+                    if i == 0 || detach {
+                        o.assignments.push(group_assignment(r, &groups[i]));
+                    }
+                }
+                if let Some(u) = usage {
+                    o.subscription_usage
+                        .insert(r.id.subscription_id().to_ascii_lowercase(), u);
+                }
+            }
+            for (p, (in0, in1, since, direct0, direct1, ghost)) in
+                principals.into_iter().enumerate()
+            {
+                let id = if ghost && p == 4 {
+                    "kubelet-ghost".to_owned()
+                } else {
+                    format!("kubelet-p{p}")
+                };
+                let mut member_of = Vec::new();
+                for (i, (inside, kind)) in [(in0, direct0), (in1, direct1)].into_iter().enumerate()
+                {
+                    let Some(r) = registries.get(i) else { continue };
+                    if inside {
+                        member_of.push(groups[i].clone());
+                        if let Some(off) = since {
+                            o.set_membership_since(&id, &groups[i], NOW + off);
+                        }
+                    }
+                    // A direct assignment of ours, made for the first cluster using the principal (or a gone one).
+                    let owner = clusters
+                        .iter()
+                        .find(|c| principal(c) == id)
+                        .map_or_else(|| cluster_id(SUB, "aks-gone"), |c| c.id.clone());
+                    let spec = AssignmentSpec::new(&r.id, &id, PullRole::AcrPull, &owner);
+                    match kind {
+                        1 => o.assignments.push(from_spec(&spec)),
+                        2 => o.assignments.push(from_spec(
+                            &spec.with_member_since(&owner, NOW + since.unwrap_or(-2_000)),
+                        )),
+                        _ => {}
+                    }
+                }
+                o.memberships.insert(&id, member_of);
+            }
+            let mut s = if group {
+                group_settings(headroom, limit)
+            } else {
+                direct_settings()
+            };
+            if audit {
+                s.mode = Mode::Audit;
+            }
+            s.detach = detach;
+            if full {
+                s.completeness = Completeness::Full;
+            }
+            if deleted {
+                s.deleted_clusters.insert(cluster_id(SUB, "aks-gone"));
+            }
+            (o, s)
+        },
+    )
+}
+
+/// The start of `principal`'s membership in `group` as the planner may read it (process record, else mark).
+fn since_of(o: &Observed, principal: &str, group: &str, registry: &ResourceId) -> Option<i64> {
+    o.membership_since_of(principal, group).or_else(|| {
+        let name = assignment_name(registry, principal, PullRole::AcrPull).to_string();
+        o.assignments
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(RoleAssignment::member_since)
+    })
+}
+
+fn used_by_selected(
+    o: &Observed,
+    s: &PlanSettings,
+    registry: &ResourceId,
+    principal_id: &str,
+) -> bool {
+    let r = o.registries.iter().find(|r| r.id == *registry).unwrap();
+    let opt_in = acr_autoattach::core::selector::registry_opt_in(&r.tags, &s.tag_name).unwrap();
+    o.clusters.iter().any(|c| {
+        principal(c).eq_ignore_ascii_case(principal_id)
+            && opt_in.selects(c)
+            && !acr_autoattach::core::selector::cluster_opted_out(c, &s.tag_name)
+    })
+}
+
+/// Per subscription: (new assignments this plan writes, of which fast paths).
+fn writes_per_subscription(p: &Plan) -> BTreeMap<String, (u32, u32)> {
+    let mut out: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut names = std::collections::HashSet::new();
+    for g in &p.groups {
+        if matches!(
+            g.action,
+            GroupAction::EnsureGroup { assign: true } | GroupAction::AssignGroup { .. }
+        ) {
+            out.entry(g.registry.subscription_id().to_ascii_lowercase())
+                .or_default()
+                .0 += 1;
+        }
+    }
+    for i in &p.items {
+        let spec = match &i.action {
+            Action::Create(spec)
+            | Action::Join {
+                meanwhile: Meanwhile::FastPath(spec),
+                ..
+            } => spec,
+            _ => continue,
+        };
+        if names.insert(spec.name) {
+            let e = out
+                .entry(i.registry.subscription_id().to_ascii_lowercase())
+                .or_default();
+            e.0 += 1;
+            e.1 += 1;
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn group_plans_keep_every_invariant((o, s) in arb_estate()) {
+        let p = plan(&o, &s);
+        let mut reversed = o.clone();
+        reversed.clusters.reverse();
+        reversed.registries.reverse();
+        reversed.assignments.reverse();
+        prop_assert_eq!(&plan(&reversed, &s), &p, "deterministic");
+        let gs = s.grant.group();
+        let own_ids: Vec<String> = o.own_groups.values().cloned().collect();
+
+        if s.mode == Mode::Audit {
+            prop_assert!(p.groups.is_empty());
+            prop_assert!(p.writes().next().is_none(), "audit writes nothing");
+        }
+        // Capacity: never more new assignments than the limit, fast paths only below the headroom, none with
+        // usage unknown; direct mode is not capacity-managed.
+        if let Some(gs) = gs {
+            for (sub, (all, fast)) in writes_per_subscription(&p) {
+                match o.subscription_usage.get(&sub) {
+                    Some(&used) => {
+                        prop_assert!(used + all <= gs.limit.max(used), "{sub}: {used} + {all} > {}", gs.limit);
+                        if fast > 0 {
+                            prop_assert!(used + all <= gs.limit - gs.headroom, "{sub}: fast paths past the headroom");
+                            // The group's assignment came first: no registry of the subscription waits for it.
+                            for g in &p.groups {
+                                if g.registry.subscription_id().eq_ignore_ascii_case(&sub) {
+                                    prop_assert!(!matches!(g.action, GroupAction::EnsureGroup { assign: false }), "a new group without capacity for its assignment");
+                                }
+                            }
+                            for r in o.registries.iter().filter(|r| r.id.subscription_id().eq_ignore_ascii_case(&sub)) {
+                                let Some(gid) = o.own_group(&r.id, PullRole::AcrPull) else { continue };
+                                let needs = p.items.iter().any(|i| i.registry == r.id && matches!(i.action, Action::Join { .. } | Action::Create(_)));
+                                let held = o.assignments.iter().any(|a| a.principal_id == gid && a.scope == r.id.as_str());
+                                let assigned = p.groups.iter().any(|g| g.registry == r.id && matches!(g.action, GroupAction::AssignGroup { .. }));
+                                prop_assert!(!needs || held || assigned, "{}: fast path before the group's assignment", r.id);
+                            }
+                        }
+                    }
+                    None => prop_assert_eq!(fast, 0, "usage unknown: no fast path"),
+                }
+            }
+        } else {
+            prop_assert!(!p.items.iter().any(|i| matches!(i.action, Action::Join { .. })), "no join in direct mode");
+            prop_assert!(!p.groups.iter().any(|g| matches!(g.action, GroupAction::EnsureGroup { .. } | GroupAction::AssignGroup { .. })), "no group made in direct mode");
+        }
+        for item in &p.items {
+            match &item.action {
+                // The tool's group covers only once settled, and never in direct mode.
+                Action::AlreadyCovered { how, .. } => {
+                    if let Some(g) = how.via_group.as_deref().filter(|g| own_ids.iter().any(|o| o.eq_ignore_ascii_case(g))) {
+                        let gs = gs.expect("the tool's group never covers in direct mode");
+                        let principal = item.principal_id.as_deref().unwrap();
+                        let since = since_of(&o, principal, g, &item.registry).expect("a known start");
+                        prop_assert!(since + gs.settle_secs as i64 <= NOW);
+                    }
+                }
+                // No settled removal before the settle time, and only of ours.
+                Action::Remove { assignment, reason: RemovalReason::SettledInGroup } => {
+                    let gs = gs.expect("group mode");
+                    prop_assert!(provably_ours(assignment).is_some());
+                    let gid = o.own_group(&item.registry, PullRole::AcrPull).unwrap();
+                    prop_assert!(o.memberships.is_member(&assignment.principal_id, gid));
+                    let since = since_of(&o, &assignment.principal_id, gid, &item.registry).unwrap();
+                    prop_assert!(since + gs.settle_secs as i64 <= NOW, "removed before settling");
+                    prop_assert!(o.assignments.iter().any(|a| a.principal_id == gid), "the group grants pull");
+                }
+                Action::Remove { assignment, .. } => {
+                    prop_assert!(s.detach && provably_ours(assignment).is_some());
+                    prop_assert!(!used_by_selected(&o, &s, &item.registry, &assignment.principal_id));
+                }
+                _ => {}
+            }
+        }
+        for g in &p.groups {
+            if let GroupAction::Leave { group_id, principal_id, reason, .. } = &g.action {
+                prop_assert_eq!(Some(group_id.as_str()), o.own_group(&g.registry, g.role));
+                prop_assert!(o.memberships.is_member(principal_id, group_id));
+                if used_by_selected(&o, &s, &g.registry, principal_id) {
+                    // Only direct mode drains a needed principal, and only once its pair is covered without the
+                    // tool's groups.
+                    prop_assert!(gs.is_none() && *reason == RemovalReason::DirectMode, "{reason:?}");
+                    prop_assert!(p.items.iter().any(|i| i.registry == g.registry
+                        && i.principal_id.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(principal_id))
+                        && matches!(i.action, Action::AlreadyCovered { .. })), "drained while not covered");
+                } else {
+                    prop_assert!(s.detach, "{reason:?} without detach");
+                }
+            }
+        }
+    }
 }
