@@ -1,12 +1,16 @@
 //! Group mode (issue 16 point 2): the planner's group rules, one test per rule, and properties over generated
 //! estates — including a plan → apply → plan simulation over direct → group → direct that never leaves a
 //! selected pair without pull.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::many_single_char_names
+)]
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use acr_autoattach::core::groups::{GrantMode, GroupMemberships, GroupSettings, GroupSpec};
 use acr_autoattach::core::model::{
@@ -27,6 +31,7 @@ const GROUP: &str = "9999aaaa-0000-4000-8000-0000000000aa";
 const OTHER_GROUP: &str = "9999aaaa-0000-4000-8000-0000000000bb";
 const NOW: i64 = 1_800_000_000;
 const SETTLE: u64 = 1_000;
+const SETTLE_SECS: i64 = 1_000;
 
 // ----- builders ------------------------------------------------------------------------------------------
 
@@ -456,9 +461,9 @@ fn the_direct_assignment_covers_until_the_membership_settles_then_goes() {
     );
     assert!(removals(&p).is_empty());
     // Exactly at the settle time: settled; the direct assignment goes (either mark shape), detach or not.
-    for own in [direct(&r, &c), direct_since(&r, &c, NOW - 5)] {
+    for own in [direct(&r, &c), direct_since(&r, &c, NOW - SETTLE_SECS)] {
         let p = plan(
-            &base(own.clone(), Some(NOW - SETTLE as i64)),
+            &base(own.clone(), Some(NOW - SETTLE_SECS)),
             &group_settings(0, 4000),
         );
         assert!(
@@ -468,7 +473,7 @@ fn the_direct_assignment_covers_until_the_membership_settles_then_goes() {
     }
     // One second short: kept.
     let p = plan(
-        &base(direct(&r, &c), Some(NOW - SETTLE as i64 + 1)),
+        &base(direct(&r, &c), Some(NOW - SETTLE_SECS + 1)),
         &group_settings(0, 4000),
     );
     assert!(removals(&p).is_empty());
@@ -491,30 +496,47 @@ fn the_direct_assignment_covers_until_the_membership_settles_then_goes() {
 }
 
 #[test]
-fn the_mark_dates_the_membership_only_when_the_process_has_no_record() {
+fn the_mark_dates_the_membership_before_the_process_record() {
     let r = registry("acr1", "*");
     let c = cluster("aks1", &[]);
-    let own = direct_since(&r, &c, NOW - 5_000);
-    // No process record (e.g. after a restart): the durable mark says settled.
-    let o = with_group(
-        observed(
-            vec![c.clone()],
-            vec![r.clone()],
-            vec![own.clone(), group_assignment(&r, GROUP)],
-        ),
-        &[(&c, None)],
-    );
-    assert_eq!(removals(&plan(&o, &group_settings(0, 4000))).len(), 1);
-    // The process saw the membership begin later (it was re-added): the process record wins.
-    let o = with_group(
-        observed(
+    let make = |own: RoleAssignment, member: bool, process: Option<i64>| {
+        let o = observed(
             vec![c.clone()],
             vec![r.clone()],
             vec![own, group_assignment(&r, GROUP)],
-        ),
-        &[(&c, Some(NOW - 10))],
+        );
+        if member {
+            with_group(o, &[(&c, process)])
+        } else {
+            with_group(o, &[])
+        }
+    };
+    // The process saw the membership only recently (e.g. after a restart): the durable mark says settled.
+    let p = plan(
+        &make(direct_since(&r, &c, NOW - 5_000), true, Some(NOW - 10)),
+        &group_settings(0, 4000),
     );
-    assert!(removals(&plan(&o, &group_settings(0, 4000))).is_empty());
+    assert_eq!(removals(&p).len(), 1);
+    // A young mark is not overridden by an older process record either.
+    let p = plan(
+        &make(direct_since(&r, &c, NOW - 10), true, Some(NOW - 5_000)),
+        &group_settings(0, 4000),
+    );
+    assert!(removals(&p).is_empty());
+    // A plain mark: the process record decides.
+    let p = plan(
+        &make(direct(&r, &c), true, Some(NOW - 5_000)),
+        &group_settings(0, 4000),
+    );
+    assert_eq!(removals(&p).len(), 1);
+    // Not a member, yet a member-since mark (the member was removed by hand): the pair is not rejoined, as the
+    // stale date would settle the new membership at once; its direct assignment keeps covering it.
+    let own = direct_since(&r, &c, NOW - 5_000);
+    let p = plan(&make(own.clone(), false, None), &group_settings(0, 4000));
+    assert!(
+        matches!(&pair(&p, &c).action, Action::AlreadyCovered { assignment_id, .. } if *assignment_id == own.id)
+    );
+    assert!(removals(&p).is_empty() && p.groups.is_empty());
 }
 
 #[test]
@@ -544,7 +566,7 @@ fn a_member_without_a_direct_assignment_gets_it_again_dated_by_its_membership() 
         pair(&p, &c).action,
         Action::Pending {
             reason: PendingReason::GroupMembershipSettling {
-                settles_at: Some(NOW - 10 + SETTLE as i64)
+                settles_at: Some(NOW - 10 + SETTLE_SECS)
             }
         }
     );
@@ -902,15 +924,15 @@ fn arb_estate() -> impl Strategy<Value = (Observed, PlanSettings)> {
     )
 }
 
-/// The start of `principal`'s membership in `group` as the planner may read it (process record, else mark).
+/// The start of `principal`'s membership in `group` as the planner may read it (the mark, else the process
+/// record).
 fn since_of(o: &Observed, principal: &str, group: &str, registry: &ResourceId) -> Option<i64> {
-    o.membership_since_of(principal, group).or_else(|| {
-        let name = assignment_name(registry, principal, PullRole::AcrPull).to_string();
-        o.assignments
-            .iter()
-            .find(|a| a.name == name)
-            .and_then(RoleAssignment::member_since)
-    })
+    let name = assignment_name(registry, principal, PullRole::AcrPull).to_string();
+    o.assignments
+        .iter()
+        .find(|a| a.name == name && a.is_owned())
+        .and_then(RoleAssignment::member_since)
+        .or_else(|| o.membership_since_of(principal, group))
 }
 
 fn used_by_selected(
@@ -931,7 +953,7 @@ fn used_by_selected(
 /// Per subscription: (new assignments this plan writes, of which fast paths).
 fn writes_per_subscription(p: &Plan) -> BTreeMap<String, (u32, u32)> {
     let mut out: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-    let mut names = std::collections::HashSet::new();
+    let mut names = HashSet::new();
     for g in &p.groups {
         if matches!(
             g.action,
@@ -943,13 +965,13 @@ fn writes_per_subscription(p: &Plan) -> BTreeMap<String, (u32, u32)> {
         }
     }
     for i in &p.items {
-        let spec = match &i.action {
-            Action::Create(spec)
-            | Action::Join {
-                meanwhile: Meanwhile::FastPath(spec),
-                ..
-            } => spec,
-            _ => continue,
+        let (Action::Create(spec)
+        | Action::Join {
+            meanwhile: Meanwhile::FastPath(spec),
+            ..
+        }) = &i.action
+        else {
+            continue;
         };
         if names.insert(spec.name) {
             let e = out
@@ -984,8 +1006,11 @@ proptest! {
         // usage unknown; direct mode is not capacity-managed.
         if let Some(gs) = gs {
             for (sub, (all, fast)) in writes_per_subscription(&p) {
-                match o.subscription_usage.get(&sub) {
-                    Some(&used) => {
+                let Some(&used) = o.subscription_usage.get(&sub) else {
+                    prop_assert_eq!(fast, 0, "usage unknown: no fast path");
+                    continue;
+                };
+                {
                         prop_assert!(used + all <= gs.limit.max(used), "{sub}: {used} + {all} > {}", gs.limit);
                         if fast > 0 {
                             prop_assert!(used + all <= gs.limit - gs.headroom, "{sub}: fast paths past the headroom");
@@ -1004,8 +1029,7 @@ proptest! {
                             }
                         }
                     }
-                    None => prop_assert_eq!(fast, 0, "usage unknown: no fast path"),
-                }
+
             }
         } else {
             prop_assert!(!p.items.iter().any(|i| matches!(i.action, Action::Join { .. })), "no join in direct mode");
@@ -1016,20 +1040,20 @@ proptest! {
                 // The tool's group covers only once settled, and never in direct mode.
                 Action::AlreadyCovered { how, .. } => {
                     if let Some(g) = how.via_group.as_deref().filter(|g| own_ids.iter().any(|o| o.eq_ignore_ascii_case(g))) {
-                        let gs = gs.expect("the tool's group never covers in direct mode");
+                        prop_assert!(gs.is_some(), "the tool's group never covers in direct mode");
                         let principal = item.principal_id.as_deref().unwrap();
                         let since = since_of(&o, principal, g, &item.registry).expect("a known start");
-                        prop_assert!(since + gs.settle_secs as i64 <= NOW);
+                        prop_assert!(since + SETTLE_SECS <= NOW);
                     }
                 }
                 // No settled removal before the settle time, and only of ours.
                 Action::Remove { assignment, reason: RemovalReason::SettledInGroup } => {
-                    let gs = gs.expect("group mode");
+                    prop_assert!(gs.is_some(), "group mode");
                     prop_assert!(provably_ours(assignment).is_some());
                     let gid = o.own_group(&item.registry, PullRole::AcrPull).unwrap();
                     prop_assert!(o.memberships.is_member(&assignment.principal_id, gid));
                     let since = since_of(&o, &assignment.principal_id, gid, &item.registry).unwrap();
-                    prop_assert!(since + gs.settle_secs as i64 <= NOW, "removed before settling");
+                    prop_assert!(since + SETTLE_SECS <= NOW, "removed before settling");
                     prop_assert!(o.assignments.iter().any(|a| a.principal_id == gid), "the group grants pull");
                 }
                 Action::Remove { assignment, .. } => {
@@ -1054,6 +1078,276 @@ proptest! {
                     prop_assert!(s.detach, "{reason:?} without detach");
                 }
             }
+        }
+    }
+}
+
+// ----- simulation: plan → apply → plan over direct → group → direct --------------------------------------
+
+const SIM_SETTLE: u64 = 100;
+const SIM_SETTLE_SECS: i64 = 100;
+
+/// A tiny Azure: assignments, the tool's group and its members with the time each was really added, and the
+/// engine's process-held "first seen" record of memberships (lost on a restart).
+struct World {
+    registry: Registry,
+    clusters: Vec<Cluster>,
+    assignments: Vec<RoleAssignment>,
+    group: Option<String>,
+    members: HashMap<String, i64>,
+    seen: HashMap<String, i64>,
+    limit: u32,
+}
+
+impl World {
+    fn observe(&mut self, now: i64, restart: bool) -> Observed {
+        if restart {
+            self.seen.clear();
+        }
+        let mut o = Observed {
+            clusters: self.clusters.clone(),
+            registries: vec![self.registry.clone()],
+            assignments: self.assignments.clone(),
+            ..Observed::default()
+        };
+        o.subscription_usage
+            .insert(SUB.into(), u32::try_from(self.assignments.len()).unwrap());
+        if let Some(g) = &self.group {
+            o.own_groups
+                .insert((self.registry.id.clone(), PullRole::AcrPull), g.clone());
+        }
+        let mut principals: Vec<String> = self.clusters.iter().map(principal).collect();
+        principals.extend(self.members.keys().cloned());
+        for p in principals {
+            let member = self.members.contains_key(&p);
+            o.memberships
+                .insert(&p, self.group.iter().filter(|_| member));
+            if member && let Some(g) = &self.group {
+                let first = *self.seen.entry(p.clone()).or_insert(now);
+                o.set_membership_since(&p, g, first);
+            }
+        }
+        o
+    }
+
+    fn put(&mut self, spec: &AssignmentSpec) {
+        if self
+            .assignments
+            .iter()
+            .all(|a| a.name != spec.name.to_string())
+        {
+            self.assignments.push(from_spec(spec));
+        }
+    }
+
+    fn join(&mut self, p: &str, now: i64) {
+        self.members.entry(p.to_owned()).or_insert(now);
+    }
+
+    /// Applies `plan` at `now`; `fails` says, write by write, which ones Azure refuses.
+    fn apply(&mut self, plan: &Plan, now: i64, fails: &mut impl Iterator<Item = bool>) {
+        for g in &plan.groups {
+            if fails.next().unwrap_or(false) {
+                continue;
+            }
+            match &g.action {
+                GroupAction::EnsureGroup { assign } => {
+                    let id = format!("{GROUP}-made");
+                    self.group = Some(id.clone());
+                    if *assign {
+                        self.put(&AssignmentSpec::for_group(&g.registry, &id, g.role));
+                    }
+                }
+                GroupAction::AssignGroup { spec, .. } => self.put(spec),
+                GroupAction::Leave { principal_id, .. } => {
+                    self.members.remove(principal_id);
+                    self.seen.remove(principal_id);
+                }
+                GroupAction::RemoveAssignment { assignment, .. } => {
+                    self.assignments.retain(|a| a.id != assignment.id);
+                }
+            }
+        }
+        for item in &plan.items {
+            let p = item.principal_id.clone().unwrap_or_default();
+            match &item.action {
+                Action::Create(spec) if !fails.next().unwrap_or(false) => self.put(spec),
+                Action::Remove { assignment, .. } if !fails.next().unwrap_or(false) => {
+                    self.assignments.retain(|a| a.id != assignment.id);
+                }
+                Action::Join { meanwhile, .. } => {
+                    // The member add first; then the fast path, marked only when the add succeeded.
+                    let added = self.group.is_some() && !fails.next().unwrap_or(false);
+                    if added {
+                        self.join(&p, now);
+                    }
+                    if let Meanwhile::FastPath(spec) = meanwhile
+                        && !fails.next().unwrap_or(false)
+                    {
+                        if added {
+                            self.put(&spec.with_member_since(&item.cluster, now));
+                        } else {
+                            self.put(spec);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether `p` can pull now: its own pull assignment, or a membership older than the real RBAC delay
+    /// (taken as the whole settle window, the worst case) in a group holding the pull role.
+    fn can_pull(&self, p: &str, now: i64) -> bool {
+        let direct = self.assignments.iter().any(|a| {
+            a.principal_id == p && a.role_definition_guid == PullRole::AcrPull.definition_guid()
+        });
+        let through_group = self.group.as_ref().is_some_and(|g| {
+            self.assignments.iter().any(|a| a.principal_id == *g)
+                && self
+                    .members
+                    .get(p)
+                    .is_some_and(|since| since + SIM_SETTLE_SECS <= now)
+        });
+        direct || through_group
+    }
+
+    fn owned_direct(&self) -> usize {
+        self.assignments
+            .iter()
+            .filter(|a| a.principal_type.as_deref() == Some("ServicePrincipal") && a.is_owned())
+            .count()
+    }
+}
+
+/// One step of the simulation: observe, plan, check, apply, check.
+struct Sim {
+    world: World,
+    now: i64,
+    covered: HashSet<String>,
+}
+
+impl Sim {
+    fn check(&mut self, when: &str) -> Result<(), TestCaseError> {
+        for c in &self.world.clusters {
+            let p = principal(c);
+            let ok = self.world.can_pull(&p, self.now);
+            prop_assert!(
+                ok || !self.covered.contains(&p),
+                "{} lost pull {when} at {}",
+                c.id.name(),
+                self.now
+            );
+            if ok {
+                self.covered.insert(p);
+            }
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        mode: GrantMode,
+        dt: i64,
+        restart: bool,
+        detach: bool,
+        fails: &mut impl Iterator<Item = bool>,
+    ) -> Result<(), TestCaseError> {
+        self.now += dt;
+        self.check("over time")?;
+        let o = self.world.observe(self.now, restart);
+        let mut s = PlanSettings::new(TAG);
+        s.grant = mode;
+        s.now_unix = self.now;
+        s.detach = detach;
+        s.completeness = Completeness::Full;
+        let p = plan(&o, &s);
+        self.world.apply(&p, self.now, fails);
+        self.check("after a plan was applied")
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn switching_direct_group_direct_never_leaves_a_pair_without_pull(
+        shares in prop::collection::vec(0..6usize, 3..7),
+        arrivals in prop::collection::vec((0..8usize, 0..6usize), 0..4),
+        steps in prop::collection::vec((0i64..80, prop::bool::weighted(0.2)), 4..10),
+        back in prop::collection::vec((0i64..80, prop::bool::weighted(0.2)), 2..6),
+        fails in prop::collection::vec(prop::bool::weighted(0.2), 1..40),
+        headroom in 0u32..4,
+        detach in any::<bool>(),
+        settle_first in any::<bool>(),
+    ) {
+        let kubelet = |i: usize, p: usize| {
+            let mut c = cluster(&format!("aks{i}"), &[]);
+            c.principal = ClusterPrincipal::Kubelet { object_id: format!("kubelet-p{p}"), client_id: None };
+            c
+        };
+        let clusters: Vec<Cluster> = shares.iter().enumerate().map(|(i, p)| kubelet(i, *p)).collect();
+        let total = u32::try_from(clusters.len() + arrivals.len()).unwrap();
+        let group = GrantMode::Group(GroupSettings { settle_secs: SIM_SETTLE, headroom, limit: total + 2 + headroom / 2 });
+        let mut sim = Sim {
+            world: World {
+                registry: registry("acr1", "*"),
+                clusters,
+                assignments: Vec::new(),
+                group: None,
+                members: HashMap::new(),
+                seen: HashMap::new(),
+                limit: total + 2,
+            },
+            now: NOW,
+            covered: HashSet::new(),
+        };
+        let mut never = std::iter::repeat(false);
+        let mut fails = fails.into_iter().cycle();
+        // Direct mode converges.
+        sim.step(GrantMode::Direct, 0, false, detach, &mut never)?;
+        prop_assert_eq!(sim.covered.len(), sim.world.clusters.iter().map(principal).collect::<HashSet<_>>().len());
+        // Group mode, with failures, restarts and new clusters arriving.
+        for (n, (dt, restart)) in steps.iter().enumerate() {
+            if let Some((_, p)) = arrivals.get(n) {
+                let c = kubelet(100 + n, *p);
+                sim.world.clusters.push(c);
+            }
+            sim.step(group, *dt, *restart, detach, &mut fails)?;
+        }
+        if settle_first {
+            for _ in 0..4 {
+                sim.step(group, SIM_SETTLE_SECS + 1, false, detach, &mut never)?;
+            }
+            // Steady state: every cluster pulls through the group; no direct assignment of the tool's is left.
+            prop_assert!(sim.world.clusters.iter().all(|c| sim.world.can_pull(&principal(c), sim.now)));
+            prop_assert_eq!(sim.world.owned_direct(), 0);
+            prop_assert!(u32::try_from(sim.world.assignments.len()).unwrap() <= sim.world.limit);
+        }
+        // Back to direct mode (before or after settling), with failures and restarts; then converged.
+        for (dt, restart) in &back {
+            sim.step(GrantMode::Direct, *dt, *restart, detach, &mut fails)?;
+        }
+        for _ in 0..3 {
+            sim.step(GrantMode::Direct, 1, false, detach, &mut never)?;
+        }
+        for c in &sim.world.clusters {
+            let p = principal(c);
+            prop_assert!(sim.world.assignments.iter().any(|a| a.principal_id == p), "{} has its direct assignment again", c.id.name());
+        }
+        if settle_first {
+            for c in &sim.world.clusters {
+                prop_assert!(!sim.world.members.contains_key(&principal(c)), "{} drained from the group", c.id.name());
+            }
+            let group_id = sim.world.group.clone().unwrap();
+            prop_assert!(!sim.world.assignments.iter().any(|a| a.principal_id == group_id), "the drained group's assignment goes");
+        }
+        // And to group mode once more, restarts included (a stale member-since mark would show here).
+        for (dt, restart) in back {
+            sim.step(group, dt * 2, restart, detach, &mut fails)?;
+        }
+        for _ in 0..3 {
+            sim.step(group, SIM_SETTLE_SECS / 2, true, detach, &mut never)?;
         }
     }
 }

@@ -27,20 +27,24 @@
 //!   a **settled** membership counts (`since + settle <= now`; an unknown start is not settled). A direct
 //!   assignment is preferred to a group's when both cover. In group mode the pair's own direct assignment
 //!   (deterministic name, either mark) is not "someone's": it is judged by the rules below.
-//! - Membership start (`since`): the process-held record ([`Observed::membership_since`]) when there is one, else
-//!   the `member-since` of the pair's own direct assignment. Process first: a mark written before a person
-//!   removed the member and the tool re-added it would be stale (a restart before the settle window ends is the
-//!   one case left; documented).
+//! - Membership start (`since`): the `member-since` of the pair's own direct assignment when it carries one
+//!   (durable, written after the member add: an upper bound), else the process-held record
+//!   ([`Observed::membership_since`], first seen; a restart starts it again — later, never earlier). A mark
+//!   must never outlive the membership it dates: direct mode does not drain a principal whose direct
+//!   assignment carries one, and a non-member whose direct assignment carries one is not rejoined (it stays on
+//!   its direct assignment; a person removing members by hand causes that).
 //! - Group mode, a selected pair nothing but the tool covers (principal known, not refused), enforce:
 //!   1. member, settled, and the group holds a pull assignment covering the registry → covered through the group;
 //!      the pair's own direct assignment, if provably ours, is removed (`SettledInGroup`, detach setting or not);
 //!   2. else the registry needs the group: `EnsureGroup` (none yet) or `AssignGroup` (no covering assignment held
 //!      by it and its deterministic name free);
 //!   3. the direct assignment exists (any holder of the deterministic name) → covered by it (`Exists` when it no
-//!      longer gives pull), and a non-member `Join`s with [`Meanwhile::Covered`];
+//!      longer gives pull), and a non-member `Join`s with [`Meanwhile::Covered`] (not when the assignment
+//!      carries a `member-since`: see above);
 //!   4. cluster not ready → pending;
 //!   5. not a member → `Join` with the fast path; a member (its fast path failed, or capacity came back) →
 //!      `Create` marked with `member-since` when the start is known.
+//!
 //!   Audit: 1 without removal, 3, 4, then a member is pending (`GroupMembershipSettling`/`GroupAssignmentMissing`)
 //!   and a non-member `ReportMissing`; no group action, no Join.
 //! - Capacity, group mode, per registry subscription: `used` = [`Observed::subscription_usage`] plus the writes this

@@ -181,12 +181,12 @@ impl<'a> Groups<'a> {
         let member = group.as_deref().is_some_and(|g| self.is_member(c, g));
         let ours = own_direct
             .filter(|a| a.is_owned() && a.principal_id.trim().eq_ignore_ascii_case(principal));
-        // Process-held evidence first; the durable mark only when the process has none (see the module doc).
-        let since = group.as_deref().filter(|_| member).and_then(|g| {
-            observed
-                .membership_since_of(principal, g)
-                .or_else(|| ours.and_then(RoleAssignment::member_since))
-        });
+        // The durable mark first (it survives restarts); the process-held record otherwise (see the module doc).
+        let marked = ours.and_then(RoleAssignment::member_since);
+        let since = group
+            .as_deref()
+            .filter(|_| member)
+            .and_then(|g| marked.or_else(|| observed.membership_since_of(principal, g)));
         let settled = since.is_some_and(|s| gs.is_settled(s, settings.now_unix));
         let grant = group
             .as_deref()
@@ -211,7 +211,10 @@ impl<'a> Groups<'a> {
             .own_group(&registry.id, spec.role)
             .map(|g| g.trim().to_owned());
         if let Some(existing) = own_direct {
-            if member || !enforce {
+            // Not a member, yet its direct assignment dates a membership: a stale mark (the principal left the
+            // group while the assignment stayed). Rejoining would let that date settle the new membership at
+            // once, so the pair stays on its direct assignment.
+            if member || !enforce || marked.is_some() {
                 return match pull_coverage(
                     existing,
                     registry,
