@@ -9,8 +9,13 @@ use crate::core::model::{
     ClusterPrincipal, PullRole, ResourceId, RoleAssignment, RoleAssignmentMode, RoleDefinition,
     SERVICE_PRINCIPAL_NOT_LOOKED_UP,
 };
-use crate::core::planner::{self, Action, Meanwhile, Observed, Plan, PlanSettings, ScopeLevel};
+use crate::core::planner::{
+    self, Action, GroupAction, Meanwhile, Observed, Plan, PlanSettings, RemovalReason, ScopeLevel,
+};
 use crate::core::selector::{OptIn, RequirementOutcome, cluster_opted_out, parse_opt_in};
+
+mod group_path;
+pub use group_path::{GroupPath, MembershipAge};
 
 /// The answer of `explain`: every step, as data (printed by [`render_explanation`], or as JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +38,10 @@ pub struct Explanation {
     pub assignments: Vec<ScopedAssignment>,
     /// Assignments of the principal elsewhere (other registries, other resources).
     pub assignments_elsewhere: usize,
+    /// `direct` or `group` ([`crate::core::groups::GrantMode`]).
+    pub grant_mode: &'static str,
+    /// Pull through groups the principal is in (directly or nested): principal → group (→ …) → assignment.
+    pub group_paths: Vec<GroupPath>,
     pub verdict: Verdict,
     pub notes: Vec<String>,
 }
@@ -124,6 +133,10 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
     let (assignments, elsewhere) = assignments_of(observed, registry, principal_id.as_deref());
     let plan = planner::plan(observed, settings);
     let verdict = verdict(&plan, selects && !opted_out, parsed.as_ref());
+    let group_paths = principal_id.as_deref().map_or_else(Vec::new, |p| {
+        group_path::group_paths(observed, settings, registry, p)
+    });
+    let notes = group_notes(&plan, principal_id.as_deref());
     Some(Explanation {
         cluster: ClusterFacts {
             id: cluster.id.clone(),
@@ -157,8 +170,10 @@ pub fn explain_pair(observed: &Observed, settings: &PlanSettings) -> Option<Expl
         principal_note,
         assignments,
         assignments_elsewhere: elsewhere,
+        grant_mode: settings.grant.as_str(),
+        group_paths,
         verdict,
-        notes: Vec::new(),
+        notes,
     })
 }
 
@@ -278,6 +293,46 @@ fn role_label(a: &RoleAssignment, definitions: &HashMap<String, RoleDefinition>)
         .map_or_else(|| format!("role {guid}"), |r| r.name.to_owned())
 }
 
+/// What reconcile does besides the pair's verdict in group mode or while draining: the direct assignment that
+/// goes once the membership settled, the principal leaving the tool's group, the group's own writes.
+fn group_notes(plan: &Plan, principal: Option<&str>) -> Vec<String> {
+    let mut notes = Vec::new();
+    for i in &plan.items {
+        if let Action::Remove {
+            assignment,
+            reason: RemovalReason::SettledInGroup,
+        } = &i.action
+        {
+            notes.push(format!(
+                "reconcile removes the direct assignment {}: {}",
+                assignment.name,
+                RemovalReason::SettledInGroup
+            ));
+        }
+    }
+    for g in &plan.groups {
+        let note = match &g.action {
+            GroupAction::Leave {
+                principal_id,
+                reason,
+                ..
+            } if principal.is_some_and(|p| p.trim().eq_ignore_ascii_case(principal_id)) => {
+                format!("reconcile removes the principal from the tool's group: {reason}")
+            }
+            GroupAction::EnsureGroup { .. } => {
+                "reconcile makes the tool's group for this registry and role".to_owned()
+            }
+            GroupAction::AssignGroup { spec, .. } => format!(
+                "reconcile assigns {} at the registry to the tool's group (assignment {})",
+                spec.role, spec.name
+            ),
+            _ => continue,
+        };
+        notes.push(note);
+    }
+    notes
+}
+
 /// Group mode: the principal is not yet a member of the tool's group.
 fn join_verdict(meanwhile: &Meanwhile) -> Verdict {
     let joins = "reconcile adds the principal to the tool's group for this registry and role";
@@ -325,6 +380,11 @@ fn verdict(
         );
     }
     if let Some((assignment, reason)) = plan.items.iter().find_map(|i| match &i.action {
+        // A settled removal goes with a covered pair: the verdict is the pair's, the removal a note.
+        Action::Remove {
+            reason: RemovalReason::SettledInGroup,
+            ..
+        } => None,
         Action::Remove { assignment, reason } => Some((assignment, reason)),
         _ => None,
     }) {
@@ -337,7 +397,15 @@ fn verdict(
             false,
         );
     }
-    let Some(item) = plan.items.first() else {
+    let Some(item) = plan.items.iter().find(|i| {
+        !matches!(
+            i.action,
+            Action::Remove {
+                reason: RemovalReason::SettledInGroup,
+                ..
+            }
+        )
+    }) else {
         return if selected {
             v(
                 "unknown",
