@@ -18,8 +18,9 @@ use acr_autoattach::core::model::{
     RoleAssignmentMode, assignment_name, member_since_description, ownership_description,
 };
 use acr_autoattach::core::planner::{
-    Action, AssignmentSpec, Completeness, GroupAction, Meanwhile, Observed, PendingReason, Plan,
-    PlanItem, PlanSettings, RemovalReason, plan, provably_ours,
+    Action, ApplyOutcome, AssignmentSpec, Completeness, GroupAction, Meanwhile, Observed,
+    PendingReason, Plan, PlanItem, PlanSettings, RemovalReason, group_result_for, plan,
+    provably_ours, result_for,
 };
 use fixtures::{cluster_id, registry_id};
 use proptest::prelude::*;
@@ -1350,4 +1351,87 @@ proptest! {
             sim.step(group, SIM_SETTLE_SECS / 2, true, detach, &mut never)?;
         }
     }
+}
+
+// ----- results -------------------------------------------------------------------------------------------
+
+#[test]
+fn join_and_leave_outcomes_map_to_pair_statuses() {
+    use acr_autoattach::core::model::{PairFailure, PairStatus};
+    let r = registry("acr1", "*");
+    let c = cluster("aks1", &[]);
+    let spec = AssignmentSpec::new(&r.id, &principal(&c), PullRole::AcrPull, &c.id);
+    let join = |meanwhile| PlanItem {
+        cluster: c.id.clone(),
+        registry: r.id.clone(),
+        principal_id: Some(principal(&c)),
+        role: Some(PullRole::AcrPull),
+        action: Action::Join {
+            group_id: Some(GROUP.into()),
+            meanwhile,
+        },
+    };
+    let fast = join(Meanwhile::FastPath(spec.clone()));
+    let created = ApplyOutcome::Joined {
+        fast_path: Some(spec.assignment_id()),
+    };
+    assert_eq!(result_for(&fast, &created).status, PairStatus::Repaired);
+    // The member add failed, the plain-marked PUT went in: pull now.
+    let put_only = ApplyOutcome::Created {
+        assignment_id: spec.assignment_id(),
+    };
+    assert_eq!(result_for(&fast, &put_only).status, PairStatus::Repaired);
+    let failed = ApplyOutcome::Failed(PairFailure::transient("throttled", "429"));
+    assert_eq!(result_for(&fast, &failed).status, PairStatus::Failed);
+    assert_eq!(
+        result_for(&fast, &ApplyOutcome::Joined { fast_path: None }).status,
+        PairStatus::Failed,
+        "a fast path that was not created"
+    );
+    let covered = join(Meanwhile::Covered {
+        assignment_id: spec.assignment_id(),
+    });
+    assert_eq!(
+        result_for(&covered, &ApplyOutcome::Joined { fast_path: None }).status,
+        PairStatus::Compliant
+    );
+    let reason = PendingReason::CapacityReserved {
+        subscription: SUB.into(),
+        used: Some(3),
+        limit: 4,
+        headroom: 1,
+    };
+    let pending = join(Meanwhile::Pending {
+        reason: reason.clone(),
+    });
+    let result = result_for(&pending, &ApplyOutcome::Joined { fast_path: None });
+    assert_eq!(result.status, PairStatus::Pending);
+    assert_eq!(result.reason, Some(reason.to_string()));
+    assert_eq!(reason.as_str(), "capacity_reserved");
+
+    let leave = |cluster| acr_autoattach::core::planner::GroupItem {
+        registry: r.id.clone(),
+        role: PullRole::AcrPull,
+        action: GroupAction::Leave {
+            group_id: GROUP.into(),
+            principal_id: principal(&c),
+            cluster,
+            reason: RemovalReason::NoLongerSelected,
+        },
+    };
+    let left = group_result_for(&leave(Some(c.id.clone())), &ApplyOutcome::Removed).unwrap();
+    assert_eq!(
+        (left.status, left.cluster_id),
+        (PairStatus::Detached, c.id.clone())
+    );
+    assert_eq!(
+        group_result_for(&leave(Some(c.id.clone())), &failed)
+            .unwrap()
+            .status,
+        PairStatus::Failed
+    );
+    assert!(
+        group_result_for(&leave(None), &ApplyOutcome::Removed).is_none(),
+        "no cluster, no pair"
+    );
 }

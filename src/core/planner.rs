@@ -113,7 +113,7 @@ use groups::Groups;
 use index::{Index, RegistryIndex};
 pub use outputs::{AssignmentSpec, GroupAction, GroupItem, Meanwhile};
 pub use reasons::{PendingReason, RefusalReason, RemovalReason};
-pub use results::{ApplyOutcome, result_for};
+pub use results::{ApplyOutcome, group_result_for, result_for};
 
 // ---------------------------------------------------------------------------------------------------------
 // Input

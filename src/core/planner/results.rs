@@ -154,3 +154,42 @@ fn join_result(
         (Meanwhile::Pending { reason }, _) => (PairStatus::Pending, Some(reason.to_string()), None),
     }
 }
+
+/// The pair result of a group-level item that names a cluster (a [`GroupAction::Leave`] attributed to one), after
+/// apply: `detached` once removed, `failed` otherwise; `None` for anything else (no pair to report).
+pub fn group_result_for(item: &GroupItem, outcome: &ApplyOutcome) -> Option<PairResult> {
+    let GroupAction::Leave {
+        principal_id,
+        cluster: Some(cluster),
+        reason,
+        ..
+    } = &item.action
+    else {
+        return None;
+    };
+    let (status, reason) = match outcome {
+        ApplyOutcome::Removed => (
+            PairStatus::Detached,
+            format!("left the tool's group: {reason}"),
+        ),
+        ApplyOutcome::Failed(failure) => (PairStatus::Failed, failure.reason()),
+        _ => (
+            PairStatus::Failed,
+            "the membership in the tool's group was not removed".to_owned(),
+        ),
+    };
+    Some(PairResult {
+        cluster_id: cluster.clone(),
+        registry_id: item.registry.clone(),
+        principal_id: Some(principal_id.clone()),
+        role: Some(item.role),
+        status,
+        reason: Some(reason),
+        assignment_id: None,
+        latency_seconds: None,
+        failure: match outcome {
+            ApplyOutcome::Failed(failure) => Some(failure.clone()),
+            _ => None,
+        },
+    })
+}
