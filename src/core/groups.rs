@@ -147,7 +147,10 @@ impl GroupSettings {
 
     /// Whether a membership that began at `since` counts at `now` (`since + settle <= now`).
     pub fn is_settled(&self, since: i64, now: i64) -> bool {
-        self.settles_at(since) <= now
+        i64::try_from(self.settle_secs)
+            .ok()
+            .and_then(|settle| since.checked_add(settle))
+            .is_some_and(|at| at <= now)
     }
 }
 
@@ -242,6 +245,23 @@ mod tests {
         m.insert("sp-1", Vec::<String>::new());
         assert!(m.is_known("sp-1"), "looked up, in no group");
         assert!(!m.is_member("sp-1", "group-a"));
+    }
+
+    #[test]
+    fn settle_hours_parse_to_seconds_and_settling_is_inclusive() {
+        assert_eq!(GroupSettings::settle_secs_from_hours(26.0), Some(93_600));
+        assert_eq!(GroupSettings::settle_secs_from_hours(0.001), Some(4), "3.6 s, rounded up");
+        assert_eq!(GroupSettings::settle_secs_from_hours(1e-9), Some(1));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e12] {
+            assert_eq!(GroupSettings::settle_secs_from_hours(bad), None, "{bad}");
+        }
+        let g = GroupSettings::default();
+        assert_eq!((g.settle_secs, g.headroom, g.limit), (26 * 3_600, 200, 4_000));
+        assert!(g.is_settled(1_000, 1_000 + 93_600));
+        assert!(!g.is_settled(1_000, 1_000 + 93_599));
+        assert!(!g.is_settled(i64::MAX - 5, i64::MAX), "no overflow");
+        assert_eq!(GrantMode::default(), GrantMode::Direct);
+        assert_eq!(GrantMode::Group(g).group(), Some(g));
     }
 
     fn spec() -> GroupSpec {
