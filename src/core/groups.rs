@@ -250,13 +250,20 @@ mod tests {
     #[test]
     fn settle_hours_parse_to_seconds_and_settling_is_inclusive() {
         assert_eq!(GroupSettings::settle_secs_from_hours(26.0), Some(93_600));
-        assert_eq!(GroupSettings::settle_secs_from_hours(0.001), Some(4), "3.6 s, rounded up");
+        assert_eq!(
+            GroupSettings::settle_secs_from_hours(0.001),
+            Some(4),
+            "3.6 s, rounded up"
+        );
         assert_eq!(GroupSettings::settle_secs_from_hours(1e-9), Some(1));
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e12] {
             assert_eq!(GroupSettings::settle_secs_from_hours(bad), None, "{bad}");
         }
         let g = GroupSettings::default();
-        assert_eq!((g.settle_secs, g.headroom, g.limit), (26 * 3_600, 200, 4_000));
+        assert_eq!(
+            (g.settle_secs, g.headroom, g.limit),
+            (26 * 3_600, 200, 4_000)
+        );
         assert!(g.is_settled(1_000, 1_000 + 93_600));
         assert!(!g.is_settled(1_000, 1_000 + 93_599));
         assert!(!g.is_settled(i64::MAX - 5, i64::MAX), "no overflow");
