@@ -59,7 +59,55 @@ pub struct Burst {
     /// Invocations answered after Event Grid's 30 s.
     pub answered_after_30s: usize,
     pub slowest_invocation_s: f64,
+    /// Median and 90th percentile of the invocations' durations as the host measured them.
+    pub invocation_p50_s: f64,
+    pub invocation_p90_s: f64,
+    /// The longest any answered invocation waited between the host's dispatch and the handler taking it up
+    /// (the handler's `queuedSeconds`, from `Metadata.sys.UtcNow`), when the handler reports it.
+    pub handler_queued_max_s: Option<f64>,
+    /// The most connections seen waiting in a loopback listener's accept queue (`/proc/net/tcp`, sampled
+    /// every 50 ms): invocations the handler had not taken up yet.
+    pub max_accept_backlog: u64,
+    /// PUTs the handler sent (a PUT that finds the assignment already there is counted too).
+    pub put_requests: u64,
+    /// Pull assignments present in the emulator at whole seconds after the first PUT: `(second, count)`.
+    pub timeline: Vec<(u64, u64)>,
     pub requests: Requests,
+}
+
+/// Role assignments in the emulator's subscriptions now.
+fn assignments(control: &azure_emulator::EmulatorControl, subs: &[String]) -> u64 {
+    subs.iter()
+        .map(|s| control.assignments_in_subscription(s) as u64)
+        .sum()
+}
+
+/// The longest accept queue of any listening TCP socket on this machine (`rx_queue` of a `LISTEN` row of
+/// `/proc/net/tcp`): connections the kernel completed that no one has accepted yet.
+fn accept_backlog() -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx_queue:rx_queue …; st 0A = LISTEN.
+            if fields.get(3) != Some(&"0A") {
+                return None;
+            }
+            let (_, rx) = fields.get(4)?.split_once(':')?;
+            u64::from_str_radix(rx, 16).ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)].as_secs_f64()
 }
 
 async fn topology(
@@ -68,11 +116,14 @@ async fn topology(
     pace: &Pace,
     clusters: usize,
 ) -> anyhow::Result<Testbed> {
+    // The readiness wait as deployed (20 s, so an event's budget is Event Grid's 27 s), not the tests' 3 s.
     let mut options =
-        TestbedOptions::for_tests(vec![binary.display().to_string(), "serve".to_owned()]).setting(
-            "AUTOATTACH_RATE_LIMIT_SCALE",
-            &pace.refill_scale.to_string(),
-        );
+        TestbedOptions::for_tests(vec![binary.display().to_string(), "serve".to_owned()])
+            .setting(
+                "AUTOATTACH_RATE_LIMIT_SCALE",
+                &pace.refill_scale.to_string(),
+            )
+            .setting("AUTOATTACH_READY_TIMEOUT_SECS", "20");
     let tenant = options.emulator.default_tenant.clone();
     options.emulator.subscriptions = spec.subscription_configs(&tenant);
     let mut faults = FaultConfig::default().with_refill_scale(pace.refill_scale);
@@ -171,20 +222,36 @@ pub async fn burst(
     registries_unseen(&bed, spec).await?;
     control.reset_stats();
     control.refill_limits();
+    let before = assignments(&control, &subs);
     let pairs = clusters * spec.registries;
     let started = Instant::now();
+    // Watch the assignments appear and the handler's accept queue while the clusters are created.
+    let watch = {
+        let control = bed.emulator.control();
+        let subs = subs.clone();
+        tokio::spawn(async move {
+            let mut timeline = Vec::new();
+            let mut max_backlog = 0;
+            let mut last_attached = None;
+            while started.elapsed() < Duration::from_mins(10) {
+                let present = assignments(&control, &subs).saturating_sub(before);
+                max_backlog = max_backlog.max(accept_backlog());
+                let second = started.elapsed().as_secs();
+                if timeline.last().is_none_or(|(s, _)| *s < second) {
+                    timeline.push((second, present));
+                }
+                if present >= pairs as u64 {
+                    last_attached = Some(started.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (last_attached, timeline, max_backlog)
+        })
+    };
     estate::build_clusters(&bed.admin, &subs, 0..clusters, Duration::from_mins(2)).await?;
     let last_ready = started.elapsed();
-    let deadline = Instant::now() + Duration::from_mins(10);
-    let mut last_attached = None;
-    while Instant::now() < deadline {
-        let done = attached(&handler_requests(&bed));
-        if done >= pairs as u64 {
-            last_attached = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (last_attached, timeline, max_accept_backlog) = watch.await?;
     settle(&bed).await?;
     let requests = handler_requests(&bed);
     let faults = control.faults();
@@ -199,11 +266,12 @@ pub async fn burst(
         })
         .fold(0.0, f64::max);
     let invocations = bed.host.invocations();
-    let slowest = invocations
+    let mut durations: Vec<Duration> = invocations.iter().map(|i| i.duration).collect();
+    durations.sort();
+    let handler_queued_max_s = invocations
         .iter()
-        .map(|i| i.duration)
-        .max()
-        .unwrap_or_default();
+        .filter_map(|i| i.return_value.as_ref()?.get("queuedSeconds")?.as_f64())
+        .reduce(f64::max);
     let tail = last_attached.map_or(f64::INFINITY, |t| {
         t.saturating_sub(last_ready).as_secs_f64()
     });
@@ -211,7 +279,7 @@ pub async fn burst(
         clusters,
         registries: spec.registries,
         pairs,
-        pairs_attached: attached(&requests),
+        pairs_attached: assignments(&control, &subs).saturating_sub(before),
         all_attached: last_attached.is_some(),
         last_cluster_ready_s: last_ready.as_secs_f64(),
         tail_s: tail,
@@ -223,7 +291,13 @@ pub async fn burst(
             .iter()
             .filter(|i| i.duration > Duration::from_secs(30))
             .count(),
-        slowest_invocation_s: slowest.as_secs_f64(),
+        slowest_invocation_s: durations.last().copied().unwrap_or_default().as_secs_f64(),
+        invocation_p50_s: percentile(&durations, 0.5),
+        invocation_p90_s: percentile(&durations, 0.9),
+        handler_queued_max_s,
+        max_accept_backlog,
+        put_requests: attached(&requests),
+        timeline,
         requests,
     };
     bed.shutdown().await;

@@ -67,6 +67,9 @@ pub struct Args {
     /// One JSON document on stdout instead of the table (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Skip the timer runs and the naive baseline: only the event path (and `--burst`), for a quick look.
+    #[arg(long)]
+    pub events_only: bool,
 }
 
 impl Args {
@@ -151,21 +154,28 @@ async fn run(args: &Args) -> anyhow::Result<Document> {
         tokio::task::spawn_blocking(move || footprint::measure(&binary, &env)).await??
     };
     let mut runs = Vec::new();
-    for (name, mode, graph) in [
-        ("audit (Resource Graph)", "audit", true),
-        ("audit (ARM lists)", "audit", false),
-        ("cold enforce", "enforce", true),
-        ("steady state (Resource Graph)", "enforce", true),
-        ("steady state (ARM lists)", "enforce", false),
-    ] {
+    let timer_runs: &[(&str, &str, bool)] = if args.events_only {
+        &[]
+    } else {
+        &[
+            ("audit (Resource Graph)", "audit", true),
+            ("audit (ARM lists)", "audit", false),
+            ("cold enforce", "enforce", true),
+            ("steady state (Resource Graph)", "enforce", true),
+            ("steady state (ARM lists)", "enforce", false),
+        ]
+    };
+    for &(name, mode, graph) in timer_runs {
         eprintln!("scale: {name}");
         let mut env = base_env.clone();
         env.push(("AUTOATTACH_MODE".into(), mode.into()));
         env.push(("AUTOATTACH_USE_RESOURCE_GRAPH".into(), graph.to_string()));
         runs.push(timer_figures(&emulator, &binary, &env, &limits, name, args).await?);
     }
-    eprintln!("scale: naive per-pair baseline");
-    runs.push(naive(&emulator, &binary, &base_env, &limits, &built, args).await?);
+    if !args.events_only {
+        eprintln!("scale: naive per-pair baseline");
+        runs.push(naive(&emulator, &binary, &base_env, &limits, &built, args).await?);
+    }
     emulator.shutdown().await;
 
     let pace = events::Pace {

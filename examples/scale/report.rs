@@ -262,6 +262,23 @@ fn events_table(out: &mut String, event: &EventCost, burst: Option<&Burst>) {
             b.requests.total,
             b.requests.throttled_429
         );
+        let _ = writeln!(
+            out,
+            "  invocation p50 {:.1} s, p90 {:.1} s; longest wait before the handler took one up {}; \
+             accept queue up to {}; {} PUTs",
+            b.invocation_p50_s,
+            b.invocation_p90_s,
+            opt(b.handler_queued_max_s, 1).replace('-', "not reported") + " s",
+            b.max_accept_backlog,
+            b.put_requests
+        );
+        let timeline: Vec<String> = b
+            .timeline
+            .iter()
+            .map(|(second, count)| format!("{second}s:{count}"))
+            .collect();
+        let _ = writeln!(out, "  attached by second: {}", timeline.join(" "));
+        let _ = writeln!(out, "  requests: {}", b.requests.kinds_line());
     }
 }
 

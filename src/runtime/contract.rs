@@ -168,6 +168,40 @@ impl InvocationRequest {
     }
 }
 
+/// A host's `Metadata.sys.UtcNow` further back than this is a clock that disagrees with ours, not a queue:
+/// the invocation's clock then starts at its arrival.
+pub const MAX_TRUSTED_QUEUE: Duration = Duration::from_mins(5);
+
+impl Invocation {
+    /// When the host dispatched this invocation and how long ago (`now`): the host stamps
+    /// `Metadata.sys.UtcNow` as it starts an invocation, before the request waits for a connection to the
+    /// handler or in its accept queue, and Event Grid's 30 s run from about then (functions-host.md). The
+    /// arrival (`arrival`, no time queued) when the stamp is absent, unreadable, in the future (a clock step)
+    /// or older than [`MAX_TRUSTED_QUEUE`].
+    pub fn dispatched(
+        &self,
+        arrival: tokio::time::Instant,
+        now: time::OffsetDateTime,
+    ) -> (tokio::time::Instant, Duration) {
+        let queued = self
+            .request
+            .as_ref()
+            .ok()
+            .and_then(|r| r.metadata.sys.as_ref()?.utc_now.as_deref())
+            .and_then(|text| {
+                let rfc3339 = &time::format_description::well_known::Rfc3339;
+                time::OffsetDateTime::parse(text.trim(), rfc3339).ok()
+            })
+            .and_then(|stamped| Duration::try_from(now - stamped).ok())
+            .filter(|queued| *queued <= MAX_TRUSTED_QUEUE)
+            .unwrap_or_default();
+        match arrival.checked_sub(queued) {
+            Some(at) => (at, queued),
+            None => (arrival, Duration::ZERO),
+        }
+    }
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

@@ -48,11 +48,13 @@ use crate::runtime::singleflight::SingleFlight;
 use crate::telemetry::{AssignmentOutcome, Metrics, pair_span};
 
 /// How long the list of visible subscriptions (scope and tenants) is reused across invocations.
+mod admission;
 mod apply;
 mod event_path;
 mod schedule;
 mod sight;
 
+pub use admission::{ADMISSION_RESERVE, event_runs};
 pub use apply::Observation;
 pub use apply::capacity;
 use apply::{names_taken, read_back};
@@ -157,6 +159,8 @@ pub struct Engine<C: AzureConnect = AzureClient> {
     subscriptions: SingleFlight<(), Result<Vec<Subscription>, AzureError>>,
     /// Set by a verification run: lists older than this are not reused (its scope is listed anew).
     subscriptions_fresh_after: Mutex<Option<Instant>>,
+    /// Turns of the process's event runs and the registry reads they share (`admission.rs`).
+    gate: admission::EventGate,
 }
 
 /// `d` before now, or the first instant this process asked for one when it has not been running that long;
@@ -171,6 +175,7 @@ pub fn ago(d: Duration) -> Instant {
 impl<C: AzureConnect> Engine<C> {
     pub fn new(config: Config, client: C) -> Self {
         Self {
+            gate: admission::EventGate::new(config.max_concurrency),
             config,
             client,
             metrics: Metrics::noop(),

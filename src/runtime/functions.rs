@@ -215,7 +215,7 @@ impl Handler {
         &self,
         invocation: &Invocation,
     ) -> Result<InvocationAnswer, InvocationFailure> {
-        let started = Instant::now();
+        let (started, queued) = invocation.dispatched(Instant::now(), OffsetDateTime::now_utc());
         let metrics = &self.observability.metrics;
         let raw = match invocation.request.as_ref() {
             Ok(request) => match request.trigger_raw(FunctionName::OnResourceEvent.binding()) {
@@ -261,7 +261,7 @@ impl Handler {
                 None => distinct.push((event, 0)),
             }
         }
-        // Whatever is not done by the delivery deadline fails alone (and only it asks for a retry).
+        // Whatever is not done by the deadline (from the host's dispatch) fails alone and asks for a retry.
         let deadline = started + EVENT_HARD_BUDGET;
         let distinct = &distinct;
         let reports: Vec<EventReport> = futures::stream::iter(0..distinct.len())
@@ -310,7 +310,7 @@ impl Handler {
             ));
         }
         self.alert(invocation, &reports).await;
-        let return_value = json!({"events": reports, "rejections": rejections});
+        let return_value = json!({"events": reports, "rejections": rejections, "queuedSeconds": queued.as_secs_f64()});
         if let Answer::Retry { reason: retry } = answer(&reports) {
             tracing::warn!(invocation_id = %invocation.invocation_id, reason = %retry, "invocation fails so Event Grid retries");
             return Err(InvocationFailure {

@@ -5,7 +5,8 @@
 use super::*;
 
 impl<C: AzureConnect> Engine<C> {
-    /// Handles one classified event, starting the clock at `started` (the invocation's arrival).
+    /// Handles one classified event, starting the clock at `started`: when the host dispatched the invocation
+    /// (Event Grid's 30 s run from about then), or its arrival when the host's time is not known.
     pub async fn handle_event(&self, event: &ClassifiedEvent, started: Instant) -> EventReport {
         let budget = (self.config.ready_timeout + AFTER_READY_RESERVE).min(EVENT_HARD_BUDGET);
         let azure = self.client.until(started + budget);
@@ -74,25 +75,28 @@ impl<C: AzureConnect> Engine<C> {
     /// Reads the cluster until it is ready (kubelet identity present, provisioning succeeded) or the
     /// readiness budget is spent: at arrival, then after [`READY_FIRST_PAUSE`] and pauses doubling from there
     /// (0, 1, 3, 7, 15 s), so a cluster that becomes ready within a second of its event costs two reads and the
-    /// 20 s budget at most five (docs/operations.md, "Readiness").
+    /// 20 s budget at most five (docs/operations.md, "Readiness"). Each read takes a turn among the process's
+    /// event runs (`admission.rs`), given back during the pauses; the ready cluster comes with its turn.
     pub(super) async fn wait_ready(
         &self,
         azure: &C::Ops,
         id: &ResourceId,
         started: Instant,
-    ) -> Result<Option<Cluster>, EngineError> {
+    ) -> Result<Option<(Cluster, tokio::sync::SemaphorePermit<'_>)>, EngineError> {
         let ready_deadline = started + self.config.ready_timeout;
         let mut pause = READY_FIRST_PAUSE;
         loop {
-            // Everything this run decides is read from here on: deliveries that arrived during its pause (the
-            // completion event of a cluster whose accept-time event is waiting) share it (single flight).
-            crate::runtime::singleflight::reading_again();
+            // Everything this run decides is read from its turn on: deliveries that arrived during its pause or
+            // its wait for a turn (the completion event of a cluster whose accept-time event is waiting) share
+            // it (single flight).
+            let turn = self.admit(azure).await?;
             let Some(cluster) = azure.get_cluster(id).await? else {
                 return Ok(None);
             };
             if cluster.is_ready() {
-                return Ok(Some(cluster));
+                return Ok(Some((cluster, turn)));
             }
+            drop(turn);
             let now = Instant::now();
             if now + pause > ready_deadline {
                 return Err(EngineError::ClusterNotReady {
@@ -115,14 +119,14 @@ impl<C: AzureConnect> Engine<C> {
         started: Instant,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
-        let Some(cluster) = self.wait_ready(azure, id, started).await? else {
+        let Some((cluster, _turn)) = self.wait_ready(azure, id, started).await? else {
             report
                 .notes
                 .push("cluster no longer exists; nothing to attach".into());
             return Ok(());
         };
         let (scope, tenants) = self.event_scope(azure, id.subscription_id()).await?;
-        let registries = self.registries_for_cluster_event(azure, &scope).await?;
+        let registries = self.shared_registries(azure, &scope, started).await?;
         let mut observed = Observed {
             subscription_tenants: tenants,
             ..Observed::default()
@@ -170,6 +174,7 @@ impl<C: AzureConnect> Engine<C> {
         meta: &EventMetadata,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
+        let _turn = self.admit(azure).await?;
         // Read from ARM whatever the event said: its id, tags and roleAssignmentMode decide.
         let Some(registry) = azure.get_registry(id).await? else {
             report
@@ -230,11 +235,13 @@ impl<C: AzureConnect> Engine<C> {
         started: Instant,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
+        let turn = self.admit(azure).await?;
         // Events can be late and reordered: a cluster re-created under the same id is handled as a write.
         if azure.get_cluster(id).await?.is_some() {
             report.notes.push(
                 "a cluster with this id exists again (re-created): handled as a write".into(),
             );
+            drop(turn);
             return self
                 .on_cluster_write(azure, id, meta, started, report)
                 .await;
@@ -297,54 +304,13 @@ impl<C: AzureConnect> Engine<C> {
         Ok(())
     }
 
-    /// Tagged registries in `scope` for a cluster event: one Resource Graph query whatever the number of
-    /// subscriptions, or ARM lists (one per subscription) with `AUTOATTACH_USE_RESOURCE_GRAPH=false` or when
-    /// Resource Graph fails or does not answer within [`RESOURCE_GRAPH_EVENT_BUDGET`] (e.g. its quota is
-    /// spent). Resource Graph lags ARM (most changes within ~30 s): what that means for an event is in
-    /// docs/operations.md ("What one event costs") and docs/security.md (rule 2).
-    pub(super) async fn registries_for_cluster_event(
-        &self,
-        azure: &C::Ops,
-        scope: &[String],
-    ) -> Result<Vec<Registry>, AzureError> {
-        if self.config.use_resource_graph && !scope.is_empty() {
-            let query = azure.registries_from_resource_graph(scope);
-            match tokio::time::timeout(RESOURCE_GRAPH_EVENT_BUDGET, query).await {
-                Ok(Ok(registries)) => {
-                    return Ok(registries
-                        .into_iter()
-                        .filter(|r| r.tags.contains_key(&self.config.tag))
-                        .collect());
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "registries from Resource Graph failed; listing them through ARM");
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "Resource Graph did not answer within {RESOURCE_GRAPH_EVENT_BUDGET:?}; listing registries through ARM"
-                    );
-                }
-            }
-        }
-        self.tagged_registries(azure, scope).await
-    }
-
     /// Tagged registries in `scope` (ARM lists, one per subscription: always current, unlike Resource Graph).
     pub(super) async fn tagged_registries(
         &self,
         azure: &C::Ops,
         scope: &[String],
     ) -> Result<Vec<Registry>, AzureError> {
-        let lists = scope.iter().map(|s| azure.list_registries(s));
-        let mut out = Vec::new();
-        for list in futures::future::join_all(lists).await {
-            out.extend(
-                list?
-                    .into_iter()
-                    .filter(|r| r.tags.contains_key(&self.config.tag)),
-            );
-        }
-        Ok(out)
+        tagged_registries(azure, scope, &self.config.tag).await
     }
 
     /// The principal that must hold access; a service-principal cluster's object id comes from Graph.
@@ -409,4 +375,51 @@ impl<C: AzureConnect> Engine<C> {
         }
         Ok(out)
     }
+}
+
+/// Tagged registries in `scope` for a cluster event: one Resource Graph query whatever the number of
+/// subscriptions, or ARM lists (one per subscription) with `AUTOATTACH_USE_RESOURCE_GRAPH=false` or when
+/// Resource Graph fails or does not answer within [`RESOURCE_GRAPH_EVENT_BUDGET`] (e.g. its quota is
+/// spent). Resource Graph lags ARM (most changes within ~30 s): what that means for an event is in
+/// docs/operations.md ("What one event costs") and docs/security.md (rule 2).
+pub(super) async fn registries_for_cluster_event<A: AzureOps>(
+    azure: &A,
+    scope: &[String],
+    use_resource_graph: bool,
+    tag: &str,
+) -> Result<Vec<Registry>, AzureError> {
+    if use_resource_graph && !scope.is_empty() {
+        let query = azure.registries_from_resource_graph(scope);
+        match tokio::time::timeout(RESOURCE_GRAPH_EVENT_BUDGET, query).await {
+            Ok(Ok(registries)) => {
+                return Ok(registries
+                    .into_iter()
+                    .filter(|r| r.tags.contains_key(tag))
+                    .collect());
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "registries from Resource Graph failed; listing them through ARM");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "Resource Graph did not answer within {RESOURCE_GRAPH_EVENT_BUDGET:?}; listing registries through ARM"
+                );
+            }
+        }
+    }
+    tagged_registries(azure, scope, tag).await
+}
+
+/// Tagged registries in `scope` (ARM lists, one per subscription: always current, unlike Resource Graph).
+async fn tagged_registries<A: AzureOps>(
+    azure: &A,
+    scope: &[String],
+    tag: &str,
+) -> Result<Vec<Registry>, AzureError> {
+    let lists = scope.iter().map(|s| azure.list_registries(s));
+    let mut out = Vec::new();
+    for list in futures::future::join_all(lists).await {
+        out.extend(list?.into_iter().filter(|r| r.tags.contains_key(tag)));
+    }
+    Ok(out)
 }
