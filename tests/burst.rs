@@ -308,7 +308,7 @@ async fn invocations_queued_behind_others_answer_within_their_budget_and_lose_no
         });
         let answers = futures::future::join_all(calls).await;
         let budget_left = acr_autoattach::runtime::engine::EVENT_HARD_BUDGET
-            - late.unwrap_or_default()
+            .saturating_sub(late.unwrap_or_default())
             + Duration::from_secs(1);
         let slowest = answers.iter().map(|a| a.as_ref().unwrap().2).max().unwrap();
         pending = answers
