@@ -121,6 +121,30 @@ async fn open_connections_are_bounded() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
 
+/// Near the limit, a connection is not kept alive after its answer: an idle keep-alive connection would hold
+/// its slot while a burst's invocations wait in the backlog.
+#[tokio::test]
+async fn near_the_limit_a_connection_serves_one_request_and_closes() {
+    let addr = start(contract::app(Arc::new(Stub)), limits(10, 10, 4)).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut last = TcpStream::connect(addr).await.unwrap();
+    last.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), last.read_to_end(&mut answer)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection was kept alive with no slot to spare"
+    );
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    drop(idle);
+}
+
 #[tokio::test]
 async fn a_newline_in_an_event_field_cannot_forge_a_host_log_line() {
     let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();

@@ -70,6 +70,11 @@ pub struct Burst {
     pub max_accept_backlog: u64,
     /// PUTs the handler sent (a PUT that finds the assignment already there is counted too).
     pub put_requests: u64,
+    /// CPU seconds during the burst of the handler process and of this one (emulator, Event Grid, host).
+    pub handler_cpu_s: Option<f64>,
+    pub benchmark_cpu_s: Option<f64>,
+    /// `/proc/loadavg`'s 1-minute figure when the burst began (the machine is shared).
+    pub load_average: Option<f64>,
     /// Pull assignments present in the emulator at whole seconds after the first PUT: `(second, count)`.
     pub timeline: Vec<(u64, u64)>,
     pub requests: Requests,
@@ -100,6 +105,28 @@ fn accept_backlog() -> u64 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// The pid of the running process whose executable is `binary`.
+fn pid_of(binary: &Path) -> Option<String> {
+    let wanted = std::fs::canonicalize(binary).ok()?;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
+            (name.bytes().all(|b| b.is_ascii_digit()) && exe == wanted).then_some(name)
+        })
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -224,6 +251,10 @@ pub async fn burst(
     control.refill_limits();
     let before = assignments(&control, &subs);
     let pairs = clusters * spec.registries;
+    let load = load_average();
+    let handler_pid = pid_of(binary);
+    let cpu = |pid: Option<&str>| pid.and_then(crate::handler::cpu_seconds);
+    let cpu_before = (cpu(handler_pid.as_deref()), cpu(Some("self")));
     let started = Instant::now();
     // Watch the assignments appear and the handler's accept queue while the clusters are created.
     let watch = {
@@ -253,6 +284,9 @@ pub async fn burst(
     let last_ready = started.elapsed();
     let (last_attached, timeline, max_accept_backlog) = watch.await?;
     settle(&bed).await?;
+    let since = |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
+    let handler_cpu_s = since(cpu(handler_pid.as_deref()), cpu_before.0);
+    let benchmark_cpu_s = since(cpu(Some("self")), cpu_before.1);
     let requests = handler_requests(&bed);
     let faults = control.faults();
     let bound = control
@@ -297,6 +331,9 @@ pub async fn burst(
         handler_queued_max_s,
         max_accept_backlog,
         put_requests: attached(&requests),
+        handler_cpu_s,
+        benchmark_cpu_s,
+        load_average: load,
         timeline,
         requests,
     };

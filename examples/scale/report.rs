@@ -279,6 +279,13 @@ fn events_table(out: &mut String, event: &EventCost, burst: Option<&Burst>) {
             .collect();
         let _ = writeln!(out, "  attached by second: {}", timeline.join(" "));
         let _ = writeln!(out, "  requests: {}", b.requests.kinds_line());
+        let _ = writeln!(
+            out,
+            "  CPU s: handler {}, emulator + Event Grid + host {}; load average {} when it began",
+            opt(b.handler_cpu_s, 1),
+            opt(b.benchmark_cpu_s, 1),
+            opt(b.load_average, 1)
+        );
     }
 }
 

@@ -517,9 +517,14 @@ pub async fn serve_router(
                 .clone()
                 .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(Body::new)),
         );
+        // An idle keep-alive connection holds its slot until the peer reuses or closes it, while new
+        // connections wait in the backlog (a burst's invocations then wait there unseen): when fewer than a
+        // quarter of the slots are free, a connection serves one request and closes.
+        let keep_alive = slots.available_permits() >= limits.max_connections / 4;
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(keep_alive)
             .serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
