@@ -91,7 +91,7 @@ fn serve(port_flag: Option<u16>) -> ExitCode {
     };
     let result: anyhow::Result<()> = runtime.block_on(async move {
         // Bind before anything slow: the host's readiness probe starts at once.
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let listener = contract::bind(port)?;
         // Serve at once: the host's readiness probe is answered while the handler is being built.
         let slot: contract::HandlerSlot<Handler> = Arc::new(tokio::sync::SetOnce::new());
         let server = tokio::spawn(contract::serve_slot(

@@ -121,6 +121,28 @@ async fn open_connections_are_bounded() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
 
+/// The handler's listener queues a burst's connections in the kernel instead of dropping them past 128 (the
+/// std/mio default), which the host's TCP stack would retry only after 1, 2, 4, … s.
+#[tokio::test]
+async fn the_listener_queues_a_bursts_connections() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(128);
+    let wanted = 400.min(somaxconn.saturating_sub(1));
+    let listener = contract::bind(0).unwrap(); // never accepts: every connection waits in its queue
+    let addr = listener.local_addr().unwrap();
+    let mut open = Vec::new();
+    for i in 0..wanted {
+        let connect = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr));
+        let stream = connect
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} was not queued"));
+        open.push(stream.unwrap());
+    }
+    eprintln!("{} connections queued (somaxconn {somaxconn})", open.len());
+}
+
 /// Near the limit, a connection is not kept alive after its answer: an idle keep-alive connection would hold
 /// its slot while a burst's invocations wait in the backlog.
 #[tokio::test]
