@@ -68,8 +68,8 @@ param withEventSubscriptions bool = false
 @description('UNCONFIRMED Event Grid limit of values per StringIn filter (25; 5 in older documents).')
 param maxValuesPerFilter int = 25
 
-// ---- group mode (issue 16; the handler's switch comes with the engine work) ----
-@description('Group mode (docs/grant-modes.md): the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
+// ---- group mode (issue 16) ----
+@description('Group mode (docs/grant-modes.md): AUTOATTACH_GRANT_MODE=group, and the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
 param enableGroupMode bool = false
 
 var watched = subscription().subscriptionId
@@ -92,6 +92,7 @@ module appStack 'modules/app-stack.bicep' = {
       AUTOATTACH_DETACH: detach ? 'true' : 'false'
       AUTOATTACH_VERIFY_SCHEDULE: verifySchedule
       AUTOATTACH_SUBSCRIPTIONS: watched
+      AUTOATTACH_GRANT_MODE: enableGroupMode ? 'group' : 'direct'
     }, handlerSettings)
     extraAppSettings: extraAppSettings
     handlerAlertWebhookUrl: handlerAlertWebhookUrl

@@ -64,8 +64,8 @@ param roleAssignmentCapacityPercent int = 90
 param withEventSubscriptions bool = false
 param maxValuesPerFilter int = 25
 
-// ---- group mode (issue 16; the handler's switch comes with the engine work) ----
-@description('Group mode (docs/grant-modes.md): the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
+// ---- group mode (issue 16) ----
+@description('Group mode (docs/grant-modes.md): AUTOATTACH_GRANT_MODE=group, and the attach role may also assign the two pull roles to groups. Off by default; the Graph permissions are a separate step for a directory administrator (infra/graph-permissions.bicep, docs/deploy.md "Group mode (optional)").')
 param enableGroupMode bool = false
 
 var watchedIds = [for s in watchedSubscriptions: s.subscriptionId]
@@ -89,6 +89,7 @@ module appStack 'modules/app-stack.bicep' = {
       AUTOATTACH_DETACH: detach ? 'true' : 'false'
       AUTOATTACH_VERIFY_SCHEDULE: verifySchedule
       AUTOATTACH_SUBSCRIPTIONS: join(watchedIds, ',')
+      AUTOATTACH_GRANT_MODE: enableGroupMode ? 'group' : 'direct'
     }, handlerSettings)
     extraAppSettings: extraAppSettings
     handlerAlertWebhookUrl: handlerAlertWebhookUrl

@@ -14,6 +14,9 @@ use crate::core::model::Mode;
 use crate::core::ncrontab::Schedule;
 use crate::runtime::pair_records::{DEFAULT_SNAPSHOT_HOURS, MAX_SNAPSHOT_HOURS, PairRecords};
 
+mod grant;
+pub use grant::{GrantModeSetting, GrantSettings};
+
 /// Where settings come from.
 pub trait Env {
     fn var(&self, key: &str) -> Option<String>;
@@ -113,6 +116,8 @@ pub struct Config {
     /// Graph window (`AUTOATTACH_RATE_LIMIT_SCALE`, default 1). Only for an emulator started with the same
     /// refill scale (benchmarks); against Azure leave it at 1.
     pub rate_limit_scale: u32,
+    /// `AUTOATTACH_GRANT_MODE` and the group-mode settings (`docs/grant-modes.md` §5).
+    pub grant: GrantSettings,
 }
 
 impl fmt::Debug for Config {
@@ -137,6 +142,7 @@ impl fmt::Debug for Config {
             .field("pair_records", &self.pair_records)
             .field("snapshot_hours", &self.snapshot_hours)
             .field("rate_limit_scale", &self.rate_limit_scale)
+            .field("grant", &self.grant)
             .finish()
     }
 }
@@ -291,13 +297,14 @@ impl Config {
             pair_records,
             snapshot_hours,
             rate_limit_scale: parse_rate_limit_scale(get("AUTOATTACH_RATE_LIMIT_SCALE"))?,
+            grant: GrantSettings::from_settings(get)?,
         })
     }
 
     /// The effective configuration as `KEY=value` lines, for `acr-autoattach config`. Nothing here is secret;
     /// settings that are (alert webhook, connection strings) are shown only as set/unset by their owners.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut lines = vec![
             ("AUTOATTACH_TAG", self.tag.clone()),
             (
                 "AUTOATTACH_MODE",
@@ -349,7 +356,9 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| "(system-assigned identity)".into()),
             ),
-        ]
+        ];
+        lines.extend(self.grant.describe());
+        lines
     }
 }
 
