@@ -188,7 +188,7 @@ impl App {
             let scope = format!("/subscriptions/{sub}");
             self.grant(&self.admin_object_id, rbac::OWNER, &scope, "User", None);
             match self.config.handler_rights {
-                HandlerRights::LeastPrivilege => {
+                HandlerRights::LeastPrivilege | HandlerRights::LeastPrivilegeGroups => {
                     self.grant(
                         &self.handler_object_id,
                         rbac::HANDLER_READER,
@@ -196,12 +196,17 @@ impl App {
                         "ServicePrincipal",
                         None,
                     );
+                    let condition = if self.config.handler_rights == HandlerRights::LeastPrivilege {
+                        rbac::pull_roles_only_condition()
+                    } else {
+                        rbac::pull_roles_to_principals_and_groups_condition()
+                    };
                     self.grant(
                         &self.handler_object_id,
                         rbac::RBAC_ADMINISTRATOR,
                         &scope,
                         "ServicePrincipal",
-                        Some(rbac::pull_roles_only_condition()),
+                        Some(condition),
                     );
                 }
                 HandlerRights::ReadOnly => {

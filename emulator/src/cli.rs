@@ -125,6 +125,8 @@ fn parse_bucket(text: &str) -> Result<BucketLimit, String> {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum HandlerRightsArg {
     LeastPrivilege,
+    /// As infra deploys it with `enableGroupMode`: pull roles may also go to groups.
+    LeastPrivilegeGroups,
     ReadOnly,
     None,
 }
@@ -164,6 +166,7 @@ impl ServeArgs {
         }
         config.handler_rights = match self.handler_rights {
             HandlerRightsArg::LeastPrivilege => HandlerRights::LeastPrivilege,
+            HandlerRightsArg::LeastPrivilegeGroups => HandlerRights::LeastPrivilegeGroups,
             HandlerRightsArg::ReadOnly => HandlerRights::ReadOnly,
             HandlerRightsArg::None => HandlerRights::None,
         };

@@ -76,6 +76,9 @@ pub enum HandlerRights {
     /// Administrator.
     #[default]
     LeastPrivilege,
+    /// The least-privilege set as infra deploys it for group mode (`enableGroupMode`): the attach role's
+    /// condition also allows the `Group` principal type (`rbac::pull_roles_to_principals_and_groups_condition`).
+    LeastPrivilegeGroups,
     /// Only the custom read-only role (audit mode).
     ReadOnly,
     /// Nothing: tests grant what they need.

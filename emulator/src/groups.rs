@@ -134,6 +134,27 @@ pub fn transitive_groups<'a>(
     out
 }
 
+/// The current members of group `group_id`, directly or through nested groups (nested groups themselves
+/// included, as Graph's `transitiveMembers` lists them), breadth-first, each object once; the group itself never.
+pub fn transitive_members(groups: &BTreeMap<String, Group>, group_id: &str) -> Vec<String> {
+    let root = group_id.to_ascii_lowercase();
+    let mut seen: BTreeSet<String> = BTreeSet::from([root.clone()]);
+    let mut out = Vec::new();
+    let mut queue: VecDeque<String> = VecDeque::from([root]);
+    while let Some(id) = queue.pop_front() {
+        let Some(group) = groups.get(&id) else {
+            continue;
+        };
+        for member in group.current_members() {
+            if seen.insert(member.to_owned()) {
+                out.push(member.to_owned());
+                queue.push_back(member.to_owned());
+            }
+        }
+    }
+    out
+}
+
 /// The groups whose role assignments count for `object_id` in an RBAC check at `now`.
 pub fn rbac_groups<'a>(
     groups: &'a BTreeMap<String, Group>,
@@ -211,5 +232,9 @@ mod tests {
             transitive_groups(&groups, "sp", Membership::is_current).len(),
             3
         );
+        // Members going down: c holds b, b holds a, a holds sp and (cycle) c, which is the root: left out.
+        assert_eq!(transitive_members(&groups, "C"), ["b", "a", "sp"]);
+        assert!(transitive_members(&groups, "d").is_empty());
+        assert!(transitive_members(&groups, "nope").is_empty());
     }
 }

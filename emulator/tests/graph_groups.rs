@@ -600,3 +600,105 @@ async fn the_handler_condition_decides_whether_a_group_may_get_the_pull_role() {
     );
     assert_eq!(put(group, "Group").await.status, 201);
 }
+
+/// `GET /groups/{id}/transitiveMembers` lists the members through nested groups (the nested groups included),
+/// paged like `members`, each object once even in a cycle; reading it needs what reading the group needs.
+#[tokio::test]
+async fn transitive_members_follow_nesting_and_page() {
+    let h = harness(0).await;
+    h.emu.update_settings(|s| s.graph_page_size = 2);
+    let admin = admin_graph(&h);
+    let id = |a: Answer| a.body["id"].as_str().unwrap().to_owned();
+    let outer = id(create_group(&h, &admin, "outer", &[]).await);
+    let inner = id(create_group(&h, &admin, "inner", &[]).await);
+    let mut expected = vec![inner.clone()];
+    for i in 0..3 {
+        let sp = h.emu.create_service_principal(&format!("sp-{i}")).object_id;
+        let group = if i == 0 { &outer } else { &inner };
+        assert_eq!(add(&h, &admin, group, &sp).await.status, 204);
+        expected.push(sp);
+    }
+    assert_eq!(add(&h, &admin, &outer, &inner).await.status, 204);
+    // A cycle back to the root ends there.
+    assert_eq!(add(&h, &admin, &inner, &outer).await.status, 204);
+    let (mut ids, pages) = all_pages(
+        &h,
+        &admin,
+        &format!("/v1.0/groups/{outer}/transitiveMembers"),
+    )
+    .await;
+    ids.sort();
+    expected.sort();
+    assert_eq!((ids, pages), (expected, 2));
+    let (direct, _) = all_pages(&h, &admin, &format!("/v1.0/groups/{outer}/members")).await;
+    assert_eq!(direct.len(), 2, "sp-0 and inner");
+    // A removed member leaves the transitive list at once (Graph lists changes immediately).
+    let first_inner = h.emu.create_service_principal("late").object_id;
+    assert_eq!(add(&h, &admin, &inner, &first_inner).await.status, 204);
+    assert_eq!(remove(&h, &admin, &inner, &first_inner).await.status, 204);
+    let (after, _) = all_pages(
+        &h,
+        &admin,
+        &format!("/v1.0/groups/{outer}/transitiveMembers?$top=999"),
+    )
+    .await;
+    assert!(!after.contains(&first_inner));
+    let stranger = app_with(&h, "stranger", &["Application.Read.All"]);
+    let denied = h
+        .get(
+            &graph(&h, &stranger),
+            &format!("/v1.0/groups/{outer}/transitiveMembers"),
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+    let missing = h
+        .get(
+            &admin,
+            "/v1.0/groups/00000000-0000-0000-0000-00000000beef/transitiveMembers",
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+    let stats = h.emu.stats();
+    assert!(
+        stats.count("GET graph groups/transitiveMembers") >= 4,
+        "{:?}",
+        stats.by_operation()
+    );
+}
+
+/// `HandlerRights::LeastPrivilegeGroups` is the handler's right as infra deploys it with `enableGroupMode`: the
+/// pull role may go to a group, and still nothing else.
+#[tokio::test]
+async fn least_privilege_with_groups_lets_the_handler_give_pull_to_a_group_only() {
+    let mut config = EmulatorConfig::for_tests();
+    config.handler_rights = azure_emulator::HandlerRights::LeastPrivilegeGroups;
+    let h = Harness::start(config).await;
+    h.create_rg("rg").await;
+    h.create_registry("rg", "acrone", json!({})).await;
+    let registry = h.registry_id("rg", "acrone");
+    let group = create_group(&h, &admin_graph(&h), "pullers", &[])
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = |role: &'static str| {
+        let (h, registry, group) = (&h, registry.clone(), group.clone());
+        async move {
+            let name = uuid::Uuid::new_v4();
+            h.put(
+                &h.emu.handler_token(),
+                &format!("{registry}/providers/Microsoft.Authorization/roleAssignments/{name}?api-version={ASSIGNMENTS}"),
+                &json!({"properties": {
+                    "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}", h.sub),
+                    "principalId": group,
+                    "principalType": "Group",
+                }}),
+            )
+            .await
+        }
+    };
+    assert_eq!(put(ACR_PULL).await.status, 201);
+    let reader = put(READER).await;
+    assert_eq!((reader.status, reader.code()), (403, "AuthorizationFailed"));
+}

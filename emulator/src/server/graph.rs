@@ -20,9 +20,14 @@ pub(super) fn label(method: &Method, path: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_owned();
-    let sub = ["members", "owners", "transitiveMemberOf"]
-        .into_iter()
-        .find(|s| rest.split(['/', '?']).nth(2) == Some(*s));
+    let sub = [
+        "members",
+        "owners",
+        "transitiveMembers",
+        "transitiveMemberOf",
+    ]
+    .into_iter()
+    .find(|s| rest.split(['/', '?']).nth(2) == Some(*s));
     match (noun.as_str(), sub) {
         (_, Some(sub)) => format!("{method} graph {noun}/{sub}"),
         ("servicePrincipals", None) if *method == Method::GET => {

@@ -1,6 +1,6 @@
 //! Microsoft Graph security groups: create (`POST /v1.0/groups`, with `owners@odata.bind` / `members@odata.bind`),
-//! get, list with `$filter`, owners, members (list with paging, add by `$ref`, remove by `$ref`) and a service
-//! principal's `transitiveMemberOf`. Each call checks the application permissions in the caller's token as
+//! get, list with `$filter`, owners, members (list with paging, add by `$ref`, remove by `$ref`), a group's
+//! `transitiveMembers` (nested groups followed, paged) and a service principal's `transitiveMemberOf`. Each call checks the application permissions in the caller's token as
 //! `docs/grant-modes.md` records them; an application that owns a group may also read it and manage its members
 //! (observed, behind `Settings::graph_owners_manage_members`).
 
@@ -53,6 +53,11 @@ pub(super) fn route(app: &App, req: &Request<'_>, claims: &Claims, rest: &str) -
                 let members: Vec<String> =
                     g.current_members().into_iter().map(str::to_owned).collect();
                 list_objects(s, &ctx, &members)
+            })
+        }
+        (Method::GET, ["groups", id, "transitiveMembers"]) => {
+            with_readable(&lock(&app.store), &ctx, id, |s, g| {
+                list_objects(s, &ctx, &groups::transitive_members(&s.groups, &g.id))
             })
         }
         (Method::POST, ["groups", id, "members", "$ref"]) => add_member(app, &ctx, id),
