@@ -560,3 +560,55 @@ async fn graph_throttling_is_retried_after_its_retry_after_and_only_security_gro
     assert_eq!(stats.retries, 1, "{stats:?}");
     assert_eq!(stats.throttled(), 1, "{stats:?}");
 }
+
+/// A group's members through nested groups in one paged listing (`transitiveMembers`): the way verification
+/// learns who holds a group's pull role without a request per principal; a group the caller may not read is
+/// Graph's 403 named as the missing permission.
+#[tokio::test]
+async fn transitive_members_of_a_group_are_listed_across_pages() {
+    let emu = start(&GROUP_MODE_ROLES).await;
+    let admin = Admin::new(&emu);
+    let outer = admin
+        .group("platform pullers", "platform-pullers", "", &[])
+        .await;
+    let inner = admin.group("team pullers", "team-pullers", "", &[]).await;
+    admin.add(&outer, &inner).await;
+    let mut expected = vec![inner.clone()];
+    for i in 0..4 {
+        let sp = emu
+            .create_service_principal(&format!("kubelet-{i}"))
+            .object_id;
+        admin
+            .add(if i % 2 == 0 { &outer } else { &inner }, &sp)
+            .await;
+        expected.push(sp);
+    }
+    let client = client_for(&emu, &emu.handler_principal_id(), 2);
+    let azure = client.with_deadline(soon());
+    let members = azure.list_group_transitive_members(&outer).await.unwrap();
+    let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(
+        members
+            .iter()
+            .any(|m| m.id == inner && m.odata_type.as_deref() == Some("#microsoft.graph.group"))
+    );
+    assert_eq!(
+        client.stats().operation(Operation::GraphTransitiveMembers),
+        3,
+        "5 objects in pages of 2"
+    );
+
+    let none = emu.create_service_principal("no-rights").object_id;
+    let denied = client_for(&emu, &none, 999)
+        .with_deadline(soon())
+        .list_group_transitive_members(&outer)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(denied, AzureError::GraphPermissionMissing { needs, .. } if needs.contains("GroupMember.Read.All")),
+        "{denied:?}"
+    );
+}

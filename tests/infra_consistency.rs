@@ -813,6 +813,7 @@ fn actions_of(operation: &str) -> Needs {
         | "GraphAddMember"
         | "GraphRemoveMember"
         | "GraphListMembers"
+        | "GraphTransitiveMembers"
         | "GraphTransitiveMemberOf" => Needs::NotAzureRbac,
         _ => Needs::Unknown,
     }

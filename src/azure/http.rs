@@ -42,12 +42,13 @@ pub enum Operation {
     GraphAddMember,
     GraphRemoveMember,
     GraphListMembers,
+    GraphTransitiveMembers,
     GraphTransitiveMemberOf,
     ResourceGraph,
 }
 
 impl Operation {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::GetCluster,
         Self::ListClusters,
         Self::ListRegistries,
@@ -64,6 +65,7 @@ impl Operation {
         Self::GraphAddMember,
         Self::GraphRemoveMember,
         Self::GraphListMembers,
+        Self::GraphTransitiveMembers,
         Self::GraphTransitiveMemberOf,
         Self::ResourceGraph,
     ];
@@ -86,6 +88,7 @@ impl Operation {
             Self::GraphAddMember => "graph_add_member",
             Self::GraphRemoveMember => "graph_remove_member",
             Self::GraphListMembers => "graph_list_members",
+            Self::GraphTransitiveMembers => "graph_transitive_members",
             Self::GraphTransitiveMemberOf => "graph_transitive_member_of",
             Self::ResourceGraph => "resource_graph",
         }

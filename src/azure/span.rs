@@ -30,7 +30,8 @@ pub fn target(op: Operation) -> &'static str {
         | Operation::GraphGroupOwners
         | Operation::GraphAddMember
         | Operation::GraphRemoveMember
-        | Operation::GraphListMembers => "groups",
+        | Operation::GraphListMembers
+        | Operation::GraphTransitiveMembers => "groups",
         Operation::ResourceGraph => "resources",
     }
 }
