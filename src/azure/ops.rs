@@ -9,9 +9,11 @@ use tokio::time::Instant;
 
 use super::ratelimit::{LimitKey, RequestClass};
 use super::{
-    AssignmentFilter, AzureClient, AzureError, DeleteOutcome, Inventory, InventoryOptions,
-    PutOutcome, ScopedClient, Subscription,
+    AssignmentFilter, AzureClient, AzureError, DeleteOutcome, DirectoryObject, GraphGroup,
+    GroupOutcome, Inventory, InventoryOptions, MemberChange, PutOutcome, ScopedClient,
+    Subscription,
 };
+use crate::core::groups::GroupSpec;
 use crate::core::model::{Cluster, Registry, ResourceId, RoleAssignment, RoleDefinition};
 use crate::core::planner::AssignmentSpec;
 
@@ -81,11 +83,73 @@ pub trait AzureOps: Send + Sync {
         &self,
         options: &InventoryOptions,
     ) -> impl Future<Output = Result<Inventory, AzureError>> + Send;
+    /// Group mode (Microsoft Graph, `graph_groups.rs`): the tool's group for `spec`, found (mark and owner) or
+    /// created. A fake without Graph answers `GraphPermissionMissing`, as a tenant without consent would.
+    fn ensure_own_group(
+        &self,
+        _spec: &GroupSpec,
+    ) -> impl Future<Output = Result<GroupOutcome, AzureError>> + Send {
+        std::future::ready(Err(no_graph("ensure_own_group")))
+    }
+    /// The tool's group for `spec` if it exists (never creates).
+    fn find_own_group(
+        &self,
+        _spec: &GroupSpec,
+    ) -> impl Future<Output = Result<Option<GraphGroup>, AzureError>> + Send {
+        std::future::ready(Err(no_graph("find_own_group")))
+    }
+    /// The object ids of a group's owners.
+    fn group_owners(
+        &self,
+        _group_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AzureError>> + Send {
+        std::future::ready(Err(no_graph("group_owners")))
+    }
+    fn add_group_member(
+        &self,
+        _group_id: &str,
+        _member_id: &str,
+    ) -> impl Future<Output = Result<MemberChange, AzureError>> + Send {
+        std::future::ready(Err(no_graph("add_group_member")))
+    }
+    fn remove_group_member(
+        &self,
+        _group_id: &str,
+        _member_id: &str,
+    ) -> impl Future<Output = Result<MemberChange, AzureError>> + Send {
+        std::future::ready(Err(no_graph("remove_group_member")))
+    }
+    /// A group's direct members, every page.
+    fn list_group_members(
+        &self,
+        _group_id: &str,
+    ) -> impl Future<Output = Result<Vec<DirectoryObject>, AzureError>> + Send {
+        std::future::ready(Err(no_graph("list_group_members")))
+    }
+    /// A group's members through nested groups, every page.
+    fn list_group_transitive_members(
+        &self,
+        _group_id: &str,
+    ) -> impl Future<Output = Result<Vec<DirectoryObject>, AzureError>> + Send {
+        std::future::ready(Err(no_graph("list_group_transitive_members")))
+    }
+    /// The caller's object id as its Graph token names it.
+    fn graph_caller_id(&self) -> impl Future<Output = Result<String, AzureError>> + Send {
+        std::future::ready(Err(no_graph("graph_caller_id")))
+    }
     /// The client-side budget of ARM's write and delete buckets, so the engine can order its writes across
     /// them. `None`: nothing to consult (no client-side limits, e.g. a scripted fake); writes then go round
     /// robin across buckets.
     fn write_budget(&self) -> impl Future<Output = Option<WriteBudget>> + Send {
         std::future::ready(None)
+    }
+}
+
+/// What a fake without Microsoft Graph answers to a group call.
+fn no_graph(operation: &'static str) -> AzureError {
+    AzureError::GraphPermissionMissing {
+        operation,
+        needs: "Microsoft Graph (not available to this client)",
     }
 }
 
@@ -185,6 +249,42 @@ impl AzureOps for ScopedClient {
     }
     async fn inventory_with(&self, options: &InventoryOptions) -> Result<Inventory, AzureError> {
         ScopedClient::inventory_with(self, options).await
+    }
+    async fn ensure_own_group(&self, spec: &GroupSpec) -> Result<GroupOutcome, AzureError> {
+        ScopedClient::ensure_own_group(self, spec).await
+    }
+    async fn find_own_group(&self, spec: &GroupSpec) -> Result<Option<GraphGroup>, AzureError> {
+        let caller = ScopedClient::graph_caller_id(self).await?;
+        ScopedClient::find_own_group(self, spec, &caller).await
+    }
+    async fn group_owners(&self, group_id: &str) -> Result<Vec<String>, AzureError> {
+        ScopedClient::group_owners(self, group_id).await
+    }
+    async fn add_group_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+    ) -> Result<MemberChange, AzureError> {
+        ScopedClient::add_group_member(self, group_id, member_id).await
+    }
+    async fn remove_group_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+    ) -> Result<MemberChange, AzureError> {
+        ScopedClient::remove_group_member(self, group_id, member_id).await
+    }
+    async fn list_group_members(&self, group_id: &str) -> Result<Vec<DirectoryObject>, AzureError> {
+        ScopedClient::list_group_members(self, group_id).await
+    }
+    async fn list_group_transitive_members(
+        &self,
+        group_id: &str,
+    ) -> Result<Vec<DirectoryObject>, AzureError> {
+        ScopedClient::list_group_transitive_members(self, group_id).await
+    }
+    async fn graph_caller_id(&self) -> Result<String, AzureError> {
+        ScopedClient::graph_caller_id(self).await
     }
     async fn write_budget(&self) -> Option<WriteBudget> {
         // The same principal the requests' buckets are keyed by (the ARM token's object id).
