@@ -50,9 +50,8 @@ pub async fn run_explain(args: &ExplainArgs, env: &dyn Env) -> Result<u8, Operat
         handler_tenant,
         deleted_clusters: std::collections::BTreeSet::new(),
         completeness: Completeness::Partial,
-        // Group mode (issue 16) is wired by the edges' work.
-        grant: crate::core::groups::GrantMode::Direct,
-        now_unix: 0,
+        grant: engine.grant_mode(),
+        now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
     };
     let mut explanation = explain_pair(&observed, &settings)
         .ok_or_else(|| OperatorError::NotFound("cluster or registry not observed".into()))?;
@@ -152,6 +151,9 @@ async fn observe_pair(
         }
     }
     observed.role_definitions = definitions;
+    if let Some(p) = &principal {
+        observe_groups(engine, azure, &mut observed, p, &registry, &mut notes).await?;
+    }
     notes.push(
         "assignments at management-group scope are not counted (their ancestry is not read)".into(),
     );
@@ -164,6 +166,64 @@ async fn observe_pair(
     observed.clusters.push(cluster);
     observed.registries.push(registry);
     Ok((observed, notes))
+}
+
+/// The principal's groups (`transitiveMemberOf`, nested included) and the assignments those groups hold at or
+/// above the registry, so the explanation shows a group path; and the tool's own group for the registry. A
+/// missing Graph permission is a note, never an error: the explanation then rests on what ARM shows.
+async fn observe_groups(
+    engine: &Engine,
+    azure: &ScopedClient,
+    observed: &mut Observed,
+    principal: &str,
+    registry: &crate::core::model::Registry,
+    notes: &mut Vec<String>,
+) -> Result<(), OperatorError> {
+    let groups = match azure.transitive_member_of(principal).await {
+        Ok(groups) => groups,
+        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) => {
+            notes.push(format!(
+                "the principal's groups were not read ({e}): a pull held through a group is not shown"
+            ));
+            return Ok(());
+        }
+    };
+    let ids: Vec<String> = groups.iter().map(|g| g.id.to_ascii_lowercase()).collect();
+    observed.memberships.insert(principal, &ids);
+    if !ids.is_empty() {
+        let above = azure
+            .list_role_assignments(registry.id.as_str(), &AssignmentFilter::AtScope)
+            .await?;
+        observed.assignments.extend(
+            above
+                .into_iter()
+                .filter(|a| ids.contains(&a.principal_id.to_ascii_lowercase())),
+        );
+    }
+    let role = crate::core::model::PullRole::for_mode(registry.mode);
+    let spec = crate::core::groups::GroupSpec::new(registry.id.clone(), role);
+    let caller = azure.graph_caller_id().await;
+    match caller {
+        Ok(caller) => match azure.find_own_group(&spec, &caller).await {
+            Ok(Some(g)) => {
+                observed
+                    .own_groups
+                    .insert((registry.id.clone(), role), g.id.to_ascii_lowercase());
+            }
+            Ok(None) => {}
+            Err(e) => notes.push(format!("the tool's group was not looked up ({e})")),
+        },
+        Err(e) => notes.push(format!("the tool's group was not looked up ({e})")),
+    }
+    if engine.config().grant.mode == crate::runtime::config::GrantModeSetting::Group {
+        notes.push(
+            "group mode: when a membership in the tool's group began is read from the fast-path assignment's \
+             member-since mark only (a one-shot explain holds no process memory)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The explanation as numbered steps for a terminal (values from Azure neutralised).

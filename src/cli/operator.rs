@@ -19,7 +19,7 @@ use crate::cli::progress::Progress;
 use crate::cli::report;
 use crate::cli::report::terminal_safe;
 use crate::core::model::{Mode, PairStatus, PullRole, ResourceIdError, VerificationReport};
-use crate::core::planner::{Action, Plan};
+use crate::core::planner::{Action, GroupAction, Meanwhile, Plan};
 use crate::runtime::bootstrap::{self, Identity, Settings};
 use crate::runtime::config::{Config, ConfigError, Env, ProcessEnv};
 use crate::runtime::engine::{Engine, EngineError, Observation};
@@ -434,8 +434,35 @@ pub fn render_plan(plan: &Plan, detach: bool, dry_run: bool) -> String {
                 );
             }
             Action::AlreadyCovered { .. } | Action::Exists { .. } => covered += 1,
-            // Group mode (issue 16): printed by the group-mode work; counted as pending until then.
-            Action::Join { .. } => pending += 1,
+            Action::Join { meanwhile, .. } => {
+                let principal = item.principal_id.as_deref().unwrap_or("?");
+                match meanwhile {
+                    Meanwhile::FastPath(spec) => {
+                        creates += 1;
+                        let _ = writeln!(
+                            out,
+                            "  + join {pair}: add {principal} to the tool's group, then create {} at once (fast path, assignment {})",
+                            spec.role, spec.name
+                        );
+                    }
+                    Meanwhile::Covered { assignment_id } => {
+                        covered += 1;
+                        let _ = writeln!(
+                            out,
+                            "  + join {pair}: add {principal} to the tool's group ({} covers it meanwhile)",
+                            terminal_safe(assignment_id)
+                        );
+                    }
+                    Meanwhile::Pending { reason } => {
+                        pending += 1;
+                        let _ = writeln!(
+                            out,
+                            "  + join {pair}: add {principal} to the tool's group; pending: {}",
+                            terminal_safe(&reason.to_string())
+                        );
+                    }
+                }
+            }
             Action::Pending { reason } => {
                 pending += 1;
                 let _ = writeln!(
@@ -453,6 +480,16 @@ pub fn render_plan(plan: &Plan, detach: bool, dry_run: bool) -> String {
                 );
             }
         }
+    }
+    for g in &plan.groups {
+        let _ = writeln!(
+            out,
+            "  * group {} on {} ({}): {}",
+            g.action.as_str(),
+            terminal_safe(g.registry.name()),
+            g.role.display_name(),
+            group_detail(&g.action)
+        );
     }
     for r in &plan.registry_results {
         let _ = writeln!(
@@ -472,6 +509,40 @@ pub fn render_plan(plan: &Plan, detach: bool, dry_run: bool) -> String {
         header
     } else {
         format!("{header}\n{}", out.trim_end())
+    }
+}
+
+/// One line of detail for a group action of a plan.
+fn group_detail(action: &GroupAction) -> String {
+    match action {
+        GroupAction::EnsureGroup { assign } => format!(
+            "find or create the tool's group{}",
+            if *assign {
+                ", then assign it the pull role"
+            } else {
+                ""
+            }
+        ),
+        GroupAction::AssignGroup { group_id, spec } => {
+            format!(
+                "assign {} to group {group_id} (assignment {})",
+                spec.role, spec.name
+            )
+        }
+        GroupAction::Leave {
+            group_id,
+            principal_id,
+            reason,
+            ..
+        } => format!("remove {principal_id} from group {group_id}: {reason}"),
+        GroupAction::RemoveAssignment {
+            group_id,
+            assignment,
+            reason,
+        } => format!(
+            "remove group {group_id}'s assignment {}: {reason}",
+            terminal_safe(&assignment.name)
+        ),
     }
 }
 

@@ -51,6 +51,8 @@ use crate::telemetry::{AssignmentOutcome, Metrics, pair_span};
 mod admission;
 mod apply;
 mod event_path;
+mod group_apply;
+mod groups;
 mod schedule;
 mod sight;
 
@@ -58,6 +60,8 @@ pub use admission::{ADMISSION_RESERVE, event_runs};
 pub use apply::Observation;
 pub use apply::capacity;
 use apply::{names_taken, read_back};
+use group_apply::JoinCtx;
+pub use groups::GroupCache;
 
 /// How long events reuse the list of visible subscriptions: longer than the default timer period (30 min), so in
 /// a process that runs the timer (whose verification runs always list anew, rule 7) an event finds a list at
@@ -161,6 +165,10 @@ pub struct Engine<C: AzureConnect = AzureClient> {
     subscriptions_fresh_after: Mutex<Option<Instant>>,
     /// Turns of the process's event runs and the registry reads they share (`admission.rs`).
     gate: admission::EventGate,
+    /// Group mode: what this process knows of the tool's groups, their members and capacity (`groups.rs`).
+    groups: Mutex<GroupCache>,
+    /// Held while an event fills what the cache lacks, so a burst fills it once.
+    group_fill: tokio::sync::Mutex<()>,
 }
 
 /// `d` before now, or the first instant this process asked for one when it has not been running that long;
@@ -181,6 +189,8 @@ impl<C: AzureConnect> Engine<C> {
             metrics: Metrics::noop(),
             subscriptions: SingleFlight::new(SUBSCRIPTION_CACHE_TTL),
             subscriptions_fresh_after: Mutex::new(None),
+            groups: Mutex::new(GroupCache::default()),
+            group_fill: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -211,9 +221,8 @@ impl<C: AzureConnect> Engine<C> {
             handler_tenant,
             deleted_clusters: BTreeSet::new(),
             completeness,
-            // Group mode (issue 16) is wired by the edges' work.
-            grant: crate::core::groups::GrantMode::Direct,
-            now_unix: 0,
+            grant: self.grant_mode(),
+            now_unix: groups::now_unix(),
         }
     }
 
@@ -299,20 +308,23 @@ impl<C: AzureConnect> Engine<C> {
     async fn plan_apply_report(
         &self,
         azure: &C::Ops,
-        observed: Observed,
+        mut observed: Observed,
         completeness: Completeness,
         meta: &EventMetadata,
         report: &mut EventReport,
     ) -> Result<(), EngineError> {
+        self.observe_groups_event(azure, &mut observed, &mut report.notes)
+            .await?;
         let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(&observed, &self.plan_settings(completeness, handler_tenant));
         if plan.items.is_empty() && plan.registry_results.is_empty() {
             report.notes.push("no registry selects this cluster".into());
         }
-        let (pairs, _) = self
-            .apply(azure, &plan, meta.event_time, Observation::FreshArm)
+        let (pairs, _, notes) = self
+            .apply_noted(azure, &plan, meta.event_time, Observation::FreshArm)
             .await;
         report.pairs = pairs;
+        report.notes.extend(notes);
         report.registry_results = plan.registry_results;
         Ok(())
     }
@@ -331,21 +343,69 @@ impl<C: AzureConnect> Engine<C> {
         event_time: Option<OffsetDateTime>,
         observation: Observation,
     ) -> (Vec<PairResult>, usize) {
+        let (results, skipped, notes) =
+            self.apply_noted(azure, plan, event_time, observation).await;
+        for note in notes {
+            tracing::info!("{note}");
+        }
+        (results, skipped)
+    }
+
+    /// [`Self::apply`], with group mode's actions (the group and its assignment before the pairs, removals from
+    /// the tool's groups after them) and a note for each of those.
+    pub async fn apply_noted(
+        &self,
+        azure: &C::Ops,
+        plan: &Plan,
+        event_time: Option<OffsetDateTime>,
+        observation: Observation,
+    ) -> (Vec<PairResult>, usize, Vec<String>) {
+        let mut notes = Vec::new();
+        let ids = self.apply_group_setup(azure, plan, &mut notes).await;
         let mut outcomes: Vec<ApplyOutcome> = vec![ApplyOutcome::NotApplied; plan.items.len()];
         // One span per written pair; it closes with the final status (after read-back) recorded on it.
         let mut spans: Vec<Option<tracing::Span>> = vec![None; plan.items.len()];
         // PUT only to create: a plan made from an inventory that may lag reads each registry written to afresh,
         // to settle names the snapshot missed; a plan made from fresh ARM lists already saw them.
-        let decided = match observation {
+        let mut decided = match observation {
             Observation::Inventory => names_taken(azure, plan).await,
             Observation::FreshArm => HashMap::new(),
         };
+        // A join whose fast-path name is taken still joins; it only does not PUT.
+        let mut ctx = JoinCtx {
+            ids,
+            cache: &self.groups,
+            settings: self.grant_mode().group(),
+            taken: HashMap::new(),
+            pending: Mutex::new(HashMap::new()),
+        };
+        decided.retain(
+            |index, outcome| match (&plan.items[*index].action, &*outcome) {
+                (
+                    Action::Join {
+                        meanwhile: planner::Meanwhile::FastPath(spec),
+                        ..
+                    },
+                    ApplyOutcome::NameTaken { assignment_id },
+                ) => {
+                    ctx.taken
+                        .insert(spec.name.to_string(), assignment_id.clone());
+                    false
+                }
+                _ => true,
+            },
+        );
         for (index, outcome) in &decided {
             outcomes[*index] = outcome.clone();
         }
         let skipped = self
-            .send_writes(azure, plan, &decided, &mut outcomes, &mut spans)
+            .send_writes(azure, plan, &decided, &mut outcomes, &mut spans, &ctx)
             .await;
+        let overrides = ctx
+            .pending
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.count_pair_writes(plan, &outcomes);
         if observation == Observation::Inventory {
             read_back(azure, plan, &mut outcomes).await;
         }
@@ -367,8 +427,17 @@ impl<C: AzureConnect> Engine<C> {
                 }
                 result
             })
-            .collect();
-        (results, skipped)
+            .collect::<Vec<PairResult>>();
+        let mut results = results;
+        for (index, reason) in overrides {
+            let r = &mut results[index];
+            r.status = PairStatus::Pending;
+            r.reason = Some(reason.to_string());
+            r.failure = None;
+            r.latency_seconds = None;
+        }
+        notes.extend(self.apply_group_removals(azure, plan).await);
+        (results, skipped, notes)
     }
 
     // -----------------------------------------------------------------------------------------------------
@@ -408,7 +477,7 @@ impl<C: AzureConnect> Engine<C> {
                 principals.insert(cluster.id.clone(), resolved);
             }
         }
-        let observed = Observed {
+        let mut observed = Observed {
             clusters: inventory.clusters.clone(),
             registries: inventory.registries.clone(),
             assignments: std::mem::take(&mut inventory.assignments),
@@ -422,6 +491,16 @@ impl<C: AzureConnect> Engine<C> {
             management_groups: HashMap::new(),
             ..Observed::default()
         };
+        // The tool's groups (both modes: direct mode drains them), other groups' members (group mode) and the
+        // usage per subscription. A Graph gap is reported with the inventory's warnings, never fatal.
+        let gaps = self
+            .observe_groups_timer(
+                azure,
+                &mut observed,
+                &inventory.assignments_per_subscription,
+            )
+            .await?;
+        inventory.warnings.extend(gaps);
         let handler_tenant = azure.handler_tenant().await;
         let plan = planner::plan(
             &observed,
@@ -437,6 +516,19 @@ impl<C: AzureConnect> Engine<C> {
         subscriptions: &[String],
         mode_override: Option<Mode>,
     ) -> VerificationReport {
+        self.verify_noted(budget, subscriptions, mode_override)
+            .await
+            .0
+    }
+
+    /// [`Self::verify`], with notes: group mode's gaps (a missing Graph permission) and group actions.
+    pub async fn verify_noted(
+        &self,
+        budget: Duration,
+        subscriptions: &[String],
+        mode_override: Option<Mode>,
+    ) -> (VerificationReport, Vec<String>) {
+        let mut notes = Vec::new();
         let started = Instant::now();
         let started_at = OffsetDateTime::now_utc();
         let azure = self.client.until(started + budget);
@@ -473,9 +565,17 @@ impl<C: AzureConnect> Engine<C> {
                 // The snapshot has been planned: only the registries (for capacity) outlive the writes.
                 let registries = observed.registries;
                 drop((observed.clusters, observed.assignments, inventory.clusters));
-                let (pairs, skipped) = self
-                    .apply(&azure, &plan, None, Observation::Inventory)
+                notes.extend(
+                    inventory
+                        .warnings
+                        .iter()
+                        .filter(|w| w.starts_with("group mode"))
+                        .cloned(),
+                );
+                let (pairs, skipped, applied) = self
+                    .apply_noted(&azure, &plan, None, Observation::Inventory)
                     .await;
+                notes.extend(applied);
                 report.capacity =
                     capacity(&registries, &inventory.assignments_per_subscription, &pairs);
                 report.pairs = pairs;
@@ -493,7 +593,7 @@ impl<C: AzureConnect> Engine<C> {
         }
         report.azure_requests = azure.requests_sent();
         report.duration_seconds = started.elapsed().as_secs_f64();
-        report
+        (report, notes)
     }
 }
 

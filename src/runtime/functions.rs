@@ -444,7 +444,10 @@ impl Handler {
             );
         }
         let config = self.engine.config();
-        let report = self.engine.verify(config.verify_budget, &[], None).await;
+        let (report, group_notes) = self
+            .engine
+            .verify_noted(config.verify_budget, &[], None)
+            .await;
         let snapshot = config.pair_records == PairRecords::All
             || is_snapshot_run(
                 fired,
@@ -507,6 +510,7 @@ impl Handler {
         for registry in &report.registry_results {
             logs.push(registry_line(registry));
         }
+        logs.extend(group_notes);
         if let Some(reason) = report.inventory.failure() {
             tracing::error!(invocation_id = %invocation.invocation_id, reason, "verification failed: the scope could not be inventoried");
             return (

@@ -23,9 +23,11 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tracing::Instrument as _;
 
+use super::group_apply::{JoinCtx, join_item};
 use super::schedule::{Bucket, HORIZON, Next, WriteQueue};
 use crate::azure::http::subscription_of;
 use crate::azure::ratelimit::RequestClass;
+use crate::core::planner::{Meanwhile, PendingReason};
 
 /// The ARM bucket a write draws from: creates are writes in the registry's subscription, removals deletes
 /// in the assignment's.
@@ -34,9 +36,17 @@ fn bucket_of(item: &PlanItem) -> Bucket {
         Action::Remove { assignment, .. } => {
             Bucket::new(&subscription_of(&assignment.id), RequestClass::Delete)
         }
+        // A join without a fast path writes nothing to ARM: it draws from no ARM bucket.
+        Action::Join {
+            meanwhile: Meanwhile::Covered { .. } | Meanwhile::Pending { .. },
+            ..
+        } => Bucket::new(GRAPH_ONLY, RequestClass::Write),
         _ => Bucket::new(item.registry.subscription_id(), RequestClass::Write),
     }
 }
+
+/// The pseudo-bucket of writes that go to Microsoft Graph only (never a subscription id).
+const GRAPH_ONLY: &str = "(microsoft graph)";
 
 impl<C: AzureConnect> Engine<C> {
     /// Sends the plan's writes not yet `decided`, at most `max_concurrency` at once, interleaved across ARM's
@@ -50,6 +60,7 @@ impl<C: AzureConnect> Engine<C> {
         decided: &HashMap<usize, ApplyOutcome>,
         outcomes: &mut [ApplyOutcome],
         spans: &mut [Option<tracing::Span>],
+        ctx: &JoinCtx<'_>,
     ) -> usize {
         let budget = azure.write_budget().await;
         let mut queue = WriteQueue::new(
@@ -81,6 +92,7 @@ impl<C: AzureConnect> Engine<C> {
                 }
                 let until_stop = stop_at - now;
                 let next = queue.next(HORIZON, |bucket, max_wait| match &budget {
+                    Some(_) if bucket.subscription == GRAPH_ONLY => Ok(Duration::ZERO),
                     Some(b) => {
                         b.reserve(&bucket.subscription, bucket.class, max_wait.min(until_stop))
                     }
@@ -103,7 +115,7 @@ impl<C: AzureConnect> Engine<C> {
                         if !after.is_zero() {
                             tokio::time::sleep(after).await;
                         }
-                        (index, apply_item(azure, item, metrics).await)
+                        (index, apply_item(azure, item, metrics, ctx).await)
                     }
                     .instrument(span),
                 );
@@ -120,7 +132,13 @@ impl<C: AzureConnect> Engine<C> {
                     Err(_) => continue,
                 },
             };
-            if let Some((index, outcome)) = done {
+            if let Some((index, (outcome, pending))) = done {
+                if let Some(reason) = pending {
+                    ctx.pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(index, reason);
+                }
                 if let ApplyOutcome::Failed(failure) = &outcome
                     && failure.kind == LIMIT_REASON_PREFIX
                 {
@@ -146,8 +164,15 @@ pub(super) async fn apply_item<A: AzureOps>(
     azure: &A,
     item: &PlanItem,
     metrics: &Metrics,
-) -> ApplyOutcome {
-    let outcome = write_item(azure, item).await;
+    ctx: &JoinCtx<'_>,
+) -> (ApplyOutcome, Option<PendingReason>) {
+    let (outcome, pending) = match &item.action {
+        Action::Join {
+            group_id,
+            meanwhile,
+        } => join_item(azure, item, group_id.as_ref(), meanwhile, ctx).await,
+        _ => (write_item(azure, item).await, None),
+    };
     if let Some(role) = item.role {
         let label = match (&item.action, &outcome) {
             (_, ApplyOutcome::Failed { .. }) => Some(AssignmentOutcome::Failed),
@@ -164,33 +189,42 @@ pub(super) async fn apply_item<A: AzureOps>(
             metrics.record_assignment(label, role);
         }
     }
-    outcome
+    (outcome, pending)
+}
+
+/// PUTs one assignment (only to create) and checks ARM's answer is the assignment asked for.
+pub(super) async fn write_create<A: AzureOps>(
+    azure: &A,
+    spec: &AssignmentSpec,
+    registry: &ResourceId,
+) -> ApplyOutcome {
+    match azure.put_role_assignment(spec).await {
+        Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => {
+            if answer_shows(spec, &a) {
+                ApplyOutcome::Created {
+                    assignment_id: a.id,
+                }
+            } else {
+                ApplyOutcome::Failed(PairFailure::transient(
+                    PairFailure::NOT_VISIBLE,
+                    format!(
+                        "ARM answered the PUT with an assignment other than the one asked for ({})",
+                        a.id
+                    ),
+                ))
+            }
+        }
+        Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
+        Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
+            ApplyOutcome::Failed(limit_failure(registry.subscription_id()))
+        }
+        Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
+    }
 }
 
 pub(super) async fn write_item<A: AzureOps>(azure: &A, item: &PlanItem) -> ApplyOutcome {
     match &item.action {
-        Action::Create(spec) => match azure.put_role_assignment(spec).await {
-            Ok(PutOutcome::Created(a) | PutOutcome::Unchanged(a)) => {
-                if answer_shows(spec, &a) {
-                    ApplyOutcome::Created {
-                        assignment_id: a.id,
-                    }
-                } else {
-                    ApplyOutcome::Failed(PairFailure::transient(
-                        PairFailure::NOT_VISIBLE,
-                        format!(
-                            "ARM answered the PUT with an assignment other than the one asked for ({})",
-                            a.id
-                        ),
-                    ))
-                }
-            }
-            Ok(PutOutcome::AlreadyExists) => ApplyOutcome::AlreadyExists,
-            Err(AzureError::RoleAssignmentLimitExceeded { .. }) => {
-                ApplyOutcome::Failed(limit_failure(item.registry.subscription_id()))
-            }
-            Err(e) => ApplyOutcome::Failed(pair_failure(&e)),
-        },
+        Action::Create(spec) => write_create(azure, spec, &item.registry).await,
         Action::Remove { assignment, .. } => {
             match azure.delete_role_assignment(&assignment.id).await {
                 Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => ApplyOutcome::Removed,
@@ -278,7 +312,12 @@ pub(super) async fn names_taken<A: AzureOps>(
     }
     let mut by_registry: HashMap<&ResourceId, Vec<(usize, String)>> = HashMap::new();
     for (index, item) in plan.items.iter().enumerate() {
-        if let Action::Create(spec) = &item.action {
+        if let Action::Create(spec)
+        | Action::Join {
+            meanwhile: Meanwhile::FastPath(spec),
+            ..
+        } = &item.action
+        {
             by_registry
                 .entry(&item.registry)
                 .or_default()
@@ -323,7 +362,10 @@ pub(super) async fn names_taken<A: AzureOps>(
 pub(super) async fn read_back<A: AzureOps>(azure: &A, plan: &Plan, outcomes: &mut [ApplyOutcome]) {
     let mut by_registry: HashMap<&ResourceId, Vec<usize>> = HashMap::new();
     for (index, outcome) in outcomes.iter().enumerate() {
-        if matches!(outcome, ApplyOutcome::Created { .. }) {
+        if matches!(
+            outcome,
+            ApplyOutcome::Created { .. } | ApplyOutcome::Joined { fast_path: Some(_) }
+        ) {
             by_registry
                 .entry(&plan.items[index].registry)
                 .or_default()
@@ -344,7 +386,10 @@ pub(super) async fn read_back<A: AzureOps>(azure: &A, plan: &Plan, outcomes: &mu
                 let ids: HashSet<String> =
                     found.iter().map(|a| a.id.to_ascii_lowercase()).collect();
                 for &index in indices {
-                    if let ApplyOutcome::Created { assignment_id } = &outcomes[index]
+                    if let ApplyOutcome::Created { assignment_id }
+                    | ApplyOutcome::Joined {
+                        fast_path: Some(assignment_id),
+                    } = &outcomes[index]
                         && !ids.contains(&assignment_id.to_ascii_lowercase())
                     {
                         outcomes[index] = ApplyOutcome::Failed(PairFailure::transient(
