@@ -436,7 +436,9 @@ impl<C: AzureConnect> Engine<C> {
             r.failure = None;
             r.latency_seconds = None;
         }
-        notes.extend(self.apply_group_removals(azure, plan).await);
+        let (removal_notes, left) = self.apply_group_removals(azure, plan).await;
+        notes.extend(removal_notes);
+        results.extend(left);
         (results, skipped, notes)
     }
 

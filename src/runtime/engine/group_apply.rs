@@ -154,8 +154,13 @@ impl<C: AzureConnect> Engine<C> {
     }
 
     /// `Leave` and `RemoveAssignment`, after the pairs: removals from the tool's groups and of a drained
-    /// group's assignment, `max_concurrency` at a time. Returns a note per action.
-    pub(super) async fn apply_group_removals(&self, azure: &C::Ops, plan: &Plan) -> Vec<String> {
+    /// group's assignment, `max_concurrency` at a time. Returns a note per action, and the pair result of each
+    /// leave attributed to a cluster (`detached`, or `failed`).
+    pub(super) async fn apply_group_removals(
+        &self,
+        azure: &C::Ops,
+        plan: &Plan,
+    ) -> (Vec<String>, Vec<PairResult>) {
         let mut removals: Vec<&GroupItem> = Vec::new();
         for item in &plan.groups {
             if matches!(
@@ -165,23 +170,24 @@ impl<C: AzureConnect> Engine<C> {
                 removals.push(item);
             }
         }
-        let mut notes = Vec::new();
+        let (mut notes, mut pairs) = (Vec::new(), Vec::new());
         for chunk in removals.chunks(self.config.max_concurrency.max(1)) {
             let mut running = Vec::with_capacity(chunk.len());
             for item in chunk {
                 running.push(self.remove_one(azure, item));
             }
-            notes.extend(
-                futures::future::join_all(running)
-                    .await
-                    .into_iter()
-                    .flatten(),
-            );
+            for (item, done) in chunk.iter().zip(futures::future::join_all(running).await) {
+                if let Some((note, outcome)) = done {
+                    notes.push(note);
+                    pairs.extend(planner::group_result_for(item, &outcome));
+                }
+            }
         }
-        notes
+        (notes, pairs)
     }
 
-    async fn remove_one(&self, azure: &C::Ops, item: &GroupItem) -> Option<String> {
+    async fn remove_one(&self, azure: &C::Ops, item: &GroupItem) -> Option<(String, ApplyOutcome)> {
+        let mut outcome = ApplyOutcome::Removed;
         let what = match &item.action {
             GroupAction::Leave {
                 group_id,
@@ -193,7 +199,10 @@ impl<C: AzureConnect> Engine<C> {
                     self.group_cache().left(group_id, principal_id);
                     format!("{principal_id} removed ({})", reason.as_str())
                 }
-                Err(e) => format!("{principal_id} not removed: {e}"),
+                Err(e) => {
+                    outcome = ApplyOutcome::Failed(apply::pair_failure(&e));
+                    format!("{principal_id} not removed: {e}")
+                }
             },
             GroupAction::RemoveAssignment {
                 group_id,
@@ -206,11 +215,14 @@ impl<C: AzureConnect> Engine<C> {
                     cache.release(&crate::azure::http::subscription_of(&assignment.id));
                     format!("{} removed ({})", assignment.id, reason.as_str())
                 }
-                Err(e) => format!("{} not removed: {e}", assignment.id),
+                Err(e) => {
+                    outcome = ApplyOutcome::Failed(apply::pair_failure(&e));
+                    format!("{} not removed: {e}", assignment.id)
+                }
             },
             GroupAction::EnsureGroup { .. } | GroupAction::AssignGroup { .. } => return None,
         };
-        Some(note(item, &what))
+        Some((note(item, &what), outcome))
     }
 }
 
