@@ -269,17 +269,7 @@ impl Config {
                 )
             })?,
         };
-        let snapshot_hours = parse_u64(
-            get("AUTOATTACH_SNAPSHOT_HOURS"),
-            DEFAULT_SNAPSHOT_HOURS,
-            "AUTOATTACH_SNAPSHOT_HOURS",
-        )?;
-        if !(1..=MAX_SNAPSHOT_HOURS).contains(&snapshot_hours) {
-            return Err(ConfigError::new(
-                "AUTOATTACH_SNAPSHOT_HOURS",
-                format!("{snapshot_hours} is out of range 1..={MAX_SNAPSHOT_HOURS}"),
-            ));
-        }
+        let snapshot_hours = parse_snapshot_hours(get("AUTOATTACH_SNAPSHOT_HOURS"))?;
 
         Ok(Self {
             tag,
@@ -360,6 +350,19 @@ impl Config {
         lines.extend(self.grant.describe());
         lines
     }
+}
+
+/// `AUTOATTACH_SNAPSHOT_HOURS`: [`DEFAULT_SNAPSHOT_HOURS`] when unset, else 1..=[`MAX_SNAPSHOT_HOURS`].
+fn parse_snapshot_hours(value: Option<String>) -> Result<u64, ConfigError> {
+    const KEY: &str = "AUTOATTACH_SNAPSHOT_HOURS";
+    let hours = parse_u64(value, DEFAULT_SNAPSHOT_HOURS, KEY)?;
+    if !(1..=MAX_SNAPSHOT_HOURS).contains(&hours) {
+        return Err(ConfigError::new(
+            KEY,
+            format!("{hours} is out of range 1..={MAX_SNAPSHOT_HOURS}"),
+        ));
+    }
+    Ok(hours)
 }
 
 /// `AUTOATTACH_RATE_LIMIT_SCALE`: 1 when unset, else 1..=[`MAX_RATE_LIMIT_SCALE`].
