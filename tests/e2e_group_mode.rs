@@ -6,7 +6,10 @@
 //! for every cluster the whole time.
 //!
 //! The burst of the acceptance (limit 200, 500 clusters) is `#[ignore]`d: in a debug build it takes longer than
-//! the suite should. The same test with a limit of 40 and 100 clusters runs always.
+//! the suite should. The same test with a limit of 40 and 100 clusters runs always (about 12 s). Status of the
+//! 500 variant (2026-12-01, debug build, load average ~8 on 2 cores): it did NOT pass — Event Grid never went
+//! idle within 3 minutes (7,869 invocations, 7,042 answered 500 = retry, slowest 135 s): a redelivery storm whose
+//! cause (overload of the debug handler, or something group-specific) is not yet diagnosed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/estate.rs"]
@@ -225,9 +228,25 @@ async fn burst_past_the_limit(clusters: usize, limit: usize, headroom: u32) {
         .lock()
         .unwrap()
         .extend(principals.iter().map(|p| (p.clone(), registry.clone())));
-    assert!(
-        bed.wait_idle(Duration::from_mins(5)).await,
-        "event grid did not go idle"
+    if !bed.wait_idle(Duration::from_mins(3)).await {
+        let invocations = bed.host.invocations();
+        let failed: Vec<_> = invocations.iter().filter(|i| !i.succeeded()).collect();
+        eprintln!(
+            "not idle after 3 min: {} invocations, {} failed, slowest {:?}; first failures: {:#?}",
+            invocations.len(),
+            failed.len(),
+            invocations.iter().map(|i| i.duration).max(),
+            failed
+                .iter()
+                .take(3)
+                .map(|i| (&i.status, &i.logs))
+                .collect::<Vec<_>>()
+        );
+        panic!("event grid did not go idle");
+    }
+    eprintln!(
+        "event grid idle after {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     let burst_done = started.elapsed();
     let direct_after_burst = tool_assignments_at(&bed.admin, &registry)
@@ -309,7 +328,7 @@ async fn a_burst_of_100_clusters_past_a_limit_of_40_all_end_able_to_pull() {
 
 /// The acceptance's figures: limit 200, 500 clusters, headroom 20 (slow in a debug build).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the acceptance's full size; run with --ignored (about a minute in a debug build)"]
+#[ignore = "the acceptance's full size; run with --ignored (does not pass yet in a loaded debug run: see the module doc)"]
 async fn a_burst_of_500_clusters_past_a_limit_of_200_all_end_able_to_pull() {
     burst_past_the_limit(500, 200, 20).await;
 }
