@@ -6,10 +6,10 @@
 //! for every cluster the whole time.
 //!
 //! The burst of the acceptance (limit 200, 500 clusters) is `#[ignore]`d: in a debug build it takes longer than
-//! the suite should. The same test with a limit of 40 and 100 clusters runs always (about 12 s). Status of the
-//! 500 variant (2026-12-01, debug build, load average ~8 on 2 cores): it did NOT pass — Event Grid never went
-//! idle within 3 minutes (7,869 invocations, 7,042 answered 500 = retry, slowest 135 s): a redelivery storm whose
-//! cause (overload of the debug handler, or something group-specific) is not yet diagnosed.
+//! the suite should. The same test with a limit of 40 and 100 clusters runs always (about 7-12 s). The 500 variant
+//! passes in 28 s (debug, on main with the burst admission of issue 15: 1,659 invocations, 657 answered 500 and
+//! retried by Event Grid, 176 fast paths, at most 180 assignments in the subscription, the group's one left); on
+//! the tree before that admission it did not settle (a redelivery storm), so it stays opt-in.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/estate.rs"]
@@ -328,7 +328,7 @@ async fn a_burst_of_100_clusters_past_a_limit_of_40_all_end_able_to_pull() {
 
 /// The acceptance's figures: limit 200, 500 clusters, headroom 20 (slow in a debug build).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the acceptance's full size; run with --ignored (does not pass yet in a loaded debug run: see the module doc)"]
+#[ignore = "the acceptance's full size; run with --ignored (about 30 s in a debug build)"]
 async fn a_burst_of_500_clusters_past_a_limit_of_200_all_end_able_to_pull() {
     burst_past_the_limit(500, 200, 20).await;
 }
