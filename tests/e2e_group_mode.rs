@@ -456,3 +456,67 @@ async fn switching_direct_to_group_and_back_never_leaves_a_cluster_without_pull(
     );
     emulator.shutdown().await;
 }
+
+/// A deleted cluster's principal must not keep pull through the tool's group. A service-principal cluster's
+/// principal outlives the cluster (AKS deletes only the identities it made): the timer's full inventory no
+/// longer holds the cluster, so the principal is known only as a member of the group, and the planner can make
+/// it leave only if the engine reports every member of the tool's groups (not only the principals of observed
+/// clusters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_clusters_principal_leaves_the_group_and_loses_pull() {
+    let mut config = EmulatorConfig::for_tests();
+    group_emulator(&mut config, 4_000);
+    let emulator = Emulator::start(config).await.unwrap();
+    let control = emulator.control();
+    let sub = control.subscriptions()[0].clone();
+    let admin = ArmAdmin::new(emulator.base_url(), control.admin_token());
+    admin
+        .put_resource_group(&sub, "rg", "westeurope")
+        .await
+        .unwrap();
+    let registry = RegistrySpec::new(&sub, "rg", "acrshared").tag("acr-autoattach", "*");
+    admin.put_registry(&registry).await.unwrap();
+    let registry = registry.id();
+    let sp = emulator.create_service_principal("legacy-cluster-sp");
+    let legacy = ClusterSpec::new(&sub, "rg", "aks-legacy").service_principal(&sp.app_id);
+    admin.put_cluster(&legacy).await.unwrap();
+    admin
+        .wait_cluster_succeeded(&legacy.id(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut ids = vec![legacy.id()];
+    let mut principals = vec![sp.object_id.to_ascii_lowercase()];
+    let mut managed = Vec::new();
+    for i in 0..2 {
+        let spec = ClusterSpec::new(&sub, "rg", &format!("aks{i}"));
+        admin.put_cluster(&spec).await.unwrap();
+        managed.push(spec.id());
+    }
+    principals.extend(kubelets(&admin, &managed).await);
+    ids.extend(managed);
+
+    // Settled in the group: the direct assignments are gone, the group's one holds pull for all three.
+    let group = handler(&emulator, "group");
+    run_timer(&group).await;
+    tokio::time::sleep(SETTLE + Duration::from_millis(500)).await;
+    let settled = run_timer(&group).await;
+    assert_eq!(shape(&admin, &registry).await, (0, 1), "{settled}");
+    assert_eq!(
+        wait_all_pull(&control, &principals, &registry, Duration::ZERO).await,
+        0
+    );
+
+    admin.delete_cluster(&ids[0]).await.unwrap();
+    let after = run_timer(&group).await;
+    tokio::time::sleep(Duration::from_millis(MEMBERSHIP_DELAY_MS + 500)).await;
+    assert_eq!(
+        control.can_pull(&principals[0], &registry),
+        Some(false),
+        "the deleted cluster's principal still pulls through the group: {after}"
+    );
+    for principal in &principals[1..] {
+        assert_eq!(control.can_pull(principal, &registry), Some(true));
+    }
+    assert_eq!(shape(&admin, &registry).await, (0, 1));
+    emulator.shutdown().await;
+}

@@ -296,7 +296,15 @@ impl<C: AzureConnect> Engine<C> {
         }
         let mut memberships = GroupMemberships::new();
         let own: Vec<String> = observed.own_groups.values().cloned().collect();
-        for principal in principals(observed) {
+        // Every member of the tool's groups, not only observed clusters' principals: a deleted cluster's
+        // kubelet is known only as a member, and the planner can make it leave only if it sees it.
+        let mut everyone = principals(observed);
+        for group in &own {
+            if let Some(members) = cache.members.get(group) {
+                everyone.extend(members.keys().map(|m| m.to_ascii_lowercase()));
+            }
+        }
+        for principal in everyone {
             let mut groups: BTreeSet<String> = foreign.get(&principal).cloned().unwrap_or_default();
             for group in &own {
                 if let Some(since) = cache.members.get(group).and_then(|m| m.get(&principal)) {
