@@ -260,6 +260,9 @@ async fn burst_past_the_limit(clusters: usize, limit: usize, headroom: u32) {
     tokio::time::sleep(SETTLE + Duration::from_millis(500)).await;
     let timer = bed.run_timer().await.unwrap();
     assert!(timer.succeeded(), "{timer:?}");
+    // The verification report counts the subscription's assignments against the deployment's limit.
+    let counted = &timer.return_value.as_ref().unwrap()["roleAssignments"][0];
+    assert_eq!(counted["limit"], limit, "{counted}");
     let missing = wait_all_pull(&control, &principals, &registry, Duration::from_secs(10)).await;
     let report = sampler.finish().await;
     let left = tool_assignments_at(&bed.admin, &registry).await;

@@ -373,6 +373,7 @@ pub async fn run_reconcile(args: &ReconcileArgs, env: &dyn Env) -> Result<u8, Op
         &observed.registries,
         &inventory.assignments_per_subscription,
         &pairs,
+        u64::from(engine.config().grant.limit),
     );
     let report = VerificationReport {
         started_at: started_at

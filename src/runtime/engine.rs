@@ -578,8 +578,12 @@ impl<C: AzureConnect> Engine<C> {
                     .apply_noted(&azure, &plan, None, Observation::Inventory)
                     .await;
                 notes.extend(applied);
-                report.capacity =
-                    capacity(&registries, &inventory.assignments_per_subscription, &pairs);
+                report.capacity = capacity(
+                    &registries,
+                    &inventory.assignments_per_subscription,
+                    &pairs,
+                    u64::from(self.config.grant.limit),
+                );
                 report.pairs = pairs;
                 report.registry_results = plan.registry_results;
                 if skipped > 0 {

@@ -261,12 +261,14 @@ pub(super) fn limit_failure(subscription: &str) -> PairFailure {
     )
 }
 
-/// Per subscription holding a registry in scope: the assignments the inventory counted against the limit,
-/// and whether Azure refused a PUT there for the limit in this run.
+/// Per subscription holding a registry in scope: the assignments the inventory counted against `limit` (the
+/// deployment's `AUTOATTACH_ASSIGNMENT_LIMIT`, at most Azure's fixed 4,000), and whether Azure refused a PUT
+/// there for the limit in this run.
 pub fn capacity(
     registries: &[Registry],
     counted: &BTreeMap<String, u64>,
     pairs: &[PairResult],
+    limit: u64,
 ) -> Vec<SubscriptionCapacity> {
     let exhausted: BTreeSet<String> = pairs
         .iter()
@@ -284,7 +286,7 @@ pub fn capacity(
         .into_iter()
         .map(|subscription| SubscriptionCapacity {
             assignments: counted.get(&subscription).copied().unwrap_or(0),
-            limit: ROLE_ASSIGNMENT_LIMIT,
+            limit,
             exhausted: exhausted.contains(&subscription),
             subscription,
         })
