@@ -3,8 +3,9 @@
 //! deadlines, and the inventory's request counts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::pin::Pin;
+#[path = "support/credential.rs"]
+mod credential;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,74 +18,14 @@ use acr_autoattach::core::model::{
     ACR_PULL_GUID, ClusterPrincipal, PullRole, ResourceId, RoleAssignmentMode,
 };
 use acr_autoattach::core::planner::AssignmentSpec;
-use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_emulator::{
-    BucketLimit, Emulator, EmulatorConfig, EmulatorControl, HandlerRights, RunningEmulator,
-};
+use azure_emulator::{BucketLimit, Emulator, EmulatorConfig, HandlerRights, RunningEmulator};
+use credential::EmulatorCredential;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing_subscriber::layer::SubscriberExt;
 use url::Url;
 
 const OWNER_GUID: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
-
-/// Tokens straight from the emulator's signer for a given principal (the managed-identity path itself is
-/// covered by `managed_identity_credential_gets_tokens_from_the_emulator`, in a child process, because
-/// azure_identity reads its endpoint from the process environment).
-#[derive(Debug)]
-struct EmulatorCredential {
-    control: EmulatorControl,
-    object_id: String,
-    /// Hand out this many invalid tokens first (a revoked or corrupted token).
-    invalid_first: std::sync::atomic::AtomicU32,
-}
-
-impl TokenCredential for EmulatorCredential {
-    fn get_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        scopes: &'life1 [&'life2 str],
-        _options: Option<TokenRequestOptions<'life3>>,
-    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        let audience = scopes
-            .first()
-            .map(|s| s.trim_end_matches("/.default").to_owned())
-            .unwrap_or_default();
-        Box::pin(async move {
-            if self
-                .invalid_first
-                .fetch_update(
-                    std::sync::atomic::Ordering::SeqCst,
-                    std::sync::atomic::Ordering::SeqCst,
-                    |n| n.checked_sub(1),
-                )
-                .is_ok()
-            {
-                let expires = azure_core::time::OffsetDateTime::now_utc() + Duration::from_hours(1);
-                return Ok(AccessToken::new("not.a.token", expires));
-            }
-            let token = self
-                .control
-                .token_for(&self.object_id, &audience)
-                .map_err(|e| {
-                    azure_core::Error::with_message(
-                        azure_core::error::ErrorKind::Credential,
-                        e.to_string(),
-                    )
-                })?;
-            Ok(AccessToken::new(
-                token,
-                azure_core::time::OffsetDateTime::now_utc() + Duration::from_hours(1),
-            ))
-        })
-    }
-}
 
 fn options_for(emu: &RunningEmulator, object_id: &str) -> ClientOptions {
     options_with_invalid_tokens(emu, object_id, 0)
@@ -96,11 +37,10 @@ fn options_with_invalid_tokens(
     invalid_first: u32,
 ) -> ClientOptions {
     let base = Url::parse(&emu.base_url()).unwrap();
-    let credential = Arc::new(EmulatorCredential {
-        control: emu.control(),
-        object_id: object_id.to_owned(),
-        invalid_first: invalid_first.into(),
-    });
+    let credential = Arc::new(
+        EmulatorCredential::for_principal(emu.control(), object_id)
+            .with_invalid_first(invalid_first),
+    );
     let mut options = ClientOptions::new(base.clone(), base, credential);
     options.retry = RetryPolicy::default().with_seed(42);
     options

@@ -4,8 +4,9 @@
 //! missing permission.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::pin::Pin;
+#[path = "support/credential.rs"]
+mod credential;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use acr_autoattach::azure::{
 };
 use acr_autoattach::core::groups::GroupSpec;
 use acr_autoattach::core::model::{PullRole, ResourceId};
-use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_emulator::{Emulator, EmulatorConfig, EmulatorControl, RunningEmulator};
+use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use credential::EmulatorCredential;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use url::Url;
@@ -28,54 +29,9 @@ const GROUP_MODE_ROLES: [&str; 3] = [
     "Application.Read.All",
 ];
 
-/// Tokens straight from the emulator's signer for one principal (`roles` carries its Graph app roles).
-#[derive(Debug)]
-struct EmulatorCredential {
-    control: EmulatorControl,
-    object_id: String,
-}
-
-impl TokenCredential for EmulatorCredential {
-    fn get_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        scopes: &'life1 [&'life2 str],
-        _options: Option<TokenRequestOptions<'life3>>,
-    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        let audience = scopes
-            .first()
-            .map(|s| s.trim_end_matches("/.default").to_owned())
-            .unwrap_or_default();
-        Box::pin(async move {
-            let token = self
-                .control
-                .token_for(&self.object_id, &audience)
-                .map_err(|e| {
-                    azure_core::Error::with_message(
-                        azure_core::error::ErrorKind::Credential,
-                        e.to_string(),
-                    )
-                })?;
-            Ok(AccessToken::new(
-                token,
-                azure_core::time::OffsetDateTime::now_utc() + Duration::from_hours(1),
-            ))
-        })
-    }
-}
-
 fn client_for(emu: &RunningEmulator, object_id: &str, page_size: u16) -> AzureClient {
     let base = Url::parse(&emu.base_url()).unwrap();
-    let credential = Arc::new(EmulatorCredential {
-        control: emu.control(),
-        object_id: object_id.to_owned(),
-    });
+    let credential = Arc::new(EmulatorCredential::for_principal(emu.control(), object_id));
     let mut options = ClientOptions::new(base.clone(), base, credential);
     options.retry = RetryPolicy::default().with_seed(7);
     options.retry.base_delay = Duration::from_millis(10);
@@ -528,10 +484,7 @@ async fn throttling_graph() -> (String, Arc<std::sync::atomic::AtomicU32>) {
 async fn graph_throttling_is_retried_after_its_retry_after_and_only_security_groups_count() {
     let emu = start(&GROUP_MODE_ROLES).await;
     let (graph, requests) = throttling_graph().await;
-    let credential = Arc::new(EmulatorCredential {
-        control: emu.control(),
-        object_id: emu.handler_principal_id(),
-    });
+    let credential = Arc::new(EmulatorCredential::for_handler(emu.control()));
     let mut options = ClientOptions::new(
         Url::parse(&emu.base_url()).unwrap(),
         Url::parse(&graph).unwrap(),

@@ -7,7 +7,9 @@
 //! with ARM's throttling on, and only the handler identity's requests are counted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::pin::Pin;
+#[path = "support/credential.rs"]
+mod credential;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,53 +18,13 @@ use acr_autoattach::cli::estate::{self, EstateSpec};
 use acr_autoattach::core::model::{ACR_PULL_GUID, Mode, PairStatus, VerificationReport};
 use acr_autoattach::runtime::config::{Config, MapEnv};
 use acr_autoattach::runtime::engine::Engine;
-use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_emulator::admin::ArmAdmin;
-use azure_emulator::{Emulator, EmulatorConfig, EmulatorControl, RunningEmulator};
+use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use credential::EmulatorCredential;
 use url::Url;
 
 const SUBSCRIPTIONS: usize = 5;
 const REGISTRIES: usize = 10;
-
-/// Tokens from the emulator's signer for the handler identity (the managed-identity protocol itself is tested
-/// elsewhere; here only the engine's request count matters).
-#[derive(Debug)]
-struct HandlerCredential(EmulatorControl);
-
-impl TokenCredential for HandlerCredential {
-    fn get_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        scopes: &'life1 [&'life2 str],
-        _options: Option<TokenRequestOptions<'life3>>,
-    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        let audience = scopes
-            .first()
-            .map(|s| s.trim_end_matches("/.default").to_owned())
-            .unwrap_or_default();
-        Box::pin(async move {
-            let token = self
-                .0
-                .token_for(&self.0.handler_principal_id(), &audience)
-                .map_err(|e| {
-                    azure_core::Error::with_message(
-                        azure_core::error::ErrorKind::Credential,
-                        e.to_string(),
-                    )
-                })?;
-            Ok(AccessToken::new(
-                token,
-                azure_core::time::OffsetDateTime::now_utc() + Duration::from_hours(1),
-            ))
-        })
-    }
-}
 
 struct Figures {
     clusters: usize,
@@ -113,8 +75,11 @@ fn engine(emu: &RunningEmulator, resource_graph: bool) -> Engine {
     ]))
     .unwrap();
     let url = Url::parse(&base).unwrap();
-    let mut options =
-        ClientOptions::new(url.clone(), url, Arc::new(HandlerCredential(emu.control())));
+    let mut options = ClientOptions::new(
+        url.clone(),
+        url,
+        Arc::new(EmulatorCredential::for_handler(emu.control())),
+    );
     options.max_concurrency = config.max_concurrency;
     Engine::new(config, AzureClient::new(options).unwrap())
 }

@@ -8,8 +8,10 @@
 //! order and times of the writes are read from the emulator's event bus (one event per role assignment made).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/credential.rs"]
+mod credential;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,55 +19,14 @@ use acr_autoattach::azure::{AzureClient, BucketSpec, ClientOptions, RateLimits};
 use acr_autoattach::core::model::{Mode, PairStatus, VerificationReport};
 use acr_autoattach::runtime::config::{Config, MapEnv};
 use acr_autoattach::runtime::engine::Engine;
-use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_emulator::admin::{ArmAdmin, ClusterSpec, GROUPS_API, RegistrySpec};
 use azure_emulator::config::BucketLimit;
-use azure_emulator::{
-    Emulator, EmulatorConfig, EmulatorControl, RunningEmulator, SubscriptionConfig,
-};
+use azure_emulator::{Emulator, EmulatorConfig, RunningEmulator, SubscriptionConfig};
+use credential::EmulatorCredential;
 use futures::StreamExt;
 use url::Url;
 
 const WRITE_EVENT: &str = "Microsoft.Authorization/roleAssignments/write";
-
-/// Tokens from the emulator's signer for the handler identity.
-#[derive(Debug)]
-struct HandlerCredential(EmulatorControl);
-
-impl TokenCredential for HandlerCredential {
-    fn get_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
-        &'life0 self,
-        scopes: &'life1 [&'life2 str],
-        _options: Option<TokenRequestOptions<'life3>>,
-    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        'life3: 'async_trait,
-        Self: 'async_trait,
-    {
-        let audience = scopes
-            .first()
-            .map(|s| s.trim_end_matches("/.default").to_owned())
-            .unwrap_or_default();
-        Box::pin(async move {
-            let token = self
-                .0
-                .token_for(&self.0.handler_principal_id(), &audience)
-                .map_err(|e| {
-                    azure_core::Error::with_message(
-                        azure_core::error::ErrorKind::Credential,
-                        e.to_string(),
-                    )
-                })?;
-            Ok(AccessToken::new(
-                token,
-                azure_core::time::OffsetDateTime::now_utc() + Duration::from_hours(1),
-            ))
-        })
-    }
-}
 
 /// An estate's shape: registries are spread over the subscriptions in turn, and so are clusters.
 #[derive(Clone, Copy)]
@@ -151,8 +112,11 @@ fn engine(emu: &RunningEmulator, writes: BucketSpec) -> Engine {
     ]))
     .unwrap();
     let url = Url::parse(&base).unwrap();
-    let mut options =
-        ClientOptions::new(url.clone(), url, Arc::new(HandlerCredential(emu.control())));
+    let mut options = ClientOptions::new(
+        url.clone(),
+        url,
+        Arc::new(EmulatorCredential::for_handler(emu.control())),
+    );
     options.max_concurrency = config.max_concurrency;
     options.rate_limits = RateLimits {
         writes,
