@@ -256,6 +256,7 @@ pub fn render_explanation(e: &Explanation) -> String {
             .unwrap_or_default()
     );
     explain_assignments(&mut out, e);
+    explain_group_paths(&mut out, e);
     let _ = writeln!(out, "8. verdict: {}", clean(&e.verdict.text));
     for note in &e.notes {
         let _ = writeln!(out, "   note: {}", clean(note));
@@ -394,6 +395,52 @@ fn explain_assignments(out: &mut String, e: &Explanation) {
     }
 }
 
+/// Step 7, continued: each group through which the principal may hold pull (principal → group → … → the
+/// group's assignment), whether it counts now, and for the tool's own group when the membership settles.
+fn explain_group_paths(out: &mut String, e: &Explanation) {
+    let clean = terminal_safe;
+    if e.group_paths.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "   through groups (grant mode {}):", e.grant_mode);
+    for g in &e.group_paths {
+        let path: Vec<String> = g.path.iter().map(|id| clean(id)).collect();
+        let _ = writeln!(
+            out,
+            "     {} → {} {} [{}]{}",
+            path.join(" → "),
+            clean(&g.assignment.role),
+            if g.counts {
+                "counts"
+            } else {
+                "does not count yet"
+            },
+            clean(&g.assignment.id),
+            if g.own { " (the tool's group)" } else { "" },
+        );
+        if let Some(m) = &g.membership {
+            let at = |t: Option<i64>| {
+                t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| "unknown".to_owned())
+            };
+            let _ = writeln!(
+                out,
+                "       member since {} ({}), settles {}",
+                at(m.since),
+                m.evidence,
+                at(m.settles_at)
+            );
+        }
+        if !g.note.is_empty() {
+            let _ = writeln!(out, "       {}", clean(&g.note));
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -502,5 +549,56 @@ mod tests {
         let e = explain_pair(&o, &settings(false)).unwrap();
         assert!(e.cluster_opted_out && !e.selected);
         assert_eq!(e.verdict.status, "not_selected");
+    }
+
+    #[test]
+    fn the_group_path_is_rendered_with_its_membership_age() {
+        use crate::core::groups::{GrantMode, GroupSettings};
+        use crate::core::planner::AssignmentSpec;
+        const OURS: &str = "9999aaaa-0000-4000-8000-0000000000cc";
+        let r = registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions);
+        let spec = AssignmentSpec::for_group(&r.id, OURS, PullRole::AcrPull);
+        let held = crate::core::model::RoleAssignment {
+            id: spec.assignment_id(),
+            name: spec.name.to_string(),
+            scope: r.id.to_string(),
+            role_definition_guid: PullRole::AcrPull.definition_guid().into(),
+            principal_id: OURS.into(),
+            principal_type: Some("Group".into()),
+            description: Some(spec.description),
+            condition: None,
+        };
+        let mut o = observed(cluster(&[]), r.clone(), vec![held]);
+        o.memberships.insert(PRINCIPAL, [OURS]);
+        o.own_groups
+            .insert((r.id.clone(), PullRole::AcrPull), OURS.into());
+        o.set_membership_since(PRINCIPAL, OURS, 1_000);
+        let mut s = settings(false);
+        s.now_unix = 1_500;
+        s.grant = GrantMode::Group(GroupSettings {
+            settle_secs: 1_000,
+            headroom: 0,
+            limit: 4_000,
+        });
+        let text = render_explanation(&explain_pair(&o, &s).unwrap());
+        assert!(
+            text.contains("through groups (grant mode group):"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{PRINCIPAL} → {OURS} → AcrPull does not count yet"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("(the tool's group)"), "{text}");
+        assert!(
+            text.contains("member since 1970-01-01T00:16:40Z")
+                && text.contains("settles 1970-01-01T00:33:20Z"),
+            "{text}"
+        );
+        s.now_unix = 2_000;
+        let text = render_explanation(&explain_pair(&o, &s).unwrap());
+        assert!(text.contains("→ AcrPull counts"), "{text}");
     }
 }
