@@ -47,6 +47,16 @@ fn relevant_full(trigger: &Value) -> usize {
         .count()
 }
 
+/// The irrelevant samples of `benches/events.rs`.
+const IRRELEVANT: &[&str] = &[
+    "specs_eventgrid-schema_resource_write_success.json",
+    "specs_cloudevents_resource_write_success.json",
+    "docs_subscription-topic_eventgrid-schema_write_success.json",
+    "docs_subscription-topic_eventgrid-schema_delete_success.json",
+    "docs_subscription-topic_eventgrid-schema_action_success.json",
+    "specs_arn_resources_created_or_updated.json",
+];
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map_or("events", String::as_str);
@@ -65,6 +75,36 @@ fn main() {
                     let v: Value = serde_json::from_str(black_box(&text)).expect("JSON");
                     relevant(&v)
                 };
+            }
+            println!("{what} x{n}: {hits} relevant");
+        }
+        "events-each" | "events-batch" => {
+            // The criterion bench's inputs: the six irrelevant samples, one event per call or 100 per batch.
+            let samples: Vec<Value> = IRRELEVANT
+                .iter()
+                .map(|name| {
+                    let path = format!(
+                        "{}/../shared/fixtures/events/{name}",
+                        env!("CARGO_MANIFEST_DIR")
+                    );
+                    let text = std::fs::read_to_string(path).expect("sample readable");
+                    match serde_json::from_str(&text).expect("sample is JSON") {
+                        Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+                        other => other,
+                    }
+                })
+                .collect();
+            let batch = Value::Array(samples.iter().cycle().take(100).cloned().collect());
+            let mut hits = 0;
+            for _ in 0..n {
+                if what == "events-each" {
+                    hits += samples
+                        .iter()
+                        .map(|e| relevant(black_box(e)))
+                        .sum::<usize>();
+                } else {
+                    hits += relevant(black_box(&batch));
+                }
             }
             println!("{what} x{n}: {hits} relevant");
         }

@@ -251,6 +251,14 @@ pub async fn run_verify(args: &VerifyArgs, env: &dyn Env) -> Result<u8, Operator
     if let Some(reason) = report.inventory.failure() {
         return Err(OperatorError::Inventory(reason.to_owned()));
     }
+    if let (OutputFormat::Json, Some(path)) = (args.output, args.destination()) {
+        write_json_file(&report, path)?;
+        return Ok(if report.all_compliant() {
+            EXIT_OK
+        } else {
+            EXIT_NOT_IN_ORDER
+        });
+    }
     let rendered = match args.output {
         OutputFormat::Table => report::render_table(&report),
         OutputFormat::Json => report::render_json(&report),
@@ -262,6 +270,19 @@ pub async fn run_verify(args: &VerifyArgs, env: &dyn Env) -> Result<u8, Operator
     } else {
         EXIT_NOT_IN_ORDER
     })
+}
+
+/// The JSON report streamed to `path` (the same bytes as [`emit`] of [`report::render_json`]).
+fn write_json_file(report: &VerificationReport, path: &Path) -> Result<(), OperatorError> {
+    let error = |source| OperatorError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(error)?);
+    report::write_json(report, &mut out).map_err(error)?;
+    std::io::Write::flush(&mut out).map_err(error)?;
+    eprintln!("report written to {}", path.display());
+    Ok(())
 }
 
 fn emit(destination: Option<&Path>, text: &str) -> Result<(), OperatorError> {

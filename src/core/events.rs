@@ -589,8 +589,8 @@ fn classify_look(event: &Look<'_>) -> ClassifiedEvent {
             }
             Classification::Ignored { .. } => event
                 .source
-                .and_then(parse_event_resource_id)
-                .map(|id| id.subscription_id().to_owned()),
+                .and_then(look::event_subscription_id)
+                .map(str::to_owned),
         };
     }
     ClassifiedEvent {

@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// An ARM resource id (or scope). Azure compares ids case-insensitively and returns them in varying case
 /// (`resourcegroups` vs `resourceGroups`), so equality, ordering and hashing ignore ASCII case while the
-/// original spelling is kept for display.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ResourceId(String);
+/// original spelling is kept for display. The text is shared (`Arc<str>`): a clone, as every plan item and pair
+/// result makes of its cluster's and registry's ids, costs a reference count, not a copy of the id.
+#[derive(Clone)]
+pub struct ResourceId(Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResourceIdError {
@@ -32,10 +33,10 @@ impl ResourceId {
         if trimmed.is_empty() {
             return Err(ResourceIdError::Empty);
         }
-        let with_slash = if trimmed.starts_with('/') {
-            trimmed.to_owned()
+        let with_slash: Arc<str> = if trimmed.starts_with('/') {
+            Arc::from(trimmed)
         } else {
-            format!("/{trimmed}")
+            Arc::from(format!("/{trimmed}"))
         };
         let mut segments = with_slash[1..].split('/');
         let first = segments.next().unwrap_or_default();
@@ -187,7 +188,20 @@ impl TryFrom<String> for ResourceId {
 
 impl From<ResourceId> for String {
     fn from(value: ResourceId) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
+    }
+}
+
+impl Serialize for ResourceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -218,10 +232,13 @@ impl PartialOrd for ResourceId {
 impl Ord for ResourceId {
     /// The order of the lower-cased ids ([`ResourceId::key`]), without building them.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0
-            .bytes()
-            .map(|b| b.to_ascii_lowercase())
-            .cmp(other.0.bytes().map(|b| b.to_ascii_lowercase()))
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        // The first byte that differs ignoring case decides; ids share long prefixes, which this skips fast.
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x.to_ascii_lowercase(), y.to_ascii_lowercase()))
+            .find(|(x, y)| x != y)
+            .map_or_else(|| a.len().cmp(&b.len()), |(x, y)| x.cmp(&y))
     }
 }
 impl fmt::Display for ResourceId {

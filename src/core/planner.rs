@@ -595,7 +595,7 @@ fn pair_item(
     let spec = AssignmentSpec::new(&registry.id, principal, role, &cluster.id);
     // Never rewrite: an assignment already under the deterministic name (whatever it holds now, e.g. a person
     // changed it) is never PUT again; the PUT is only ever a create.
-    if let Some(existing) = ix.by_name.get(&spec.name.to_string()) {
+    if let Some(existing) = ix.named(spec.name) {
         return item(
             Some(principal.clone()),
             Action::Exists {
@@ -629,6 +629,8 @@ pub fn plan(observed: &Observed, settings: &PlanSettings) -> Plan {
     let ix = Index::new(observed, settings);
     let mut gx = Groups::new(&ix, observed, settings);
     let mut out = Plan::default();
+    // One item per selected pair: sized once (a doubling vector would hold up to twice the items' size).
+    out.items.reserve_exact(ix.selected_pairs());
     for r in &ix.registries {
         if let Err(e) = &r.opt_in {
             out.registry_results.push(RegistryResult {
@@ -713,18 +715,16 @@ fn item_order(a: &PlanItem, b: &PlanItem) -> std::cmp::Ordering {
 }
 
 /// `pairs` (already in [`item_order`]: registries, then clusters, each sorted, one item per pair) and the
-/// removals merged, as a stable sort of the two in that order would give.
-fn sorted(pairs: Vec<PlanItem>, mut removals: Vec<PlanItem>) -> Vec<PlanItem> {
+/// removals merged, as a stable sort of the two in that order would give. In place: the pairs are not copied
+/// into a second vector (at scale that would hold every item twice), and without removals nothing moves.
+fn sorted(mut pairs: Vec<PlanItem>, mut removals: Vec<PlanItem>) -> Vec<PlanItem> {
     debug_assert!(pairs.is_sorted_by(|a, b| item_order(a, b).is_le()));
-    removals.sort_by(item_order);
-    let mut out = Vec::with_capacity(pairs.len() + removals.len());
-    let mut removals = removals.into_iter().peekable();
-    for pair in pairs {
-        while let Some(removal) = removals.next_if(|r| item_order(r, &pair).is_lt()) {
-            out.push(removal);
-        }
-        out.push(pair);
+    if removals.is_empty() {
+        return pairs;
     }
-    out.extend(removals);
-    out
+    removals.sort_by(item_order);
+    pairs.append(&mut removals);
+    // Two sorted runs: the stable sort merges them (it detects runs), keeping a pair before a removal it ties.
+    pairs.sort_by(item_order);
+    pairs
 }

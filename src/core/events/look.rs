@@ -200,3 +200,73 @@ pub fn classify_trigger(
         }),
     }
 }
+
+/// The subscription of an event's resource id, as `parse_event_resource_id(raw)` would give it
+/// (`id.subscription_id()`), without building the id: an ignored event (the bulk) takes its subscription from
+/// its `topic`/`source` this way, and building the id was most of the cost of ignoring it.
+pub(super) fn event_subscription_id(raw: &str) -> Option<&str> {
+    // The id's segments as `parse_event_resource_id` cleans them, then `ResourceId::parse`'s rules: trailing
+    // empty segments dropped, one leading `/`, `subscriptions/{id}` first, no empty segment.
+    let segments = || raw.split('/').map(str::trim);
+    let kept = segments()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty())
+        .last()?
+        .0
+        + 1;
+    let mut it = segments().take(kept);
+    let mut first = it.next()?;
+    if first.is_empty() {
+        first = it.next()?;
+    }
+    if !first.eq_ignore_ascii_case("subscriptions") {
+        return None;
+    }
+    let subscription = it.next().filter(|s| !s.is_empty())?;
+    if it.any(str::is_empty) {
+        return None;
+    }
+    Some(subscription)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_subscription_id_reads_as_the_parsed_id() {
+        let cases = [
+            "",
+            "/",
+            "//",
+            " ",
+            "/subscriptions",
+            "/subscriptions/",
+            "/subscriptions/s1",
+            "subscriptions/s1",
+            "/subscriptions/s1/",
+            "/subscriptions/s1//",
+            "/Subscriptions/S1/resourceGroups/rg",
+            " /subscriptions / s1 / resourceGroups/rg ",
+            "/subscriptions/ /rg",
+            "/subscriptions//rg",
+            "//subscriptions/s1",
+            "/subscriptions/s1/resourceGroups//x",
+            "/subscriptions/s1/resourceGroups/ r g /x/",
+            "/providers/Microsoft.Management/managementGroups/mg",
+            "/subscriptionsX/s1",
+            "/subscriptions/{subscription-id}/resourceGroups/{resource-group}/providers/Microsoft.Storage/storageAccounts/{name}",
+            "\t/subscriptions/s1\n",
+            "/subscriptions/s1/ / ",
+            "/subscriptions/s1/x/ /",
+        ];
+        for raw in cases {
+            let reference = parse_event_resource_id(raw);
+            assert_eq!(
+                event_subscription_id(raw),
+                reference.as_ref().map(ResourceId::subscription_id),
+                "{raw:?}"
+            );
+        }
+    }
+}

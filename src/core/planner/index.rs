@@ -7,6 +7,33 @@
 use super::*;
 use crate::core::selector::SelectorError;
 
+/// A string compared and hashed ignoring ASCII case, borrowed: the key of the index's maps over assignment ids
+/// and names, so the index holds no lower-cased copy of them (200,000 of each at scale).
+#[derive(Clone, Copy)]
+pub(super) struct NoCase<'a>(pub(super) &'a str);
+
+impl PartialEq for NoCase<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(other.0)
+    }
+}
+impl Eq for NoCase<'_> {}
+impl std::hash::Hash for NoCase<'_> {
+    /// The length and the last (at most) 64 bytes lower-cased: consistent with the case-insensitive equality,
+    /// and enough to tell assignment ids apart (they end in their name, a GUID, after long shared prefixes)
+    /// while hashing a third of their bytes.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let bytes = self.0.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(64)..];
+        let mut lower = [0u8; 64];
+        let lower = &mut lower[..tail.len()];
+        lower.copy_from_slice(tail);
+        lower.make_ascii_lowercase();
+        state.write_usize(bytes.len());
+        state.write(lower);
+    }
+}
+
 /// A principal's assignments that may cover some registry of the snapshot: at a registry's own scope, its
 /// resource group or its subscription (by scope number, see [`Index::new`]), and at the root or a management
 /// group (or any scope [`scope_level`] might read another way). Assignments at any other scope cannot cover a
@@ -69,8 +96,11 @@ pub(super) struct Index<'a> {
     held_by: Vec<PrincipalAssignments<'a>>,
     /// Per cluster: its principal's entry in `held_by`.
     held: Vec<Option<usize>>,
-    /// Key: assignment name lower-cased; the first in `observed.assignments` order.
-    pub(super) by_name: HashMap<String, &'a RoleAssignment>,
+    /// Key: assignment name (ignoring case); the first in `observed.assignments` order. Built when first asked
+    /// ([`Index::named`]).
+    by_name: std::cell::OnceCell<HashMap<NoCase<'a>, &'a RoleAssignment>>,
+    /// `observed.assignments`, for `by_name`.
+    all_assignments: &'a [RoleAssignment],
     /// Clusters whose principal is known, by principal (lower-cased).
     pub(super) clusters_by_principal: HashMap<String, Vec<usize>>,
     /// Subscriptions (lower-cased) the inventory covered: any with a known tenant, cluster or registry.
@@ -81,6 +111,37 @@ impl<'a> Index<'a> {
     /// The assignments of cluster `c`'s principal that may cover some registry, if any.
     pub(super) fn held(&self, c: usize) -> Option<&PrincipalAssignments<'a>> {
         self.held[c].map(|slot| &self.held_by[slot])
+    }
+
+    /// The first observed assignment named `name` (as ARM spells a name: the hyphenated GUID, any case). The
+    /// map by name is built on the first call: a plan in which every pair is covered never needs it.
+    pub(super) fn named(&self, name: Uuid) -> Option<&'a RoleAssignment> {
+        let by_name = self.by_name.get_or_init(|| {
+            let mut by_name = HashMap::with_capacity(self.all_assignments.len());
+            for a in self.all_assignments {
+                by_name.entry(NoCase(&a.name)).or_insert(a);
+            }
+            by_name
+        });
+        let mut buffer = Uuid::encode_buffer();
+        let text = name.hyphenated().encode_lower(&mut buffer);
+        by_name.get(&NoCase(text)).copied()
+    }
+
+    /// How many items the plan has for selected pairs: one per (registry with a valid selector, cluster it
+    /// selects that did not opt out).
+    pub(super) fn selected_pairs(&self) -> usize {
+        self.registries
+            .iter()
+            .filter(|r| r.opt_in.is_ok())
+            .map(|r| {
+                r.selects
+                    .iter()
+                    .zip(&self.opted_out)
+                    .filter(|(selects, out)| **selects && !**out)
+                    .count()
+            })
+            .sum()
     }
 
     pub(super) fn new(observed: &'a Observed, settings: &PlanSettings) -> Self {
@@ -164,21 +225,14 @@ impl<'a> Index<'a> {
         let assignments: Vec<&RoleAssignment> = observed
             .assignments
             .iter()
-            .filter(|a| seen.insert(a.id.to_ascii_lowercase()))
+            .filter(|a| seen.insert(NoCase(&a.id)))
             .collect();
+        drop(seen);
         let (slots, held_by) = held_by_principal(&mut registries, &assignments);
         let held = principals
             .iter()
-            .map(|p| {
-                p.as_ref()
-                    .ok()
-                    .and_then(|p| slots.get(&p.to_ascii_lowercase()).copied())
-            })
+            .map(|p| p.as_ref().ok().and_then(|p| slots.get(&NoCase(p)).copied()))
             .collect();
-        let mut by_name = HashMap::new();
-        for a in &observed.assignments {
-            by_name.entry(a.name.to_ascii_lowercase()).or_insert(a);
-        }
         let inventoried = observed
             .subscription_tenants
             .keys()
@@ -198,7 +252,8 @@ impl<'a> Index<'a> {
             assignments,
             held_by,
             held,
-            by_name,
+            by_name: std::cell::OnceCell::new(),
+            all_assignments: &observed.assignments,
             clusters_by_principal,
             inventoried,
         }
@@ -210,36 +265,44 @@ impl<'a> Index<'a> {
 fn held_by_principal<'a>(
     registries: &mut [RegistryIndex<'_>],
     assignments: &[&'a RoleAssignment],
-) -> (HashMap<String, usize>, Vec<PrincipalAssignments<'a>>) {
+) -> (HashMap<NoCase<'a>, usize>, Vec<PrincipalAssignments<'a>>) {
     // Every scope that can cover a registry here, numbered: the registries' own, their resource groups',
-    // their subscriptions' (key: trimmed, without trailing `/`, lower-cased, as `scope_level` compares).
-    let mut scope_numbers: HashMap<String, u32> = HashMap::new();
-    for r in registries.iter_mut() {
-        let id = &r.registry.id;
-        let keys = [
-            Some(id.key()),
-            id.resource_group_scope().map(|s| s.to_ascii_lowercase()),
-            Some(id.subscription_scope().to_ascii_lowercase()),
-        ];
+    // their subscriptions' (compared trimmed, without trailing `/`, ignoring case, as `scope_level` compares).
+    let keys: Vec<[Option<String>; 3]> = registries
+        .iter()
+        .map(|r| {
+            let id = &r.registry.id;
+            [
+                Some(id.as_str().to_owned()),
+                id.resource_group_scope(),
+                Some(id.subscription_scope()),
+            ]
+        })
+        .collect();
+    let mut scope_numbers: HashMap<NoCase<'_>, u32> = HashMap::new();
+    for (r, keys) in registries.iter_mut().zip(&keys) {
         for (slot, key) in r.scopes.iter_mut().zip(keys) {
-            *slot = key.map(|key| {
+            *slot = key.as_deref().map(|key| {
                 let next = scope_numbers.len() as u32;
-                *scope_numbers.entry(key).or_insert(next)
+                *scope_numbers.entry(NoCase(key)).or_insert(next)
             });
         }
     }
-    let mut slots: HashMap<String, usize> = HashMap::new();
+    let mut slots: HashMap<NoCase<'a>, usize> = HashMap::new();
     let mut held_by: Vec<PrincipalAssignments> = Vec::new();
     for a in assignments {
         let scope = a.scope.trim();
-        let key = scope.trim_end_matches('/').to_ascii_lowercase();
-        let number = scope_numbers.get(&key);
-        if number.is_none() && scope != "/" && key.starts_with("/subscriptions/") {
+        let key = scope.trim_end_matches('/');
+        let number = scope_numbers.get(&NoCase(key));
+        let below_subscriptions = key
+            .get(.."/subscriptions/".len())
+            .is_some_and(|head| head.eq_ignore_ascii_case("/subscriptions/"));
+        if number.is_none() && scope != "/" && below_subscriptions {
             // Neither a registry's scope nor above one: it covers no registry of this snapshot.
             continue;
         }
         let slot = *slots
-            .entry(a.principal_id.trim().to_ascii_lowercase())
+            .entry(NoCase(a.principal_id.trim()))
             .or_insert_with(|| {
                 held_by.push(PrincipalAssignments::default());
                 held_by.len() - 1
