@@ -10,7 +10,8 @@
 //! (`planning N CLUSTERS`: a smaller estate built the same way). `events` classifies Microsoft's published Event Grid schema sample
 //! of a storage account write (irrelevant) as the host hands it over (a parsed value) the way the handler does
 //! (`classify_trigger`); `events-full` the full way (typed models, then `classify`); `events-text` from its
-//! JSON text (parse included).
+//! JSON text (parse included). `events-each N` classifies the six irrelevant samples of `benches/events.rs` one per
+//! call, N rounds; `events-batch N` the same samples as one batch of 100, N times.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
