@@ -447,8 +447,8 @@ impl<C: AzureConnect> Engine<C> {
     // -----------------------------------------------------------------------------------------------------
 
     /// Inventories the scope and plans, without writing anything. The inventory's role assignments — the bulk of
-    /// it at scale — are moved into the returned [`Observed`], not copied: the returned inventory's
-    /// `assignments` is empty.
+    /// it at scale — and the clusters are moved into the returned [`Observed`], not copied: the returned
+    /// inventory's `assignments` and `clusters` are empty.
     pub async fn observe_and_plan(
         &self,
         azure: &C::Ops,
@@ -480,7 +480,8 @@ impl<C: AzureConnect> Engine<C> {
             }
         }
         let mut observed = Observed {
-            clusters: inventory.clusters.clone(),
+            // Moved: the returned inventory's `clusters` is empty too.
+            clusters: std::mem::take(&mut inventory.clusters),
             registries: inventory.registries.clone(),
             assignments: std::mem::take(&mut inventory.assignments),
             role_definitions: inventory

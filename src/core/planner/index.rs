@@ -40,7 +40,9 @@ impl std::hash::Hash for NoCase<'_> {
 /// registry here and are left out.
 #[derive(Default)]
 pub(super) struct PrincipalAssignments<'a> {
-    by_scope: HashMap<u32, Vec<&'a RoleAssignment>>,
+    /// (scope number, assignment), sorted by scope number, in observed order within a scope: one flat vector
+    /// per principal (a map of small vectors cost about 2 KB per principal at scale).
+    by_scope: Vec<(u32, &'a RoleAssignment)>,
     elsewhere: Vec<&'a RoleAssignment>,
 }
 
@@ -55,10 +57,14 @@ impl<'a> PrincipalAssignments<'a> {
             .scopes
             .iter()
             .flatten()
-            .filter_map(|scope| self.by_scope.get(scope))
-            .flatten()
-            .chain(&self.elsewhere)
-            .copied()
+            .flat_map(|&scope| {
+                let start = self.by_scope.partition_point(|(n, _)| *n < scope);
+                self.by_scope[start..]
+                    .iter()
+                    .take_while(move |(n, _)| *n == scope)
+                    .map(|(_, a)| *a)
+            })
+            .chain(self.elsewhere.iter().copied())
     }
 }
 
@@ -309,9 +315,15 @@ fn held_by_principal<'a>(
             });
         let held = &mut held_by[slot];
         match number {
-            Some(&n) => held.by_scope.entry(n).or_default().push(a),
+            Some(&n) => held.by_scope.push((n, a)),
             None => held.elsewhere.push(a),
         }
+    }
+    for held in &mut held_by {
+        // Stable: observed order within a scope, as the candidates were always given.
+        held.by_scope.sort_by_key(|(n, _)| *n);
+        held.by_scope.shrink_to_fit();
+        held.elsewhere.shrink_to_fit();
     }
     (slots, held_by)
 }
