@@ -588,7 +588,7 @@ fn pair_item(
         );
     }
     if let (Some((gs, spec)), Some(g)) = (group_mode, gx) {
-        let own_direct = ix.by_name.get(&spec.name.to_string()).copied();
+        let own_direct = ix.named(spec.name);
         let action = g.decide(gs, ix, c, r, spec, own_direct, observed, settings);
         return item(Some(principal.clone()), action);
     }

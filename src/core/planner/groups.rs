@@ -354,7 +354,7 @@ impl<'a> Groups<'a> {
                     let spec = AssignmentSpec::for_group(registry, group_id, role);
                     // Never rewrite: a taken deterministic name is left as it is.
                     if self.own_grant(&key, r, observed).is_some()
-                        || ix.by_name.contains_key(&spec.name.to_string())
+                        || ix.named(spec.name).is_some()
                         || !capacity.take_group(sub)
                     {
                         continue;

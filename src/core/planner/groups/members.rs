@@ -175,10 +175,9 @@ fn leave_reason(
     }
     // No cluster of the snapshot uses it: the cluster named by its direct assignment's mark, if one is left.
     let owner = ix
-        .by_name
-        .get(&assignment_name(&r.registry.id, principal, role).to_string())
+        .named(assignment_name(&r.registry.id, principal, role))
         .filter(|a| a.principal_id.trim().eq_ignore_ascii_case(principal))
-        .and_then(|a| a.owner_cluster());
+        .and_then(RoleAssignment::owner_cluster);
     if let Some(owner) = &owner {
         if settings.deleted_clusters.contains(owner) {
             return Some((RemovalReason::ClusterDeleted, Some(owner.clone())));
@@ -205,7 +204,6 @@ fn marked_member_since(
     principal: &str,
     role: PullRole,
 ) -> bool {
-    ix.by_name
-        .get(&assignment_name(&r.registry.id, principal, role).to_string())
+    ix.named(assignment_name(&r.registry.id, principal, role))
         .is_some_and(|a| a.member_since().is_some())
 }
