@@ -326,18 +326,8 @@ impl ScopedClient {
         &self,
         group_id: &str,
     ) -> Result<Vec<DirectoryObject>, AzureError> {
-        let top = self.graph_top();
-        let op = Operation::GraphListMembers;
-        let group_id = check_object_id("group", group_id)?;
-        let url = self.graph_url(
-            &format!("/v1.0/groups/{group_id}/members"),
-            &[("$top", &top)],
-        )?;
-        let items = self
-            .graph_all_pages(op, url)
+        self.group_member_listing(Operation::GraphListMembers, group_id, "members")
             .await
-            .map_err(|e| permission(e, op, "GroupMember.Read.All (or ownership of the group)"))?;
-        items.iter().map(|v| object_from(op, v)).collect()
     }
 
     /// The members of a group, directly or through nested groups (the nested groups included, each object
@@ -347,11 +337,25 @@ impl ScopedClient {
         &self,
         group_id: &str,
     ) -> Result<Vec<DirectoryObject>, AzureError> {
+        self.group_member_listing(
+            Operation::GraphTransitiveMembers,
+            group_id,
+            "transitiveMembers",
+        )
+        .await
+    }
+
+    /// `GET /groups/{id}/{relation}`, every page, as directory objects (both member listings).
+    async fn group_member_listing(
+        &self,
+        op: Operation,
+        group_id: &str,
+        relation: &str,
+    ) -> Result<Vec<DirectoryObject>, AzureError> {
         let top = self.graph_top();
-        let op = Operation::GraphTransitiveMembers;
         let group_id = check_object_id("group", group_id)?;
         let url = self.graph_url(
-            &format!("/v1.0/groups/{group_id}/transitiveMembers"),
+            &format!("/v1.0/groups/{group_id}/{relation}"),
             &[("$top", &top)],
         )?;
         let items = self
