@@ -378,9 +378,9 @@ async fn shape(admin: &ArmAdmin, registry: &str) -> (usize, usize) {
     (all.len() - group, group)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switching_direct_to_group_and_back_never_leaves_a_cluster_without_pull() {
-    let started = Instant::now();
+/// An emulator set up for group mode (limit 4,000) with one registry tagged `*` in resource group `rg`:
+/// (emulator, admin, subscription, registry id).
+async fn one_registry_for_all() -> (RunningEmulator, ArmAdmin, String, String) {
     let mut config = EmulatorConfig::for_tests();
     group_emulator(&mut config, 4_000);
     let emulator = Emulator::start(config).await.unwrap();
@@ -393,7 +393,14 @@ async fn switching_direct_to_group_and_back_never_leaves_a_cluster_without_pull(
         .unwrap();
     let registry = RegistrySpec::new(&sub, "rg", "acrshared").tag("acr-autoattach", "*");
     admin.put_registry(&registry).await.unwrap();
-    let registry = registry.id();
+    (emulator, admin, sub, registry.id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_direct_to_group_and_back_never_leaves_a_cluster_without_pull() {
+    let started = Instant::now();
+    let (emulator, admin, sub, registry) = one_registry_for_all().await;
+    let control = emulator.control();
     let mut ids = Vec::new();
     for i in 0..8 {
         let spec = ClusterSpec::new(&sub, "rg", &format!("aks{i}"));
@@ -465,19 +472,8 @@ async fn switching_direct_to_group_and_back_never_leaves_a_cluster_without_pull(
 /// clusters).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_clusters_principal_leaves_the_group_and_loses_pull() {
-    let mut config = EmulatorConfig::for_tests();
-    group_emulator(&mut config, 4_000);
-    let emulator = Emulator::start(config).await.unwrap();
+    let (emulator, admin, sub, registry) = one_registry_for_all().await;
     let control = emulator.control();
-    let sub = control.subscriptions()[0].clone();
-    let admin = ArmAdmin::new(emulator.base_url(), control.admin_token());
-    admin
-        .put_resource_group(&sub, "rg", "westeurope")
-        .await
-        .unwrap();
-    let registry = RegistrySpec::new(&sub, "rg", "acrshared").tag("acr-autoattach", "*");
-    admin.put_registry(&registry).await.unwrap();
-    let registry = registry.id();
     let sp = emulator.create_service_principal("legacy-cluster-sp");
     let legacy = ClusterSpec::new(&sub, "rg", "aks-legacy").service_principal(&sp.app_id);
     admin.put_cluster(&legacy).await.unwrap();
