@@ -1,6 +1,6 @@
 //! Peak memory of the handler during a steady-state verification at scale (issue 15, point 2): the estate is
 //! built in the in-process emulator (clusters through ARM, every pair's AcrPull granted directly), then the
-//! handler binary runs `verify` (table output to a file) as its own process (so the emulator's memory is not counted) through Resource
+//! handler binary runs `verify --output json` (written to a file) as its own process (so the emulator's memory is not counted) through Resource
 //! Graph and through ARM lists, and its peak RSS is printed — the kernel's figure from `/usr/bin/time -f %M`
 //! when that exists, else the last `VmHWM` polled from `/proc/<pid>/status`.
 //!
