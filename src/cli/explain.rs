@@ -554,20 +554,9 @@ mod tests {
     #[test]
     fn the_group_path_is_rendered_with_its_membership_age() {
         use crate::core::groups::{GrantMode, GroupSettings};
-        use crate::core::planner::AssignmentSpec;
         const OURS: &str = "9999aaaa-0000-4000-8000-0000000000cc";
         let r = registry(Some("*"), RoleAssignmentMode::LegacyRegistryPermissions);
-        let spec = AssignmentSpec::for_group(&r.id, OURS, PullRole::AcrPull);
-        let held = crate::core::model::RoleAssignment {
-            id: spec.assignment_id(),
-            name: spec.name.to_string(),
-            scope: r.id.to_string(),
-            role_definition_guid: PullRole::AcrPull.definition_guid().into(),
-            principal_id: OURS.into(),
-            principal_type: Some("Group".into()),
-            description: Some(spec.description),
-            condition: None,
-        };
+        let held = crate::core::fixtures::group_assignment(&r, OURS);
         let mut o = observed(cluster(&[]), r.clone(), vec![held]);
         o.memberships.insert(PRINCIPAL, [OURS]);
         o.own_groups

@@ -101,6 +101,26 @@ pub struct ScopedAssignment {
     pub covers_pull: Option<String>,
 }
 
+impl ScopedAssignment {
+    /// `a` as listed at `level`, with how it covers pull here (`None`: it does not).
+    fn of(
+        a: &RoleAssignment,
+        level: ScopeLevel,
+        observed: &Observed,
+        covers_pull: Option<String>,
+    ) -> Self {
+        Self {
+            level,
+            scope: a.scope.clone(),
+            id: a.id.clone(),
+            role: role_label(a, &observed.role_definitions),
+            principal_id: a.principal_id.clone(),
+            owned: a.is_owned(),
+            covers_pull,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     /// `compliant`, `missing`, `pending`, `refused`, `not_selected`, `remove`, `invalid_selector`.
@@ -259,16 +279,13 @@ fn assignments_of(
             elsewhere += 1;
             continue;
         };
-        assignments.push(ScopedAssignment {
+        let covers = planner::pull_coverage(a, registry, &observed.role_definitions, &[]);
+        assignments.push(ScopedAssignment::of(
+            a,
             level,
-            scope: a.scope.clone(),
-            id: a.id.clone(),
-            role: role_label(a, &observed.role_definitions),
-            principal_id: a.principal_id.clone(),
-            owned: a.is_owned(),
-            covers_pull: planner::pull_coverage(a, registry, &observed.role_definitions, &[])
-                .map(|c| c.to_string()),
-        });
+            observed,
+            covers.map(|c| c.to_string()),
+        ));
     }
     assignments.sort_by(|a, b| (a.level, &a.id).cmp(&(b.level, &b.id)));
     (assignments, elsewhere)

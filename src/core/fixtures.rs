@@ -80,3 +80,24 @@ pub fn observed(c: Cluster, r: Registry, assignments: Vec<RoleAssignment>) -> Ob
         ..Observed::default()
     }
 }
+
+/// The tool's group's own AcrPull assignment at `registry` (deterministic name, the group's mark).
+pub fn group_assignment(registry: &Registry, group: &str) -> RoleAssignment {
+    let spec = crate::core::planner::AssignmentSpec::for_group(
+        &registry.id,
+        group,
+        crate::core::model::PullRole::AcrPull,
+    );
+    RoleAssignment {
+        id: spec.assignment_id(),
+        name: spec.name.to_string(),
+        scope: registry.id.to_string(),
+        role_definition_guid: crate::core::model::PullRole::AcrPull
+            .definition_guid()
+            .into(),
+        principal_id: group.into(),
+        principal_type: Some("Group".into()),
+        description: Some(spec.description),
+        condition: None,
+    }
+}

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{ScopedAssignment, role_label};
+use super::ScopedAssignment;
 use crate::core::groups::GrantMode;
 use crate::core::model::{PullRole, Registry, RoleAssignment};
 use crate::core::planner::{self, Observed, PlanSettings};
@@ -64,15 +64,7 @@ pub(super) fn group_paths(
                 path: chain(observed, principal, group),
                 own: is_own,
                 membership,
-                assignment: ScopedAssignment {
-                    level,
-                    scope: a.scope.clone(),
-                    id: a.id.clone(),
-                    role: role_label(a, &observed.role_definitions),
-                    principal_id: a.principal_id.clone(),
-                    owned: a.is_owned(),
-                    covers_pull: covers.map(|c| c.to_string()),
-                },
+                assignment: ScopedAssignment::of(a, level, observed, covers.map(|c| c.to_string())),
                 counts,
                 note,
             });
@@ -189,24 +181,13 @@ mod tests {
     use crate::core::fixtures::{PRINCIPAL, cluster, observed, registry};
     use crate::core::groups::GroupSettings;
     use crate::core::model::RoleAssignmentMode;
-    use crate::core::planner::AssignmentSpec;
 
     const TEAM: &str = "9999aaaa-0000-4000-8000-0000000000aa";
     const PLATFORM: &str = "9999aaaa-0000-4000-8000-0000000000bb";
     const OURS: &str = "9999aaaa-0000-4000-8000-0000000000cc";
 
     fn held_by(r: &Registry, group: &str) -> RoleAssignment {
-        let spec = AssignmentSpec::for_group(&r.id, group, PullRole::AcrPull);
-        RoleAssignment {
-            id: spec.assignment_id(),
-            name: spec.name.to_string(),
-            scope: r.id.to_string(),
-            role_definition_guid: PullRole::AcrPull.definition_guid().into(),
-            principal_id: group.into(),
-            principal_type: Some("Group".into()),
-            description: Some(spec.description),
-            condition: None,
-        }
+        crate::core::fixtures::group_assignment(r, group)
     }
 
     #[test]
