@@ -157,7 +157,7 @@ fn role_assignment_examples() {
             assert_eq!(a.principal_id, "ce2ce14e-85d7-4629-bdbc-454d0519d987");
             assert_eq!(a.principal_type.as_deref(), Some("User"));
             assert!(
-                a.id.starts_with(&a.scope),
+                a.id.starts_with(a.scope.as_str()),
                 "{file}: the id lies under its scope"
             );
             assert!(a.id.ends_with(&a.name));

@@ -59,7 +59,7 @@ fn abac(mut r: Registry) -> Registry {
 
 fn assignment(scope: &str, role_guid: &str, principal: &str, name: &str) -> RoleAssignment {
     RoleAssignment {
-        id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+        id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}").into(),
         name: name.into(),
         scope: scope.into(),
         role_definition_guid: role_guid.into(),
@@ -79,7 +79,7 @@ fn owned(
 ) -> RoleAssignment {
     let name = assignment_name(&registry.id, principal, role).to_string();
     RoleAssignment {
-        description: Some(ownership_description(cluster)),
+        description: Some(ownership_description(cluster).into()),
         ..assignment(
             registry.id.as_str(),
             role.definition_guid(),
@@ -298,7 +298,7 @@ fn unrelated_assignments_do_not_cover() {
         ),
         // a missing scope is not the root
         RoleAssignment {
-            scope: String::new(),
+            scope: String::new().into(),
             ..assignment("", ACR_PULL_GUID, "kubelet-aks1", "n7")
         },
         // a management group not known to be above the subscription
@@ -732,11 +732,11 @@ fn detach_never_touches_unmarked_or_non_pull_assignments() {
     let r = registry(SUB1, "acr1", Some("*"));
     let unmarked = assignment(r.id.as_str(), ACR_PULL_GUID, "kubelet-aks1", "u");
     let forged_owner = RoleAssignment {
-        description: Some(ownership_description(&c.id)),
+        description: Some(ownership_description(&c.id).into()),
         ..assignment(r.id.as_str(), OWNER_GUID, "kubelet-aks1", "f")
     };
     let marked_elsewhere = RoleAssignment {
-        description: Some(format!("note: {}", ownership_description(&c.id))),
+        description: Some(format!("note: {}", ownership_description(&c.id)).into()),
         ..assignment(r.id.as_str(), ACR_PULL_GUID, "kubelet-aks1", "m")
     };
     let mut s = detach_settings(Completeness::Full);
@@ -891,13 +891,13 @@ fn results_map_outcomes_to_statuses() {
     let created = result_for(
         &item,
         &ApplyOutcome::Created {
-            assignment_id: spec.assignment_id(),
+            assignment_id: spec.assignment_id().into(),
         },
     );
     assert_eq!(created.status, PairStatus::Repaired);
     assert_eq!(created.role, Some(PullRole::AcrPull));
     assert_eq!(created.principal_id.as_deref(), Some("kubelet-aks1"));
-    assert_eq!(created.assignment_id, Some(spec.assignment_id()));
+    assert_eq!(created.assignment_id, Some(spec.assignment_id().into()));
     assert_eq!(
         result_for(&item, &ApplyOutcome::AlreadyExists).status,
         PairStatus::Compliant
@@ -1018,7 +1018,7 @@ fn arb_estate() -> impl Strategy<Value = (Observed, PlanSettings)> {
                         _ => r.id.subscription_scope(),
                     };
                     assignments.push(RoleAssignment {
-                        description: mark.then(|| ownership_description(&c.id)),
+                        description: mark.then(|| ownership_description(&c.id).into()),
                         condition: cond.then(|| "some condition".to_owned()),
                         ..assignment(&scope, role, &format!("p{ci}-{pi}"), &format!("a{n}"))
                     });

@@ -71,13 +71,13 @@ fn registry(name: &str, opt_in: &str) -> Registry {
 /// An assignment as ARM lists it, made from the spec the planner asked for.
 fn from_spec(spec: &AssignmentSpec) -> RoleAssignment {
     RoleAssignment {
-        id: spec.assignment_id(),
+        id: spec.assignment_id().into(),
         name: spec.name.to_string(),
-        scope: spec.scope.to_string(),
+        scope: spec.scope.to_string().into(),
         role_definition_guid: spec.role.definition_guid().into(),
-        principal_id: spec.principal_id.clone(),
+        principal_id: spec.principal_id.clone().into(),
         principal_type: Some(spec.principal_type.into()),
-        description: Some(spec.description.clone()),
+        description: Some(spec.description.clone().into()),
         condition: None,
     }
 }
@@ -95,7 +95,7 @@ fn direct(r: &Registry, c: &Cluster) -> RoleAssignment {
 /// The pair's own direct assignment with the group-mode mark.
 fn direct_since(r: &Registry, c: &Cluster, since: i64) -> RoleAssignment {
     RoleAssignment {
-        description: Some(member_since_description(&c.id, since)),
+        description: Some(member_since_description(&c.id, since).into()),
         ..direct(r, c)
     }
 }
@@ -206,7 +206,7 @@ fn both_mark_shapes_are_provably_ours_and_only_those() {
         format!("{} note", ownership_description(&c.id)),
     ] {
         let a = RoleAssignment {
-            description: Some(odd.clone()),
+            description: Some(odd.clone().into()),
             ..plain.clone()
         };
         assert!(provably_ours(&a).is_none(), "{odd}");
@@ -486,7 +486,7 @@ fn the_direct_assignment_covers_until_the_membership_settles_then_goes() {
     assert_eq!(group_kinds(&p), ["assign_group"]);
     // A person's assignment under a look-alike mark is never removed.
     let mut person = direct(&r, &c);
-    person.description = Some(format!("{} (kept by alice)", ownership_description(&c.id)));
+    person.description = Some(format!("{} (kept by alice)", ownership_description(&c.id)).into());
     let p = plan(&base(person, Some(NOW - 5_000)), &group_settings(0, 4000));
     assert!(removals(&p).is_empty());
     // Audit mode removes nothing.
@@ -600,7 +600,8 @@ fn switching_to_group_mode_joins_behind_the_existing_direct_assignment() {
     person.id = format!(
         "{}/providers/Microsoft.Authorization/roleAssignments/{}",
         r.id, person.name
-    );
+    )
+    .into();
     person.description = None;
     let p = plan(
         &observed(vec![c.clone()], vec![r.clone()], vec![person]),
@@ -1364,7 +1365,7 @@ fn join_and_leave_outcomes_map_to_pair_statuses() {
     let join = |meanwhile| PlanItem {
         cluster: c.id.clone(),
         registry: r.id.clone(),
-        principal_id: Some(principal(&c)),
+        principal_id: Some(principal(&c).into()),
         role: Some(PullRole::AcrPull),
         action: Action::Join {
             group_id: Some(GROUP.into()),
@@ -1373,12 +1374,12 @@ fn join_and_leave_outcomes_map_to_pair_statuses() {
     };
     let fast = join(Meanwhile::FastPath(spec.clone()));
     let created = ApplyOutcome::Joined {
-        fast_path: Some(spec.assignment_id()),
+        fast_path: Some(spec.assignment_id().into()),
     };
     assert_eq!(result_for(&fast, &created).status, PairStatus::Repaired);
     // The member add failed, the plain-marked PUT went in: pull now.
     let put_only = ApplyOutcome::Created {
-        assignment_id: spec.assignment_id(),
+        assignment_id: spec.assignment_id().into(),
     };
     assert_eq!(result_for(&fast, &put_only).status, PairStatus::Repaired);
     let failed = ApplyOutcome::Failed(PairFailure::transient("throttled", "429"));
@@ -1389,7 +1390,7 @@ fn join_and_leave_outcomes_map_to_pair_statuses() {
         "a fast path that was not created"
     );
     let covered = join(Meanwhile::Covered {
-        assignment_id: spec.assignment_id(),
+        assignment_id: spec.assignment_id().into(),
     });
     assert_eq!(
         result_for(&covered, &ApplyOutcome::Joined { fast_path: None }).status,

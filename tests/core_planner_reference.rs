@@ -158,13 +158,14 @@ fn build_assignment(
         id: format!(
             "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
             scope.trim()
-        ),
+        )
+        .into(),
         name,
-        scope,
-        role_definition_guid: role_guid.to_owned(),
-        principal_id: principal,
+        scope: scope.into(),
+        role_definition_guid: role_guid.to_owned().into(),
+        principal_id: principal.into(),
         principal_type: Some("ServicePrincipal".into()),
-        description: ours.then(|| ownership_description(&owner)),
+        description: ours.then(|| ownership_description(&owner).into()),
         condition: condition.then(|| "some condition".to_owned()),
     }
 }
@@ -215,7 +216,7 @@ fn arb_estate() -> impl Strategy<Value = (Observed, PlanSettings)> {
             for d in dupes {
                 if let Some(a) = assignments.get(d % assignments.len().max(1)).cloned() {
                     assignments.push(RoleAssignment {
-                        id: a.id.to_uppercase(),
+                        id: a.id.to_uppercase().into(),
                         ..a
                     });
                 }

@@ -99,7 +99,7 @@ fn fixture() -> VerificationReport {
             pairs.push(PairResult {
                 cluster_id: c.clone(),
                 registry_id: r.clone(),
-                principal_id: Some(format!("{i:08x}-0000-0000-0000-{j:012x}")),
+                principal_id: Some(format!("{i:08x}-0000-0000-0000-{j:012x}").into()),
                 role: Some(if j % 4 == 3 {
                     PullRole::RepositoryReader
                 } else {

@@ -59,7 +59,7 @@ fn report(clusters: usize, registries: usize) -> VerificationReport {
             pairs.push(PairResult {
                 cluster_id: c.clone(),
                 registry_id: r.clone(),
-                principal_id: Some(format!("{i:08x}-aaaa-bbbb-cccc-{i:012}")),
+                principal_id: Some(format!("{i:08x}-aaaa-bbbb-cccc-{i:012}").into()),
                 role: Some(PullRole::AcrPull),
                 status,
                 reason: reason.map(str::to_owned),

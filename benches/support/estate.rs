@@ -77,13 +77,14 @@ pub fn estate_of(clusters: usize) -> Observed {
                 id: format!(
                     "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
                     registry.id
-                ),
+                )
+                .into(),
                 name,
-                scope: registry.id.to_string(),
-                role_definition_guid: role.to_owned(),
-                principal_id: principal(ci),
+                scope: registry.id.to_string().into(),
+                role_definition_guid: role.to_owned().into(),
+                principal_id: principal(ci).into(),
                 principal_type: Some("ServicePrincipal".into()),
-                description: Some(ownership_description(&cluster.id)),
+                description: Some(ownership_description(&cluster.id).into()),
                 condition: None,
             });
         }

@@ -121,7 +121,7 @@ impl ScopedClient {
         &self,
         op: Operation,
         first: Url,
-        parse: impl Fn(&Value) -> Result<T, wire::WireError>,
+        mut parse: impl FnMut(&Value) -> Result<T, wire::WireError>,
     ) -> Result<Vec<T>, AzureError> {
         let mut items = Vec::new();
         self.for_each_page(op, first, |page| {
@@ -287,12 +287,9 @@ impl ScopedClient {
             .into_iter()
             .collect();
         let url = self.arm_url(&path, api_versions::AUTHORIZATION, &extra)?;
-        self.get_all_parsed(
-            Operation::ListRoleAssignments,
-            url,
-            wire::role_assignment_from_arm,
-        )
-        .await
+        let mut reader = wire::RoleAssignmentReader::default();
+        self.get_all_parsed(Operation::ListRoleAssignments, url, |v| reader.read(v))
+            .await
     }
 
     /// PUT a role assignment. The last line of defence (issue 10, rule 1), on top of the planner's: only the

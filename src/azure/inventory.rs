@@ -277,6 +277,7 @@ impl ScopedClient {
         &self,
         subscriptions: &[String],
     ) -> Result<Raw, AzureError> {
+        let mut reader = wire::RoleAssignmentReader::default();
         let ((clusters, mut w1), (registries, mut w2), (assignments, mut w3)) = futures::try_join!(
             self.resource_graph_parsed(
                 subscriptions,
@@ -294,7 +295,7 @@ impl ScopedClient {
                 subscriptions,
                 queries::ROLE_ASSIGNMENTS,
                 "role assignment",
-                wire::role_assignment_from_arm
+                |v| reader.read(v)
             ),
         )?;
         let mut warnings = Vec::new();
@@ -355,12 +356,15 @@ impl ScopedClient {
         let mut wanted: BTreeMap<String, String> = BTreeMap::new(); // guid → subscription to read it in
         for a in assignments {
             if crate::core::roles::built_in(&a.role_definition_guid).is_some()
-                || wanted.contains_key(&a.role_definition_guid)
+                || wanted.contains_key(a.role_definition_guid.as_str())
             {
                 continue;
             }
             if let Some(r) = registries.iter().find(|r| r.id.is_within(&a.scope)) {
-                wanted.insert(a.role_definition_guid.clone(), r.id.subscription_scope());
+                wanted.insert(
+                    a.role_definition_guid.to_string(),
+                    r.id.subscription_scope(),
+                );
             }
         }
         let fetched = join_all(wanted.iter().map(|(guid, scope)| async move {

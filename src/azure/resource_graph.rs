@@ -57,12 +57,12 @@ impl ScopedClient {
         subscriptions: &[String],
         query: &str,
         what: &str,
-        parse: impl Fn(&Value) -> Result<T, wire::WireError>,
+        mut parse: impl FnMut(&Value) -> Result<T, wire::WireError>,
     ) -> Result<(Vec<T>, Vec<String>), AzureError> {
         let mut rows = Vec::new();
         let mut warnings = Vec::new();
         self.resource_graph_pages(subscriptions, query, |page| {
-            wire::convert_rows(page, what, &parse, &mut rows, &mut warnings);
+            wire::convert_rows(page, what, &mut parse, &mut rows, &mut warnings);
         })
         .await?;
         Ok((rows, warnings))

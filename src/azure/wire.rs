@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::core::model::{
-    Cluster, ClusterPrincipal, Registry, ResourceId, RoleAssignment, RoleAssignmentMode,
-    RoleDefinition, Tags, role_guid,
+    Cluster, ClusterPrincipal, Interner, Registry, ResourceId, RoleAssignment, RoleAssignmentMode,
+    RoleDefinition, SharedStr, Tags, role_guid, role_guid_text,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,44 +175,71 @@ pub fn registry_from_arm(v: &Value) -> Result<Registry, WireError> {
 const ROLE_ASSIGNMENTS_SEGMENT: &str = "/providers/microsoft.authorization/roleassignments/";
 
 /// A role assignment from ARM or Resource Graph's `authorizationresources`. When `properties.scope` is
-/// missing it is derived from the id.
+/// missing it is derived from the id. One row alone; a listing reads its rows with one
+/// [`RoleAssignmentReader`] so that they share the texts they repeat.
 pub fn role_assignment_from_arm(v: &Value) -> Result<RoleAssignment, WireError> {
-    let id = str_at(v, &["id"])
-        .ok_or(WireError::Missing("id"))?
-        .to_owned();
-    let lower = id.to_ascii_lowercase();
-    let Some(pos) = lower.rfind(ROLE_ASSIGNMENTS_SEGMENT) else {
-        return Err(WireError::WrongType {
-            id,
-            found: "resource".into(),
-            expected: "microsoft.authorization/roleassignments",
+    RoleAssignmentReader::default().read(v)
+}
+
+/// Reads the rows of one listing ([`role_assignment_from_arm`]), handing every row the same copy of each
+/// scope, role, principal, principal type and description it has already seen. Lives as long as the listing.
+#[derive(Debug, Default)]
+pub struct RoleAssignmentReader {
+    texts: Interner,
+}
+
+impl RoleAssignmentReader {
+    pub fn read(&mut self, v: &Value) -> Result<RoleAssignment, WireError> {
+        let id = str_at(v, &["id"]).ok_or(WireError::Missing("id"))?;
+        let Some(pos) = find_ci(id, ROLE_ASSIGNMENTS_SEGMENT) else {
+            return Err(WireError::WrongType {
+                id: id.to_owned(),
+                found: "resource".into(),
+                expected: "microsoft.authorization/roleassignments",
+            });
+        };
+        let name = trimmed(str_at(v, &["name"]))
+            .unwrap_or(&id[pos + ROLE_ASSIGNMENTS_SEGMENT.len()..])
+            .to_owned();
+        let props = get_ci(v, "properties").unwrap_or(&Value::Null);
+        let scope = trimmed(str_at(props, &["scope"])).unwrap_or_else(|| {
+            let s = &id[..pos];
+            if s.is_empty() { "/" } else { s }
         });
-    };
-    let name = non_empty(str_at(v, &["name"]))
-        .unwrap_or_else(|| id[pos + ROLE_ASSIGNMENTS_SEGMENT.len()..].to_owned());
-    let props = get_ci(v, "properties").unwrap_or(&Value::Null);
-    let scope = non_empty(str_at(props, &["scope"])).unwrap_or_else(|| {
-        let s = &id[..pos];
-        if s.is_empty() {
-            "/".to_owned()
+        let role_definition_id = str_at(props, &["roleDefinitionId"])
+            .ok_or(WireError::Missing("properties.roleDefinitionId"))?;
+        let principal_id = trimmed(str_at(props, &["principalId"]))
+            .ok_or(WireError::Missing("properties.principalId"))?;
+        let role = role_guid_text(role_definition_id);
+        let role_definition_guid = if role.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.texts.intern(&role.to_ascii_lowercase())
         } else {
-            s.to_owned()
-        }
-    });
-    let role_definition_id = str_at(props, &["roleDefinitionId"])
-        .ok_or(WireError::Missing("properties.roleDefinitionId"))?;
-    let principal_id = non_empty(str_at(props, &["principalId"]))
-        .ok_or(WireError::Missing("properties.principalId"))?;
-    Ok(RoleAssignment {
-        role_definition_guid: role_guid(role_definition_id),
-        principal_id,
-        principal_type: non_empty(str_at(props, &["principalType"])),
-        description: non_empty(str_at(props, &["description"])),
-        condition: non_empty(str_at(props, &["condition"])),
-        id,
-        name,
-        scope,
-    })
+            self.texts.intern(role)
+        };
+        Ok(RoleAssignment {
+            role_definition_guid,
+            principal_id: self.texts.intern(principal_id),
+            principal_type: trimmed(str_at(props, &["principalType"]))
+                .map(|t| self.texts.intern(t)),
+            description: trimmed(str_at(props, &["description"])).map(|d| self.texts.intern(d)),
+            condition: non_empty(str_at(props, &["condition"])),
+            scope: self.texts.intern(scope),
+            id: SharedStr::from(id),
+            name,
+        })
+    }
+}
+
+/// Where `needle` (lower-case ASCII) last starts in `haystack`, ignoring ASCII case, without a lower-cased copy.
+fn find_ci(haystack: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    (0..=h.len().checked_sub(n.len())?)
+        .rev()
+        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+fn trimmed(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// A role definition; the permissions of all its permission blocks are merged.
@@ -271,7 +298,7 @@ pub fn subscription_from_arm(v: &Value) -> Result<Subscription, WireError> {
 pub fn convert_rows<T>(
     rows: Vec<Value>,
     what: &str,
-    parse: impl Fn(&Value) -> Result<T, WireError>,
+    mut parse: impl FnMut(&Value) -> Result<T, WireError>,
     out: &mut Vec<T>,
     warnings: &mut Vec<String>,
 ) {
@@ -432,6 +459,45 @@ mod tests {
         assert_eq!(a.scope, "/subscriptions/s/resourceGroups/rg");
         assert_eq!(a.name, "n1");
         assert_eq!(a.role_definition_guid, crate::core::model::ACR_PULL_GUID);
+    }
+
+    #[test]
+    fn rows_of_one_listing_share_the_texts_they_repeat_and_keep_their_own() {
+        let row = |name: &str, case: &str| {
+            json!({
+                "id": format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/r/providers/Microsoft.Authorization/{case}/{name}"),
+                "properties": {
+                    "roleDefinitionId": "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/7F951DDA-4ED3-4680-A7CA-43FE172D538D",
+                    "principalId": "p", "principalType": "ServicePrincipal",
+                    "description": " managed-by: acr-autoattach cluster=/x ",
+                }
+            })
+        };
+        let mut reader = RoleAssignmentReader::default();
+        let a = reader.read(&row("n1", "roleAssignments")).unwrap();
+        let b = reader.read(&row("n2", "ROLEASSIGNMENTS")).unwrap();
+        for (x, y) in [
+            (&a.scope, &b.scope),
+            (&a.role_definition_guid, &b.role_definition_guid),
+            (&a.principal_id, &b.principal_id),
+        ] {
+            assert!(std::ptr::eq(x.as_str(), y.as_str()), "{x} not shared");
+        }
+        assert_eq!(
+            a.scope,
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/r"
+        );
+        assert_eq!(a.role_definition_guid, crate::core::model::ACR_PULL_GUID);
+        assert_eq!(
+            a.description.as_deref(),
+            Some("managed-by: acr-autoattach cluster=/x")
+        );
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("n1", "n2"));
+        assert!(b.id.ends_with("/ROLEASSIGNMENTS/n2"));
+        assert_eq!(
+            role_assignment_from_arm(&row("n1", "roleAssignments")).unwrap(),
+            a
+        );
     }
 
     #[test]

@@ -111,10 +111,10 @@ impl ScopedAssignment {
     ) -> Self {
         Self {
             level,
-            scope: a.scope.clone(),
-            id: a.id.clone(),
+            scope: a.scope.to_string(),
+            id: a.id.to_string(),
             role: role_label(a, &observed.role_definitions),
-            principal_id: a.principal_id.clone(),
+            principal_id: a.principal_id.to_string(),
             owned: a.is_owned(),
             covers_pull,
         }

@@ -55,13 +55,13 @@ pub fn assignment(scope: &str, role: &str, owned_by: Option<&Cluster>) -> RoleAs
     });
     let name = deterministic.unwrap_or_else(|| format!("x-{role}"));
     RoleAssignment {
-        id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+        id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}").into(),
         name,
-        scope: scope.to_owned(),
-        role_definition_guid: role.to_owned(),
-        principal_id: PRINCIPAL.to_owned(),
+        scope: scope.to_owned().into(),
+        role_definition_guid: role.to_owned().into(),
+        principal_id: PRINCIPAL.to_owned().into(),
         principal_type: Some("ServicePrincipal".into()),
-        description: owned_by.map(|c| ownership_description(&c.id)),
+        description: owned_by.map(|c| ownership_description(&c.id).into()),
         condition: None,
     }
 }
@@ -89,15 +89,15 @@ pub fn group_assignment(registry: &Registry, group: &str) -> RoleAssignment {
         crate::core::model::PullRole::AcrPull,
     );
     RoleAssignment {
-        id: spec.assignment_id(),
+        id: spec.assignment_id().into(),
         name: spec.name.to_string(),
-        scope: registry.id.to_string(),
+        scope: registry.id.to_string().into(),
         role_definition_guid: crate::core::model::PullRole::AcrPull
             .definition_guid()
             .into(),
         principal_id: group.into(),
         principal_type: Some("Group".into()),
-        description: Some(spec.description),
+        description: Some(spec.description.into()),
         condition: None,
     }
 }

@@ -375,13 +375,17 @@ impl fmt::Display for PullRole {
 
 /// The trailing GUID of a role definition id in any of the forms ARM returns, lower-cased.
 pub fn role_guid(role_definition_id: &str) -> String {
+    role_guid_text(role_definition_id).to_ascii_lowercase()
+}
+
+/// The trailing GUID of a role definition id as written (not lower-cased): [`role_guid`] without the copy.
+pub fn role_guid_text(role_definition_id: &str) -> &str {
     role_definition_id
         .trim()
         .trim_end_matches('/')
         .rsplit('/')
         .next()
         .unwrap_or_default()
-        .to_ascii_lowercase()
 }
 
 /// Who must be granted pull access for a cluster.
@@ -447,53 +451,12 @@ pub struct Registry {
     pub mode: RoleAssignmentMode,
 }
 
-/// A role assignment as ARM (or Resource Graph's `authorizationresources`) reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoleAssignment {
-    /// Full id: `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`.
-    pub id: String,
-    pub name: String,
-    pub scope: String,
-    /// The trailing GUID of `roleDefinitionId`, lower-cased (see [`role_guid`]).
-    pub role_definition_guid: String,
-    pub principal_id: String,
-    pub principal_type: Option<String>,
-    pub description: Option<String>,
-    pub condition: Option<String>,
-}
-
-/// The ownership mark every assignment made by this project carries at the start of its description.
-pub const OWNERSHIP_MARK: &str = "managed-by: acr-autoattach";
-
-/// The description written on an assignment made for `cluster`: the mark, then the cluster id, so that clean-up
-/// finds its assignments without any directory permission.
-pub fn ownership_description(cluster: &ResourceId) -> String {
-    [OWNERSHIP_MARK, " cluster=", cluster.as_str()].concat()
-}
-
-impl RoleAssignment {
-    /// True when the description parses exactly as the ownership mark ([`RoleAssignment::owner_cluster`]).
-    pub fn is_owned(&self) -> bool {
-        self.owner_cluster().is_some()
-    }
-
-    /// The cluster an owned assignment was made for: the description must be exactly one of the two shapes
-    /// [`ownership_description`] and [`member_since_description`] write,
-    /// `managed-by: acr-autoattach cluster={exact cluster id}[ member-since={unix seconds}]`, nothing before,
-    /// between or after (a near miss such as `managed-by: acr-autoattachcluster=…` is a person's text).
-    pub fn owner_cluster(&self) -> Option<ResourceId> {
-        mark::parse_mark(self.description.as_deref()?).map(|(cluster, _)| cluster)
-    }
-
-    /// When the principal's membership in the tool's group began, as the group-mode mark records it
-    /// ([`member_since_description`]); `None` for the plain mark or no mark.
-    pub fn member_since(&self) -> Option<i64> {
-        mark::parse_mark(self.description.as_deref()?).and_then(|(_, since)| since)
-    }
-}
-
+mod role_assignment;
+pub use role_assignment::{OWNERSHIP_MARK, RoleAssignment, ownership_description};
 mod mark;
 pub use mark::member_since_description;
+mod shared_str;
+pub use shared_str::{Interner, SharedStr};
 mod names;
 pub use names::{
     ASSIGNMENT_NAME_NAMESPACE, assignment_name, role_assignment_body, role_assignment_id,
@@ -560,12 +523,12 @@ impl fmt::Display for PairStatus {
 pub struct PairResult {
     pub cluster_id: ResourceId,
     pub registry_id: ResourceId,
-    pub principal_id: Option<String>,
+    pub principal_id: Option<SharedStr>,
     pub role: Option<PullRole>,
     pub status: PairStatus,
     pub reason: Option<String>,
     /// The assignment that satisfies (or was removed for) the pair, when there is one.
-    pub assignment_id: Option<String>,
+    pub assignment_id: Option<SharedStr>,
     /// Seconds from the triggering event's time to the verified attach (event path only).
     pub latency_seconds: Option<f64>,
     /// Why the pair failed, typed (the human text is `reason`). In-process only: the JSON shape is unchanged.
@@ -711,7 +674,7 @@ mod tests {
             role_definition_guid: ACR_PULL_GUID.into(),
             principal_id: "p".into(),
             principal_type: None,
-            description: Some(ownership_description(&c)),
+            description: Some(ownership_description(&c).into()),
             condition: None,
         };
         assert!(ra.is_owned());
@@ -726,7 +689,7 @@ mod tests {
             ),
         ] {
             let odd = RoleAssignment {
-                description: Some(near_miss.clone()),
+                description: Some(near_miss.clone().into()),
                 ..ra.clone()
             };
             assert!(

@@ -79,7 +79,8 @@ use crate::core::groups::{GrantMode, GroupMemberships, GroupSpec};
 use crate::core::model::{
     ArmKind, Cluster, ClusterPrincipal, Mode, PairFailure, PairResult, PairStatus, PullRole,
     Registry, RegistryResult, RegistryStatus, ResourceId, RoleAssignment, RoleAssignmentMode,
-    RoleDefinition, assignment_name, member_since_description, ownership_description, role_guid,
+    RoleDefinition, SharedStr, assignment_name, member_since_description, ownership_description,
+    role_guid,
 };
 use crate::core::roles;
 use crate::core::selector::{OptIn, cluster_opted_out, registry_opt_in};
@@ -257,7 +258,7 @@ impl Plan {
 pub struct PlanItem {
     pub cluster: ResourceId,
     pub registry: ResourceId,
-    pub principal_id: Option<String>,
+    pub principal_id: Option<SharedStr>,
     pub role: Option<PullRole>,
     pub action: Action,
 }
@@ -267,7 +268,7 @@ pub struct PlanItem {
 pub enum Action {
     /// An existing assignment already gives the principal pull access.
     AlreadyCovered {
-        assignment_id: String,
+        assignment_id: SharedStr,
         how: Coverage,
     },
     /// Enforce mode: PUT this assignment.
@@ -275,7 +276,7 @@ pub enum Action {
     /// An assignment with the deterministic name exists but does not (or no longer) give pull as observed
     /// (e.g. a person changed it): it is never PUT again (issue 10, rule 2); nothing is written.
     Exists {
-        assignment_id: String,
+        assignment_id: SharedStr,
     },
     /// Audit mode: this assignment is missing; nothing is written.
     ReportMissing(AssignmentSpec),
@@ -427,10 +428,10 @@ impl ScopeLevel {
 // ---------------------------------------------------------------------------------------------------------
 
 /// The principal that must hold pull access, or why it is not known.
-fn current_principal(cluster: &Cluster, observed: &Observed) -> Result<String, PendingReason> {
+fn current_principal(cluster: &Cluster, observed: &Observed) -> Result<SharedStr, PendingReason> {
     match &cluster.principal {
         ClusterPrincipal::Kubelet { object_id, .. } if !object_id.trim().is_empty() => {
-            Ok(object_id.trim().to_owned())
+            Ok(SharedStr::from(object_id.trim()))
         }
         ClusterPrincipal::Kubelet { .. } | ClusterPrincipal::NotYetKnown => {
             Err(PendingReason::ClusterNotReady {
@@ -438,7 +439,7 @@ fn current_principal(cluster: &Cluster, observed: &Observed) -> Result<String, P
             })
         }
         ClusterPrincipal::ServicePrincipal { .. } => match observed.principals.get(&cluster.id) {
-            Some(Ok(id)) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+            Some(Ok(id)) if !id.trim().is_empty() => Ok(SharedStr::from(id.trim())),
             Some(Ok(_)) => Err(PendingReason::ServicePrincipalUnresolved {
                 reason: "empty object id".to_owned(),
             }),
@@ -513,7 +514,7 @@ fn pair_item(
 ) -> PlanItem {
     let (cluster, registry) = (ix.clusters[c], r.registry);
     let role = PullRole::for_mode(registry.mode);
-    let item = |principal_id: Option<String>, action| PlanItem {
+    let item = |principal_id: Option<SharedStr>, action| PlanItem {
         cluster: cluster.id.clone(),
         registry: registry.id.clone(),
         principal_id,

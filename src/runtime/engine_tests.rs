@@ -327,7 +327,7 @@ async fn a_fresh_plan_is_verified_by_the_put_answer_alone() {
     let mut conditioned = created();
     conditioned.condition = Some("@Resource[x] StringStartsWith 'team-a/'".into());
     let mut elsewhere = created();
-    elsewhere.scope = format!("/subscriptions/{SUB}/resourceGroups/rg");
+    elsewhere.scope = format!("/subscriptions/{SUB}/resourceGroups/rg").into();
     let cases = [
         (created(), PairStatus::Repaired, None),
         (conditioned, PairStatus::Failed, Some(("not_visible", true))),

@@ -25,7 +25,7 @@ pub fn registry_id(sub: &str, name: &str) -> ResourceId {
 /// An AcrPull pair result for `principal-{cluster name}`, without reason, assignment or latency.
 pub fn pair(cluster: ResourceId, registry: ResourceId, status: PairStatus) -> PairResult {
     PairResult {
-        principal_id: Some(format!("principal-{}", cluster.name())),
+        principal_id: Some(format!("principal-{}", cluster.name()).into()),
         cluster_id: cluster,
         registry_id: registry,
         role: Some(PullRole::AcrPull),

@@ -129,7 +129,7 @@ fn pair_item(
     let item = |principal_id: Option<String>, action| PlanItem {
         cluster: cluster.id.clone(),
         registry: registry.id.clone(),
-        principal_id,
+        principal_id: principal_id.map(Into::into),
         role: Some(role),
         action,
     };

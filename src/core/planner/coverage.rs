@@ -185,7 +185,7 @@ mod tests {
     const ACR_PULL: &str = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
 
     fn held_by(mut a: RoleAssignment, holder: &str) -> RoleAssignment {
-        holder.clone_into(&mut a.principal_id);
+        a.principal_id = holder.into();
         a.principal_type = Some("Group".into());
         a
     }

@@ -40,7 +40,7 @@ pub(super) fn removal_reason(
         && !current.eq_ignore_ascii_case(assignment.principal_id.trim())
     {
         return Some(RemovalReason::PrincipalChanged {
-            current_principal_id: current.clone(),
+            current_principal_id: current.to_string(),
         });
     }
     (role != PullRole::for_mode(r.registry.mode)).then_some(RemovalReason::RoleNotHonoured)

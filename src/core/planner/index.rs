@@ -90,7 +90,7 @@ pub(super) struct Index<'a> {
     pub(super) clusters: Vec<&'a Cluster>,
     pub(super) cluster_at: HashMap<&'a ResourceId, usize>,
     /// Per cluster: the principal that must hold pull access, or why it is not known.
-    pub(super) principals: Vec<Result<String, PendingReason>>,
+    pub(super) principals: Vec<Result<SharedStr, PendingReason>>,
     pub(super) opted_out: Vec<bool>,
     pub(super) cluster_tenants: Vec<Option<&'a str>>,
     /// Deduplicated and sorted by id, invalid selectors included.

@@ -91,7 +91,7 @@ pub enum Meanwhile {
     /// is (the plain mark claims no membership age).
     FastPath(AssignmentSpec),
     /// The pair's direct assignment exists already (e.g. a switch from direct mode): nothing to PUT.
-    Covered { assignment_id: String },
+    Covered { assignment_id: SharedStr },
     /// No direct assignment (capacity): the pair is pending for this reason until the membership counts.
     Pending { reason: PendingReason },
 }

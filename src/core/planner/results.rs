@@ -9,17 +9,17 @@ pub enum ApplyOutcome {
     /// Nothing was sent: the action needs no write (covered, audit, pending, refused) or was skipped.
     NotApplied,
     /// The PUT succeeded and the read-back found the assignment.
-    Created { assignment_id: String },
+    Created { assignment_id: SharedStr },
     /// `409 RoleAssignmentExists`: the same principal, role and scope exist under another name.
     AlreadyExists,
     /// Nothing was sent: a fresh read just before the write found the deterministic name taken (the snapshot
     /// was stale); it is never PUT again (issue 10, rule 2).
-    NameTaken { assignment_id: String },
+    NameTaken { assignment_id: SharedStr },
     /// The DELETE succeeded (or the assignment was already gone).
     Removed,
     /// Group mode ([`Action::Join`]): the principal was added to the tool's group (or already was a member)
     /// and, for [`Meanwhile::FastPath`], the direct assignment was created too (`fast_path`: its id).
-    Joined { fast_path: Option<String> },
+    Joined { fast_path: Option<SharedStr> },
     /// The write or its read-back failed.
     Failed(PairFailure),
 }
@@ -113,7 +113,7 @@ pub fn result_for(item: &PlanItem, outcome: &ApplyOutcome) -> PairResult {
 fn join_result(
     meanwhile: &Meanwhile,
     outcome: &ApplyOutcome,
-) -> (PairStatus, Option<String>, Option<String>) {
+) -> (PairStatus, Option<String>, Option<SharedStr>) {
     const JOINED: &str = "added to the tool's group";
     match (meanwhile, outcome) {
         // The member add failed but the plain-marked direct assignment went in: pull now, the join is retried.
@@ -181,7 +181,7 @@ pub fn group_result_for(item: &GroupItem, outcome: &ApplyOutcome) -> Option<Pair
     Some(PairResult {
         cluster_id: cluster.clone(),
         registry_id: item.registry.clone(),
-        principal_id: Some(principal_id.clone()),
+        principal_id: Some(SharedStr::from(principal_id.as_str())),
         role: Some(item.role),
         status,
         reason: Some(reason),

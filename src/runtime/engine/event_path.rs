@@ -355,7 +355,7 @@ impl<C: AzureConnect> Engine<C> {
         for a in assignments {
             let guid = a.role_definition_guid.to_ascii_lowercase();
             if crate::core::roles::built_in(&guid).is_none() {
-                wanted.entry(guid).or_insert_with(|| a.scope.clone());
+                wanted.entry(guid).or_insert_with(|| a.scope.to_string());
             }
         }
         let mut out = HashMap::new();

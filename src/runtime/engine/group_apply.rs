@@ -13,7 +13,7 @@ use super::groups::{GroupCache, now_unix};
 use super::*;
 use crate::azure::MemberChange;
 use crate::core::groups::{GroupSettings, GroupSpec};
-use crate::core::model::PullRole;
+use crate::core::model::{PullRole, SharedStr};
 use crate::core::planner::{AssignmentSpec, GroupAction, GroupItem, Meanwhile, PendingReason};
 
 /// What the pair items of a plan need from its group setup, and where they record what they did.
@@ -25,7 +25,7 @@ pub(super) struct JoinCtx<'a> {
     /// Pairs whose fast path was refused at apply for capacity: plan index → their pending reason.
     pub pending: Mutex<HashMap<usize, PendingReason>>,
     /// Fast-path names a fresh ARM list showed taken (a lagging inventory): name → the assignment's id.
-    pub taken: HashMap<String, String>,
+    pub taken: HashMap<String, SharedStr>,
 }
 
 impl JoinCtx<'_> {

@@ -83,13 +83,13 @@ impl<C: AzureConnect> Engine<C> {
                 })
                 .collect();
             for a in &above {
-                if !definitions.contains_key(&a.role_definition_guid) {
+                if !definitions.contains_key(a.role_definition_guid.as_str()) {
                     let def = azure
                         .get_role_definition(&scope, &a.role_definition_guid)
                         .await
                         .ok()
                         .flatten();
-                    definitions.insert(a.role_definition_guid.clone(), def);
+                    definitions.insert(a.role_definition_guid.to_string(), def);
                 }
             }
             let missing: Vec<&str> = INVENTORY_READS
@@ -98,7 +98,7 @@ impl<C: AzureConnect> Engine<C> {
                 .filter(|action| {
                     !above.iter().any(|a| {
                         definitions
-                            .get(&a.role_definition_guid)
+                            .get(a.role_definition_guid.as_str())
                             .and_then(Option::as_ref)
                             .is_some_and(|d| planner::permits(&d.actions, &d.not_actions, action))
                     })

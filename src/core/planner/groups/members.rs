@@ -186,7 +186,7 @@ fn leave_reason(
             return match &ix.principals[c] {
                 Ok(current) => Some((
                     RemovalReason::PrincipalChanged {
-                        current_principal_id: current.clone(),
+                        current_principal_id: current.to_string(),
                     },
                     Some(owner.clone()),
                 )),
