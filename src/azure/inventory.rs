@@ -277,7 +277,6 @@ impl ScopedClient {
         &self,
         subscriptions: &[String],
     ) -> Result<Raw, AzureError> {
-        let mut reader = wire::RoleAssignmentReader::default();
         let ((clusters, mut w1), (registries, mut w2), (assignments, mut w3)) = futures::try_join!(
             self.resource_graph_parsed(
                 subscriptions,
@@ -291,12 +290,7 @@ impl ScopedClient {
                 "registry",
                 wire::registry_from_arm
             ),
-            self.resource_graph_parsed(
-                subscriptions,
-                queries::ROLE_ASSIGNMENTS,
-                "role assignment",
-                |v| reader.read(v)
-            ),
+            self.resource_graph_role_assignments(subscriptions, queries::ROLE_ASSIGNMENTS),
         )?;
         let mut warnings = Vec::new();
         for w in [&mut w1, &mut w2, &mut w3] {

@@ -9,6 +9,10 @@ use crate::core::model::{
     RoleDefinition, SharedStr, Tags, role_guid, role_guid_text,
 };
 
+mod assignment_page;
+pub use assignment_page::{AssignmentSink, PageEnd, read_resource_graph_page};
+use assignment_page::{RawAssignment, Slot};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("`{0}` is missing or not a string")]
@@ -190,7 +194,22 @@ pub struct RoleAssignmentReader {
 
 impl RoleAssignmentReader {
     pub fn read(&mut self, v: &Value) -> Result<RoleAssignment, WireError> {
-        let id = str_at(v, &["id"]).ok_or(WireError::Missing("id"))?;
+        let props = get_ci(v, "properties").unwrap_or(&Value::Null);
+        let at = |v, key| Slot::from_str(str_at(v, &[key]));
+        self.read_raw(&RawAssignment {
+            id: at(v, "id"),
+            name: at(v, "name"),
+            scope: at(props, "scope"),
+            role_definition_id: at(props, "roleDefinitionId"),
+            principal_id: at(props, "principalId"),
+            principal_type: at(props, "principalType"),
+            description: at(props, "description"),
+            condition: at(props, "condition"),
+        })
+    }
+
+    fn read_raw(&mut self, raw: &RawAssignment<'_>) -> Result<RoleAssignment, WireError> {
+        let id = raw.id.get().ok_or(WireError::Missing("id"))?;
         let Some(pos) = find_ci(id, ROLE_ASSIGNMENTS_SEGMENT) else {
             return Err(WireError::WrongType {
                 id: id.to_owned(),
@@ -198,18 +217,19 @@ impl RoleAssignmentReader {
                 expected: "microsoft.authorization/roleassignments",
             });
         };
-        let name = trimmed(str_at(v, &["name"]))
+        let name = trimmed(raw.name.get())
             .unwrap_or(&id[pos + ROLE_ASSIGNMENTS_SEGMENT.len()..])
             .to_owned();
-        let props = get_ci(v, "properties").unwrap_or(&Value::Null);
-        let scope = trimmed(str_at(props, &["scope"])).unwrap_or_else(|| {
+        let scope = trimmed(raw.scope.get()).unwrap_or_else(|| {
             let s = &id[..pos];
             if s.is_empty() { "/" } else { s }
         });
-        let role_definition_id = str_at(props, &["roleDefinitionId"])
+        let role_definition_id = raw
+            .role_definition_id
+            .get()
             .ok_or(WireError::Missing("properties.roleDefinitionId"))?;
-        let principal_id = trimmed(str_at(props, &["principalId"]))
-            .ok_or(WireError::Missing("properties.principalId"))?;
+        let principal_id =
+            trimmed(raw.principal_id.get()).ok_or(WireError::Missing("properties.principalId"))?;
         let role = role_guid_text(role_definition_id);
         let role_definition_guid = if role.bytes().any(|b| b.is_ascii_uppercase()) {
             self.texts.intern(&role.to_ascii_lowercase())
@@ -219,10 +239,9 @@ impl RoleAssignmentReader {
         Ok(RoleAssignment {
             role_definition_guid,
             principal_id: self.texts.intern(principal_id),
-            principal_type: trimmed(str_at(props, &["principalType"]))
-                .map(|t| self.texts.intern(t)),
-            description: trimmed(str_at(props, &["description"])).map(|d| self.texts.intern(d)),
-            condition: non_empty(str_at(props, &["condition"])),
+            principal_type: trimmed(raw.principal_type.get()).map(|t| self.texts.intern(t)),
+            description: trimmed(raw.description.get()).map(|d| self.texts.intern(d)),
+            condition: non_empty(raw.condition.get()),
             scope: self.texts.intern(scope),
             id: SharedStr::from(id),
             name,
