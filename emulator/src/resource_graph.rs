@@ -2,6 +2,7 @@
 //! with `$skipToken` paging, the per-user quota and a freshness lag. A query outside the subset is answered
 //! with 400 and the list of what is supported, never with a silently wrong result.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -686,12 +687,13 @@ fn visible_rows(
         },
     );
     *examined += read + grants.len() as u64;
+    // Many rows share a scope (every assignment at one registry): the caller's right to read it is the same.
+    let mut readable_scopes: HashMap<String, bool> = HashMap::new();
     rows.into_iter()
         .filter(|row| {
-            let sub = str_at(row, &["subscriptionId"])
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            visible_subs.contains(&sub) && row_readable(&store, &grants, table, row)
+            let sub = str_at(row, &["subscriptionId"]).unwrap_or_default();
+            visible_subs.iter().any(|v| v.eq_ignore_ascii_case(sub))
+                && row_readable(&store, &grants, table, row, &mut readable_scopes)
         })
         .collect()
 }
@@ -701,6 +703,7 @@ fn row_readable(
     grants: &[&crate::store::RoleAssignment],
     table: GraphTable,
     row: &Value,
+    readable_scopes: &mut HashMap<String, bool>,
 ) -> bool {
     match table {
         GraphTable::Resources => {
@@ -717,13 +720,18 @@ fn row_readable(
         }
         GraphTable::AuthorizationResources => {
             let scope = str_at(row, &["properties", "scope"]).unwrap_or_default();
-            store.allowed_by(
+            if let Some(known) = readable_scopes.get(scope) {
+                return *known;
+            }
+            let readable = store.allowed_by(
                 grants,
                 "Microsoft.Authorization/roleAssignments/read",
                 scope,
                 None,
                 None,
-            )
+            );
+            readable_scopes.insert(scope.to_owned(), readable);
+            readable
         }
     }
 }

@@ -571,11 +571,11 @@ pub async fn emit_verification_records(
     invocation_id: &str,
 ) -> usize {
     let snapshot = snapshot || mode == PairRecords::All;
-    // registry (lower-cased id) → (pairs, compliant, reported)
-    let mut per_registry: BTreeMap<String, (usize, usize, usize)> = report
+    // registry (ids compare ignoring case; the first spelling met is kept) → (pairs, compliant, reported)
+    let mut per_registry: BTreeMap<ResourceId, (usize, usize, usize)> = report
         .registries
         .iter()
-        .map(|r| (r.to_string().to_ascii_lowercase(), (0, 0, 0)))
+        .map(|r| (r.clone(), (0, 0, 0)))
         .collect();
     let mut emitted = 0;
     for pair in &report.pairs {
@@ -591,24 +591,13 @@ pub async fn emit_verification_records(
         } else {
             metrics.record_pair(pair);
         }
-        let entry = per_registry
-            .entry(pair.registry_id.to_string().to_ascii_lowercase())
-            .or_default();
+        let entry = per_registry.entry(pair.registry_id.clone()).or_default();
         entry.0 += 1;
         entry.1 += usize::from(pair.status == PairStatus::Compliant);
         entry.2 += usize::from(emit);
     }
     let complete = report.complete && report.inventory.failure().is_none();
-    let ids: BTreeMap<String, &ResourceId> = report
-        .registries
-        .iter()
-        .chain(report.pairs.iter().map(|p| &p.registry_id))
-        .map(|r| (r.to_string().to_ascii_lowercase(), r))
-        .collect();
-    for (key, (pairs, compliant, reported)) in &per_registry {
-        let Some(registry_id) = ids.get(key) else {
-            continue;
-        };
+    for (registry_id, (pairs, compliant, reported)) in &per_registry {
         metrics.record_registry_summary(
             &RegistrySummary {
                 registry_id,
