@@ -12,7 +12,7 @@ use std::time::Duration;
 use acr_autoattach::azure::{
     AssignmentFilter, AzureClient, AzureError, BucketSpec, ClientOptions, DeleteOutcome,
     InventoryOptions, InventorySource, ManagedIdentityOptions, Operation, PutOutcome, RateLimits,
-    RetryPolicy,
+    RetryPolicy, WindowSpec,
 };
 use acr_autoattach::core::model::{
     ACR_PULL_GUID, ClusterPrincipal, PullRole, ResourceId, RoleAssignmentMode,
@@ -657,6 +657,59 @@ async fn the_rate_limiter_prevents_429s_on_a_burst() {
             .any(|r| matches!(r, Err(AzureError::DeadlineExceeded { .. })))
     );
     assert_eq!(emu.stats().count_status("LIST registries", 429), 0);
+}
+
+/// Resource Graph's quota belongs to the identity, not the process: a fresh process whose identity already
+/// spent most of the window learns what is left from its first answer (`x-ms-user-quota-remaining`) and holds
+/// concurrent queries back until the reset instead of meeting 429s.
+#[tokio::test]
+async fn a_fresh_client_learns_resource_graphs_remaining_quota_from_its_first_answer() {
+    let emu = start(EmulatorConfig::for_tests()).await;
+    let subs = emu.subscriptions();
+    emu.update_faults(|f| {
+        f.resource_graph_quota = 15;
+        f.resource_graph_window_ms = 2_000;
+    });
+    let client = |window_ms: u64| {
+        let mut options = options_for(&emu, &emu.handler_principal_id());
+        options.rate_limits.resource_graph = WindowSpec {
+            limit: 15,
+            window: Duration::from_millis(window_ms),
+        };
+        options.retry.max_attempts = 1;
+        AzureClient::new(options).unwrap()
+    };
+    let query = "resources | where type =~ 'microsoft.containerregistry/registries' | project id | order by id asc";
+    // Another process of the identity spends 12 of the 15.
+    let first = client(2_000);
+    let spent = first.with_deadline(soon(20));
+    for _ in 0..12 {
+        spent.resource_graph(&subs, query).await.unwrap();
+    }
+    // A fresh process: its own window is empty, the identity's is not.
+    let fresh = client(2_000);
+    let azure = fresh.with_deadline(soon(20));
+    let started = Instant::now();
+    // Its first query learns that 2 are left; the next five go at once (an inventory's three listings do):
+    // only two may go before the reset.
+    azure.resource_graph(&subs, query).await.unwrap();
+    let results =
+        futures::future::join_all((0..5).map(|_| azure.resource_graph(&subs, query))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        emu.stats().count_status("POST resourcegraph", 429),
+        0,
+        "the fresh client waited for the reset instead"
+    );
+    assert!(
+        fresh.stats().rate_limited_waits > 0,
+        "the fresh client's limiter made it wait"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

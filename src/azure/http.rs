@@ -527,10 +527,16 @@ impl Transport {
                     .and_then(|v| v.trim().parse::<i64>().ok());
                 let resets = header_str(headers, "x-ms-user-quota-resets-after")
                     .and_then(parse_quota_resets_after);
-                if let (Some(remaining), Some(resets)) = (remaining, resets)
-                    && remaining <= 0
-                {
-                    self.limiter.block_until(key, now, pause_end(now, resets));
+                match (remaining, resets) {
+                    (Some(remaining), Some(resets)) if remaining <= 0 => {
+                        self.limiter.block_until(key, now, pause_end(now, resets));
+                    }
+                    (Some(remaining), Some(resets)) => {
+                        let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
+                        self.limiter
+                            .observe_window_quota(key, now, remaining, resets);
+                    }
+                    _ => {}
                 }
             }
         }

@@ -344,6 +344,29 @@ impl SlidingWindow {
             self.blocked_until = Some(until);
         }
     }
+
+    /// Resource Graph said how many queries are left (`x-ms-user-quota-remaining`) until its window resets
+    /// (`x-ms-user-quota-resets-after`): never believe more are left. The quota is the identity's, shared with
+    /// every other process of it, so a fresh process's empty window may be wrong from its first answer on.
+    /// The difference is held by placeholder starts that leave the window when the server's resets.
+    pub fn observe_quota(&mut self, now: Instant, remaining: usize, resets_after: Duration) {
+        let window = self.spec.window;
+        while self.starts.front().is_some_and(|&t| t + window <= now) {
+            self.starts.pop_front();
+        }
+        let limit = self.spec.limit.max(1);
+        let believed = limit.saturating_sub(self.starts.len());
+        let Some(excess) = believed.checked_sub(remaining).filter(|&n| n > 0) else {
+            return;
+        };
+        // A start at `leaves - window` counts until `leaves`; a reset further than a window away is capped.
+        let leaves = now + resets_after.min(window);
+        let at = leaves.checked_sub(window).unwrap_or(now);
+        let position = self.starts.partition_point(|&t| t <= at);
+        for _ in 0..excess {
+            self.starts.insert(position, at);
+        }
+    }
 }
 
 /// What to wait for before sending.
@@ -553,6 +576,24 @@ impl RateLimiter {
         });
     }
 
+    /// Resource Graph's answer said `remaining` queries are left until `resets_after` ([`SlidingWindow::observe_quota`]).
+    pub fn observe_window_quota(
+        &self,
+        key: &LimitKey,
+        now: Instant,
+        remaining: usize,
+        resets_after: Duration,
+    ) {
+        if !self.limits.enabled {
+            return;
+        }
+        self.with(key, now, |l| {
+            if let Limiter::Window(w) = l {
+                w.observe_quota(now, remaining, resets_after);
+            }
+        });
+    }
+
     /// Applies a server-side pause (429 `Retry-After`, or Resource Graph's exhausted quota) to everyone.
     pub fn block_until(&self, key: &LimitKey, now: Instant, until: Instant) {
         if !self.limits.enabled {
@@ -697,6 +738,37 @@ mod tests {
                 bucket.observe_remaining(now, f64::from(server_tokens));
             }
         }
+    }
+
+    #[test]
+    fn a_window_believes_the_quota_resource_graph_reports() {
+        let t0 = Instant::now();
+        let spec = WindowSpec {
+            limit: 15,
+            window: Duration::from_secs(5),
+        };
+        // A fresh process: another process of the identity already spent 12 of the 15; the window resets in 2 s.
+        let mut w = SlidingWindow::new(spec);
+        w.observe_quota(t0, 3, Duration::from_secs(2));
+        for _ in 0..3 {
+            assert_eq!(w.reserve(t0, FAR), Ok(Duration::ZERO));
+        }
+        assert_eq!(w.reserve(t0, FAR), Ok(Duration::from_secs(2)));
+        // Once reset, the rest of the window is free again (12 placeholders gone, 4 real starts).
+        let later = t0 + Duration::from_secs(2);
+        for _ in 0..11 {
+            assert_eq!(w.reserve(later, FAR), Ok(Duration::ZERO));
+        }
+        assert!(w.reserve(later, FAR).unwrap() > Duration::ZERO);
+
+        // An answer saying more is left than the window believes changes nothing.
+        let mut w = SlidingWindow::new(spec);
+        for _ in 0..14 {
+            w.reserve(t0, FAR).unwrap();
+        }
+        w.observe_quota(t0, 10, Duration::from_secs(5));
+        assert_eq!(w.reserve(t0, FAR), Ok(Duration::ZERO));
+        assert_eq!(w.reserve(t0, FAR), Ok(Duration::from_secs(5)));
     }
 
     #[test]
