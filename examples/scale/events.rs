@@ -65,7 +65,7 @@ pub struct Burst {
     /// The longest any answered invocation waited between the host's dispatch and the handler taking it up
     /// (the handler's `queuedSeconds`, from `Metadata.sys.UtcNow`), when the handler reports it.
     pub handler_queued_max_s: Option<f64>,
-    /// The most connections seen waiting in a loopback listener's accept queue (`/proc/net/tcp`, sampled
+    /// The most connections seen waiting in a loopback listener's accept queue (`NETLINK_SOCK_DIAG`, sampled
     /// every 50 ms): invocations the handler had not taken up yet.
     pub max_accept_backlog: u64,
     /// PUTs the handler sent (a PUT that finds the assignment already there is counted too).
@@ -85,26 +85,6 @@ fn assignments(control: &azure_emulator::EmulatorControl, subs: &[String]) -> u6
     subs.iter()
         .map(|s| control.assignments_in_subscription(s) as u64)
         .sum()
-}
-
-/// The longest accept queue of any listening TCP socket on this machine (`rx_queue` of a `LISTEN` row of
-/// `/proc/net/tcp`): connections the kernel completed that no one has accepted yet.
-fn accept_backlog() -> u64 {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // sl local rem st tx_queue:rx_queue …; st 0A = LISTEN.
-            if fields.get(3) != Some(&"0A") {
-                return None;
-            }
-            let (_, rx) = fields.get(4)?.split_once(':')?;
-            u64::from_str_radix(rx, 16).ok()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// The pid of the running process whose executable is `binary`.
@@ -266,7 +246,7 @@ pub async fn burst(
             let mut last_attached = None;
             while started.elapsed() < Duration::from_mins(10) {
                 let present = assignments(&control, &subs).saturating_sub(before);
-                max_backlog = max_backlog.max(accept_backlog());
+                max_backlog = max_backlog.max(crate::backlog::max_accept_backlog().unwrap_or(0));
                 let second = started.elapsed().as_secs();
                 if timeline.last().is_none_or(|(s, _)| *s < second) {
                     timeline.push((second, present));

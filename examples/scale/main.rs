@@ -11,6 +11,7 @@
 //! cluster-create event and, with `--burst B`, B clusters created at once, through Event Grid and the
 //! Functions host simulator.
 
+mod backlog;
 mod bound;
 mod events;
 mod footprint;
