@@ -1,7 +1,8 @@
 //! Access tokens: JWTs (`header.claims.signature`, base64url) signed with HS256 under a key made fresh for each
 //! run, so a token from another run, an edited token or a hand-made one is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -87,10 +88,17 @@ pub enum TokenError {
     NotYetValid { nbf: i64 },
 }
 
-/// Signs and verifies tokens. `Debug` never shows the key.
+/// Tokens whose signature was verified, kept at most this many: clients present the same token on every request
+/// until it expires, so the HMAC and the claims' decoding run once per token, not once per request.
+const VERIFIED_CAPACITY: usize = 4096;
+
+/// Signs and verifies tokens. `Debug` never shows the key. Clones share the key and the verified tokens.
 #[derive(Clone)]
 pub struct TokenSigner {
     key: [u8; 32],
+    /// Token text → its claims, for tokens whose signature checked out (the text is the whole token, signature
+    /// included, so an edited token is never found here). The validity window is checked on every use.
+    verified: Arc<Mutex<HashMap<String, Claims>>>,
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -101,7 +109,10 @@ impl std::fmt::Debug for TokenSigner {
 
 impl TokenSigner {
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+        Self {
+            key,
+            verified: Arc::default(),
+        }
     }
 
     pub fn sign(&self, claims: &Claims) -> String {
@@ -114,6 +125,35 @@ impl TokenSigner {
 
     /// Checks shape, signature and validity window (at `now`, unix seconds, with no clock skew allowance).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .cloned();
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token)?;
+                let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.clear();
+                }
+                verified.insert(token.to_owned(), claims.clone());
+                claims
+            }
+        };
+        if claims.exp <= now {
+            return Err(TokenError::Expired { exp: claims.exp });
+        }
+        if claims.nbf > now {
+            return Err(TokenError::NotYetValid { nbf: claims.nbf });
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a well-formed token signed with this key, whatever its validity window.
+    fn verify_signature(&self, token: &str) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(body), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -130,14 +170,7 @@ impl TokenSigner {
         let body = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| TokenError::Malformed)?;
-        let claims: Claims = serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)?;
-        if claims.exp <= now {
-            return Err(TokenError::Expired { exp: claims.exp });
-        }
-        if claims.nbf > now {
-            return Err(TokenError::NotYetValid { nbf: claims.nbf });
-        }
-        Ok(claims)
+        serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)
     }
 }
 
@@ -212,5 +245,36 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         assert_eq!(signer.verify("abc", 150), Err(TokenError::Malformed));
+    }
+    /// A verified token is remembered by its whole text: its window is still checked on every use, and a token
+    /// with the same header and claims but another signature is refused after the genuine one was seen.
+    #[test]
+    fn a_remembered_token_is_still_checked() {
+        let signer = TokenSigner::new([7; 32]);
+        let token = signer.sign(&claims(200));
+        assert_eq!(signer.verify(&token, 150).unwrap(), claims(200));
+        assert_eq!(signer.verified.lock().unwrap().len(), 1);
+        assert_eq!(signer.verify(&token, 150).unwrap(), claims(200));
+        assert_eq!(
+            signer.verify(&token, 250),
+            Err(TokenError::Expired { exp: 200 })
+        );
+        assert_eq!(
+            signer.verify(&token, 50),
+            Err(TokenError::NotYetValid { nbf: 100 })
+        );
+        let (signing_input, _) = token.rsplit_once('.').unwrap();
+        let resigned = TokenSigner::new([8; 32]).sign(&claims(200));
+        let (_, other_signature) = resigned.rsplit_once('.').unwrap();
+        let forged = format!("{signing_input}.{other_signature}");
+        assert_eq!(signer.verify(&forged, 150), Err(TokenError::BadSignature));
+        // A clone shares what was verified; the memory stays bounded.
+        let clone = signer.clone();
+        for exp in 0..=VERIFIED_CAPACITY {
+            let t = clone.sign(&claims(1_000 + i64::try_from(exp).unwrap()));
+            assert!(clone.verify(&t, 150).is_ok());
+        }
+        assert!(signer.verified.lock().unwrap().len() <= VERIFIED_CAPACITY);
+        assert_eq!(signer.verify(&token, 150).unwrap(), claims(200));
     }
 }
