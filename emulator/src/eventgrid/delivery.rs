@@ -46,6 +46,9 @@ fn fan_out(inner: &Arc<Inner>, event: &ArmEvent) {
     let id = uuid::Uuid::new_v4().to_string();
     let subscriptions = lock(&inner.subscriptions).clone();
     for subscription in subscriptions {
+        if !subscription.may_match_arm(event) {
+            continue;
+        }
         let built = match subscription.schema {
             EventSchema::EventGridSchema => Some(schema::event_grid_event(event, &id)),
             EventSchema::CloudEventSchemaV1_0 => Some(schema::cloud_event(event, &id)),

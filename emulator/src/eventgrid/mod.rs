@@ -166,6 +166,27 @@ impl EventSubscription {
         type_ok && operation_ok
     }
 
+    /// What [`EventSubscription::matches`] decides of `event` in the Event Grid or CloudEvents schema (its type
+    /// follows from the operation kind, `data.operationName` is the event's operation), without building it:
+    /// most ARM events (every role-assignment write of a burst) match no subscription.
+    pub(crate) fn may_match_arm(&self, event: &crate::bus::ArmEvent) -> bool {
+        if self.schema == EventSchema::ResourceNotifications {
+            return true;
+        }
+        let event_type = schema::event_type(event.kind);
+        let type_ok = self.included_event_types.is_empty()
+            || self
+                .included_event_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(event_type));
+        let operation_ok = self.operation_name_filter.as_ref().is_none_or(|values| {
+            values
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(&event.operation_name))
+        });
+        type_ok && operation_ok
+    }
+
     pub(crate) fn is_function_destination(&self) -> bool {
         url::Url::parse(&self.endpoint_url).is_ok_and(|url| {
             url.path()

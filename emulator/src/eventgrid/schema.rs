@@ -400,4 +400,62 @@ mod tests {
             "subscription tags raise nothing"
         );
     }
+    /// The check made before building an event decides as [`EventSubscription::matches`] decides of the built
+    /// event, for every kind, operation (in any case) and filter shape of the two ARM schemas.
+    #[test]
+    fn the_check_before_building_agrees_with_the_built_event() {
+        use crate::eventgrid::{EventSchema, EventSubscription};
+        let url = "http://127.0.0.1:1/api/events";
+        let infra = EventSubscription::as_infra_configures("infra", url);
+        let every = EventSubscription::new("every", url);
+        let writes_only = EventSubscription {
+            included_event_types: vec!["microsoft.resources.resourcewritesuccess".to_owned()],
+            ..EventSubscription::new("writes", url)
+        };
+        let operations_only = EventSubscription {
+            operation_name_filter: Some(vec![
+                "MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/WRITE".to_owned(),
+            ]),
+            ..EventSubscription::new("ops", url)
+        };
+        let uri = "/subscriptions/sub-1/resourceGroups/apps/providers/Microsoft.ContainerService/managedClusters/c1";
+        let mut checked = 0;
+        for subscription in [infra, every, writes_only, operations_only] {
+            for schema in [
+                EventSchema::EventGridSchema,
+                EventSchema::CloudEventSchemaV1_0,
+            ] {
+                let subscription = EventSubscription {
+                    schema,
+                    ..subscription.clone()
+                };
+                for kind in [
+                    ArmOperationKind::Write,
+                    ArmOperationKind::Delete,
+                    ArmOperationKind::Action,
+                ] {
+                    for operation in [
+                        "Microsoft.ContainerService/managedClusters/write",
+                        "microsoft.containerservice/MANAGEDCLUSTERS/delete",
+                        "Microsoft.Authorization/roleAssignments/write",
+                        "",
+                    ] {
+                        let event = sample(kind, uri, operation);
+                        let built = match schema {
+                            EventSchema::CloudEventSchemaV1_0 => cloud_event(&event, "id"),
+                            _ => event_grid_event(&event, "id"),
+                        };
+                        assert_eq!(
+                            subscription.may_match_arm(&event),
+                            subscription.matches(&built),
+                            "{} {schema:?} {kind:?} {operation}",
+                            subscription.name
+                        );
+                        checked += usize::from(subscription.matches(&built));
+                    }
+                }
+            }
+        }
+        assert!(checked > 0, "some events match");
+    }
 }
