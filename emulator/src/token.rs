@@ -131,17 +131,16 @@ impl TokenSigner {
             .unwrap_or_else(PoisonError::into_inner)
             .get(token)
             .cloned();
-        let claims = match known {
-            Some(claims) => claims,
-            None => {
-                let claims = self.verify_signature(token)?;
-                let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-                if verified.len() >= VERIFIED_CAPACITY {
-                    verified.clear();
-                }
-                verified.insert(token.to_owned(), claims.clone());
-                claims
+        let claims = if let Some(claims) = known {
+            claims
+        } else {
+            let claims = self.verify_signature(token)?;
+            let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
             }
+            verified.insert(token.to_owned(), claims.clone());
+            claims
         };
         if claims.exp <= now {
             return Err(TokenError::Expired { exp: claims.exp });
