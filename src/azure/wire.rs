@@ -312,6 +312,11 @@ pub fn subscription_from_arm(v: &Value) -> Result<Subscription, WireError> {
     })
 }
 
+/// The warning for a row that did not convert.
+fn skipped_row(what: &str, id: &str, e: &WireError) -> String {
+    format!("skipped {what} `{id}`: {e}")
+}
+
 /// Converts a page's rows with `parse` into `out`, consuming the page; a row that does not convert is skipped
 /// with a warning naming `what` and its id.
 pub fn convert_rows<T>(
@@ -327,7 +332,7 @@ pub fn convert_rows<T>(
             Ok(t) => out.push(t),
             Err(e) => {
                 let id = str_at(&row, &["id"]).unwrap_or("?");
-                warnings.push(format!("skipped {what} `{id}`: {e}"));
+                warnings.push(skipped_row(what, id, &e));
             }
         }
     }

@@ -114,6 +114,9 @@ impl<'de> de::Deserialize<'de> for Text<'de> {
     }
 }
 
+/// What a skipped row is called in its warning (as the general path names it).
+const ROW_KIND: &str = "role assignment";
+
 const ROW_KEYS: [&str; 3] = ["id", "name", "properties"];
 const PROPERTY_KEYS: [&str; 6] = [
     "scope",
@@ -246,10 +249,8 @@ impl AssignmentSink<'_> {
     }
 
     fn warn(&mut self, id: Option<&str>, e: &WireError) {
-        self.warnings.push(format!(
-            "skipped role assignment `{}`: {e}",
-            id.unwrap_or("?")
-        ));
+        self.warnings
+            .push(super::skipped_row(ROW_KIND, id.unwrap_or("?"), e));
     }
 }
 
@@ -355,18 +356,17 @@ impl<'de> Visitor<'de> for DataSeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         let table = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
         let page = serde_json::json!({ "data": table });
-        for row in super::take_resource_graph_page(page)
+        let rows = super::take_resource_graph_page(page)
             .map(|(rows, _)| rows)
-            .unwrap_or_default()
-        {
-            match self.0.reader.read(&row) {
-                Ok(a) => self.0.rows.push(a),
-                Err(e) => {
-                    let id = super::str_at(&row, &["id"]).map(str::to_owned);
-                    self.0.warn(id.as_deref(), &e);
-                }
-            }
-        }
+            .unwrap_or_default();
+        let sink = &mut *self.0;
+        super::convert_rows(
+            rows,
+            ROW_KIND,
+            |v| sink.reader.read(v),
+            sink.rows,
+            sink.warnings,
+        );
         Ok(())
     }
 }
